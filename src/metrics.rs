@@ -1,0 +1,209 @@
+//! Request counters and a lock-free latency histogram, per pool and per instance.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Sub-buckets per power of two: quantiles are exact to within about 19%.
+const SUB: u32 = 4;
+/// Buckets cover 1 µs to about 2^40 µs (12 days).
+const BUCKETS: usize = (40 * SUB) as usize;
+
+/// A log-scale histogram of latencies in microseconds.
+pub(crate) struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bucket_of(us: u64) -> usize {
+    let v = us.max(1) as f64;
+    ((v.log2() * SUB as f64) as usize).min(BUCKETS - 1)
+}
+
+fn bucket_upper(b: usize) -> u64 {
+    2f64.powf((b + 1) as f64 / SUB as f64).ceil() as u64
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.max_us.fetch_max(us, Relaxed);
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0..=1), capped at the maximum.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let n = self.count.load(Relaxed);
+        if n == 0 {
+            return None;
+        }
+        let rank = ((n as f64 * q).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (b, c) in self.buckets.iter().enumerate() {
+            seen += c.load(Relaxed);
+            if seen >= rank {
+                return Some(bucket_upper(b).min(self.max_us.load(Relaxed)));
+            }
+        }
+        Some(self.max_us.load(Relaxed))
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            count: self.count.load(Relaxed),
+            p50_us: self.quantile(0.50),
+            p90_us: self.quantile(0.90),
+            p99_us: self.quantile(0.99),
+            max_us: (self.count.load(Relaxed) > 0).then(|| self.max_us.load(Relaxed)),
+        }
+    }
+}
+
+/// Latency quantiles of completed requests.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatencySnapshot {
+    /// Requests measured.
+    pub count: u64,
+    /// Median, microseconds.
+    pub p50_us: Option<u64>,
+    /// 90th percentile, microseconds.
+    pub p90_us: Option<u64>,
+    /// 99th percentile, microseconds.
+    pub p99_us: Option<u64>,
+    /// Slowest, microseconds.
+    pub max_us: Option<u64>,
+}
+
+/// How a request ended, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ok,
+    Error,
+    Timeout,
+}
+
+/// Request counters of a pool or of one instance index.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub ok: AtomicU64,
+    pub error: AtomicU64,
+    pub timeout: AtomicU64,
+    pub fallback: AtomicU64,
+    pub latency: Histogram,
+}
+
+impl Metrics {
+    pub fn record(&self, outcome: Outcome, fallback: bool, took: Duration) {
+        match outcome {
+            Outcome::Ok => &self.ok,
+            Outcome::Error => &self.error,
+            Outcome::Timeout => &self.timeout,
+        }
+        .fetch_add(1, Relaxed);
+        if fallback {
+            self.fallback.fetch_add(1, Relaxed);
+        }
+        if outcome == Outcome::Ok {
+            self.latency.record(took);
+        }
+    }
+
+    pub fn requests_total(&self) -> u64 {
+        self.ok.load(Relaxed) + self.error.load(Relaxed) + self.timeout.load(Relaxed)
+    }
+}
+
+/// Request metrics of one instance index (all its incarnations).
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceMetrics {
+    /// Instance index.
+    pub index: usize,
+    /// Requests answered.
+    pub requests_ok: u64,
+    /// Requests that ended in an error (tool error, death, protocol error).
+    pub requests_error: u64,
+    /// Requests that timed out.
+    pub requests_timeout: u64,
+    /// Lines written to stdin.
+    pub lines_in: u64,
+    /// Lines read from stdout.
+    pub lines_out: u64,
+    /// Lines that broke the JSON-RPC framing.
+    pub protocol_errors: u64,
+    /// JSON-RPC replies that came after their request had timed out (dropped).
+    pub late_replies_dropped: u64,
+    /// Restarts.
+    pub restarts: u64,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// Lines waiting in the stdin queue.
+    pub stdin_queue: usize,
+    /// Reply latency.
+    pub latency: LatencySnapshot,
+}
+
+/// Request metrics of a pool: totals and per instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsSnapshot {
+    /// Tool id.
+    pub tool: String,
+    /// Requests answered (by the pool or the fallback).
+    pub requests_ok: u64,
+    /// Requests that ended in an error.
+    pub requests_error: u64,
+    /// Requests that timed out.
+    pub requests_timeout: u64,
+    /// Requests served by the one-shot fallback (also counted in ok/error/timeout).
+    pub requests_fallback: u64,
+    /// Lines written to stdin, all instances.
+    pub lines_in: u64,
+    /// Lines read from stdout, all instances.
+    pub lines_out: u64,
+    /// Protocol errors, all instances.
+    pub protocol_errors: u64,
+    /// Late JSON-RPC replies dropped, all instances.
+    pub late_replies_dropped: u64,
+    /// Restarts, all instances.
+    pub restarts: u64,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// Callers waiting for a free instance now.
+    pub queue_depth: usize,
+    /// Times a request had to wait for a free instance.
+    pub waited_for_instance: u64,
+    /// Reply latency of the whole pool.
+    pub latency: LatencySnapshot,
+    /// Per instance.
+    pub instances: Vec<InstanceMetrics>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_follow_the_data() {
+        let h = Histogram::default();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.quantile(0.5).unwrap();
+        let p99 = h.quantile(0.99).unwrap();
+        assert!((420..=620).contains(&p50), "p50 {p50}");
+        assert!((900..=1000).contains(&p99), "p99 {p99}");
+        assert_eq!(h.snapshot().max_us, Some(1000));
+        assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+}

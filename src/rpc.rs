@@ -1,0 +1,282 @@
+//! JSON-RPC 2.0 framing: one object per line, replies matched by id.
+//!
+//! The [`Dispatcher`] sits on an instance's stdout reader: replies go to the request that
+//! waits for their id; notifications (and requests from the tool) go on to the stdout
+//! queue for the caller to read; a reply with an unknown id (its request timed out) is
+//! dropped and counted; anything else is a protocol error, counted and kept for status.
+
+use crate::error::{Error, Result};
+use crate::instance::StdoutFilter;
+use crate::spec::ToolSpec;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+/// Bad lines kept per instance for diagnosis.
+const BAD_LINES_KEPT: usize = 10;
+/// Longest bad line kept (characters).
+const BAD_LINE_CHARS: usize = 300;
+
+/// What one stdout line of a JSON-RPC tool is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// A reply to request `id`: the `result` as JSON text, or the error object.
+    Reply {
+        /// The id it answers.
+        id: u64,
+        /// `Ok(result JSON)` or `Err((code, message, data JSON))`.
+        outcome: std::result::Result<String, (i64, String, Option<String>)>,
+    },
+    /// A notification or a request from the tool (has `method`): for the caller to read.
+    Notification,
+    /// Not valid JSON-RPC 2.0; the reason.
+    Invalid(String),
+}
+
+/// Classify one line. Never panics, whatever the bytes.
+pub fn parse_line(line: &[u8]) -> Parsed {
+    let v: Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => return Parsed::Invalid(format!("not JSON: {e}")),
+    };
+    let Value::Object(o) = v else {
+        return Parsed::Invalid("not a JSON object".into());
+    };
+    if o.get("jsonrpc") != Some(&Value::String("2.0".into())) {
+        return Parsed::Invalid("missing \"jsonrpc\": \"2.0\"".into());
+    }
+    if o.get("method").is_some_and(Value::is_string) {
+        return Parsed::Notification;
+    }
+    let id = match o.get("id") {
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(id) => id,
+            None => return Parsed::Invalid(format!("id {n} is not one we assigned")),
+        },
+        Some(Value::String(s)) => match s.parse::<u64>() {
+            Ok(id) => id,
+            Err(_) => return Parsed::Invalid(format!("id \"{s}\" is not one we assigned")),
+        },
+        Some(Value::Null) | None => {
+            return Parsed::Invalid(match o.get("error") {
+                Some(e) => format!("error without id: {e}"),
+                None => "neither a method nor an id".into(),
+            })
+        }
+        Some(other) => return Parsed::Invalid(format!("id {other} has a wrong type")),
+    };
+    match (o.get("result"), o.get("error")) {
+        (Some(r), None) => Parsed::Reply {
+            id,
+            outcome: Ok(r.to_string()),
+        },
+        (None, Some(Value::Object(e))) => {
+            let code = e.get("code").and_then(Value::as_i64);
+            let message = e.get("message").and_then(Value::as_str);
+            match (code, message) {
+                (Some(code), Some(message)) => Parsed::Reply {
+                    id,
+                    outcome: Err((
+                        code,
+                        message.to_string(),
+                        e.get("data").map(Value::to_string),
+                    )),
+                },
+                _ => Parsed::Invalid("error object without integer code and string message".into()),
+            }
+        }
+        (Some(_), Some(_)) => Parsed::Invalid("both result and error".into()),
+        _ => Parsed::Invalid("a reply needs exactly one of result and error".into()),
+    }
+}
+
+/// Build the request line for `payload` (`{"method": ..., "params": ...}`) with `id`.
+pub fn encode_request(id: u64, payload: &str) -> Result<Vec<u8>> {
+    let bad = |why: &str| {
+        Error::InvalidArgument(format!(
+            "JSON-RPC payload {why}; expected {{\"method\": \"...\", \"params\": ...}}"
+        ))
+    };
+    let v: Value = serde_json::from_str(payload).map_err(|e| bad(&format!("is not JSON ({e})")))?;
+    let Value::Object(mut o) = v else {
+        return Err(bad("is not an object"));
+    };
+    let Some(Value::String(method)) = o.remove("method") else {
+        return Err(bad("has no string \"method\""));
+    };
+    let params = o.remove("params");
+    if let Some(k) = o.keys().next() {
+        return Err(bad(&format!("has an unexpected key \"{k}\"")));
+    }
+    if params
+        .as_ref()
+        .is_some_and(|p| !p.is_array() && !p.is_object())
+    {
+        return Err(bad("has \"params\" that is neither an array nor an object"));
+    }
+    let mut req = Map::new();
+    req.insert("jsonrpc".into(), "2.0".into());
+    req.insert("id".into(), id.into());
+    req.insert("method".into(), method.into());
+    if let Some(p) = params {
+        req.insert("params".into(), p);
+    }
+    Ok(serde_json::to_vec(&Value::Object(req)).expect("a Value always serializes"))
+}
+
+/// The outcome delivered to a waiting request.
+pub(crate) type RpcOutcome = std::result::Result<String, (i64, String, Option<String>)>;
+
+/// Matches replies to pending requests for one instance.
+pub(crate) struct Dispatcher {
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, Sender<RpcOutcome>>>,
+    bad: Mutex<VecDeque<String>>,
+    closed: AtomicBool,
+    pub protocol_errors: AtomicU64,
+    pub late_replies: AtomicU64,
+}
+
+impl Dispatcher {
+    pub fn new(_spec: &ToolSpec, index: usize) -> Dispatcher {
+        Dispatcher {
+            // Ids differ between instances, which makes logs easier to read.
+            next_id: AtomicU64::new((index as u64) << 32 | 1),
+            pending: Mutex::new(HashMap::new()),
+            bad: Mutex::new(VecDeque::new()),
+            closed: AtomicBool::new(false),
+            protocol_errors: AtomicU64::new(0),
+            late_replies: AtomicU64::new(0),
+        }
+    }
+
+    /// Register a new request: its id and where its reply will arrive. `None` when the
+    /// instance's stdout has closed.
+    pub fn register(&self) -> Option<(u64, Receiver<RpcOutcome>)> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let (tx, rx) = bounded(1);
+        let mut p = self.pending.lock();
+        if self.closed.load(Relaxed) {
+            return None;
+        }
+        p.insert(id, tx);
+        Some((id, rx))
+    }
+
+    /// Forget request `id` (it timed out): a late reply will be dropped and counted.
+    pub fn forget(&self, id: u64) {
+        self.pending.lock().remove(&id);
+    }
+
+    /// The last lines that broke the framing.
+    pub fn bad_lines(&self) -> Vec<String> {
+        self.bad.lock().iter().cloned().collect()
+    }
+
+    fn record_bad(&self, line: &[u8], why: &str) {
+        self.protocol_errors.fetch_add(1, Relaxed);
+        let mut text: String = String::from_utf8_lossy(line)
+            .chars()
+            .take(BAD_LINE_CHARS)
+            .collect();
+        text.push_str(" -- ");
+        text.push_str(why);
+        let mut b = self.bad.lock();
+        if b.len() == BAD_LINES_KEPT {
+            b.pop_front();
+        }
+        b.push_back(text);
+    }
+}
+
+impl StdoutFilter for Dispatcher {
+    fn filter(&self, line: Vec<u8>) -> Option<Vec<u8>> {
+        match parse_line(&line) {
+            Parsed::Reply { id, outcome } => {
+                match self.pending.lock().remove(&id) {
+                    Some(tx) => {
+                        let _ = tx.send(outcome);
+                    }
+                    None => {
+                        self.late_replies.fetch_add(1, Relaxed);
+                    }
+                }
+                None
+            }
+            Parsed::Notification => Some(line),
+            Parsed::Invalid(why) => {
+                self.record_bad(&line, &why);
+                None
+            }
+        }
+    }
+
+    fn closed(&self) {
+        let mut p = self.pending.lock();
+        self.closed.store(true, Relaxed);
+        p.clear(); // waiting requests see a disconnected channel: the instance died
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_lines() {
+        assert_eq!(
+            parse_line(br#"{"jsonrpc":"2.0","id":7,"result":{"a":1}}"#),
+            Parsed::Reply {
+                id: 7,
+                outcome: Ok(r#"{"a":1}"#.into())
+            }
+        );
+        assert_eq!(
+            parse_line(br#"{"jsonrpc":"2.0","id":"8","error":{"code":-32601,"message":"nope","data":[1]}}"#),
+            Parsed::Reply { id: 8, outcome: Err((-32601, "nope".into(), Some("[1]".into()))) }
+        );
+        assert_eq!(
+            parse_line(br#"{"jsonrpc":"2.0","method":"log","params":[1]}"#),
+            Parsed::Notification
+        );
+        for bad in [
+            &b"hello"[..],
+            b"[]",
+            b"{}",
+            br#"{"jsonrpc":"2.0","id":1}"#,
+            br#"{"jsonrpc":"1.0","id":1,"result":1}"#,
+            b"\xff\xfe",
+        ] {
+            assert!(
+                matches!(parse_line(bad), Parsed::Invalid(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn encodes_requests_and_rejects_bad_payloads() {
+        let line = encode_request(5, r#"{"method":"add","params":[1,2]}"#).unwrap();
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["jsonrpc"], "2.0");
+        assert_eq!(v["id"], 5);
+        assert_eq!(v["params"][1], 2);
+        assert!(!line.contains(&b'\n'));
+        for bad in [
+            "",
+            "[]",
+            r#"{"params":1}"#,
+            r#"{"method":1}"#,
+            r#"{"method":"a","params":3}"#,
+            r#"{"method":"a","x":1}"#,
+        ] {
+            assert!(
+                matches!(encode_request(1, bad), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Tool specs and the registry: how to start and drive one tool.
+//!
+//! A registry is a JSON document `{"tools": {"<id>": {spec}}}`. Every key is documented in
+//! the README ("Tool spec keys"); unknown keys, wrong types, an empty `command` or a `count`
+//! of 0 are errors that name the tool and the key.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the default registry path.
+pub const REGISTRY_ENV: &str = "TOOLPOOL_REGISTRY";
+
+/// How to start and drive one tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolSpec {
+    /// Tool id. In a registry the key is the id; a standalone spec may name it, else the
+    /// file name of `command[0]` is used.
+    pub id: String,
+    /// argv of the tool; `command[0]` is the program (looked up in `PATH` when it has no
+    /// slash). No shell is involved.
+    pub command: Vec<String>,
+    /// Extra environment variables for the child.
+    pub env: BTreeMap<String, String>,
+    /// Start the child with an empty environment (plus `env`).
+    pub env_clear: bool,
+    /// Working directory of the child.
+    pub cwd: Option<PathBuf>,
+    /// Number of instances.
+    pub count: usize,
+    /// Start-up: ready line and timeout.
+    pub startup: Startup,
+    /// Shutdown: grace period.
+    pub shutdown: Shutdown,
+    /// Line length and queue limits.
+    pub limits: Limits,
+    /// Request framing.
+    pub protocol: Protocol,
+    /// How `request` picks an instance.
+    pub routing: Routing,
+    /// Requests in flight on one instance at once (only `jsonrpc` may use more than 1).
+    pub max_in_flight: usize,
+    /// Run the tool once per request instead of (or as a fallback for) the pool.
+    pub oneshot: Option<Oneshot>,
+    /// Serve a request with `oneshot` when its instance fails mid-request.
+    pub fallback: bool,
+    /// Never start the pool; serve every request with `oneshot`. `TOOLPOOL_DISABLE=1` in the
+    /// environment has the same effect.
+    pub disabled: bool,
+    /// Supervision: restart policy, backoff and intensity cap.
+    pub restart: Restart,
+    /// Start instances on first use instead of at pool creation.
+    pub lazy: bool,
+    /// Stop an instance idle this long; it starts again on next use.
+    pub idle_timeout_ms: Option<u64>,
+    /// Recycle an instance after this many requests (with up to 10% jitter).
+    pub max_requests: Option<u64>,
+    /// Recycle an instance after this age.
+    pub max_lifetime_ms: Option<u64>,
+    /// Health probes.
+    pub health: Option<HealthProbe>,
+}
+
+impl Default for ToolSpec {
+    fn default() -> Self {
+        ToolSpec {
+            id: String::new(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            env_clear: false,
+            cwd: None,
+            count: 1,
+            startup: Startup::default(),
+            shutdown: Shutdown::default(),
+            limits: Limits::default(),
+            protocol: Protocol::Lines,
+            routing: Routing::RoundRobin,
+            max_in_flight: 1,
+            oneshot: None,
+            fallback: false,
+            disabled: false,
+            restart: Restart::default(),
+            lazy: false,
+            idle_timeout_ms: None,
+            max_requests: None,
+            max_lifetime_ms: None,
+            health: None,
+        }
+    }
+}
+
+/// Start-up settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Startup {
+    /// An instance is ready only once it prints this exact line on stdout. Lines before it
+    /// (and the line itself) are start-up output and are not delivered.
+    pub ready_line: Option<String>,
+    /// How long to wait for the ready line (and for a process-limit slot). Default 10000.
+    pub timeout_ms: u64,
+}
+
+impl Default for Startup {
+    fn default() -> Self {
+        Startup {
+            ready_line: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Shutdown settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// Grace period between SIGTERM and SIGKILL when the pool shuts down. Default 2000.
+    pub grace_ms: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown { grace_ms: 2_000 }
+    }
+}
+
+/// Limits that keep memory bounded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest output line kept whole; longer lines are cut into pieces of this size and
+    /// counted. Default 1 MiB.
+    pub max_line_bytes: usize,
+    /// Capacity of each instance's stdin queue and stdout queue, in lines. Default 1024.
+    pub queue_lines: usize,
+    /// Callers allowed to wait for a free instance before `request` fails with
+    /// "saturated". Default 1024.
+    pub max_waiting: usize,
+    /// stderr lines kept per instance for diagnosis. Default 20.
+    pub stderr_tail_lines: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 1 << 20,
+            queue_lines: 1024,
+            max_waiting: 1024,
+            stderr_tail_lines: 20,
+        }
+    }
+}
+
+/// Request framing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// One request line, one reply line, matched in order.
+    #[default]
+    Lines,
+    /// JSON-RPC 2.0, one object per line, matched by id.
+    Jsonrpc,
+    /// A reply is every line up to (not including) this terminator line.
+    Marker(String),
+}
+
+/// How `request` picks an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// Each request to the next instance in turn.
+    #[default]
+    RoundRobin,
+    /// The instance with the fewest requests in flight (ties in turn).
+    LeastBusy,
+    /// A caller-given key maps to the same instance while it lives.
+    Sticky,
+}
+
+/// One-shot mode: the tool run once per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Oneshot {
+    /// argv of the one-shot run.
+    pub command: Vec<String>,
+    /// How the payload reaches it.
+    #[serde(default)]
+    pub input: OneshotInput,
+}
+
+/// How a one-shot run gets the request payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OneshotInput {
+    /// Written to stdin, followed by a newline, then stdin is closed.
+    #[default]
+    Stdin,
+    /// Appended as the last argv element.
+    Arg,
+}
+
+/// Restart policy of the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    /// Restart whenever an instance ends.
+    Always,
+    /// Restart only after a non-zero exit or a signal.
+    OnFailure,
+    /// Never restart automatically (`restart(i)` still works).
+    #[default]
+    Never,
+}
+
+/// Supervision settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Restart {
+    /// When to restart. Default `never`.
+    pub policy: RestartPolicy,
+    /// First backoff delay. Default 100.
+    pub backoff_initial_ms: u64,
+    /// Backoff cap. Default 10000.
+    pub backoff_max_ms: u64,
+    /// Restarts allowed within `window_ms` before the instance is marked failed. Default 5.
+    pub max_restarts: u32,
+    /// Window of the intensity cap; also how long an instance must stay up for its backoff
+    /// to reset. Default 60000.
+    pub window_ms: u64,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            policy: RestartPolicy::Never,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 10_000,
+            max_restarts: 5,
+            window_ms: 60_000,
+        }
+    }
+}
+
+/// Health probe settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthProbe {
+    /// Time between probes of an idle instance. Default 5000.
+    pub interval_ms: u64,
+    /// A probe not answered within this is a failure: the instance is killed and restarted.
+    /// Default 2000.
+    pub timeout_ms: u64,
+    /// For `lines`/`marker` tools: the line to send. For `jsonrpc` the probe is a `ping`
+    /// call and this is ignored.
+    pub probe: Option<String>,
+    /// The expected reply; when absent any reply passes.
+    pub expect: Option<String>,
+}
+
+impl Default for HealthProbe {
+    fn default() -> Self {
+        HealthProbe {
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            probe: None,
+            expect: None,
+        }
+    }
+}
+
+impl ToolSpec {
+    /// A spec for `command` with every other key at its default.
+    pub fn new<I, S>(command: I) -> ToolSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let command: Vec<String> = command.into_iter().map(Into::into).collect();
+        let mut spec = ToolSpec {
+            command,
+            ..ToolSpec::default()
+        };
+        spec.id = spec.default_id();
+        spec
+    }
+
+    /// Parse a standalone spec (the same keys as a registry entry, plus an optional `id`).
+    pub fn from_json(json: &str) -> Result<ToolSpec> {
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| Error::Config(format!("spec is not valid JSON: {e}")))?;
+        ToolSpec::from_value(None, value)
+    }
+
+    fn from_value(id: Option<&str>, value: serde_json::Value) -> Result<ToolSpec> {
+        let name = id.unwrap_or("<spec>");
+        if !value.is_object() {
+            return Err(Error::Config(format!(
+                "tool '{name}': a spec must be a JSON object"
+            )));
+        }
+        let mut spec: ToolSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." {
+                String::new()
+            } else {
+                format!(" key '{path}':")
+            };
+            Error::Config(format!("tool '{name}':{key} {}", e.inner()))
+        })?;
+        if let Some(id) = id {
+            if !spec.id.is_empty() && spec.id != id {
+                return Err(Error::Config(format!(
+                    "tool '{id}': key 'id' is '{}' but the registry names it '{id}'",
+                    spec.id
+                )));
+            }
+            spec.id = id.to_string();
+        } else if spec.id.is_empty() {
+            spec.id = spec.default_id();
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn default_id(&self) -> String {
+        self.command
+            .first()
+            .map(|c| c.rsplit('/').next().unwrap_or(c).to_string())
+            .unwrap_or_default()
+    }
+
+    /// Check the values serde cannot check: empty command, zero counts, and so on.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| {
+            Err(Error::Config(format!(
+                "tool '{}': key '{key}': {why}",
+                if self.id.is_empty() {
+                    "<spec>"
+                } else {
+                    &self.id
+                }
+            )))
+        };
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return bad("command", "must be a non-empty argv array");
+        }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return bad("command", "an argument contains a NUL byte");
+        }
+        if self.count == 0 {
+            return bad("count", "must be at least 1");
+        }
+        if self.limits.max_line_bytes == 0 {
+            return bad("limits.max_line_bytes", "must be at least 1");
+        }
+        if self.limits.queue_lines == 0 {
+            return bad("limits.queue_lines", "must be at least 1");
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight", "must be at least 1");
+        }
+        if self.max_in_flight > 1 && self.protocol != Protocol::Jsonrpc {
+            return bad(
+                "max_in_flight",
+                "only the jsonrpc protocol can match more than one request in flight",
+            );
+        }
+        if let Protocol::Marker(m) = &self.protocol {
+            if m.contains('\n') {
+                return bad("protocol.marker", "must not contain a newline");
+            }
+        }
+        if let Some(o) = &self.oneshot {
+            if o.command.is_empty() || o.command[0].is_empty() {
+                return bad("oneshot.command", "must be a non-empty argv array");
+            }
+        }
+        if self.restart.backoff_initial_ms == 0 {
+            return bad("restart.backoff_initial_ms", "must be at least 1");
+        }
+        if let Some(h) = &self.health {
+            if h.interval_ms == 0 || h.timeout_ms == 0 {
+                return bad("health", "interval_ms and timeout_ms must be at least 1");
+            }
+            if self.protocol != Protocol::Jsonrpc && h.probe.is_none() {
+                return bad("health.probe", "a probe line is required for this protocol");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A set of tool specs by id, usually loaded from a JSON file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Registry {
+    /// Specs by tool id.
+    pub tools: BTreeMap<String, ToolSpec>,
+}
+
+impl Registry {
+    /// Parse a registry document `{"tools": {"<id>": {spec}}}`.
+    pub fn from_json(json: &str) -> Result<Registry> {
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| Error::Config(format!("registry is not valid JSON: {e}")))?;
+        let serde_json::Value::Object(mut top) = value else {
+            return Err(Error::Config("registry must be a JSON object".into()));
+        };
+        if let Some(k) = top.keys().find(|k| *k != "tools") {
+            return Err(Error::Config(format!(
+                "registry: unknown top-level key '{k}' (expected 'tools')"
+            )));
+        }
+        let Some(serde_json::Value::Object(tools)) = top.remove("tools") else {
+            return Err(Error::Config(
+                "registry: key 'tools' must be an object of tool specs".into(),
+            ));
+        };
+        let mut out = Registry::default();
+        for (id, spec) in tools {
+            if id.is_empty() {
+                return Err(Error::Config("registry: a tool id is empty".into()));
+            }
+            let spec = ToolSpec::from_value(Some(&id), spec)?;
+            out.tools.insert(id, spec);
+        }
+        Ok(out)
+    }
+
+    /// Read and parse a registry file.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Registry> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(format!("cannot read registry {}: {e}", path.display())))?;
+        Registry::from_json(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Load the registry named by `TOOLPOOL_REGISTRY`.
+    pub fn from_env() -> Result<Registry> {
+        match std::env::var_os(REGISTRY_ENV) {
+            Some(p) => Registry::from_path(p),
+            None => Err(Error::Config(format!("{REGISTRY_ENV} is not set"))),
+        }
+    }
+
+    /// The spec of `tool`, or [`Error::UnknownTool`] naming the known ids.
+    pub fn get(&self, tool: &str) -> Result<&ToolSpec> {
+        self.tools.get(tool).ok_or_else(|| Error::UnknownTool {
+            tool: tool.to_string(),
+            known: self.tools.keys().cloned().collect(),
+        })
+    }
+}
