@@ -1,0 +1,98 @@
+//! Process hygiene: signals, SIGPIPE, inherited fds. This binary behaves like a C host:
+//! SIGPIPE has its default action (it kills the process) and the spawning thread has
+//! signals blocked and ignored that the children must not inherit.
+
+mod common;
+use common::*;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+use toolpool::Error;
+
+fn like_a_c_host() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| unsafe {
+        // The Rust runtime ignores SIGPIPE; a C or Go host does not.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    });
+}
+
+#[test]
+fn children_start_with_no_blocked_or_ignored_signals() {
+    like_a_c_host();
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    assert!(
+        !own.contains("SigBlk:\t0000000000000000"),
+        "the test thread should block signals"
+    );
+    // awk (not a Rust or Python program, which set their own dispositions at start)
+    // reports the state it was exec'd with.
+    let pool = private(toolpool::ToolSpec::new([
+        "awk",
+        r#"/^Sig(Blk|Ign)/ { printf "%s ", $0 } END { print "" }"#,
+        "/proc/self/status",
+    ]));
+    let line = pool.read_line(0, T).unwrap();
+    assert_eq!(line.trim_end(), "SigBlk:\t0000000000000000 SigIgn:\t0000000000000000");
+}
+
+#[test]
+fn a_write_to_a_dead_child_does_not_kill_the_host() {
+    like_a_c_host();
+    let pool = private(tool(1, &[]));
+    pool.send(0, "crash:1").unwrap();
+    // Keep writing while it dies and after: the writer thread gets EPIPE, not SIGPIPE.
+    let mut dead = false;
+    for _ in 0..2000 {
+        match pool.send(0, &"z".repeat(1000)) {
+            Ok(()) | Err(Error::QueueFull { .. }) => {}
+            Err(Error::InstanceDead(_)) => {
+                dead = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(dead, "the death was never reported");
+    assert!(eventually(T, || pool.health().dead == 1));
+    // One-shot runs write from our threads too.
+    let spec = toolpool::ToolSpec {
+        oneshot: Some(toolpool::Oneshot {
+            command: vec!["true".into()],
+            input: toolpool::OneshotInput::Stdin,
+        }),
+        disabled: true,
+        ..tool(1, &[])
+    };
+    let p = private(spec);
+    let big = "q".repeat(1 << 20); // more than a pipe holds; `true` never reads it
+    for _ in 0..5 {
+        assert_eq!(p.request(&big, T).unwrap().text, "");
+    }
+}
+
+#[test]
+fn children_inherit_only_stdio() {
+    like_a_c_host();
+    // An fd the host leaked without O_CLOEXEC (as C code often does).
+    let f = std::fs::File::open("/proc/self/status").unwrap();
+    let fd = f.as_raw_fd();
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+    }
+    let pool = private(tool(2, &[]));
+    for i in 0..2 {
+        pool.send(i, "fds").unwrap();
+        assert_eq!(pool.read_line(i, T).unwrap(), "0,1,2");
+    }
+    drop(f);
+}
