@@ -91,6 +91,7 @@ pub(crate) struct Instance {
     readiness: Arc<(Mutex<Readiness>, Condvar)>,
     pub counters: Arc<Counters>,
     pub stopped: AtomicBool,
+    retired: AtomicBool,
     stop_tx: Mutex<Option<Sender<()>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -200,6 +201,7 @@ impl Instance {
             readiness,
             counters,
             stopped: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             stop_tx: Mutex::new(Some(stop_tx)),
             threads: Mutex::new(threads),
         }))
@@ -265,7 +267,14 @@ impl Instance {
 
     /// Alive and ready for work.
     pub fn usable(&self) -> bool {
-        self.state() == State::Ready && !self.stdin_broken.load(Relaxed)
+        self.state() == State::Ready
+            && !self.stdin_broken.load(Relaxed)
+            && !self.retired.load(Relaxed)
+    }
+
+    /// Take out of service (it is about to be killed and replaced).
+    pub fn retire(&self) {
+        self.retired.store(true, Relaxed);
     }
 
     fn stdout_closed(&self) -> bool {
@@ -364,6 +373,14 @@ impl Instance {
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for Instance {
+    /// A safety net: an instance dropped without `kill` still takes its process group
+    /// down (the waiter thread reaps it).
+    fn drop(&mut self) {
+        self.process.signal(libc::SIGKILL);
     }
 }
 

@@ -197,10 +197,14 @@ impl Pool {
         if !disabled && !pool.inner.spec.lazy {
             if let Err(e) = pool.inner.start_all() {
                 if pool.inner.spec.oneshot.is_none() {
-                    pool.inner.stop_all(Duration::ZERO);
+                    pool.inner.shut_down.store(true, Relaxed);
                     return Err(e);
                 }
-                // With a one-shot fallback, a pool that cannot start still serves.
+                // With a one-shot fallback, a pool that cannot start still serves; its
+                // instances are failed (not retried) until `restart` is called.
+                for slot in &pool.inner.slots {
+                    *slot.failed.lock() = Some(format!("could not start: {e}"));
+                }
             }
         }
         if !disabled {
@@ -337,7 +341,9 @@ impl Pool {
         if self.inner.shut_down.swap(true, Relaxed) {
             return;
         }
-        if let Some(sup) = self.inner.supervisor.lock().take() {
+        // Not under the lock: the waiter threads take it to notify the supervisor.
+        let sup = self.inner.supervisor.lock().take();
+        if let Some(sup) = sup {
             sup.stop();
         }
         self.inner.route_cv.notify_all();
@@ -449,15 +455,33 @@ impl PoolInner {
         }))
     }
 
-    /// Start every slot: spawn all, then wait for all to be ready (in parallel).
+    /// Start every slot: spawn all, then wait for all to be ready (in parallel). On any
+    /// failure every process started here is killed.
     fn start_all(self: &Arc<Self>) -> Result<()> {
         let deadline = Instant::now() + Duration::from_millis(self.spec.startup.timeout_ms);
         let mut started = Vec::new();
+        let mut failure = None;
         for i in 0..self.slots.len() {
-            started.push(self.spawn_worker(i)?);
+            match self.spawn_worker(i) {
+                Ok(w) => started.push(w),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            failure = started
+                .iter()
+                .find_map(|w| self.await_ready(w, deadline).err());
+        }
+        if let Some(e) = failure {
+            for w in started {
+                w.inst.kill();
+            }
+            return Err(e);
         }
         for (i, w) in started.into_iter().enumerate() {
-            self.await_ready(&w, deadline)?;
             self.install(i, w);
         }
         Ok(())
@@ -550,13 +574,13 @@ impl PoolInner {
         let slot = &self.slots[index];
         *slot.current.write() = Some(w);
         slot.sup.lock().on_start();
-        self.route_cv.notify_all();
+        self.wake_routers();
     }
 
     /// Runs on the waiter thread when a process of slot `index` has been reaped.
     fn on_exit(&self, index: usize, exit: ExitInfo) {
         *self.slots[index].last_exit.lock() = Some(exit);
-        self.route_cv.notify_all();
+        self.wake_routers();
         if let Some(s) = self.supervisor.lock().as_ref() {
             s.notify();
         }

@@ -153,9 +153,19 @@ fn child_setup() -> std::io::Result<()> {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        for sig in 1..libc::SIGRTMAX() {
+        // The raw syscall, because glibc's signal() refuses the signals it reserves for
+        // itself (32, 33), which a host may still have ignored. An all-zero kernel
+        // sigaction is SIG_DFL with no flags and an empty mask on every architecture.
+        let dfl = [0u64; 4];
+        for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
             }
         }
         // Everything above stdio becomes close-on-exec (a C host may have leaked fds

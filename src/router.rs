@@ -163,6 +163,9 @@ impl PoolInner {
             if slot.failed.lock().is_some() {
                 return false;
             }
+            if slot.sup.lock().will_start() {
+                return true;
+            }
             match slot.current.read().as_ref() {
                 None => true,
                 Some(w) => auto || !matches!(w.inst.state(), State::Dead | State::Stopped),

@@ -47,6 +47,11 @@ pub(crate) struct SlotSup {
 }
 
 impl SlotSup {
+    /// A new process is on its way (replacement, recycle or scheduled restart).
+    pub(crate) fn will_start(&self) -> bool {
+        self.replace_now || self.recycle || self.restart_due || self.start_failed
+    }
+
     pub(crate) fn on_start(&mut self) {
         let now = Instant::now();
         self.started_at = Some(now);
@@ -183,6 +188,7 @@ impl PoolInner {
         let slot = &self.slots[index];
         if let Some(w) = slot.current.read().as_ref() {
             if w.inst.process.pid() == pid {
+                w.inst.retire();
                 w.inst.process.signal(libc::SIGKILL);
                 slot.sup.lock().replace_now = true;
             }

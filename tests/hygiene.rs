@@ -40,7 +40,10 @@ fn children_start_with_no_blocked_or_ignored_signals() {
         "/proc/self/status",
     ]));
     let line = pool.read_line(0, T).unwrap();
-    assert_eq!(line.trim_end(), "SigBlk:\t0000000000000000 SigIgn:\t0000000000000000");
+    assert_eq!(
+        line.trim_end(),
+        "SigBlk:\t0000000000000000 SigIgn:\t0000000000000000"
+    );
 }
 
 #[test]
