@@ -425,15 +425,15 @@ impl PoolInner {
     pub(crate) fn worker(self: &Arc<Self>, index: usize, start: bool) -> Result<Worker> {
         self.check_index(index)?;
         self.check_open()?;
-        if let Some(w) = self.slots[index].current.read().clone() {
-            return Ok(w);
-        }
         if let Some(reason) = self.slots[index].failed.lock().clone() {
             return Err(Error::Failed {
                 tool: self.spec.id.clone(),
                 index,
                 reason,
             });
+        }
+        if let Some(w) = self.slots[index].current.read().clone() {
+            return Ok(w);
         }
         if self.disabled {
             return Err(Error::Unavailable(format!(
@@ -684,15 +684,14 @@ impl PoolInner {
         let state = match (&w, &failed) {
             (_, Some(_)) => State::Failed,
             (Some(w), None) => w.inst.state(),
-            (None, None) => {
-                if slot.last_exit.lock().is_some() && !self.shut_down.load(Relaxed) {
-                    State::Dead
-                } else {
-                    State::Stopped
-                }
-            }
+            (None, None) => State::Stopped,
         };
         let sup = slot.sup.lock();
+        // No process because a restart failed and another is pending: dead, not stopped.
+        let state = match state {
+            State::Stopped if sup.start_failed || sup.restart_due => State::Dead,
+            other => other,
+        };
         let now = Instant::now();
         InstanceStatus {
             index: i,

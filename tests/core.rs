@@ -361,8 +361,9 @@ fn stderr_is_always_drained_and_its_tail_kept() {
         pool.read_line(0, Duration::from_secs(10)).unwrap(),
         "still here"
     );
+    // The stderr reader drains on its own thread: the last lines may still be in flight.
+    assert!(eventually(T, || pool.status().instances[0].stderr_lines == 100_000));
     let s = &pool.status().instances[0];
-    assert!(s.stderr_lines >= 100_000 - 1, "{}", s.stderr_lines);
     assert!(s.stderr_dropped > 0);
     assert_eq!(s.stderr_tail.last().unwrap(), "stderr flood line 99999");
     assert_eq!(s.stderr_tail.len(), 20);
