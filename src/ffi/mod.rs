@@ -1,1 +1,388 @@
-//! The C ABI (see include/toolpool.h).
+//! The C ABI (see `include/toolpool.h`, generated from these files by cbindgen).
+//!
+//! A thin skin over the Rust API: each `extern "C"` function checks its pointers, converts
+//! its arguments, calls one Rust method and converts the result. Shared plumbing lives here:
+//! the status enum, the thread-local last error, the panic boundary (`ffi_call`) and the
+//! pointer and string helpers. One file per C object: [`pool`], [`lease`], [`limiter`],
+//! [`strings`] (errors, strings, version).
+//!
+//! Global contract (also in `docs/c-api.md`):
+//! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
+//! - Out-parameters are written only on success.
+//! - On failure a message is stored in a thread-local slot ([`strings`]); on success the
+//!   slot is cleared.
+//! - Strings returned through `char **` are owned by the caller and freed with
+//!   `toolpool_string_free`.
+//! - A NULL handle or pointer is `TOOLPOOL_INVALID_ARGUMENT`, never a crash.
+//! - No panic crosses the boundary: it becomes `TOOLPOOL_PANIC`.
+
+pub mod lease;
+pub mod limiter;
+pub mod pool;
+pub mod strings;
+
+use crate::error::Error;
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+/// Status codes returned by every `int32_t` function of the C API. The values are part of
+/// the ABI and are never renumbered; they equal `Error::code()` of the Rust API.
+#[repr(i32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolpoolStatus {
+    /// Success.
+    TOOLPOOL_OK = 0,
+    /// A bad argument: NULL pointer, invalid UTF-8, a line containing a newline, bad JSON
+    /// input. The message names the parameter.
+    TOOLPOOL_INVALID_ARGUMENT = 1,
+    /// The tool id is not in the registry.
+    TOOLPOOL_NOT_FOUND = 2,
+    /// A process could not be started, or did not become ready in time.
+    TOOLPOOL_SPAWN_FAILED = 3,
+    /// Nothing arrived (or no instance became free) within the timeout.
+    TOOLPOOL_TIMEOUT = 4,
+    /// The instance is dead.
+    TOOLPOOL_DEAD = 5,
+    /// Every instance is busy and the wait queue is full.
+    TOOLPOOL_SATURATED = 6,
+    /// The pool has been shut down.
+    TOOLPOOL_SHUT_DOWN = 7,
+    /// The process-wide limit did not allow a new process in time.
+    TOOLPOOL_LIMIT_REACHED = 8,
+    /// The tool broke the framing protocol.
+    TOOLPOOL_PROTOCOL_ERROR = 9,
+    /// The tool answered with an error (JSON-RPC error, failed one-shot run).
+    TOOLPOOL_TOOL_ERROR = 10,
+    /// A registry or tool spec is invalid: bad JSON, unknown key, wrong type, bad value.
+    TOOLPOOL_CONFIG = 11,
+    /// An instance index is out of range.
+    TOOLPOOL_INDEX_OUT_OF_RANGE = 12,
+    /// The instance's stdin queue is full.
+    TOOLPOOL_QUEUE_FULL = 13,
+    /// The instance was marked failed by the supervisor (too many restarts).
+    TOOLPOOL_FAILED = 14,
+    /// No instance can take work and no fallback is configured.
+    TOOLPOOL_UNAVAILABLE = 15,
+    /// An I/O error outside a spawn (reading a registry file, ...).
+    TOOLPOOL_IO = 16,
+    /// A panic inside toolpool was caught at the boundary. A bug: please report it.
+    TOOLPOOL_PANIC = 99,
+}
+
+impl ToolpoolStatus {
+    /// Every status, in numeric order.
+    pub const ALL: [ToolpoolStatus; 18] = [
+        ToolpoolStatus::TOOLPOOL_OK,
+        ToolpoolStatus::TOOLPOOL_INVALID_ARGUMENT,
+        ToolpoolStatus::TOOLPOOL_NOT_FOUND,
+        ToolpoolStatus::TOOLPOOL_SPAWN_FAILED,
+        ToolpoolStatus::TOOLPOOL_TIMEOUT,
+        ToolpoolStatus::TOOLPOOL_DEAD,
+        ToolpoolStatus::TOOLPOOL_SATURATED,
+        ToolpoolStatus::TOOLPOOL_SHUT_DOWN,
+        ToolpoolStatus::TOOLPOOL_LIMIT_REACHED,
+        ToolpoolStatus::TOOLPOOL_PROTOCOL_ERROR,
+        ToolpoolStatus::TOOLPOOL_TOOL_ERROR,
+        ToolpoolStatus::TOOLPOOL_CONFIG,
+        ToolpoolStatus::TOOLPOOL_INDEX_OUT_OF_RANGE,
+        ToolpoolStatus::TOOLPOOL_QUEUE_FULL,
+        ToolpoolStatus::TOOLPOOL_FAILED,
+        ToolpoolStatus::TOOLPOOL_UNAVAILABLE,
+        ToolpoolStatus::TOOLPOOL_IO,
+        ToolpoolStatus::TOOLPOOL_PANIC,
+    ];
+
+    /// The status with this numeric value.
+    pub fn from_code(code: i32) -> Option<ToolpoolStatus> {
+        ToolpoolStatus::ALL.into_iter().find(|s| *s as i32 == code)
+    }
+
+    /// The constant's name, e.g. `TOOLPOOL_TIMEOUT`.
+    pub fn name(self) -> &'static CStr {
+        use ToolpoolStatus::*;
+        match self {
+            TOOLPOOL_OK => c"TOOLPOOL_OK",
+            TOOLPOOL_INVALID_ARGUMENT => c"TOOLPOOL_INVALID_ARGUMENT",
+            TOOLPOOL_NOT_FOUND => c"TOOLPOOL_NOT_FOUND",
+            TOOLPOOL_SPAWN_FAILED => c"TOOLPOOL_SPAWN_FAILED",
+            TOOLPOOL_TIMEOUT => c"TOOLPOOL_TIMEOUT",
+            TOOLPOOL_DEAD => c"TOOLPOOL_DEAD",
+            TOOLPOOL_SATURATED => c"TOOLPOOL_SATURATED",
+            TOOLPOOL_SHUT_DOWN => c"TOOLPOOL_SHUT_DOWN",
+            TOOLPOOL_LIMIT_REACHED => c"TOOLPOOL_LIMIT_REACHED",
+            TOOLPOOL_PROTOCOL_ERROR => c"TOOLPOOL_PROTOCOL_ERROR",
+            TOOLPOOL_TOOL_ERROR => c"TOOLPOOL_TOOL_ERROR",
+            TOOLPOOL_CONFIG => c"TOOLPOOL_CONFIG",
+            TOOLPOOL_INDEX_OUT_OF_RANGE => c"TOOLPOOL_INDEX_OUT_OF_RANGE",
+            TOOLPOOL_QUEUE_FULL => c"TOOLPOOL_QUEUE_FULL",
+            TOOLPOOL_FAILED => c"TOOLPOOL_FAILED",
+            TOOLPOOL_UNAVAILABLE => c"TOOLPOOL_UNAVAILABLE",
+            TOOLPOOL_IO => c"TOOLPOOL_IO",
+            TOOLPOOL_PANIC => c"TOOLPOOL_PANIC",
+        }
+    }
+}
+
+/// The last failure on this thread: status code and message.
+struct LastError {
+    code: i32,
+    message: CString,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<LastError>> = const { RefCell::new(None) };
+}
+
+/// Store `code` and `message` as this thread's last error.
+pub(crate) fn set_last_error(code: i32, message: &str) {
+    let message = CString::new(message.replace('\0', "\u{FFFD}")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some(LastError { code, message }));
+}
+
+fn clear_last_error() {
+    LAST_ERROR.with(|e| *e.borrow_mut() = None);
+}
+
+/// This thread's last error code (0 if none).
+pub(crate) fn last_error_code() -> i32 {
+    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(0, |e| e.code))
+}
+
+/// This thread's last error message, or NULL. The pointer stays valid until the slot is
+/// next written (the next status-returning call on this thread).
+pub(crate) fn last_error_ptr() -> *const c_char {
+    LAST_ERROR.with(|e| {
+        e.borrow()
+            .as_ref()
+            .map_or(std::ptr::null(), |e| e.message.as_ptr())
+    })
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}
+
+/// The panic boundary of every status-returning function: runs `f`, catches a panic,
+/// maps `Err` to its status and stores the message as the thread's last error; clears
+/// the last error on success. `func` names the C function for panic messages.
+pub(crate) fn ffi_call(func: &str, f: impl FnOnce() -> Result<(), Error>) -> i32 {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => {
+            clear_last_error();
+            ToolpoolStatus::TOOLPOOL_OK as i32
+        }
+        Ok(Err(e)) => {
+            let code = e.code();
+            set_last_error(code, &e.to_string());
+            code
+        }
+        Err(payload) => {
+            let code = ToolpoolStatus::TOOLPOOL_PANIC as i32;
+            set_last_error(
+                code,
+                &format!(
+                    "panic in {func}: {} (a toolpool bug, please report it)",
+                    panic_message(&*payload)
+                ),
+            );
+            code
+        }
+    }
+}
+
+/// The panic boundary of the `void` functions (the `_free`s): a panic is caught and stored
+/// as the last error; nothing else touches the last error.
+pub(crate) fn ffi_void(func: &str, f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        set_last_error(
+            ToolpoolStatus::TOOLPOOL_PANIC as i32,
+            &format!(
+                "panic in {func}: {} (a toolpool bug, please report it)",
+                panic_message(&*payload)
+            ),
+        );
+    }
+}
+
+/// `Error::InvalidArgument` naming parameter `name`.
+pub(crate) fn invalid(name: &str, why: &str) -> Error {
+    Error::InvalidArgument(format!("{name} {why}"))
+}
+
+/// A shared reference to the object behind handle `p`, or INVALID_ARGUMENT if NULL.
+///
+/// # Safety
+/// `p` must be NULL or point to a live `T` for `'a`.
+pub(crate) unsafe fn handle<'a, T>(p: *const T, name: &str) -> Result<&'a T, Error> {
+    // SAFETY: non-NULL and live per the caller's contract.
+    unsafe { p.as_ref() }.ok_or_else(|| invalid(name, "is NULL"))
+}
+
+/// Check that out-pointer `p` is not NULL; the write happens later, on success only.
+pub(crate) fn out<T>(p: *mut T, name: &str) -> Result<OutPtr<T>, Error> {
+    if p.is_null() {
+        Err(invalid(name, "is NULL"))
+    } else {
+        Ok(OutPtr(p))
+    }
+}
+
+/// An optional out-pointer (NULL: the caller does not want the value).
+pub(crate) fn out_opt<T>(p: *mut T) -> Option<OutPtr<T>> {
+    (!p.is_null()).then_some(OutPtr(p))
+}
+
+/// A checked, non-NULL out-pointer.
+pub(crate) struct OutPtr<T>(*mut T);
+
+impl<T> OutPtr<T> {
+    /// Write `v`. Called only once everything has succeeded.
+    ///
+    /// # Safety
+    /// The pointer must be valid for a write of `T` (the caller's contract).
+    pub(crate) unsafe fn write(self, v: T) {
+        // SAFETY: non-NULL (checked) and writable per the caller's contract; `write` does
+        // not drop whatever (possibly uninitialised) value was there.
+        unsafe { self.0.write(v) }
+    }
+}
+
+/// The UTF-8 text of NUL-terminated string `p`; NULL or invalid UTF-8 is
+/// INVALID_ARGUMENT naming `name`.
+///
+/// # Safety
+/// `p` must be NULL or a NUL-terminated string that lives for `'a`.
+pub(crate) unsafe fn cstr<'a>(p: *const c_char, name: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(invalid(name, "is NULL"));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str().map_err(|e| {
+        invalid(
+            name,
+            &format!(
+                "is not valid UTF-8 (bad byte at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Like [`cstr`] but NULL is `None`.
+///
+/// # Safety
+/// As [`cstr`].
+pub(crate) unsafe fn cstr_opt<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>, Error> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { cstr(p, name) }.map(Some)
+    }
+}
+
+/// A string for the caller, freed with `toolpool_string_free`. A NUL byte inside (a tool
+/// may print one) becomes U+FFFD, so the C string is never cut short.
+pub(crate) fn c_string(s: String) -> *mut c_char {
+    let c = match CString::new(s) {
+        Ok(c) => c,
+        Err(e) => {
+            let s = String::from_utf8(e.into_vec())
+                .unwrap_or_default()
+                .replace('\0', "\u{FFFD}");
+            CString::new(s).unwrap_or_default()
+        }
+    };
+    c.into_raw()
+}
+
+/// JSON text of `v` as a caller-owned C string.
+pub(crate) fn json_string<T: serde::Serialize>(v: &T) -> Result<*mut c_char, Error> {
+    serde_json::to_string(v)
+        .map(c_string)
+        .map_err(|e| Error::Io(format!("cannot serialise to JSON: {e}")))
+}
+
+/// A C timeout in milliseconds.
+pub(crate) fn millis(ms: u32) -> Duration {
+    Duration::from_millis(u64::from(ms))
+}
+
+/// A count or index for C, saturating at `u32::MAX`.
+pub(crate) fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_values_match_error_codes() {
+        let errs = [
+            Error::InvalidArgument(String::new()),
+            Error::UnknownTool {
+                tool: String::new(),
+                known: vec![],
+            },
+            Error::Spawn(String::new()),
+            Error::timeout("x", Duration::ZERO),
+            Error::Protocol(String::new()),
+            Error::Config(String::new()),
+            Error::Io(String::new()),
+            Error::ShutDown(String::new()),
+            Error::Unavailable(String::new()),
+        ];
+        for e in errs {
+            let s = ToolpoolStatus::from_code(e.code()).expect("every code has a status");
+            assert_eq!(s as i32, e.code());
+        }
+        for (k, s) in ToolpoolStatus::ALL.iter().enumerate().take(17) {
+            assert_eq!(*s as i32, k as i32);
+        }
+        assert_eq!(ToolpoolStatus::TOOLPOOL_PANIC as i32, 99);
+        assert_eq!(ToolpoolStatus::TOOLPOOL_TIMEOUT.name(), c"TOOLPOOL_TIMEOUT");
+    }
+
+    #[test]
+    fn panic_becomes_status_and_message() {
+        // The default hook prints the panic to stderr; that is expected here.
+        let rc = ffi_call("toolpool_test", || panic!("boom"));
+        assert_eq!(rc, ToolpoolStatus::TOOLPOOL_PANIC as i32);
+        assert_eq!(last_error_code(), 99);
+        let msg = unsafe { CStr::from_ptr(last_error_ptr()) }
+            .to_str()
+            .unwrap();
+        assert!(
+            msg.contains("toolpool_test") && msg.contains("boom"),
+            "{msg}"
+        );
+        assert_eq!(ffi_call("toolpool_test", || Ok(())), 0);
+        assert!(last_error_ptr().is_null());
+        assert_eq!(last_error_code(), 0);
+    }
+
+    #[test]
+    fn strings_in_and_out() {
+        let bad = [0x66u8, 0xff, 0];
+        let e = unsafe { cstr(bad.as_ptr().cast(), "line") }.unwrap_err();
+        assert_eq!(e.code(), 1);
+        assert!(e.to_string().contains("line"));
+        let e = unsafe { cstr(std::ptr::null(), "spec_json") }.unwrap_err();
+        assert!(e.to_string().contains("spec_json is NULL"));
+        let p = c_string("a\0b".to_string());
+        let back = unsafe { CString::from_raw(p) };
+        assert_eq!(back.to_str().unwrap(), "a\u{FFFD}b");
+    }
+}

@@ -1,0 +1,152 @@
+//! `ToolpoolLease`: exclusive use of one instance (wraps [`crate::Lease`]).
+
+use super::{c_string, cstr, ffi_call, ffi_void, handle, millis, out, to_u32};
+use crate::Lease;
+use std::ffi::c_char;
+
+/// An opaque lease handle, from `toolpool_pool_lease`, freed with `toolpool_lease_free`.
+/// A lease is one conversation: use it from one thread at a time (it may move between
+/// threads).
+pub struct ToolpoolLease {
+    lease: Lease,
+}
+
+impl ToolpoolLease {
+    pub(crate) fn boxed(lease: Lease) -> *mut ToolpoolLease {
+        Box::into_raw(Box::new(ToolpoolLease { lease }))
+    }
+}
+
+/// The lease behind handle `l` (INVALID_ARGUMENT naming `l` if NULL).
+///
+/// # Safety
+/// `l` must be NULL or a live handle.
+unsafe fn lease<'a>(l: *const ToolpoolLease) -> Result<&'a Lease, crate::Error> {
+    // SAFETY: forwarded contract.
+    unsafe { handle(l, "l (the lease handle)") }.map(|h| &h.lease)
+}
+
+/// The index of the leased instance.
+///
+/// NULL handling: `l` or `out_instance` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `l` is borrowed; nothing is allocated.
+/// Thread safety: safe from any thread; the lease itself must not be freed meanwhile.
+///
+/// # Safety
+/// `l` must be NULL or a live lease handle; `out_instance` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_lease_index(
+    l: *const ToolpoolLease,
+    out_instance: *mut u32,
+) -> i32 {
+    ffi_call("toolpool_lease_index", || {
+        // SAFETY: the caller's contract above.
+        let lease = unsafe { lease(l) }?;
+        let out = out(out_instance, "out_instance")?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(to_u32(lease.index())) };
+        Ok(())
+    })
+}
+
+/// Queue `line` (toolpool appends the newline) for the leased instance's stdin.
+///
+/// Errors: `TOOLPOOL_INVALID_ARGUMENT` (a newline in `line`), `TOOLPOOL_DEAD`,
+/// `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `l` or `line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `line` is borrowed (copied before return).
+/// Thread safety: one thread at a time per lease.
+///
+/// # Safety
+/// `l` must be NULL or a live lease handle; `line` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_lease_send(l: *mut ToolpoolLease, line: *const c_char) -> i32 {
+    ffi_call("toolpool_lease_send", || {
+        // SAFETY: the caller's contract above.
+        let lease = unsafe { lease(l) }?;
+        // SAFETY: as above.
+        let line = unsafe { cstr(line, "line") }?;
+        lease.send(line)
+    })
+}
+
+/// The next stdout line of the leased instance, waiting up to `timeout_ms`. Same rules as
+/// `toolpool_pool_read_line` (invalid UTF-8 and NUL bytes become U+FFFD).
+///
+/// Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_DEAD`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `l` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out_line` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: one thread at a time per lease.
+///
+/// # Safety
+/// `l` must be NULL or a live lease handle; `out_line` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_lease_read_line(
+    l: *mut ToolpoolLease,
+    timeout_ms: u32,
+    out_line: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_lease_read_line", || {
+        // SAFETY: the caller's contract above.
+        let lease = unsafe { lease(l) }?;
+        let out = out(out_line, "out_line")?;
+        let line = lease.read_line(millis(timeout_ms))?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(c_string(line)) };
+        Ok(())
+    })
+}
+
+/// One framed request on the leased instance (framing as `toolpool_pool_request`),
+/// waiting up to `timeout_ms` for the reply.
+///
+/// Errors: as `toolpool_pool_request`.
+/// NULL handling: `l`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `payload` is borrowed; on success `*out_reply` receives a new string that
+/// the caller frees with `toolpool_string_free`.
+/// Thread safety: one thread at a time per lease.
+///
+/// # Safety
+/// `l` must be NULL or a live lease handle; `payload` NULL or NUL-terminated; `out_reply`
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_lease_request(
+    l: *mut ToolpoolLease,
+    payload: *const c_char,
+    timeout_ms: u32,
+    out_reply: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_lease_request", || {
+        // SAFETY: the caller's contract above.
+        let lease = unsafe { lease(l) }?;
+        // SAFETY: as above.
+        let payload = unsafe { cstr(payload, "payload") }?;
+        let out = out(out_reply, "out_reply")?;
+        let reply = lease.request(payload, millis(timeout_ms))?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(c_string(reply)) };
+        Ok(())
+    })
+}
+
+/// Free a lease, giving its instance back to the pool. May be called before or after the
+/// pool is freed.
+///
+/// NULL handling: NULL is ignored.
+/// Ownership: takes back ownership of `l`; `l` must not be used afterwards.
+/// Thread safety: must not race another call on the same lease.
+///
+/// # Safety
+/// `l` must be NULL or a handle from `toolpool_pool_lease` not yet freed, with no call on
+/// it in progress.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_lease_free(l: *mut ToolpoolLease) {
+    if l.is_null() {
+        return;
+    }
+    ffi_void("toolpool_lease_free", || {
+        // SAFETY: `l` came from `Box::into_raw` in `boxed` (the caller's contract).
+        drop(unsafe { Box::from_raw(l) });
+    });
+}

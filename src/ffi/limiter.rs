@@ -1,0 +1,75 @@
+//! The process-wide limit and kill switch (wraps [`crate::Limiter::global`]).
+
+use super::{ffi_call, json_string, out, out_opt, to_u32};
+use crate::Limiter;
+use std::ffi::c_char;
+
+/// Set the host-wide limit on concurrent child processes of every pool (0: no limit; the
+/// initial value comes from `$TOOLPOOL_MAX_PROCESSES`). Lowering it never kills: it only
+/// holds back new starts, which wait (up to the spec's `startup.timeout_ms`) and then fail
+/// with `TOOLPOOL_LIMIT_REACHED`. `*out_old` receives the previous limit.
+///
+/// NULL handling: `out_old` may be NULL (not wanted).
+/// Ownership: nothing is allocated.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `out_old` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_limit_set(max: u32, out_old: *mut u32) -> i32 {
+    ffi_call("toolpool_limit_set", || {
+        let out = out_opt(out_old);
+        let (old, _) = Limiter::global().set_limit(max as usize);
+        if let Some(o) = out {
+            // SAFETY: non-NULL; writable per the contract.
+            unsafe { o.write(to_u32(old)) };
+        }
+        Ok(())
+    })
+}
+
+/// The host-wide limiter as JSON: `active_processes`, `max_allowed` (0: none),
+/// `utilization_percent`, `can_start_new`, `active_pids`, `warning` (null, or a message
+/// above 80% use).
+///
+/// NULL handling: `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out_json` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `out_json` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_limit_status_json(out_json: *mut *mut c_char) -> i32 {
+    ffi_call("toolpool_limit_status_json", || {
+        let out = out(out_json, "out_json")?;
+        let s = json_string(&Limiter::global().status())?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(s) };
+        Ok(())
+    })
+}
+
+/// SIGKILL the process group of every child started under the host-wide limiter (every
+/// pool and one-shot run that did not get its own limiter). Pools see their instances
+/// die and follow their restart policy. `*out_killed` receives how many groups were
+/// signalled.
+///
+/// NULL handling: `out_killed` may be NULL (not wanted).
+/// Ownership: nothing is allocated.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `out_killed` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_kill_all(out_killed: *mut u32) -> i32 {
+    ffi_call("toolpool_kill_all", || {
+        let out = out_opt(out_killed);
+        let report = Limiter::global().kill_all();
+        if let Some(o) = out {
+            // SAFETY: non-NULL; writable per the contract.
+            unsafe { o.write(to_u32(report.killed_count)) };
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,665 @@
+//! `ToolpoolPool`: a pool of warm instances of one tool (wraps [`crate::Pool`]).
+
+use super::lease::ToolpoolLease;
+use super::{
+    c_string, cstr, cstr_opt, ffi_call, ffi_void, handle, invalid, json_string, millis, out,
+    out_opt, to_u32,
+};
+use crate::{Pool, Registry, ServedBy, ToolSpec};
+use serde::Serialize;
+use std::ffi::c_char;
+
+/// An opaque pool handle, from `toolpool_pool_new` or `toolpool_pool_from_registry`, freed
+/// with `toolpool_pool_free`. Every call but `toolpool_pool_free` may be made from many
+/// threads at once on the same handle.
+pub struct ToolpoolPool {
+    pub(crate) pool: Pool,
+}
+
+/// Counts of a pool's instances, filled by `toolpool_pool_health`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ToolpoolHealth {
+    /// Instances in the pool.
+    pub total: u32,
+    /// Instances starting or ready.
+    pub alive: u32,
+    /// Instances that ended on their own, or were marked failed.
+    pub dead: u32,
+}
+
+/// The pool behind handle `p` (INVALID_ARGUMENT naming `p` if NULL).
+///
+/// # Safety
+/// `p` must be NULL or a live handle.
+unsafe fn pool<'a>(p: *const ToolpoolPool) -> Result<&'a Pool, crate::Error> {
+    // SAFETY: forwarded contract.
+    unsafe { handle(p, "p (the pool handle)") }.map(|h| &h.pool)
+}
+
+/// One result of `toolpool_pool_map_json`, with its keys in this order.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum MapResult {
+    Ok {
+        ok: bool,
+        text: String,
+        instance: Option<usize>,
+        served_by: ServedBy,
+    },
+    Err {
+        ok: bool,
+        code: i32,
+        error: String,
+    },
+}
+
+fn boxed(pool: Pool) -> *mut ToolpoolPool {
+    Box::into_raw(Box::new(ToolpoolPool { pool }))
+}
+
+/// Start a pool from a standalone tool spec in JSON (the keys of a registry entry plus an
+/// optional `"id"`; `"count"` gives the number of instances). Returns once every instance
+/// is ready (or has failed to start: then nothing is left running).
+///
+/// Errors: `TOOLPOOL_CONFIG` for bad JSON, an unknown key, a wrong type or a bad value;
+/// `TOOLPOOL_SPAWN_FAILED`, `TOOLPOOL_LIMIT_REACHED` when instances cannot start.
+/// NULL handling: `spec_json` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `spec_json` is borrowed for the call. On success `*out` receives a new
+/// handle that the caller owns and frees with `toolpool_pool_free`.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `spec_json` must be NULL or a NUL-terminated string; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_new(
+    spec_json: *const c_char,
+    out: *mut *mut ToolpoolPool,
+) -> i32 {
+    ffi_call("toolpool_pool_new", || {
+        // SAFETY: the caller's contract above.
+        let json = unsafe { cstr(spec_json, "spec_json") }?;
+        let out = super::out(out, "out")?;
+        let pool = Pool::from_spec(ToolSpec::from_json(json)?)?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(boxed(pool)) };
+        Ok(())
+    })
+}
+
+/// Start a pool of tool `tool_id` from a registry file (`{"tools": {"<id>": {spec}}}`).
+/// `registry_path` NULL means the file named by `$TOOLPOOL_REGISTRY`; `count` 0 means the
+/// spec's own `count`.
+///
+/// Errors: `TOOLPOOL_NOT_FOUND` for an unknown tool id (the message lists the known ones);
+/// `TOOLPOOL_IO` when the file cannot be read; `TOOLPOOL_CONFIG` for an invalid registry or
+/// an unset `$TOOLPOOL_REGISTRY`; start-up errors as `toolpool_pool_new`.
+/// NULL handling: `registry_path` may be NULL (see above); `tool_id` or `out` NULL is
+/// `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: the strings are borrowed for the call. On success `*out` receives a new
+/// handle that the caller owns and frees with `toolpool_pool_free`.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// The strings must be NULL or NUL-terminated; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_from_registry(
+    registry_path: *const c_char,
+    tool_id: *const c_char,
+    count: u32,
+    out: *mut *mut ToolpoolPool,
+) -> i32 {
+    ffi_call("toolpool_pool_from_registry", || {
+        // SAFETY: the caller's contract above.
+        let path = unsafe { cstr_opt(registry_path, "registry_path") }?;
+        // SAFETY: as above.
+        let tool = unsafe { cstr(tool_id, "tool_id") }?;
+        let out = super::out(out, "out")?;
+        let registry = match path {
+            Some(p) => Registry::from_path(p)?,
+            None => Registry::from_env()?,
+        };
+        let pool = if count == 0 {
+            Pool::from_spec(registry.get(tool)?.clone())?
+        } else {
+            Pool::new(tool, count as usize, &registry)?
+        };
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(boxed(pool)) };
+        Ok(())
+    })
+}
+
+/// The number of instances of the pool (also after shutdown).
+///
+/// NULL handling: `p` or `out_count` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `p` is borrowed; nothing is allocated.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out_count` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_size(p: *const ToolpoolPool, out_count: *mut u32) -> i32 {
+    ffi_call("toolpool_pool_size", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out = out(out_count, "out_count")?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(to_u32(pool.len())) };
+        Ok(())
+    })
+}
+
+/// Queue `line` (toolpool appends the newline) for the stdin of instance `instance`.
+/// Never blocks: a full stdin queue is `TOOLPOOL_QUEUE_FULL`. A line containing a newline
+/// is `TOOLPOOL_INVALID_ARGUMENT`. Writing to a child that has died does not raise
+/// SIGPIPE in the host.
+///
+/// Errors: `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`,
+/// `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `p` or `line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `line` is borrowed (copied before return).
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `line` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_send(
+    p: *mut ToolpoolPool,
+    instance: u32,
+    line: *const c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_send", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        // SAFETY: as above.
+        let line = unsafe { cstr(line, "line") }?;
+        pool.send(instance as usize, line)
+    })
+}
+
+/// Queue `line` for an instance picked by routing (round robin among live, unleased
+/// instances); `*out_instance` receives its index. Read its output with
+/// `toolpool_pool_read_line` or `toolpool_pool_read_any`.
+///
+/// Errors: `TOOLPOOL_UNAVAILABLE` when no instance can take it; as `toolpool_pool_send`.
+/// NULL handling: `p`, `line` or `out_instance` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `line` is borrowed (copied before return).
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `line` NULL or NUL-terminated; `out_instance`
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_send_routed(
+    p: *mut ToolpoolPool,
+    line: *const c_char,
+    out_instance: *mut u32,
+) -> i32 {
+    ffi_call("toolpool_pool_send_routed", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        // SAFETY: as above.
+        let line = unsafe { cstr(line, "line") }?;
+        let out = out(out_instance, "out_instance")?;
+        let i = pool.send_routed(line)?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(to_u32(i)) };
+        Ok(())
+    })
+}
+
+/// The next stdout line of instance `instance`, without its newline, waiting up to
+/// `timeout_ms` (0: only what is already there). Bytes that are not UTF-8 are replaced by
+/// U+FFFD, and so is a NUL byte inside the line (so the C string is never cut short).
+///
+/// Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_DEAD` (the instance ended and every line it
+/// wrote has been read), `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out_line` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool (two readers of one
+/// instance each get different lines).
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out_line` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_read_line(
+    p: *mut ToolpoolPool,
+    instance: u32,
+    timeout_ms: u32,
+    out_line: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_read_line", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out = out(out_line, "out_line")?;
+        let line = pool.read_line(instance as usize, millis(timeout_ms))?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(c_string(line)) };
+        Ok(())
+    })
+}
+
+/// The next stderr line of instance `instance`, waiting up to `timeout_ms`. Same rules as
+/// `toolpool_pool_read_line`. (stderr is always drained; lines nobody reads are dropped
+/// past a bound and counted in the status.)
+///
+/// NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out_line` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out_line` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_read_stderr_line(
+    p: *mut ToolpoolPool,
+    instance: u32,
+    timeout_ms: u32,
+    out_line: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_read_stderr_line", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out = out(out_line, "out_line")?;
+        let line = pool.read_stderr_line(instance as usize, millis(timeout_ms))?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(c_string(line)) };
+        Ok(())
+    })
+}
+
+/// The first stdout line from any instance, waiting up to `timeout_ms`: `*out_instance`
+/// receives the instance index and `*out_line` the line (same rules as
+/// `toolpool_pool_read_line`).
+///
+/// Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `p`, `out_instance` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out_line` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; the out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_read_any(
+    p: *mut ToolpoolPool,
+    timeout_ms: u32,
+    out_instance: *mut u32,
+    out_line: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_read_any", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out_i = out(out_instance, "out_instance")?;
+        let out_l = out(out_line, "out_line")?;
+        let (i, line) = pool.read_any(millis(timeout_ms))?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe {
+            out_i.write(to_u32(i));
+            out_l.write(c_string(line));
+        }
+        Ok(())
+    })
+}
+
+/// Send `payload` as one request to an instance picked by the spec's `routing` and wait
+/// up to `timeout_ms` (waiting for a free instance included) for its reply, framed by the
+/// spec's `protocol`: the reply line (`lines`), the lines up to the marker joined by `\n`
+/// (`marker`), or the JSON text of `result` (`jsonrpc`, where `payload` is
+/// `{"method":...,"params":...}`).
+///
+/// Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_TOOL_ERROR` (a JSON-RPC error object; the
+/// message has its code and text), `TOOLPOOL_DEAD`, `TOOLPOOL_SATURATED`,
+/// `TOOLPOOL_UNAVAILABLE`, `TOOLPOOL_PROTOCOL_ERROR`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `p`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `payload` is borrowed; on success `*out_reply` receives a new string that
+/// the caller frees with `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool; each caller gets the
+/// reply to its own request.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `payload` NULL or NUL-terminated; `out_reply`
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_request(
+    p: *mut ToolpoolPool,
+    payload: *const c_char,
+    timeout_ms: u32,
+    out_reply: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_request", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        // SAFETY: as above.
+        let payload = unsafe { cstr(payload, "payload") }?;
+        let out = out(out_reply, "out_reply")?;
+        let reply = pool.request(payload, millis(timeout_ms))?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(c_string(reply.text)) };
+        Ok(())
+    })
+}
+
+/// Like `toolpool_pool_request`, but requests with the same `key` go to the same instance
+/// while it lives. `*out_instance` receives the instance that answered (`UINT32_MAX` when a
+/// one-shot run served it); `*out_moved` is set to true when the key's instance had died
+/// and the key moved to another one.
+///
+/// NULL handling: `p`, `key`, `payload` or `out_reply` NULL is
+/// `TOOLPOOL_INVALID_ARGUMENT`; `out_instance` and `out_moved` may be NULL (not wanted).
+/// Ownership: `key` and `payload` are borrowed; on success `*out_reply` receives a new
+/// string that the caller frees with `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; the strings NULL or NUL-terminated; the
+/// out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_request_sticky(
+    p: *mut ToolpoolPool,
+    key: *const c_char,
+    payload: *const c_char,
+    timeout_ms: u32,
+    out_reply: *mut *mut c_char,
+    out_instance: *mut u32,
+    out_moved: *mut bool,
+) -> i32 {
+    ffi_call("toolpool_pool_request_sticky", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        // SAFETY: as above.
+        let key = unsafe { cstr(key, "key") }?;
+        // SAFETY: as above.
+        let payload = unsafe { cstr(payload, "payload") }?;
+        let out_r = out(out_reply, "out_reply")?;
+        let reply = pool.request_sticky(key, payload, millis(timeout_ms))?;
+        // SAFETY: checked non-NULL (or skipped when NULL); writable per the contract.
+        unsafe {
+            if let Some(o) = out_opt(out_instance) {
+                o.write(reply.instance.map_or(u32::MAX, to_u32));
+            }
+            if let Some(o) = out_opt(out_moved) {
+                o.write(reply.moved);
+            }
+            out_r.write(c_string(reply.text));
+        }
+        Ok(())
+    })
+}
+
+/// Run a batch: `payloads_json` is a JSON array of strings, each sent as its own request,
+/// spread over the pool; `timeout_ms` applies to each. `*out_results_json` receives a
+/// JSON array in the same order, one object per payload:
+/// `{"ok":true,"text":"...","instance":N or null,"served_by":"pool" or "oneshot"}` or
+/// `{"ok":false,"code":<status>,"error":"<message>"}`. The call succeeds even when some
+/// requests fail (each result says).
+///
+/// Errors: `TOOLPOOL_INVALID_ARGUMENT` when `payloads_json` is not a JSON array of strings.
+/// NULL handling: `p`, `payloads_json` or `out_results_json` NULL is
+/// `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `payloads_json` is borrowed; on success `*out_results_json` receives a new
+/// string that the caller frees with `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `payloads_json` NULL or NUL-terminated;
+/// `out_results_json` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_map_json(
+    p: *mut ToolpoolPool,
+    payloads_json: *const c_char,
+    timeout_ms: u32,
+    out_results_json: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_map_json", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        // SAFETY: as above.
+        let json = unsafe { cstr(payloads_json, "payloads_json") }?;
+        let out = out(out_results_json, "out_results_json")?;
+        let payloads: Vec<String> = serde_json::from_str(json).map_err(|e| {
+            invalid(
+                "payloads_json",
+                &format!("is not a JSON array of strings: {e}"),
+            )
+        })?;
+        if pool.is_shut_down() {
+            return Err(crate::Error::ShutDown(pool.spec().id.clone()));
+        }
+        let results: Vec<MapResult> = pool
+            .map(&payloads, millis(timeout_ms))
+            .into_iter()
+            .map(|r| match r {
+                Ok(reply) => MapResult::Ok {
+                    ok: true,
+                    text: reply.text,
+                    instance: reply.instance,
+                    served_by: reply.served_by,
+                },
+                Err(e) => MapResult::Err {
+                    ok: false,
+                    code: e.code(),
+                    error: e.to_string(),
+                },
+            })
+            .collect();
+        let s = json_string(&results)?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(s) };
+        Ok(())
+    })
+}
+
+/// Lease one idle instance for exclusive use (a multi-step conversation), waiting up to
+/// `timeout_ms` for one. A leased instance gets no routed work until the lease is freed.
+///
+/// Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_SATURATED`, `TOOLPOOL_UNAVAILABLE`,
+/// `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out` receives a new lease that the caller owns and frees with
+/// `toolpool_lease_free` (which gives the instance back). The lease keeps the pool's
+/// internals alive, so freeing the pool first is safe: the lease's calls then return
+/// `TOOLPOOL_SHUT_DOWN`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_lease(
+    p: *mut ToolpoolPool,
+    timeout_ms: u32,
+    out: *mut *mut ToolpoolLease,
+) -> i32 {
+    ffi_call("toolpool_pool_lease", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out = super::out(out, "out")?;
+        let lease = pool.lease(millis(timeout_ms))?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(ToolpoolLease::boxed(lease)) };
+        Ok(())
+    })
+}
+
+/// Counts of the pool's instances: total, alive (starting or ready), dead (ended on their
+/// own, or failed). Works after shutdown (then every instance is stopped: alive 0, dead 0).
+///
+/// NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `*out` is a caller-owned struct that toolpool fills; nothing is allocated.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_health(
+    p: *mut ToolpoolPool,
+    out: *mut ToolpoolHealth,
+) -> i32 {
+    ffi_call("toolpool_pool_health", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out = super::out(out, "out")?;
+        let h = pool.health();
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe {
+            out.write(ToolpoolHealth {
+                total: to_u32(h.total),
+                alive: to_u32(h.alive),
+                dead: to_u32(h.dead),
+            })
+        };
+        Ok(())
+    })
+}
+
+/// The pool's health as JSON: `total`, `alive`, `ready`, `dead`, `failed`, `stopped` and
+/// `instances` (the per-instance status of `toolpool_pool_status_json`). Works after
+/// shutdown.
+///
+/// NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out_json` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out_json` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_health_json(
+    p: *mut ToolpoolPool,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_health_json", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out = out(out_json, "out_json")?;
+        let s = json_string(&pool.health())?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(s) };
+        Ok(())
+    })
+}
+
+/// The pool's status as JSON: `tool`, `shut_down`, `disabled`, `waiting`,
+/// `waited_for_instance` and `instances` (per instance: `index`, `pid`, `state`, `exit`,
+/// `restarts`, line counters, `in_flight`, `leased`, `stderr_tail`, ...). Works after
+/// shutdown.
+///
+/// NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out_json` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out_json` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_status_json(
+    p: *mut ToolpoolPool,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_status_json", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out = out(out_json, "out_json")?;
+        let s = json_string(&pool.status())?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(s) };
+        Ok(())
+    })
+}
+
+/// The pool's request metrics as JSON: counts of ok, error, timeout and fallback
+/// requests, lines in and out, restarts, in-flight and queue depth, latency quantiles,
+/// and the same per instance. Works after shutdown.
+///
+/// NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out_json` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out_json` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_metrics_json(
+    p: *mut ToolpoolPool,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_metrics_json", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out = out(out_json, "out_json")?;
+        let s = json_string(&pool.metrics())?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(s) };
+        Ok(())
+    })
+}
+
+/// Stop instance `instance` (its whole process group) and start it again with the same
+/// spec; also clears a `failed` mark. Returns once the new process is ready.
+///
+/// Errors: `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_SPAWN_FAILED`,
+/// `TOOLPOOL_LIMIT_REACHED`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `p` is borrowed.
+/// Thread safety: safe from many threads at once on the same pool (restarts of one index
+/// are serialised).
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_restart(p: *mut ToolpoolPool, instance: u32) -> i32 {
+    ffi_call("toolpool_pool_restart", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        pool.restart(instance as usize)
+    })
+}
+
+/// Shut the pool down: close every stdin, SIGTERM each process group, wait up to
+/// `grace_ms`, SIGKILL what is left, reap every child. Idempotent (a second call returns
+/// `TOOLPOOL_OK` at once). Afterwards I/O, requests, leases and restarts return
+/// `TOOLPOOL_SHUT_DOWN`; size, health, status and metrics still work. The handle must
+/// still be freed with `toolpool_pool_free`.
+///
+/// NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `p` is borrowed.
+/// Thread safety: safe from many threads at once on the same pool; calls waiting for an
+/// instance are woken and return `TOOLPOOL_SHUT_DOWN`.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_shutdown(p: *mut ToolpoolPool, grace_ms: u32) -> i32 {
+    ffi_call("toolpool_pool_shutdown", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        pool.shutdown(millis(grace_ms));
+        Ok(())
+    })
+}
+
+/// Free a pool handle, shutting the pool down first (with the spec's
+/// `shutdown.grace_ms`) unless `toolpool_pool_shutdown` already did: no child outlives the
+/// pool. Leases taken from it stay valid until freed (their calls return
+/// `TOOLPOOL_SHUT_DOWN`).
+///
+/// NULL handling: NULL is ignored.
+/// Ownership: takes back ownership of `p`; `p` must not be used afterwards.
+/// Thread safety: must not race any other call on the same handle (finish or join every
+/// thread using it first); other pools are unaffected.
+///
+/// # Safety
+/// `p` must be NULL or a handle from `toolpool_pool_new` / `toolpool_pool_from_registry`
+/// not yet freed, with no call on it in progress.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_free(p: *mut ToolpoolPool) {
+    if p.is_null() {
+        return;
+    }
+    ffi_void("toolpool_pool_free", || {
+        // SAFETY: `p` came from `Box::into_raw` in `boxed` (the caller's contract).
+        drop(unsafe { Box::from_raw(p) });
+    });
+}

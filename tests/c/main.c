@@ -1,0 +1,129 @@
+/* Runs every C API test; prints "N passed, M failed" last. Usage:
+ *   toolpool-c-tests TESTTOOL RPC_TOOL.py [TEST_NAME...] */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+atomic_int tp_failures;
+const char *TESTTOOL;
+const char *RPC_TOOL;
+const char *REGISTRY;
+
+void tp_fail(const char *file, int line, const char *what, int32_t rc) {
+    atomic_fetch_add(&tp_failures, 1);
+    if (rc >= 0) {
+        const char *m = toolpool_last_error_message();
+        fprintf(stderr, "  %s:%d: FAILED: %s (returned %s; last error: %s)\n", file, line, what,
+                toolpool_status_name(rc), m ? m : "(none)");
+    } else {
+        fprintf(stderr, "  %s:%d: FAILED: %s\n", file, line, what);
+    }
+}
+
+uint64_t tp_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void tp_sleep_ms(unsigned ms) {
+    struct timespec ts = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+ToolpoolPool *tp_pool(const char *fmt, ...) {
+    char spec[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(spec, sizeof spec, fmt, ap);
+    va_end(ap);
+    ToolpoolPool *p = NULL;
+    int32_t rc = toolpool_pool_new(spec, &p);
+    if (rc != TOOLPOOL_OK) {
+        fprintf(stderr, "  spec: %s\n", spec);
+        tp_fail(__FILE__, __LINE__, "toolpool_pool_new", rc);
+        return NULL;
+    }
+    return p;
+}
+
+struct test {
+    const char *name;
+    void (*fn)(void);
+};
+
+static const struct test TESTS[] = {
+    {"version_and_names", test_version_and_names},
+    {"errors_null", test_errors_null},
+    {"errors_config", test_errors_config},
+    {"errors_pool", test_errors_pool},
+    {"line_io", test_line_io},
+    {"requests_and_lease", test_requests_and_lease},
+    {"jsonrpc", test_jsonrpc},
+    {"timeout", test_timeout},
+    {"crash_and_restart", test_crash_and_restart},
+    {"dead_child_no_sigpipe", test_dead_child_no_sigpipe},
+    {"shutdown_grace", test_shutdown_grace},
+    {"threads", test_threads},
+    {"limit_and_kill_all", test_limit_and_kill_all},
+};
+
+/* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here
+ * while the process has a single thread (setenv is not thread-safe). */
+static char registry_path[] = "/tmp/toolpool-c-test-registry-XXXXXX";
+
+static int write_registry(void) {
+    int fd = mkstemp(registry_path);
+    if (fd < 0) return -1;
+    FILE *f = fdopen(fd, "w");
+    if (f == NULL) return -1;
+    fprintf(f, "{\"tools\": {\"echo\": {\"command\": [\"%s\"], \"count\": 2}}}\n", TESTTOOL);
+    fclose(f);
+    REGISTRY = registry_path;
+    return setenv("TOOLPOOL_REGISTRY", registry_path, 1);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s TESTTOOL RPC_TOOL [TEST...]\n", argv[0]);
+        return 2;
+    }
+    TESTTOOL = argv[1];
+    RPC_TOOL = argv[2];
+    /* Like a C host that never heard of SIGPIPE: default disposition (dies on SIGPIPE). */
+    signal(SIGPIPE, SIG_DFL);
+    if (write_registry() != 0) {
+        perror("registry file");
+        return 2;
+    }
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof TESTS / sizeof TESTS[0]; i++) {
+        if (argc > 3) {
+            int wanted = 0;
+            for (int k = 3; k < argc; k++) wanted |= strcmp(argv[k], TESTS[i].name) == 0;
+            if (!wanted) continue;
+        }
+        atomic_store(&tp_failures, 0);
+        uint64_t t0 = tp_now_ms();
+        TESTS[i].fn();
+        uint64_t took = tp_now_ms() - t0;
+        if (atomic_load(&tp_failures) == 0) {
+            passed++;
+            printf("ok   %-24s %6llu ms\n", TESTS[i].name, (unsigned long long)took);
+        } else {
+            failed++;
+            printf("FAIL %-24s %6llu ms (%d checks failed)\n", TESTS[i].name,
+                   (unsigned long long)took, atomic_load(&tp_failures));
+        }
+        fflush(stdout);
+    }
+    unlink(registry_path);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
