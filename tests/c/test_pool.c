@@ -237,19 +237,7 @@ void test_timeout(void) {
     /* A request whose reply comes too late. */
     CHECK_RC(toolpool_pool_request(p, "delay:3000:late", 200, &line), TOOLPOOL_TIMEOUT);
     CHECK_STR(line, "untouched");
-    /* The instance with the late reply in its stream is replaced; wait for that (a request
-     * sent in the middle of the replacement can get TOOLPOOL_DEAD: a core issue). */
-    uint64_t until = tp_now_ms() + 5000;
-    for (;;) {
-        char *json = NULL;
-        CHECK_OK(toolpool_pool_status_json(p, &json));
-        int replaced = json != NULL && strstr(json, "\"restarts\":1") != NULL &&
-                       strstr(json, "\"state\":\"ready\"") != NULL;
-        toolpool_string_free(json);
-        if (replaced || tp_now_ms() > until) break;
-        tp_sleep_ms(20);
-    }
-    /* The late reply never reaches the next caller. */
+    /* The late reply never reaches the next caller (the instance is replaced). */
     char *reply = NULL;
     CHECK_OK(toolpool_pool_request(p, "next", 10000, &reply));
     CHECK_STR(reply, "next");
