@@ -14,12 +14,13 @@ use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::limiter::Limiter;
 use crate::process::{self, Launch, Process};
 use crate::spec::ToolSpec;
+use crate::writer::{SendError, StdinWriter};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,8 +28,6 @@ use std::time::{Duration, Instant};
 
 /// Longest stderr line kept in the tail shown by `status` (longer ones are shortened).
 const TAIL_LINE_CHARS: usize = 500;
-/// Bytes the writer gathers into one `write` when lines queue up.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Bytes asked of the kernel per `read`.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -81,8 +80,7 @@ pub(crate) struct Instance {
     pub tool: String,
     pub index: usize,
     pub process: Arc<Process>,
-    stdin_tx: Mutex<Option<Sender<Vec<u8>>>>,
-    stdin_broken: Arc<AtomicBool>,
+    stdin: StdinWriter,
     stdout_eof: Arc<AtomicBool>,
     queue_lines: usize,
     pub stdout_rx: Receiver<Vec<u8>>,
@@ -131,7 +129,6 @@ impl Instance {
         })?;
         let pid = sp.process.pid();
         let q = spec.limits.queue_lines;
-        let (stdin_tx, stdin_rx) = bounded::<Vec<u8>>(q);
         let (stdout_tx, stdout_rx) = bounded::<Vec<u8>>(q);
         let (stderr_tx, stderr_rx) = bounded::<Vec<u8>>(q);
         let (stop_tx, stop_rx) = bounded::<()>(0);
@@ -144,7 +141,6 @@ impl Instance {
             Condvar::new(),
         ));
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let stdin_broken = Arc::new(AtomicBool::new(false));
         let stdout_eof = Arc::new(AtomicBool::new(false));
         let ctx = |c: &Arc<Counters>| ReaderCtx {
             max_line: spec.limits.max_line_bytes,
@@ -153,15 +149,14 @@ impl Instance {
         };
 
         let mut threads = Vec::with_capacity(3);
-        {
-            let counters = Arc::clone(&counters);
-            let broken = Arc::clone(&stdin_broken);
-            let stdin = sp.stdin;
-            threads.push(process::spawn_thread(
-                format!("toolpool-in-{pid}"),
-                move || write_loop(stdin, stdin_rx, dead_rx, &counters, &broken),
-            ));
-        }
+        let (stdin, writer) = StdinWriter::start(
+            sp.stdin,
+            q,
+            Arc::clone(&counters),
+            dead_rx,
+            format!("toolpool-in-{pid}"),
+        );
+        threads.push(writer);
         {
             let c = ctx(&counters);
             let ready_line = spec.startup.ready_line.clone().map(String::into_bytes);
@@ -191,8 +186,7 @@ impl Instance {
             tool: spec.id.clone(),
             index,
             process: sp.process,
-            stdin_tx: Mutex::new(Some(stdin_tx)),
-            stdin_broken,
+            stdin,
             stdout_eof,
             queue_lines: q,
             stdout_rx,
@@ -267,9 +261,7 @@ impl Instance {
 
     /// Alive and ready for work.
     pub fn usable(&self) -> bool {
-        self.state() == State::Ready
-            && !self.stdin_broken.load(Relaxed)
-            && !self.retired.load(Relaxed)
+        self.state() == State::Ready && !self.stdin.is_broken() && !self.retired.load(Relaxed)
     }
 
     /// Take out of service (it is about to be killed and replaced).
@@ -300,29 +292,20 @@ impl Instance {
                 self.index, self.tool
             )));
         }
-        if self.stdin_broken.load(Relaxed) || !self.process.is_alive() {
+        if self.stdin.is_broken() || !self.process.is_alive() {
             return Err(self.death(Duration::from_millis(50)));
         }
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line);
         buf.push(b'\n');
-        let guard = self.stdin_tx.lock();
-        let Some(tx) = guard.as_ref() else {
-            return Err(Error::InstanceDead(DeathInfo {
-                tool: self.tool.clone(),
-                index: self.index,
-                exit: self.process.exit(),
-                stderr_tail: vec!["stdin was closed by toolpool".into()],
-            }));
-        };
-        match tx.try_send(buf) {
+        match self.stdin.send(buf) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Error::QueueFull {
+            Err(SendError::Full) => Err(Error::QueueFull {
                 tool: self.tool.clone(),
                 index: self.index,
                 capacity: self.queue_lines,
             }),
-            Err(TrySendError::Disconnected(_)) => Err(self.death(Duration::from_millis(50))),
+            Err(SendError::Closed) => Err(self.death(Duration::from_millis(50))),
         }
     }
 
@@ -344,7 +327,7 @@ impl Instance {
 
     /// Lines waiting in the stdin queue.
     pub fn stdin_queue_len(&self) -> usize {
-        self.stdin_tx.lock().as_ref().map_or(0, |tx| tx.len())
+        self.stdin.queue_len()
     }
 
     /// The last stderr lines (lossy UTF-8).
@@ -354,7 +337,7 @@ impl Instance {
 
     /// Close the child's stdin (after the queued lines are written).
     pub fn close_stdin(&self) {
-        self.stdin_tx.lock().take();
+        self.stdin.close();
     }
 
     /// Mark stopped on purpose, SIGKILL the group, reap and join every thread.
@@ -395,43 +378,6 @@ fn recv_line(
         Err(RecvTimeoutError::Timeout) => Err(Some(Error::timeout(what(), timeout))),
         Err(RecvTimeoutError::Disconnected) => Err(None),
     }
-}
-
-fn write_loop(
-    mut stdin: File,
-    rx: Receiver<Vec<u8>>,
-    dead: Receiver<()>,
-    counters: &Counters,
-    broken: &AtomicBool,
-) {
-    let mut batch = Vec::new();
-    loop {
-        let first = select! {
-            recv(rx) -> m => match m { Ok(l) => l, Err(_) => break },
-            recv(dead) -> _ => break,
-        };
-        let mut n = 1;
-        batch.clear();
-        batch.extend_from_slice(&first);
-        while batch.len() < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(l) => {
-                    batch.extend_from_slice(&l);
-                    n += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        if stdin.write_all(&batch).is_err() {
-            broken.store(true, Relaxed);
-            counters.stdin_dropped.fetch_add(n, Relaxed);
-            break;
-        }
-        counters.lines_sent.fetch_add(n, Relaxed);
-    }
-    // Count what can no longer be written.
-    let left = rx.try_iter().count() as u64;
-    counters.stdin_dropped.fetch_add(left, Relaxed);
 }
 
 /// Split a byte stream into lines of at most `max` bytes; calls `emit(line, is_piece)`.

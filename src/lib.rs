@@ -33,6 +33,7 @@ pub mod router;
 pub mod rpc;
 pub mod spec;
 mod supervisor;
+mod writer;
 
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use instance::State;

@@ -513,7 +513,7 @@ impl PoolInner {
         let slot = &self.slots[index];
         let old = slot.current.write().take();
         if let Some(old) = old {
-            old.inst.kill();
+            self.retire(index, old);
             slot.restarts.fetch_add(1, Relaxed);
         }
         self.check_open()?;
@@ -526,8 +526,23 @@ impl PoolInner {
     pub(crate) fn stop_slot(&self, index: usize) {
         let slot = &self.slots[index];
         let _g = slot.start_lock.lock();
-        if let Some(old) = slot.current.write().take() {
-            old.inst.kill();
+        // Never kill under a slot lock: the waiter's exit callback takes the route lock,
+        // and status() holds that while it reads the slot.
+        let old = slot.current.write().take();
+        if let Some(old) = old {
+            self.retire(index, old);
+        }
+    }
+
+    /// Kill a worker taken out of slot `index`, keeping its JSON-RPC counters.
+    pub(crate) fn retire(&self, index: usize, w: Worker) {
+        w.inst.kill();
+        if let Some(d) = &w.rpc {
+            let slot = &self.slots[index];
+            slot.protocol_errors
+                .fetch_add(d.protocol_errors.load(Relaxed), Relaxed);
+            slot.late_replies
+                .fetch_add(d.late_replies.load(Relaxed), Relaxed);
         }
     }
 

@@ -240,9 +240,13 @@ impl PoolInner {
             (s.started_at.unwrap_or(now), s.last_used.unwrap_or(now))
         };
         if let Some(ms) = self.spec.idle_timeout_ms {
-            if idle && now.duration_since(last_used) >= Duration::from_millis(ms) {
+            if idle
+                && now.duration_since(last_used) >= Duration::from_millis(ms)
+                && self.reserve_idle(i)
+            {
+                // Reserved, so no request can take it while it stops.
                 self.stop_slot(i);
-                self.wake_routers();
+                self.unreserve(i);
                 return;
             }
         }
@@ -264,6 +268,21 @@ impl PoolInner {
                 self.probe(i);
             }
         }
+    }
+
+    /// Take idle instance `i` out of routing (as if a request were in flight on it).
+    fn reserve_idle(&self, i: usize) -> bool {
+        let mut st = self.route.lock();
+        if st.in_flight[i] > 0 || st.leased[i] {
+            return false;
+        }
+        st.in_flight[i] += 1;
+        true
+    }
+
+    fn unreserve(&self, i: usize) {
+        self.route.lock().in_flight[i] -= 1;
+        self.wake_routers();
     }
 
     /// A dead instance: restart it per policy, with backoff and the intensity cap.
@@ -376,24 +395,19 @@ impl PoolInner {
         slot.sup.lock().on_start();
         self.wake_routers();
         if let Some(old) = old {
-            old.inst.kill();
+            self.retire(i, old);
         }
     }
 
     /// Send the health probe to idle instance `i`; replace it if it does not answer.
     fn probe(self: &Arc<Self>, i: usize) {
         let Some(h) = &self.spec.health else { return };
-        let w = {
-            let mut st = self.route.lock();
-            if st.in_flight[i] > 0 || st.leased[i] {
-                return;
-            }
-            let Some(w) = self.slots[i].current.read().clone() else {
-                return;
-            };
-            st.in_flight[i] += 1;
-            w
+        let Some(w) = self.slots[i].current.read().clone() else {
+            return;
         };
+        if !self.reserve_idle(i) {
+            return;
+        }
         let payload = match self.spec.protocol {
             Protocol::Jsonrpc => r#"{"method":"ping"}"#.to_string(),
             _ => h.probe.clone().unwrap_or_default(),
@@ -402,24 +416,24 @@ impl PoolInner {
         let t0 = Instant::now();
         let result = self.exchange(&w, &payload, t0 + timeout, timeout);
         let took = t0.elapsed();
-        {
-            let mut st = self.route.lock();
-            st.in_flight[i] -= 1;
-        }
-        self.route_cv.notify_all();
         let ok = match (&result, &h.expect) {
             (Ok(reply), Some(want)) => reply == want,
             (Ok(_), None) => true,
             (Err(Error::Tool { .. }), _) => self.spec.protocol == Protocol::Jsonrpc,
             (Err(_), _) => false,
         };
+        if !ok {
+            // Out of service before routing can see it again.
+            w.inst.retire();
+            w.inst.process.signal(libc::SIGKILL);
+        }
+        self.unreserve(i);
         {
             let mut s = self.slots[i].sup.lock();
             s.last_probe = Some(Instant::now());
             s.last_probe_latency = Some(took);
         }
-        if !ok && w.inst.process.is_alive() {
-            w.inst.process.signal(libc::SIGKILL);
+        if !ok {
             self.restart_now(i);
         }
     }

@@ -1,0 +1,244 @@
+//! The stdin side of an instance: a bounded queue, a writer thread, and a fast path.
+//!
+//! `send` never blocks on the child. When nothing is queued and no write is under way,
+//! the caller writes the line itself with one non-blocking `write` (SIGPIPE blocked in
+//! its thread for that call, and a SIGPIPE it raised consumed), which saves a thread
+//! hand-off per line. Whatever does not fit in the pipe at once goes on the queue, and the
+//! writer thread writes it, blocking on the child instead of the caller. Order is kept:
+//! the fast path is taken only while `pending` (queued or being written) is zero, checked
+//! under the lock that every write takes.
+
+use crate::instance::Counters;
+use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
+
+/// Bytes the writer gathers into one `write` when lines queue up.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Why a line could not be queued.
+pub(crate) enum SendError {
+    /// The queue is full: the child is not reading.
+    Full,
+    /// stdin is closed or broken (the child died or we closed it).
+    Closed,
+}
+
+struct Shared {
+    /// The pipe; `None` once the writer has closed it. Every write holds this lock.
+    file: Mutex<Option<File>>,
+    /// Lines queued or being written by the writer thread.
+    pending: AtomicUsize,
+    broken: AtomicBool,
+    counters: Arc<Counters>,
+}
+
+/// The parent's end of a child's stdin.
+pub(crate) struct StdinWriter {
+    tx: Mutex<Option<Sender<Vec<u8>>>>,
+    shared: Arc<Shared>,
+}
+
+impl StdinWriter {
+    /// Take over `file`; start the writer thread (it ends when the queue is closed and
+    /// drained, or when `dead` fires, or on a write error).
+    pub fn start(
+        file: File,
+        queue_lines: usize,
+        counters: Arc<Counters>,
+        dead: Receiver<()>,
+        name: String,
+    ) -> (StdinWriter, std::thread::JoinHandle<()>) {
+        // SAFETY: fcntl on an fd we own. The child's end is a different open file
+        // description, so it keeps blocking semantics.
+        unsafe {
+            let fd = file.as_raw_fd();
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        let (tx, rx) = bounded::<Vec<u8>>(queue_lines);
+        let shared = Arc::new(Shared {
+            file: Mutex::new(Some(file)),
+            pending: AtomicUsize::new(0),
+            broken: AtomicBool::new(false),
+            counters,
+        });
+        let s = Arc::clone(&shared);
+        let thread = crate::process::spawn_thread(name, move || write_loop(&s, rx, dead));
+        (
+            StdinWriter {
+                tx: Mutex::new(Some(tx)),
+                shared,
+            },
+            thread,
+        )
+    }
+
+    /// True after a write failed (the child closed its stdin or died).
+    pub fn is_broken(&self) -> bool {
+        self.shared.broken.load(Relaxed)
+    }
+
+    /// Lines waiting to be written.
+    pub fn queue_len(&self) -> usize {
+        self.shared.pending.load(Relaxed)
+    }
+
+    /// Close the queue; the writer closes the pipe once the queued lines are written.
+    pub fn close(&self) {
+        self.tx.lock().take();
+    }
+
+    /// Write or queue `buf` (one line with its newline).
+    pub fn send(&self, buf: Vec<u8>) -> Result<(), SendError> {
+        let guard = self.tx.lock();
+        let Some(tx) = guard.as_ref() else {
+            return Err(SendError::Closed);
+        };
+        let s = &*self.shared;
+        let mut buf = buf;
+        if s.pending.load(SeqCst) == 0 {
+            if let Some(mut file) = s.file.try_lock() {
+                if s.pending.load(SeqCst) == 0 {
+                    let Some(f) = file.as_mut() else {
+                        return Err(SendError::Closed);
+                    };
+                    match write_no_sigpipe(f.as_raw_fd(), &buf) {
+                        Ok(n) if n == buf.len() => {
+                            s.counters.lines_sent.fetch_add(1, Relaxed);
+                            return Ok(());
+                        }
+                        Ok(n) => {
+                            buf.drain(..n);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => {
+                            s.broken.store(true, Relaxed);
+                            return Err(SendError::Closed);
+                        }
+                    }
+                    // The rest waits for the writer; queue it before releasing the
+                    // file lock so nothing can overtake it.
+                    s.pending.fetch_add(1, SeqCst);
+                    return match tx.try_send(buf) {
+                        Ok(()) => Ok(()),
+                        Err(_) => {
+                            s.pending.fetch_sub(1, SeqCst);
+                            Err(SendError::Closed)
+                        }
+                    };
+                }
+            }
+        }
+        s.pending.fetch_add(1, SeqCst);
+        match tx.try_send(buf) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                s.pending.fetch_sub(1, SeqCst);
+                Err(match e {
+                    TrySendError::Full(_) => SendError::Full,
+                    TrySendError::Disconnected(_) => SendError::Closed,
+                })
+            }
+        }
+    }
+}
+
+/// One non-blocking write from a thread we may not own: SIGPIPE is blocked around it,
+/// and a SIGPIPE the write raised is taken off the thread before the mask is restored.
+fn write_no_sigpipe(fd: i32, buf: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: signal-mask calls on this thread with initialised sets; write to an fd we
+    // hold the lock for.
+    unsafe {
+        let mut pipe_set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe_set);
+        libc::sigaddset(&mut pipe_set, libc::SIGPIPE);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe_set, &mut old);
+        let r = libc::write(fd, buf.as_ptr().cast(), buf.len());
+        let err = std::io::Error::last_os_error();
+        if r < 0
+            && err.raw_os_error() == Some(libc::EPIPE)
+            && libc::sigismember(&old, libc::SIGPIPE) == 0
+        {
+            // The write queued a SIGPIPE for this thread; take it so unblocking does not
+            // deliver it (a SIGPIPE pending from elsewhere is left alone only if it was
+            // blocked already, which is the case we skip).
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&pipe_set, std::ptr::null_mut(), &zero) == libc::SIGPIPE {}
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if r < 0 {
+            Err(err)
+        } else {
+            Ok(r as usize)
+        }
+    }
+}
+
+/// Write all of `buf`, waiting for room with poll (the fd is non-blocking).
+fn write_all_blocking(f: &mut File, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match f.write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut p = libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: poll on one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, -1) };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn write_loop(s: &Shared, rx: Receiver<Vec<u8>>, dead: Receiver<()>) {
+    let mut batch = Vec::new();
+    loop {
+        let first = select! {
+            recv(rx) -> m => match m { Ok(l) => l, Err(_) => break },
+            recv(dead) -> _ => break,
+        };
+        let mut n = 1;
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(l) => {
+                    batch.extend_from_slice(&l);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let mut file = s.file.lock();
+        let ok = match file.as_mut() {
+            Some(f) => write_all_blocking(f, &batch).is_ok(),
+            None => false,
+        };
+        s.pending.fetch_sub(n, SeqCst);
+        if !ok {
+            s.broken.store(true, Relaxed);
+            s.counters.stdin_dropped.fetch_add(n as u64, Relaxed);
+            break;
+        }
+        s.counters.lines_sent.fetch_add(n as u64, Relaxed);
+    }
+    // Close the pipe (EOF for the child) and count what can no longer be written.
+    s.file.lock().take();
+    let left = rx.try_iter().count();
+    s.pending.fetch_sub(left, SeqCst);
+    s.counters.stdin_dropped.fetch_add(left as u64, Relaxed);
+}
