@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A persistent JSON-RPC 2.0 tool (one object per line), like a tool daemon.
 
-Used by toolpool's demo, tests and benchmarks. Each request runs in its own thread, so
-replies can come back out of order when several are in flight.
+Used by toolpool's demo, tests and benchmarks. `sleep` calls run in their own thread, so
+replies can come back out of order when several are in flight; the rest are answered
+inline, in order.
 
 Methods: ping, echo, add [a, b], upper {"text"}, sleep {"ms", "value"}, fail {"code",
 "message"}, notify {"text"} (sends a notification first), garbage (prints a non-JSON line
@@ -85,7 +86,12 @@ def main():
         except ValueError:
             emit({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
             continue
-        threading.Thread(target=handle, args=(req,), daemon=True).start()
+        if req.get("method") == "sleep":
+            # Only slow calls get a thread, so replies can overtake them; the rest are
+            # answered inline, which keeps a round trip short.
+            threading.Thread(target=handle, args=(req,), daemon=True).start()
+        else:
+            handle(req)
     for t in threading.enumerate():  # stdin closed: finish what is in flight
         if t is not threading.current_thread():
             t.join()
