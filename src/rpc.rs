@@ -10,6 +10,8 @@ use crate::instance::StdoutFilter;
 use crate::spec::ToolSpec;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -35,22 +37,50 @@ pub enum Parsed {
     Invalid(String),
 }
 
+/// One line as it comes from the tool. `result` is kept as the exact text the tool sent
+/// (no float rounding, big integers intact); `Some` whenever the key is present, even
+/// with `null`.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    jsonrpc: Option<Value>,
+    id: Option<Value>,
+    method: Option<Value>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<WireError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireError<'a> {
+    code: i64,
+    message: String,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 /// Classify one line. Never panics, whatever the bytes.
 pub fn parse_line(line: &[u8]) -> Parsed {
-    let v: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
+    let w: Wire = match serde_json::from_slice(line) {
+        Ok(w) => w,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return Parsed::Invalid(format!("not a JSON-RPC object: {e}"))
+        }
         Err(e) => return Parsed::Invalid(format!("not JSON: {e}")),
     };
-    let Value::Object(o) = v else {
-        return Parsed::Invalid("not a JSON object".into());
-    };
-    if o.get("jsonrpc") != Some(&Value::String("2.0".into())) {
+    if w.jsonrpc != Some(Value::String("2.0".into())) {
         return Parsed::Invalid("missing \"jsonrpc\": \"2.0\"".into());
     }
-    if o.get("method").is_some_and(Value::is_string) {
+    if w.method.as_ref().is_some_and(Value::is_string) {
         return Parsed::Notification;
     }
-    let id = match o.get("id") {
+    let id = match &w.id {
         Some(Value::Number(n)) => match n.as_u64() {
             Some(id) => id,
             None => return Parsed::Invalid(format!("id {n} is not one we assigned")),
@@ -60,35 +90,24 @@ pub fn parse_line(line: &[u8]) -> Parsed {
             Err(_) => return Parsed::Invalid(format!("id \"{s}\" is not one we assigned")),
         },
         Some(Value::Null) | None => {
-            return Parsed::Invalid(match o.get("error") {
-                Some(e) => format!("error without id: {e}"),
+            return Parsed::Invalid(match &w.error {
+                Some(e) => format!("error without id: {} {}", e.code, e.message),
                 None => "neither a method nor an id".into(),
             })
         }
         Some(other) => return Parsed::Invalid(format!("id {other} has a wrong type")),
     };
-    match (o.get("result"), o.get("error")) {
+    match (w.result, w.error) {
         (Some(r), None) => Parsed::Reply {
             id,
-            outcome: Ok(r.to_string()),
+            outcome: Ok(r.get().to_string()),
         },
-        (None, Some(Value::Object(e))) => {
-            let code = e.get("code").and_then(Value::as_i64);
-            let message = e.get("message").and_then(Value::as_str);
-            match (code, message) {
-                (Some(code), Some(message)) => Parsed::Reply {
-                    id,
-                    outcome: Err((
-                        code,
-                        message.to_string(),
-                        e.get("data").map(Value::to_string),
-                    )),
-                },
-                _ => Parsed::Invalid("error object without integer code and string message".into()),
-            }
-        }
+        (None, Some(e)) => Parsed::Reply {
+            id,
+            outcome: Err((e.code, e.message, e.data.map(|d| d.get().to_string()))),
+        },
         (Some(_), Some(_)) => Parsed::Invalid("both result and error".into()),
-        _ => Parsed::Invalid("a reply needs exactly one of result and error".into()),
+        (None, None) => Parsed::Invalid("a reply needs exactly one of result and error".into()),
     }
 }
 
