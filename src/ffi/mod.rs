@@ -6,7 +6,7 @@
 //! pointer and string helpers. One file per C object: [`pool`], [`lease`], [`limiter`],
 //! [`strings`] (errors, strings, version).
 //!
-//! Global contract (also in `docs/c-api.md`):
+//! Global contract (also in the README, "C API conventions"):
 //! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
 //! - Out-parameters are written only on success.
 //! - On failure a message is stored in a thread-local slot ([`strings`]); on success the
