@@ -34,7 +34,7 @@ deps:
 demo: deps
 	$(CARGO) run --release --example demo
 
-test: header-check test-rust test-c
+test: header-check test-rust test-c test-go
 
 test-rust: deps
 	$(CARGO) test --all-targets -- --test-threads=2
@@ -56,6 +56,12 @@ test-c: build
 	@mkdir -p $(dir $(C_TEST_BIN))
 	$(C_CC) $(C_FLAGS) -Iinclude -o $(C_TEST_BIN) tests/c/*.c $(LIB_DIR)/libtoolpool.a $(C_LIBS)
 	$(VALGRIND) $(C_TEST_BIN) $(abspath $(TESTTOOL)) $(abspath examples/tools/rpc_tool.py)
+
+# Go binding (bindings/go, cgo over libtoolpool.a) against real children, race detector on;
+# -count=1 because a cached "ok" would survive a rebuilt Rust library.
+test-go: build
+	cd bindings/go && bad="$$(gofmt -l .)" && if [ -n "$$bad" ]; then echo "not gofmt-ed: $$bad"; exit 1; fi \
+	  && go vet ./... && go test -count=1 -race ./...
 
 # examples/c/quickstart.c: a pool of bc driven from C.
 quickstart: build deps

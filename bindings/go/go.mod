@@ -1,0 +1,3 @@
+module github.com/toolpool/toolpool/bindings/go
+
+go 1.22

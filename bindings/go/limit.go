@@ -1,0 +1,57 @@
+package toolpool
+
+/*
+#include "toolpool.h"
+*/
+import "C"
+
+import (
+	"encoding/json"
+	"math"
+)
+
+// SetLimit sets the host-wide limit on concurrent child processes of every pool (0: no
+// limit; the initial value comes from $TOOLPOOL_MAX_PROCESSES) and returns the previous
+// one. Lowering it never kills: new starts wait (up to the spec's startup.timeout_ms)
+// and then fail with ErrLimitReached.
+func SetLimit(n int) (old int, err error) {
+	const op = "SetLimit"
+	if n < 0 || uint64(n) > math.MaxUint32 {
+		return 0, newError(CodeInvalidArgument, op, "limit %d is out of range", n)
+	}
+	var prev C.uint32_t
+	if err := call(op, func() C.int32_t { return C.toolpool_limit_set(C.uint32_t(n), &prev) }); err != nil {
+		return 0, err
+	}
+	return int(prev), nil
+}
+
+// LimitStatus reports the host-wide process limiter.
+func LimitStatus() (LimiterStatus, error) {
+	const op = "LimitStatus"
+	var v LimiterStatus
+	var out *C.char
+	if err := call(op, func() C.int32_t { return C.toolpool_limit_status_json(&out) }); err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal([]byte(takeString(out)), &v); err != nil {
+		return v, newError(CodeProtocol, op, "cannot decode toolpool's JSON: %v", err)
+	}
+	return v, nil
+}
+
+// KillAll sends SIGKILL to the process group of every child started under the host-wide
+// limiter (every pool in this process) and returns how many groups it signalled. Pools
+// see their instances die and follow their restart policy.
+func KillAll() (int, error) {
+	var n C.uint32_t
+	if err := call("KillAll", func() C.int32_t { return C.toolpool_kill_all(&n) }); err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
+// Version is the version of the linked toolpool library, e.g. "0.1.0".
+func Version() string {
+	return C.GoString(C.toolpool_version())
+}

@@ -1,0 +1,136 @@
+package toolpool_test
+
+import (
+	"errors"
+	"os"
+	"regexp"
+	"testing"
+	"time"
+
+	toolpool "github.com/toolpool/toolpool/bindings/go"
+)
+
+func writeFile(path, text string) error { return os.WriteFile(path, []byte(text), 0o644) }
+
+func TestLimitAndKillAll(t *testing.T) {
+	p := testToolPool(t, 2)
+	ls, err := toolpool.LimitStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ls.ActiveProcesses < 2 || len(ls.ActivePIDs) < 2 {
+		t.Fatalf("limit status: %+v", ls)
+	}
+
+	// A limit at the current count: nothing is killed, new starts are held back.
+	old, err := toolpool.SetLimit(ls.ActiveProcesses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = toolpool.SetLimit(old) })
+	ls2, err := toolpool.LimitStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ls2.MaxAllowed != ls.ActiveProcesses || ls2.CanStartNew || ls2.UtilizationPercent < 99 || ls2.Warning == "" {
+		t.Errorf("at the limit: %+v", ls2)
+	}
+	if h := health(t, p); h.Alive != 2 {
+		t.Errorf("lowering the limit killed something: %+v", h)
+	}
+	start := time.Now()
+	_, err = toolpool.New(specJSON(t, map[string]any{
+		"command": []string{testTool(t)},
+		"startup": map[string]any{"timeout_ms": 200},
+	}))
+	if !errors.Is(err, toolpool.ErrLimitReached) {
+		t.Errorf("a start past the limit: %v, want ErrLimitReached", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("held back for %v", took)
+	}
+	if prev, err := toolpool.SetLimit(old); err != nil || prev != ls.ActiveProcesses {
+		t.Errorf("SetLimit(old) = %d, %v; want %d", prev, err, ls.ActiveProcesses)
+	}
+	if _, err := toolpool.SetLimit(-1); !errors.Is(err, toolpool.ErrInvalidArgument) {
+		t.Errorf("SetLimit(-1): %v", err)
+	}
+
+	// KillAll: every child of every pool in this process.
+	n, err := toolpool.KillAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 2 {
+		t.Errorf("KillAll signalled %d groups, want >= 2", n)
+	}
+	waitFor(t, "both instances dead", 5*time.Second, func() bool { return health(t, p).Dead == 2 })
+	in := health(t, p).Instances[0]
+	if in.Exit == nil || in.Exit.Signal == nil || *in.Exit.Signal != 9 {
+		waitFor(t, "the SIGKILL in the exit status", 5*time.Second, func() bool {
+			e := health(t, p).Instances[0].Exit
+			return e != nil && e.Signal != nil && *e.Signal == 9
+		})
+	}
+	for i := 0; i < 2; i++ {
+		if err := p.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := health(t, p); h.Alive != 2 {
+		t.Errorf("after restarts: %+v", h)
+	}
+}
+
+func TestVersionAndCodes(t *testing.T) {
+	cargo, err := os.ReadFile(repoPath(t, "Cargo.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^version = "([^"]+)"`).FindSubmatch(cargo)
+	if m == nil || toolpool.Version() != string(m[1]) {
+		t.Errorf("Version() = %q, Cargo.toml says %q", toolpool.Version(), m)
+	}
+
+	// Each sentinel's code is the C constant of that name (toolpool_status_name).
+	want := map[*toolpool.Error]string{
+		toolpool.ErrInvalidArgument: "TOOLPOOL_INVALID_ARGUMENT",
+		toolpool.ErrNotFound:        "TOOLPOOL_NOT_FOUND",
+		toolpool.ErrSpawnFailed:     "TOOLPOOL_SPAWN_FAILED",
+		toolpool.ErrTimeout:         "TOOLPOOL_TIMEOUT",
+		toolpool.ErrDead:            "TOOLPOOL_DEAD",
+		toolpool.ErrSaturated:       "TOOLPOOL_SATURATED",
+		toolpool.ErrShutDown:        "TOOLPOOL_SHUT_DOWN",
+		toolpool.ErrLimitReached:    "TOOLPOOL_LIMIT_REACHED",
+		toolpool.ErrProtocol:        "TOOLPOOL_PROTOCOL_ERROR",
+		toolpool.ErrToolError:       "TOOLPOOL_TOOL_ERROR",
+		toolpool.ErrConfig:          "TOOLPOOL_CONFIG",
+		toolpool.ErrIndexOutOfRange: "TOOLPOOL_INDEX_OUT_OF_RANGE",
+		toolpool.ErrQueueFull:       "TOOLPOOL_QUEUE_FULL",
+		toolpool.ErrFailed:          "TOOLPOOL_FAILED",
+		toolpool.ErrUnavailable:     "TOOLPOOL_UNAVAILABLE",
+		toolpool.ErrIO:              "TOOLPOOL_IO",
+		toolpool.ErrPanic:           "TOOLPOOL_PANIC",
+	}
+	for sentinel, name := range want {
+		if got := sentinel.Code.String(); got != name {
+			t.Errorf("code %d is %s, want %s", sentinel.Code, got, name)
+		}
+		if !errors.Is(sentinel, sentinel) || sentinel.Error() == "" {
+			t.Errorf("%s: Is/Error", name)
+		}
+	}
+	if toolpool.CodeOK.String() != "TOOLPOOL_OK" || toolpool.Code(17).String() != "TOOLPOOL_UNKNOWN(17)" {
+		t.Errorf("names: %s %s", toolpool.CodeOK, toolpool.Code(17))
+	}
+
+	// Is matches by code, not by identity; a different code does not match.
+	err = &toolpool.Error{Code: toolpool.CodeDead, Op: "Send", Message: "instance 0 is dead"}
+	wrapped := errors.Join(errors.New("context"), err)
+	if !errors.Is(wrapped, toolpool.ErrDead) || errors.Is(wrapped, toolpool.ErrTimeout) {
+		t.Errorf("errors.Is on a wrapped *Error")
+	}
+	if got := err.Error(); got != "toolpool Send: instance 0 is dead (TOOLPOOL_DEAD)" {
+		t.Errorf("Error() = %q", got)
+	}
+}

@@ -1,0 +1,436 @@
+package toolpool
+
+/*
+#include <stdlib.h>
+#include "toolpool.h"
+*/
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pool is a pool of warm tool processes (a ToolpoolPool handle). It is safe for
+// concurrent use by many goroutines. Close it to stop its processes.
+type Pool struct {
+	// mu is held shared by every call into C and exclusively by Close, so the handle is
+	// never freed while a call uses it (the only call of the C API that must not race).
+	mu     sync.RWMutex
+	h      *C.ToolpoolPool
+	closed atomic.Bool
+	once   sync.Once
+	size   int
+}
+
+// New starts a pool from a standalone tool spec in JSON: the keys of a registry entry
+// plus an optional "id", with "count" instances. It returns once every instance is
+// ready. Errors: ErrConfig (bad JSON, unknown key, bad value), ErrSpawnFailed,
+// ErrLimitReached, ErrInvalidArgument (a NUL byte).
+func New(specJSON string) (*Pool, error) {
+	const op = "New"
+	cs, err := cString(op, "spec", specJSON)
+	if err != nil {
+		return nil, err
+	}
+	defer freeC(cs)
+	var h *C.ToolpoolPool
+	if err := call(op, func() C.int32_t { return C.toolpool_pool_new(cs, &h) }); err != nil {
+		return nil, err
+	}
+	return wrapPool(op, h)
+}
+
+// NewFromSpec starts a pool from a typed Spec (marshalled to JSON for New).
+func NewFromSpec(spec Spec) (*Pool, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, newError(CodeConfig, "NewFromSpec", "spec cannot be encoded: %v", err)
+	}
+	return New(string(b))
+}
+
+// FromRegistry starts a pool of tool from a registry file ({"tools": {"<id>": {spec}}}).
+// An empty path means the file named by $TOOLPOOL_REGISTRY; count 0 means the spec's own
+// count. Errors: ErrNotFound (unknown tool; the message lists the known ones), ErrIO,
+// ErrConfig, and those of New.
+func FromRegistry(path, tool string, count int) (*Pool, error) {
+	const op = "FromRegistry"
+	if count < 0 || uint64(count) > math.MaxUint32 {
+		return nil, newError(CodeInvalidArgument, op, "count %d is out of range", count)
+	}
+	var cpath *C.char
+	if path != "" {
+		var err error
+		if cpath, err = cString(op, "path", path); err != nil {
+			return nil, err
+		}
+		defer freeC(cpath)
+	}
+	ctool, err := cString(op, "tool", tool)
+	if err != nil {
+		return nil, err
+	}
+	defer freeC(ctool)
+	var h *C.ToolpoolPool
+	err = call(op, func() C.int32_t {
+		return C.toolpool_pool_from_registry(cpath, ctool, C.uint32_t(count), &h)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return wrapPool(op, h)
+}
+
+func wrapPool(op string, h *C.ToolpoolPool) (*Pool, error) {
+	var n C.uint32_t
+	if err := call(op, func() C.int32_t { return C.toolpool_pool_size(h, &n) }); err != nil {
+		C.toolpool_pool_free(h)
+		return nil, err
+	}
+	p := &Pool{h: h, size: int(n)}
+	runtime.SetFinalizer(p, (*Pool).finalize)
+	return p, nil
+}
+
+// finalize is the safety net for a pool that was never closed. It closes on its own
+// goroutine, so the shutdown's grace period does not hold up other finalizers.
+func (p *Pool) finalize() {
+	go p.Close()
+}
+
+func closedError(op, what string) *Error {
+	return newError(CodeShutDown, op, "the %s is closed", what)
+}
+
+// use runs one status-returning C call on the live handle under the shared lock.
+func (p *Pool) use(op string, f func(h *C.ToolpoolPool) C.int32_t) error {
+	if p == nil {
+		return newError(CodeInvalidArgument, op, "nil *Pool")
+	}
+	if p.closed.Load() {
+		return closedError(op, "pool")
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	h := p.h
+	if h == nil {
+		return closedError(op, "pool")
+	}
+	err := call(op, func() C.int32_t { return f(h) })
+	runtime.KeepAlive(p)
+	return err
+}
+
+// useString is use for a call that returns a string through a char **.
+func (p *Pool) useString(op string, f func(h *C.ToolpoolPool, out **C.char) C.int32_t) (string, error) {
+	var out *C.char
+	if err := p.use(op, func(h *C.ToolpoolPool) C.int32_t { return f(h, &out) }); err != nil {
+		return "", err
+	}
+	return takeString(out), nil
+}
+
+// useJSON is useString decoding the JSON document into v.
+func (p *Pool) useJSON(op string, v any, f func(h *C.ToolpoolPool, out **C.char) C.int32_t) error {
+	s, err := p.useString(op, f)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		return newError(CodeProtocol, op, "cannot decode toolpool's JSON: %v", err)
+	}
+	return nil
+}
+
+// Size is the number of instances (fixed for the pool's life; also after Close).
+func (p *Pool) Size() int {
+	if p == nil {
+		return 0
+	}
+	return p.size
+}
+
+// Send queues line (toolpool appends the newline) for instance i's stdin. It never
+// blocks. Errors: ErrIndexOutOfRange, ErrDead, ErrFailed, ErrQueueFull, ErrShutDown,
+// ErrInvalidArgument (a newline or NUL byte in line).
+func (p *Pool) Send(i int, line string) error {
+	const op = "Send"
+	idx, err := cIndex(op, i)
+	if err != nil {
+		return err
+	}
+	cs, err := cString(op, "line", line)
+	if err != nil {
+		return err
+	}
+	defer freeC(cs)
+	return p.use(op, func(h *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_send(h, idx, cs) })
+}
+
+// SendRouted queues line for the instance the spec's routing picks and returns its
+// index; read the output with ReadLine or ReadAny. Errors: ErrUnavailable, and those of
+// Send.
+func (p *Pool) SendRouted(line string) (int, error) {
+	const op = "SendRouted"
+	cs, err := cString(op, "line", line)
+	if err != nil {
+		return 0, err
+	}
+	defer freeC(cs)
+	var idx C.uint32_t
+	err = p.use(op, func(h *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_send_routed(h, cs, &idx) })
+	if err != nil {
+		return 0, err
+	}
+	return int(idx), nil
+}
+
+// ReadLine returns the next stdout line of instance i (without its newline), waiting up
+// to timeout (0: only a line already there). Bytes that are not UTF-8 come back as
+// U+FFFD. Errors: ErrTimeout, ErrDead (ended and every line read), ErrIndexOutOfRange,
+// ErrShutDown.
+func (p *Pool) ReadLine(i int, timeout time.Duration) (string, error) {
+	const op = "ReadLine"
+	idx, err := cIndex(op, i)
+	if err != nil {
+		return "", err
+	}
+	ms := millis(timeout)
+	return p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+		return C.toolpool_pool_read_line(h, idx, ms, out)
+	})
+}
+
+// ReadStderrLine returns the next stderr line of instance i, waiting up to timeout.
+// stderr is always drained; lines nobody reads are dropped past a bound.
+func (p *Pool) ReadStderrLine(i int, timeout time.Duration) (string, error) {
+	const op = "ReadStderrLine"
+	idx, err := cIndex(op, i)
+	if err != nil {
+		return "", err
+	}
+	ms := millis(timeout)
+	return p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+		return C.toolpool_pool_read_stderr_line(h, idx, ms, out)
+	})
+}
+
+// ReadAny returns the first stdout line from any instance and that instance's index,
+// waiting up to timeout. Errors: ErrTimeout, ErrShutDown.
+func (p *Pool) ReadAny(timeout time.Duration) (int, string, error) {
+	ms := millis(timeout)
+	var idx C.uint32_t
+	line, err := p.useString("ReadAny", func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+		return C.toolpool_pool_read_any(h, ms, &idx, out)
+	})
+	if err != nil {
+		return 0, "", err
+	}
+	return int(idx), line, nil
+}
+
+// Request sends payload as one request to an instance picked by the spec's routing and
+// returns its reply, framed by the spec's protocol: the reply line (lines), the lines up
+// to the marker joined by "\n" (marker), or the JSON text of "result" (jsonrpc, where
+// payload is {"method": ..., "params": ...}). The context's deadline is the timeout
+// (waiting for a free instance included); DefaultTimeout without one. Errors:
+// ErrTimeout, ErrToolError, ErrDead, ErrSaturated, ErrUnavailable, ErrProtocol,
+// ErrShutDown, or ctx.Err() when ctx is already done.
+func (p *Pool) Request(ctx context.Context, payload string) (string, error) {
+	const op = "Request"
+	ms, err := ctxTimeout(ctx)
+	if err != nil {
+		return "", err
+	}
+	cs, err := cString(op, "payload", payload)
+	if err != nil {
+		return "", err
+	}
+	defer freeC(cs)
+	return p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+		return C.toolpool_pool_request(h, cs, ms, out)
+	})
+}
+
+// RequestSticky is Request where requests with the same key go to the same instance
+// while it lives. Reply.Moved is set when the key's instance had died and the key moved.
+func (p *Pool) RequestSticky(ctx context.Context, key, payload string) (Reply, error) {
+	const op = "RequestSticky"
+	ms, err := ctxTimeout(ctx)
+	if err != nil {
+		return Reply{}, err
+	}
+	ckey, err := cString(op, "key", key)
+	if err != nil {
+		return Reply{}, err
+	}
+	defer freeC(ckey)
+	cpayload, err := cString(op, "payload", payload)
+	if err != nil {
+		return Reply{}, err
+	}
+	defer freeC(cpayload)
+	var idx C.uint32_t
+	var moved C.bool
+	text, err := p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+		return C.toolpool_pool_request_sticky(h, ckey, cpayload, ms, out, &idx, &moved)
+	})
+	if err != nil {
+		return Reply{}, err
+	}
+	r := Reply{Text: text, Instance: int(idx), Moved: bool(moved)}
+	if idx == C.uint32_t(math.MaxUint32) {
+		r.Instance = -1
+	}
+	return r, nil
+}
+
+// Map sends each payload as its own request, spread over the pool, and returns one
+// Result per payload in the same order. The context's deadline (DefaultTimeout without
+// one) applies to each request. The error is non-nil only when the batch as a whole
+// could not run; each Result carries its own Err.
+func (p *Pool) Map(ctx context.Context, payloads []string) ([]Result, error) {
+	const op = "Map"
+	ms, err := ctxTimeout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if payloads == nil {
+		payloads = []string{}
+	}
+	in, err := json.Marshal(payloads)
+	if err != nil {
+		return nil, newError(CodeInvalidArgument, op, "payloads cannot be encoded: %v", err)
+	}
+	cs, err := cString(op, "payloads", string(in))
+	if err != nil {
+		return nil, err
+	}
+	defer freeC(cs)
+	var raw []struct {
+		OK       bool   `json:"ok"`
+		Text     string `json:"text"`
+		Instance *int   `json:"instance"`
+		ServedBy string `json:"served_by"`
+		Code     int32  `json:"code"`
+		Error    string `json:"error"`
+	}
+	err = p.useJSON(op, &raw, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+		return C.toolpool_pool_map_json(h, cs, ms, out)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) != len(payloads) {
+		return nil, newError(CodeProtocol, op, "%d results for %d payloads", len(raw), len(payloads))
+	}
+	results := make([]Result, len(raw))
+	for k, r := range raw {
+		results[k].Instance = -1
+		if !r.OK {
+			results[k].Err = &Error{Code: Code(r.Code), Op: op, Message: r.Error}
+			continue
+		}
+		results[k].Text = r.Text
+		results[k].ServedBy = r.ServedBy
+		if r.Instance != nil {
+			results[k].Instance = *r.Instance
+		}
+	}
+	return results, nil
+}
+
+// Lease takes one idle instance for exclusive use (a multi-step conversation), waiting
+// until the context's deadline (DefaultTimeout without one) for one. A leased instance
+// gets no routed work until the lease is closed. Errors: ErrTimeout, ErrSaturated,
+// ErrUnavailable, ErrShutDown.
+func (p *Pool) Lease(ctx context.Context) (*Lease, error) {
+	const op = "Lease"
+	ms, err := ctxTimeout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var h *C.ToolpoolLease
+	if err := p.use(op, func(ph *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_lease(ph, ms, &h) }); err != nil {
+		return nil, err
+	}
+	return wrapLease(op, h)
+}
+
+// Health counts the pool's instances, with each one's status. It also answers after
+// Shutdown (not after Close).
+func (p *Pool) Health() (Health, error) {
+	var v Health
+	err := p.useJSON("Health", &v, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+		return C.toolpool_pool_health_json(h, out)
+	})
+	return v, err
+}
+
+// Status is the pool's state, with each instance's status.
+func (p *Pool) Status() (Status, error) {
+	var v Status
+	err := p.useJSON("Status", &v, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+		return C.toolpool_pool_status_json(h, out)
+	})
+	return v, err
+}
+
+// Metrics are the pool's request metrics, in total and per instance.
+func (p *Pool) Metrics() (Metrics, error) {
+	var v Metrics
+	err := p.useJSON("Metrics", &v, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+		return C.toolpool_pool_metrics_json(h, out)
+	})
+	return v, err
+}
+
+// Restart stops instance i (its whole process group) and starts it again; it also
+// clears a failed mark. It returns once the new process is ready. Errors:
+// ErrIndexOutOfRange, ErrSpawnFailed, ErrLimitReached, ErrShutDown.
+func (p *Pool) Restart(i int) error {
+	const op = "Restart"
+	idx, err := cIndex(op, i)
+	if err != nil {
+		return err
+	}
+	return p.use(op, func(h *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_restart(h, idx) })
+}
+
+// Shutdown closes every stdin, sends SIGTERM to each process group, waits up to grace,
+// then SIGKILLs what is left and reaps every child. Calls waiting on other goroutines
+// wake up with ErrShutDown. Afterwards I/O, requests, leases and restarts return
+// ErrShutDown while Size, Health, Status and Metrics still answer. Idempotent. Close
+// must still be called.
+func (p *Pool) Shutdown(grace time.Duration) error {
+	ms := millis(grace)
+	return p.use("Shutdown", func(h *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_shutdown(h, ms) })
+}
+
+// Close shuts the pool down (with the spec's shutdown.grace_ms, unless Shutdown already
+// did) and frees it: no child outlives it. It waits for calls in progress on other
+// goroutines to return first. Idempotent; always returns nil. Leases taken from the pool
+// stay valid (their calls return ErrShutDown) until closed.
+func (p *Pool) Close() error {
+	if p == nil {
+		return nil
+	}
+	p.once.Do(func() {
+		p.closed.Store(true)
+		runtime.SetFinalizer(p, nil)
+		p.mu.Lock()
+		h := p.h
+		p.h = nil
+		p.mu.Unlock()
+		if h != nil {
+			C.toolpool_pool_free(h)
+		}
+	})
+	return nil
+}

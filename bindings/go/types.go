@@ -1,0 +1,136 @@
+package toolpool
+
+// The JSON documents of the C API (toolpool_pool_health_json, _status_json,
+// _metrics_json, toolpool_limit_status_json) decoded into Go values. Field names follow
+// the JSON keys; a JSON null becomes the zero value (or a nil pointer for Exit).
+
+// Health counts a pool's instances (toolpool_pool_health_json). It also answers after
+// Shutdown, when every instance is stopped.
+type Health struct {
+	Total     int              `json:"total"`     // instances in the pool
+	Alive     int              `json:"alive"`     // starting or ready
+	Ready     int              `json:"ready"`     // ready for work
+	Dead      int              `json:"dead"`      // ended on their own, or failed
+	Failed    int              `json:"failed"`    // marked failed by the supervisor
+	Stopped   int              `json:"stopped"`   // stopped on purpose, or not started yet
+	Instances []InstanceStatus `json:"instances"` // per instance
+}
+
+// Status is a pool's state (toolpool_pool_status_json).
+type Status struct {
+	Tool              string           `json:"tool"`
+	ShutDown          bool             `json:"shut_down"`
+	Disabled          bool             `json:"disabled"`
+	WaitedForInstance uint64           `json:"waited_for_instance"`
+	Waiting           int              `json:"waiting"`
+	Instances         []InstanceStatus `json:"instances"`
+}
+
+// Instance states, as in InstanceStatus.State.
+const (
+	StateStarting = "starting"
+	StateReady    = "ready"
+	StateDead     = "dead"
+	StateStopped  = "stopped"
+	StateFailed   = "failed"
+)
+
+// Exit is how a process ended: exactly one of Code and Signal is set.
+type Exit struct {
+	Code   *int `json:"code,omitempty"`
+	Signal *int `json:"signal,omitempty"`
+}
+
+// InstanceStatus is one instance in Status and Health.
+type InstanceStatus struct {
+	Index               int      `json:"index"`
+	PID                 int      `json:"pid"`   // 0 when no process
+	State               string   `json:"state"` // one of the State* constants
+	Exit                *Exit    `json:"exit"`  // nil unless the process ended and was reaped
+	FailedReason        string   `json:"failed_reason"`
+	Restarts            uint64   `json:"restarts"`
+	LinesSent           uint64   `json:"lines_sent"`
+	LinesReceived       uint64   `json:"lines_received"`
+	LinesSplit          uint64   `json:"lines_split"`
+	StderrLines         uint64   `json:"stderr_lines"`
+	StderrDropped       uint64   `json:"stderr_dropped"`
+	StdinDropped        uint64   `json:"stdin_dropped"`
+	UptimeMS            uint64   `json:"uptime_ms"`
+	InFlight            int      `json:"in_flight"`
+	Leased              bool     `json:"leased"`
+	CurrentRequestAgeMS uint64   `json:"current_request_age_ms"`
+	Requests            uint64   `json:"requests"`
+	LastProbeAgoMS      uint64   `json:"last_probe_ago_ms"`
+	LastProbeUS         uint64   `json:"last_probe_us"`
+	StderrTail          []string `json:"stderr_tail"`
+	ProtocolErrorsTail  []string `json:"protocol_errors_tail"`
+}
+
+// Latency is a latency summary in microseconds (0 when Count is 0).
+type Latency struct {
+	Count uint64 `json:"count"`
+	P50US uint64 `json:"p50_us"`
+	P90US uint64 `json:"p90_us"`
+	P99US uint64 `json:"p99_us"`
+	MaxUS uint64 `json:"max_us"`
+}
+
+// Metrics are a pool's request metrics (toolpool_pool_metrics_json).
+type Metrics struct {
+	Tool               string            `json:"tool"`
+	RequestsOK         uint64            `json:"requests_ok"`
+	RequestsError      uint64            `json:"requests_error"`
+	RequestsTimeout    uint64            `json:"requests_timeout"`
+	RequestsFallback   uint64            `json:"requests_fallback"`
+	LinesIn            uint64            `json:"lines_in"`
+	LinesOut           uint64            `json:"lines_out"`
+	ProtocolErrors     uint64            `json:"protocol_errors"`
+	LateRepliesDropped uint64            `json:"late_replies_dropped"`
+	Restarts           uint64            `json:"restarts"`
+	InFlight           int               `json:"in_flight"`
+	QueueDepth         int               `json:"queue_depth"`
+	WaitedForInstance  uint64            `json:"waited_for_instance"`
+	Latency            Latency           `json:"latency"`
+	Instances          []InstanceMetrics `json:"instances"`
+}
+
+// InstanceMetrics are one instance's part of Metrics.
+type InstanceMetrics struct {
+	Index              int     `json:"index"`
+	RequestsOK         uint64  `json:"requests_ok"`
+	RequestsError      uint64  `json:"requests_error"`
+	RequestsTimeout    uint64  `json:"requests_timeout"`
+	LinesIn            uint64  `json:"lines_in"`
+	LinesOut           uint64  `json:"lines_out"`
+	ProtocolErrors     uint64  `json:"protocol_errors"`
+	LateRepliesDropped uint64  `json:"late_replies_dropped"`
+	Restarts           uint64  `json:"restarts"`
+	InFlight           int     `json:"in_flight"`
+	StdinQueue         int     `json:"stdin_queue"`
+	Latency            Latency `json:"latency"`
+}
+
+// LimiterStatus is the host-wide process limiter (toolpool_limit_status_json).
+type LimiterStatus struct {
+	ActiveProcesses    int     `json:"active_processes"`
+	MaxAllowed         int     `json:"max_allowed"` // 0: no limit
+	UtilizationPercent float64 `json:"utilization_percent"`
+	CanStartNew        bool    `json:"can_start_new"`
+	ActivePIDs         []int   `json:"active_pids"`
+	Warning            string  `json:"warning"` // "" unless above 80% use
+}
+
+// Reply is the answer to RequestSticky.
+type Reply struct {
+	Text     string // the reply, framed by the spec's protocol
+	Instance int    // the instance that answered; -1 when a one-shot run served it
+	Moved    bool   // the key's instance had died and the key moved to another one
+}
+
+// Result is one entry of Map, in the order of the payloads.
+type Result struct {
+	Text     string // the reply when Err is nil
+	Instance int    // the instance that answered; -1 for a one-shot run or a failure
+	ServedBy string // "pool" or "oneshot"; "" on failure
+	Err      error  // nil, or an *Error for this payload alone
+}
