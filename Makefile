@@ -34,7 +34,7 @@ deps:
 demo: deps
 	$(CARGO) run --release --example demo
 
-test: header-check test-rust test-c test-go
+test: header-check test-rust test-c test-go test-python
 
 test-rust: deps
 	$(CARGO) test --all-targets -- --test-threads=2
@@ -62,6 +62,11 @@ test-c: build
 test-go: build
 	cd bindings/go && bad="$$(gofmt -l .)" && if [ -n "$$bad" ]; then echo "not gofmt-ed: $$bad"; exit 1; fi \
 	  && go vet ./... && go test -count=1 -race ./...
+
+# Python binding (bindings/python, ctypes over libtoolpool.so) against real children.
+# pytest exits non-zero when it finds no tests, so an empty run fails too.
+test-python: build
+	python3 -m pytest -q bindings/python/tests
 
 # examples/c/quickstart.c: a pool of bc driven from C.
 quickstart: build deps

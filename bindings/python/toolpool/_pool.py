@@ -1,0 +1,413 @@
+"""Pool and Lease: the Python face of ``ToolpoolPool`` and ``ToolpoolLease``."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import threading
+from ctypes import byref, c_bool, c_uint32, c_void_p
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+from ._errors import InvalidArgument, IndexOutOfRange, ToolpoolError, call, error_for_code
+from ._ffi import lib
+from ._managed import Managed
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_GRACE",
+    "Pool",
+    "Lease",
+    "Reply",
+    "Payload",
+    "Spec",
+]
+
+#: Default for every ``timeout=`` (seconds): reads, requests, leases, ``map``.
+DEFAULT_TIMEOUT: float = 30.0
+#: Default ``grace=`` of :meth:`Pool.shutdown` (seconds), the same as the spec default.
+DEFAULT_GRACE: float = 2.0
+
+_U32_MAX = 0xFFFFFFFF
+
+#: A line or payload: ``str`` (encoded UTF-8) or ``bytes`` (passed as is). A ``dict`` or
+#: ``list`` payload of a request is sent as its JSON text (``json.dumps``).
+Payload = Union[str, bytes, Mapping[str, Any], Sequence[Any]]
+#: A pool spec: a dict (a registry entry's keys), a JSON string, a tool id, or an argv list.
+Spec = Union[Mapping[str, Any], str, bytes, Sequence[str]]
+
+
+class Reply(NamedTuple):
+    """The answer to :meth:`Pool.request_sticky`."""
+
+    text: str
+    #: The instance that answered; None when a one-shot run served the request.
+    instance: Optional[int]
+    #: True when the key's instance had died and the key moved to another one.
+    moved: bool
+
+
+# -- conversions --------------------------------------------------------------------------
+
+
+def _ms(timeout: Optional[float], what: str = "timeout") -> int:
+    """Seconds (float) to the C milliseconds; None waits as long as C can (~49.7 days)."""
+    if timeout is None:
+        return _U32_MAX
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or None, not {type(timeout).__name__}")
+    if math.isnan(timeout) or timeout < 0:
+        raise InvalidArgument(f"{what} must be >= 0 seconds, not {timeout!r}")
+    ms = math.ceil(timeout * 1000)
+    return min(ms, _U32_MAX)
+
+
+def _index(i: int) -> int:
+    if isinstance(i, bool) or not isinstance(i, int):
+        raise TypeError(f"instance index must be an int, not {type(i).__name__}")
+    if not 0 <= i <= _U32_MAX - 1:
+        raise IndexOutOfRange(f"instance index {i} is out of range")
+    return i
+
+
+def _cstr(s: Union[str, bytes, bytearray, memoryview, "os.PathLike[str]"], what: str) -> bytes:
+    """A str (UTF-8) or bytes argument as a C string; a NUL inside is InvalidArgument."""
+    if isinstance(s, os.PathLike):
+        s = os.fspath(s)
+    if isinstance(s, str):
+        try:
+            b = s.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidArgument(f"{what} is not valid UTF-8: {e}") from None
+    elif isinstance(s, (bytes, bytearray, memoryview)):
+        b = bytes(s)
+    else:
+        raise TypeError(f"{what} must be str or bytes, not {type(s).__name__}")
+    if b"\0" in b:
+        raise InvalidArgument(f"{what} contains a NUL byte")
+    return b
+
+
+def _payload(p: Payload) -> bytes:
+    if isinstance(p, (str, bytes, bytearray, memoryview)):
+        return _cstr(p, "payload")
+    if isinstance(p, (Mapping, list, tuple)):
+        return _cstr(json.dumps(p), "payload")
+    raise TypeError(f"payload must be str, bytes, dict or list, not {type(p).__name__}")
+
+
+def _payload_str(p: Payload) -> str:
+    b = _payload(p)
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidArgument(f"payload is not valid UTF-8: {e}") from None
+
+
+def _take(ptr: c_void_p) -> str:
+    """Copy a toolpool-owned string into Python and free it with toolpool_string_free."""
+    if not ptr.value:
+        return ""
+    try:
+        return ctypes.string_at(ptr.value).decode("utf-8", "replace")
+    finally:
+        lib.toolpool_string_free(ptr)
+
+
+def _take_json(ptr: c_void_p) -> Any:
+    return json.loads(_take(ptr))
+
+
+# -- Pool ---------------------------------------------------------------------------------
+
+
+class Pool(Managed):
+    """A pool of warm tool processes.
+
+    ``spec_or_tool`` is one of:
+
+    * a ``dict``: a tool spec (the keys of a registry entry, e.g.
+      ``{"command": ["bc", "-q"], "count": 3}``), sent as JSON;
+    * a ``str`` starting with ``{``: the same spec as JSON text;
+    * a list of strings: the command (argv), every other key at its default;
+    * any other ``str``: a tool id looked up in the registry file ``registry``
+      (``None``: the file named by ``$TOOLPOOL_REGISTRY``).
+
+    ``count`` overrides the spec's instance count. The constructor returns once every
+    instance is ready (``SpawnFailed``, ``LimitReached``, ``ConfigError``, ``NotFound`` if
+    not). Every method may be called from many threads at once; ``close()`` (also on
+    leaving a ``with`` block, or when the object is collected) shuts the pool down.
+    """
+
+    _what = "pool"
+
+    def __init__(
+        self,
+        spec_or_tool: Spec,
+        count: Optional[int] = None,
+        registry: Optional[Union[str, "os.PathLike[str]"]] = None,
+    ) -> None:
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise TypeError(f"count must be an int or None, not {type(count).__name__}")
+        if count is not None and not 1 <= count <= _U32_MAX:
+            raise InvalidArgument(f"count must be at least 1, not {count}")
+        out = c_void_p()
+        if isinstance(spec_or_tool, bytes):
+            spec_or_tool = spec_or_tool.decode("utf-8")
+        if isinstance(spec_or_tool, str) and not spec_or_tool.lstrip().startswith("{"):
+            reg = None if registry is None else _cstr(registry, "registry")
+            call(
+                lib.toolpool_pool_from_registry,
+                reg,
+                _cstr(spec_or_tool, "tool id"),
+                count or 0,
+                byref(out),
+            )
+        else:
+            if registry is not None:
+                raise TypeError("registry= applies only when the first argument is a tool id")
+            call(lib.toolpool_pool_new, _cstr(self._spec_json(spec_or_tool, count), "spec"), byref(out))
+        assert out.value is not None
+        self._init_handle(out.value)
+        n = c_uint32()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_size, p, byref(n))
+        self._size = n.value
+
+    @staticmethod
+    def _spec_json(spec: Spec, count: Optional[int]) -> str:
+        if isinstance(spec, str):
+            if count is None:
+                return spec
+            try:
+                obj = json.loads(spec)
+            except ValueError:
+                return spec  # let the library report the bad JSON as ConfigError
+            if not isinstance(obj, dict):
+                return spec
+            spec = obj
+        elif isinstance(spec, (list, tuple)):
+            spec = {"command": list(spec)}
+        if not isinstance(spec, Mapping):
+            raise TypeError(
+                "spec_or_tool must be a dict, a JSON string, a tool id or a command list, "
+                f"not {type(spec).__name__}"
+            )
+        d = dict(spec)
+        if count is not None:
+            d["count"] = count
+        return json.dumps(d)
+
+    def _delete(self, ptr: int) -> None:
+        lib.toolpool_pool_free(ptr)
+
+    def _wake(self, ptr: int) -> None:
+        # Safe to race other calls (only toolpool_pool_free must not): it wakes waiters.
+        lib.toolpool_pool_shutdown(ptr, _ms(DEFAULT_GRACE))
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<toolpool.Pool size={self._size} {state}>"
+
+    # -- line I/O -----------------------------------------------------------------------
+
+    def send(self, i: int, line: Union[str, bytes]) -> None:
+        """Queue ``line`` (toolpool adds the newline) for instance ``i``'s stdin.
+
+        Never blocks. Raises ``InvalidArgument`` (a newline in the line), ``InstanceDead``,
+        ``InstanceFailed``, ``QueueFull``, ``IndexOutOfRange``, ``ShutDown``.
+        """
+        data = _cstr(line, "line")
+        with self._borrow() as p:
+            call(lib.toolpool_pool_send, p, _index(i), data)
+
+    def send_routed(self, line: Union[str, bytes]) -> int:
+        """Send ``line`` to the instance the spec's routing picks; returns its index."""
+        data = _cstr(line, "line")
+        out = c_uint32()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_send_routed, p, data, byref(out))
+        return out.value
+
+    def read_line(self, i: int, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
+        """The next stdout line of instance ``i`` (no newline), waiting up to ``timeout``
+        seconds (0: only what is there; None: no limit). Raises ``Timeout``,
+        ``InstanceDead`` (ended and fully read), ``IndexOutOfRange``, ``ShutDown``."""
+        out = c_void_p()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_read_line, p, _index(i), _ms(timeout), byref(out))
+        return _take(out)
+
+    def read_stderr_line(self, i: int, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
+        """The next stderr line of instance ``i``, waiting up to ``timeout`` seconds."""
+        out = c_void_p()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_read_stderr_line, p, _index(i), _ms(timeout), byref(out))
+        return _take(out)
+
+    def read_any(self, timeout: Optional[float] = DEFAULT_TIMEOUT) -> Tuple[int, str]:
+        """The first stdout line from any instance: ``(index, line)``."""
+        idx = c_uint32()
+        out = c_void_p()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_read_any, p, _ms(timeout), byref(idx), byref(out))
+        return idx.value, _take(out)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def request(self, payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
+        """One request, framed by the spec's ``protocol``, to an instance picked by its
+        ``routing``; returns the reply text (for ``jsonrpc``: the JSON text of
+        ``result``; the payload is then ``{"method": ..., "params": ...}``, as a dict or
+        its JSON text). ``timeout`` covers waiting for a free instance too. Raises
+        ``Timeout``, ``ToolError``, ``InstanceDead``, ``Saturated``, ``Unavailable``,
+        ``ProtocolError``, ``ShutDown``."""
+        data = _payload(payload)
+        out = c_void_p()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_request, p, data, _ms(timeout), byref(out))
+        return _take(out)
+
+    def request_sticky(
+        self, key: Union[str, bytes], payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT
+    ) -> Reply:
+        """Like :meth:`request`, but requests with the same ``key`` go to the same
+        instance while it lives. Returns ``Reply(text, instance, moved)``."""
+        k = _cstr(key, "key")
+        data = _payload(payload)
+        out = c_void_p()
+        inst = c_uint32()
+        moved = c_bool()
+        with self._borrow() as p:
+            call(
+                lib.toolpool_pool_request_sticky,
+                p,
+                k,
+                data,
+                _ms(timeout),
+                byref(out),
+                byref(inst),
+                byref(moved),
+            )
+        text = _take(out)
+        return Reply(text, None if inst.value == _U32_MAX else inst.value, bool(moved.value))
+
+    def map(
+        self, payloads: Iterable[Payload], timeout: Optional[float] = DEFAULT_TIMEOUT
+    ) -> List[Union[str, ToolpoolError]]:
+        """Run a batch spread over the pool; ``timeout`` applies to each request.
+
+        Returns one item per payload, in order: the reply text (``str``) or, for a
+        request that failed, the exception instance (a :class:`ToolpoolError` subclass,
+        not raised). Raises only for a bad argument or a closed pool."""
+        items = [_payload_str(x) for x in payloads]
+        arg = _cstr(json.dumps(items), "payloads")
+        out = c_void_p()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_map_json, p, arg, _ms(timeout), byref(out))
+        results: List[Union[str, ToolpoolError]] = []
+        for r in _take_json(out):
+            if r.get("ok"):
+                results.append(r.get("text", ""))
+            else:
+                results.append(error_for_code(int(r.get("code", -1)), str(r.get("error", ""))))
+        return results
+
+    def lease(self, timeout: Optional[float] = DEFAULT_TIMEOUT) -> "Lease":
+        """Lease one idle instance for exclusive use (a multi-step conversation), waiting
+        up to ``timeout`` seconds for one. Use it as a context manager or ``close()`` it
+        to give the instance back."""
+        out = c_void_p()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_lease, p, _ms(timeout), byref(out))
+        assert out.value is not None
+        return Lease(self, out.value)
+
+    # -- state --------------------------------------------------------------------------
+
+    def _json(self, fn: Any) -> Dict[str, Any]:
+        out = c_void_p()
+        with self._borrow() as p:
+            call(fn, p, byref(out))
+        result: Dict[str, Any] = _take_json(out)
+        return result
+
+    def health(self) -> Dict[str, Any]:
+        """``{"total", "alive", "ready", "dead", "failed", "stopped", "instances"}``."""
+        return self._json(lib.toolpool_pool_health_json)
+
+    def status(self) -> Dict[str, Any]:
+        """``{"tool", "shut_down", "disabled", "waiting", "instances": [...], ...}``."""
+        return self._json(lib.toolpool_pool_status_json)
+
+    def metrics(self) -> Dict[str, Any]:
+        """Request counts, lines in/out, restarts, latency quantiles, per instance too."""
+        return self._json(lib.toolpool_pool_metrics_json)
+
+    def restart(self, i: int) -> None:
+        """Stop instance ``i`` (its process group) and start it again; clears a failed
+        mark. Returns once the new process is ready."""
+        with self._borrow() as p:
+            call(lib.toolpool_pool_restart, p, _index(i))
+
+    def shutdown(self, grace: float = DEFAULT_GRACE) -> None:
+        """Close every stdin, SIGTERM each process group, wait up to ``grace`` seconds,
+        SIGKILL the rest, reap. Idempotent. Afterwards I/O raises ``ShutDown``; ``len``,
+        ``health``, ``status`` and ``metrics`` still answer until :meth:`close`."""
+        with self._borrow() as p:
+            call(lib.toolpool_pool_shutdown, p, _ms(grace, "grace"))
+
+
+# -- Lease --------------------------------------------------------------------------------
+
+
+class Lease(Managed):
+    """One leased instance, from :meth:`Pool.lease`. Calls on one lease are serialised
+    (the C contract allows one thread at a time; this class enforces it with a lock).
+    ``close()`` gives the instance back; it may outlive the pool (its calls then raise
+    ``ShutDown``)."""
+
+    _what = "lease"
+
+    def __init__(self, pool: Pool, ptr: int) -> None:
+        self._pool = pool  # keeps the pool object alive while the lease is open
+        self._lock = threading.Lock()
+        self._init_handle(ptr)
+        n = c_uint32()
+        with self._borrow() as p:
+            call(lib.toolpool_lease_index, p, byref(n))
+        #: The index of the leased instance.
+        self.index: int = n.value
+
+    def _delete(self, ptr: int) -> None:
+        lib.toolpool_lease_free(ptr)
+        self._pool = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<toolpool.Lease index={self.index} {state}>"
+
+    def send(self, line: Union[str, bytes]) -> None:
+        """Queue ``line`` for the leased instance's stdin."""
+        data = _cstr(line, "line")
+        with self._borrow() as p, self._lock:
+            call(lib.toolpool_lease_send, p, data)
+
+    def read_line(self, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
+        """The next stdout line of the leased instance."""
+        out = c_void_p()
+        with self._borrow() as p, self._lock:
+            call(lib.toolpool_lease_read_line, p, _ms(timeout), byref(out))
+        return _take(out)
+
+    def request(self, payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
+        """One framed request on the leased instance (framing as :meth:`Pool.request`)."""
+        data = _payload(payload)
+        out = c_void_p()
+        with self._borrow() as p, self._lock:
+            call(lib.toolpool_lease_request, p, data, _ms(timeout), byref(out))
+        return _take(out)
