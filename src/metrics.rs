@@ -94,6 +94,17 @@ pub(crate) enum Outcome {
     Timeout,
 }
 
+impl Outcome {
+    /// The outcome a request result counts as.
+    pub fn of<T>(r: &crate::error::Result<T>) -> Outcome {
+        match r {
+            Ok(_) => Outcome::Ok,
+            Err(e) if e.is_timeout() => Outcome::Timeout,
+            Err(_) => Outcome::Error,
+        }
+    }
+}
+
 /// Request counters of a pool or of one instance index.
 #[derive(Default)]
 pub(crate) struct Metrics {

@@ -218,13 +218,19 @@ impl PoolInner {
         timeout: Duration,
     ) -> Result<Option<(Taken, bool)>> {
         let mut waited = false;
+        // Set once a sticky key's instance is found dead and the key is dropped.
+        let mut moved = false;
         let mut st = self.route.lock();
-        let (index, start, moved) = loop {
-            self.check_open()?;
+        let mut try_pick = |st: &mut RouteState| {
             let had_key = key.is_some_and(|k| st.sticky.contains_key(k));
-            if let Some((i, start)) = self.pick(&mut st, how, key) {
-                let moved = had_key && !key.is_some_and(|k| st.sticky.contains_key(k));
-                break (i, start, moved);
+            let picked = self.pick(st, how, key);
+            moved |= had_key && !key.is_some_and(|k| st.sticky.contains_key(k));
+            picked
+        };
+        let (index, start) = loop {
+            self.check_open()?;
+            if let Some(p) = try_pick(&mut st) {
+                break p;
             }
             if !self.may_serve() {
                 return Ok(None);
@@ -244,8 +250,8 @@ impl PoolInner {
             let timed_out = self.route_cv.wait_until(&mut st, deadline).timed_out();
             st.waiting -= 1;
             if timed_out {
-                if let Some((i, start)) = self.pick(&mut st, how, key) {
-                    break (i, start, false);
+                if let Some(p) = try_pick(&mut st) {
+                    break p;
                 }
                 self.check_open()?;
                 let what = match how {
@@ -377,11 +383,7 @@ impl PoolInner {
         let started = Instant::now();
         let deadline = started + timeout;
         let result = self.request_inner(payload, key, deadline, timeout);
-        let outcome = match &result {
-            Ok(_) => Outcome::Ok,
-            Err(Error::Timeout { .. }) => Outcome::Timeout,
-            Err(_) => Outcome::Error,
-        };
+        let outcome = Outcome::of(&result);
         let fallback = matches!(&result, Ok(r) if r.served_by == ServedBy::Oneshot);
         self.metrics.record(outcome, fallback, started.elapsed());
         result
@@ -413,15 +415,8 @@ impl PoolInner {
         let started = Instant::now();
         let result = self.exchange(&taken.worker, payload, deadline, timeout);
         let slot = &self.slots[index];
-        slot.metrics.record(
-            match &result {
-                Ok(_) => Outcome::Ok,
-                Err(Error::Timeout { .. }) => Outcome::Timeout,
-                Err(_) => Outcome::Error,
-            },
-            false,
-            started.elapsed(),
-        );
+        slot.metrics
+            .record(Outcome::of(&result), false, started.elapsed());
         let pid = taken.worker.inst.process.pid();
         drop(taken);
         self.after_request(index, pid);
@@ -504,11 +499,7 @@ impl Lease {
         let started = Instant::now();
         let result = p.exchange(&self.taken.worker, payload, started + timeout, timeout);
         p.slots[self.taken.hold.index].metrics.record(
-            match &result {
-                Ok(_) => Outcome::Ok,
-                Err(Error::Timeout { .. }) => Outcome::Timeout,
-                Err(_) => Outcome::Error,
-            },
+            Outcome::of(&result),
             false,
             started.elapsed(),
         );
