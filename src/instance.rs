@@ -28,6 +28,16 @@ use std::time::{Duration, Instant};
 
 /// Longest stderr line kept in the tail shown by `status` (longer ones are shortened).
 const TAIL_LINE_CHARS: usize = 500;
+/// Longest `Instance::join` waits for the stream threads once the process is gone.
+pub const STREAM_JOIN_WAIT: Duration = Duration::from_secs(2);
+
+static LEAKED_THREADS: AtomicU64 = AtomicU64::new(0);
+
+/// Stream threads left running because an escaped descendant still held a pipe open.
+pub fn leaked_threads() -> u64 {
+    LEAKED_THREADS.load(Relaxed)
+}
+
 /// Bytes asked of the kernel per `read`.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -350,11 +360,24 @@ impl Instance {
 
     /// Join the threads once the process is gone. Reader threads blocked on a full queue
     /// are released by dropping the stop channel.
+    ///
+    /// A descendant that left the process group (its own group or session) and kept the
+    /// pipes open is beyond the group kill: the stream threads then stay blocked until it
+    /// exits. They are waited for up to [`STREAM_JOIN_WAIT`] in all, then left to finish
+    /// on their own (counted by [`leaked_threads`]) so a shutdown never hangs.
     pub fn join(&self) {
         self.process.join_waiter();
         self.stop_tx.lock().take();
+        let deadline = Instant::now() + STREAM_JOIN_WAIT;
         for t in self.threads.lock().drain(..) {
-            let _ = t.join();
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                LEAKED_THREADS.fetch_add(1, Relaxed);
+            }
         }
     }
 }

@@ -36,7 +36,7 @@ mod supervisor;
 mod writer;
 
 pub use error::{DeathInfo, Error, ExitInfo, Result};
-pub use instance::State;
+pub use instance::{leaked_threads, State, STREAM_JOIN_WAIT};
 pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;

@@ -484,3 +484,22 @@ fn real_programs_cat_python_bc_sqlite() {
     let err = sq.read_stderr_line(0, T).unwrap();
     assert!(err.contains("no such column"), "{err}");
 }
+
+#[test]
+fn a_descendant_that_escaped_the_group_does_not_hang_shutdown() {
+    let pool = private(tool(1, &[]));
+    pool.send(0, "escape:30").unwrap();
+    let escaped: i32 = pool.read_line(0, T).unwrap().parse().unwrap();
+    let before = toolpool::leaked_threads();
+    let t = Instant::now();
+    pool.shutdown(Duration::from_millis(200));
+    let took = t.elapsed();
+    // It holds stdout and stderr open: those two readers are left behind, bounded.
+    assert!(
+        took < Duration::from_millis(200) + toolpool::STREAM_JOIN_WAIT + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert_eq!(toolpool::leaked_threads() - before, 2);
+    assert!(pid_alive(escaped), "beyond the group kill, as documented");
+    unsafe { libc::kill(escaped, libc::SIGKILL) };
+}

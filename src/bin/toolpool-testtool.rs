@@ -13,6 +13,7 @@
 //! `stderr:N` N stderr lines · `multi:N:TEXT` N lines then `END` · `signals` the SigBlk,
 //! SigIgn lines of /proc/self/status · `fds` the fd numbers open in this process ·
 //! `pid` the pid · `grandchild` start a `sleep` holding the pipes and print its pid ·
+//! `escape:SECS` the same, but in a process group of its own (beyond a group kill) ·
 //! `hang` stop reading stdin and sleep forever · `silent` print nothing ·
 //! `env:NAME` the variable's value · `cwd` the working directory · `twice:TEXT` two lines.
 
@@ -202,6 +203,17 @@ fn command(text: &str, raw: &[u8], prefix: &str, out: &mut impl Write) -> std::i
         }
         "pid" => writeln!(out, "{}", std::process::id()),
         "grandchild" => writeln!(out, "{}", spawn_grandchild()),
+        "escape" => {
+            // A grandchild in a process group of its own, holding our pipes.
+            use std::os::unix::process::CommandExt;
+            let pid = std::process::Command::new("sleep")
+                .arg(arg)
+                .process_group(0)
+                .spawn()
+                .map(|c| c.id())
+                .unwrap_or(0);
+            writeln!(out, "{pid}")
+        }
         "hang" => loop {
             out.flush()?;
             std::thread::sleep(Duration::from_secs(3600));
