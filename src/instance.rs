@@ -1,26 +1,22 @@
-//! One running incarnation of a tool: the process, a writer thread that owns its stdin, and
-//! reader threads for stdout and stderr, joined by bounded queues.
+//! One running incarnation of a tool: the process, its stdin ([`crate::writer`]), its
+//! stdout ([`crate::reader`], read on demand by the callers that wait), and a thread
+//! that always drains stderr.
 //!
-//! - stdin: `send` puts a line on a bounded queue (`limits.queue_lines`) and never blocks;
-//!   the writer thread blocks on the child instead, and batches what queued up meanwhile.
-//! - stdout: lines go to a bounded queue; when nobody reads, the reader waits, and so the
-//!   child blocks on its pipe (backpressure, nothing lost). A [`StdoutFilter`] (the
-//!   JSON-RPC dispatcher) may take lines before they reach the queue.
-//! - stderr: always drained. Lines go to a bounded queue that drops its oldest line when
-//!   full (counted), and the last `limits.stderr_tail_lines` are kept for diagnosis.
+//! - stderr: lines go to a bounded queue that drops its oldest line when full (counted),
+//!   and the last `limits.stderr_tail_lines` are kept for diagnosis.
 //! - A line longer than `limits.max_line_bytes` is cut into pieces of that size (counted).
 
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::limiter::Limiter;
 use crate::process::{self, Launch, Process};
+use crate::reader::{LineBuf, StdoutReader, WaitEnd};
 use crate::spec::ToolSpec;
 use crate::writer::{SendError, StdinWriter};
-use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TrySendError};
-use parking_lot::{Condvar, Mutex};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -37,9 +33,6 @@ static LEAKED_THREADS: AtomicU64 = AtomicU64::new(0);
 pub fn leaked_threads() -> u64 {
     LEAKED_THREADS.load(Relaxed)
 }
-
-/// Bytes asked of the kernel per `read`.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Takes stdout lines before they reach the instance's queue (the JSON-RPC dispatcher).
 pub(crate) trait StdoutFilter: Send + Sync {
@@ -77,38 +70,24 @@ pub(crate) struct Counters {
     pub stdin_dropped: AtomicU64,
     /// Lines found in the stdout queue before a `lines`/`marker` request (dropped).
     pub unsolicited: AtomicU64,
+    /// Lines passed on by the JSON-RPC filter (notifications) dropped from a full queue.
+    pub stdout_dropped: AtomicU64,
 }
 
-enum Readiness {
-    Waiting,
-    Ready,
-    Failed(String),
-}
-
-/// One started process and its threads.
+/// One started process, its pipes and its threads.
 pub(crate) struct Instance {
     pub tool: String,
     pub index: usize,
     pub process: Arc<Process>,
     stdin: StdinWriter,
-    stdout_eof: Arc<AtomicBool>,
+    pub stdout: StdoutReader,
     queue_lines: usize,
-    pub stdout_rx: Receiver<Vec<u8>>,
     pub stderr_rx: Receiver<Vec<u8>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
-    readiness: Arc<(Mutex<Readiness>, Condvar)>,
     pub counters: Arc<Counters>,
     pub stopped: AtomicBool,
     retired: AtomicBool,
-    stop_tx: Mutex<Option<Sender<()>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-/// What the reader threads share.
-struct ReaderCtx {
-    max_line: usize,
-    counters: Arc<Counters>,
-    stop_rx: Receiver<()>,
 }
 
 impl Instance {
@@ -139,26 +118,8 @@ impl Instance {
         })?;
         let pid = sp.process.pid();
         let q = spec.limits.queue_lines;
-        let (stdout_tx, stdout_rx) = bounded::<Vec<u8>>(q);
         let (stderr_tx, stderr_rx) = bounded::<Vec<u8>>(q);
-        let (stop_tx, stop_rx) = bounded::<()>(0);
-        let readiness = Arc::new((
-            Mutex::new(if spec.startup.ready_line.is_some() {
-                Readiness::Waiting
-            } else {
-                Readiness::Ready
-            }),
-            Condvar::new(),
-        ));
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let stdout_eof = Arc::new(AtomicBool::new(false));
-        let ctx = |c: &Arc<Counters>| ReaderCtx {
-            max_line: spec.limits.max_line_bytes,
-            counters: Arc::clone(c),
-            stop_rx: stop_rx.clone(),
-        };
-
-        let mut threads = Vec::with_capacity(3);
         let (stdin, writer) = StdinWriter::start(
             sp.stdin,
             q,
@@ -166,79 +127,60 @@ impl Instance {
             dead_rx,
             format!("toolpool-in-{pid}"),
         );
-        threads.push(writer);
-        {
-            let c = ctx(&counters);
-            let ready_line = spec.startup.ready_line.clone().map(String::into_bytes);
-            let readiness = Arc::clone(&readiness);
-            let eof = Arc::clone(&stdout_eof);
-            let stdout = sp.stdout;
-            threads.push(process::spawn_thread(
-                format!("toolpool-out-{pid}"),
-                move || {
-                    stdout_loop(stdout, c, stdout_tx, ready_line, &readiness, filter);
-                    eof.store(true, Relaxed);
-                },
-            ));
-        }
-        {
-            let c = ctx(&counters);
+        let stdout = StdoutReader::new(
+            sp.stdout,
+            spec.limits.max_line_bytes,
+            q,
+            spec.startup.ready_line.clone().map(String::into_bytes),
+            filter,
+            Arc::clone(&counters),
+        );
+        let drainer = {
             let tail = Arc::clone(&stderr_tail);
-            let keep = spec.limits.stderr_tail_lines;
             let drop_rx = stderr_rx.clone();
             let stderr = sp.stderr;
-            threads.push(process::spawn_thread(
-                format!("toolpool-err-{pid}"),
-                move || stderr_loop(stderr, c, stderr_tx, drop_rx, tail, keep),
-            ));
-        }
+            let counters = Arc::clone(&counters);
+            let max = spec.limits.max_line_bytes;
+            let keep = spec.limits.stderr_tail_lines;
+            process::spawn_thread(format!("toolpool-err-{pid}"), move || {
+                stderr_loop(stderr, max, &counters, stderr_tx, drop_rx, &tail, keep)
+            })
+        };
         Ok(Arc::new(Instance {
             tool: spec.id.clone(),
             index,
             process: sp.process,
             stdin,
-            stdout_eof,
+            stdout,
             queue_lines: q,
-            stdout_rx,
             stderr_rx,
             stderr_tail,
-            readiness,
             counters,
             stopped: AtomicBool::new(false),
             retired: AtomicBool::new(false),
-            stop_tx: Mutex::new(Some(stop_tx)),
-            threads: Mutex::new(threads),
+            threads: Mutex::new(vec![writer, drainer]),
         }))
     }
 
-    /// Wait until the ready line was seen (or there is none), up to `deadline`.
+    /// Wait until the ready line was seen (or there is none), up to `deadline`. Reads
+    /// stdout meanwhile; lines before the ready line are start-up output.
     pub fn wait_ready(&self, deadline: Instant, ready_line: &str) -> Result<()> {
-        let (lock, cv) = &*self.readiness;
-        let mut r = lock.lock();
-        loop {
-            match &*r {
-                Readiness::Ready => return Ok(()),
-                Readiness::Failed(why) => {
-                    return Err(Error::Spawn(format!(
-                        "tool '{}' instance {}: {why}{}",
-                        self.tool,
-                        self.index,
-                        self.tail_suffix()
-                    )))
-                }
-                Readiness::Waiting => {
-                    if cv.wait_until(&mut r, deadline).timed_out() {
-                        if let Readiness::Waiting = &*r {
-                            return Err(Error::Spawn(format!(
-                                "tool '{}' instance {} did not print its ready line '{ready_line}' in time{}",
-                                self.tool,
-                                self.index,
-                                self.tail_suffix()
-                            )));
-                        }
-                    }
-                }
-            }
+        match self
+            .stdout
+            .wait_for(deadline, |st| st.ready().then_some(()))
+        {
+            Ok(()) => Ok(()),
+            Err(end) => Err(Error::Spawn(format!(
+                "tool '{}' instance {} {}{}",
+                self.tool,
+                self.index,
+                match end {
+                    WaitEnd::Eof => format!("closed stdout before the ready line '{ready_line}'"),
+                    WaitEnd::Timeout =>
+                        format!("did not print its ready line '{ready_line}' in time"),
+                },
+                self.tail_suffix()
+            ))),
         }
     }
 
@@ -253,14 +195,14 @@ impl Instance {
 
     /// True once the ready line was seen (or when there is none).
     pub fn is_ready(&self) -> bool {
-        matches!(*self.readiness.0.lock(), Readiness::Ready)
+        self.stdout.ready()
     }
 
     /// The state shown in status.
     pub fn state(&self) -> State {
         if self.stopped.load(Relaxed) {
             State::Stopped
-        } else if !self.process.is_alive() || self.stdout_closed() {
+        } else if !self.process.is_alive() || self.stdout.eof() {
             State::Dead
         } else if self.is_ready() {
             State::Ready
@@ -277,10 +219,6 @@ impl Instance {
     /// Take out of service (it is about to be killed and replaced).
     pub fn retire(&self) {
         self.retired.store(true, Relaxed);
-    }
-
-    fn stdout_closed(&self) -> bool {
-        self.stdout_eof.load(Relaxed)
     }
 
     /// Why this instance cannot be used, for [`Error::InstanceDead`]. Waits up to `wait`
@@ -321,18 +259,40 @@ impl Instance {
 
     /// The next stdout line, waiting up to `timeout`.
     pub fn read_line(&self, timeout: Duration) -> Result<Vec<u8>> {
-        recv_line(&self.stdout_rx, timeout, || {
-            format!("stdout of instance {} of '{}'", self.index, self.tool)
-        })
-        .map_err(|e| e.unwrap_or_else(|| self.death(Duration::from_millis(200))))
+        match self
+            .stdout
+            .wait_for(Instant::now() + timeout, |st| st.queue.pop_front())
+        {
+            Ok(line) => Ok(line),
+            Err(WaitEnd::Timeout) => Err(Error::timeout(
+                format!("stdout of instance {} of '{}'", self.index, self.tool),
+                timeout,
+            )),
+            Err(WaitEnd::Eof) => Err(self.death(Duration::from_millis(200))),
+        }
+    }
+
+    /// Drop stdout lines nobody asked for (read what is in the pipe now, without
+    /// waiting); returns how many.
+    pub fn drop_unsolicited(&self) -> usize {
+        let mut st = self.stdout.take_available();
+        let n = st.queue.len();
+        st.queue.clear();
+        drop(st);
+        self.counters.unsolicited.fetch_add(n as u64, Relaxed);
+        n
     }
 
     /// The next stderr line, waiting up to `timeout`.
     pub fn read_stderr_line(&self, timeout: Duration) -> Result<Vec<u8>> {
-        recv_line(&self.stderr_rx, timeout, || {
-            format!("stderr of instance {} of '{}'", self.index, self.tool)
-        })
-        .map_err(|e| e.unwrap_or_else(|| self.death(Duration::from_millis(200))))
+        match self.stderr_rx.recv_timeout(timeout) {
+            Ok(l) => Ok(l),
+            Err(RecvTimeoutError::Timeout) => Err(Error::timeout(
+                format!("stderr of instance {} of '{}'", self.index, self.tool),
+                timeout,
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err(self.death(Duration::from_millis(200))),
+        }
     }
 
     /// Lines waiting in the stdin queue.
@@ -367,7 +327,6 @@ impl Instance {
     /// on their own (counted by [`leaked_threads`]) so a shutdown never hangs.
     pub fn join(&self) {
         self.process.join_waiter();
-        self.stop_tx.lock().take();
         let deadline = Instant::now() + STREAM_JOIN_WAIT;
         for t in self.threads.lock().drain(..) {
             while !t.is_finished() && Instant::now() < deadline {
@@ -387,63 +346,6 @@ impl Drop for Instance {
     /// down (the waiter thread reaps it).
     fn drop(&mut self) {
         self.process.signal(libc::SIGKILL);
-    }
-}
-
-/// `Err(None)` means the queue is disconnected and drained.
-fn recv_line(
-    rx: &Receiver<Vec<u8>>,
-    timeout: Duration,
-    what: impl FnOnce() -> String,
-) -> std::result::Result<Vec<u8>, Option<Error>> {
-    match rx.recv_timeout(timeout) {
-        Ok(l) => Ok(l),
-        Err(RecvTimeoutError::Timeout) => Err(Some(Error::timeout(what(), timeout))),
-        Err(RecvTimeoutError::Disconnected) => Err(None),
-    }
-}
-
-/// Split a byte stream into lines of at most `max` bytes; calls `emit(line, is_piece)`.
-/// Returns when the stream ends (the unterminated rest is emitted as a last line).
-fn read_lines(mut src: File, max: usize, mut emit: impl FnMut(Vec<u8>) -> bool, split: &AtomicU64) {
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-    let mut line: Vec<u8> = Vec::new();
-    loop {
-        let n = match src.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let mut rest = &chunk[..n];
-        while !rest.is_empty() {
-            let nl = rest.iter().position(|&b| b == b'\n');
-            let seg_end = nl.unwrap_or(rest.len());
-            let room = max - line.len();
-            if seg_end > room || (nl.is_none() && seg_end == room) {
-                // The line outgrows the cap: hand over a full piece and go on.
-                line.extend_from_slice(&rest[..room]);
-                rest = &rest[room..];
-                split.fetch_add(1, Relaxed);
-                if !emit(std::mem::take(&mut line)) {
-                    return;
-                }
-                continue;
-            }
-            line.extend_from_slice(&rest[..seg_end]);
-            match nl {
-                Some(_) => {
-                    rest = &rest[seg_end + 1..];
-                    if !emit(std::mem::replace(&mut line, Vec::with_capacity(64))) {
-                        return;
-                    }
-                }
-                None => rest = &[],
-            }
-        }
-    }
-    if !line.is_empty() {
-        emit(line);
     }
 }
 
@@ -467,86 +369,45 @@ fn push_tail(tail: &Mutex<VecDeque<String>>, keep: usize, line: &[u8]) {
     t.push_back(s);
 }
 
-fn stdout_loop(
-    src: File,
-    ctx: ReaderCtx,
-    tx: Sender<Vec<u8>>,
-    mut ready_line: Option<Vec<u8>>,
-    readiness: &(Mutex<Readiness>, Condvar),
-    filter: Option<Arc<dyn StdoutFilter>>,
-) {
-    let counters = Arc::clone(&ctx.counters);
-    read_lines(
-        src,
-        ctx.max_line,
-        |line| {
-            counters.lines_received.fetch_add(1, Relaxed);
-            if let Some(want) = &ready_line {
-                counters.startup_lines.fetch_add(1, Relaxed);
-                if line == *want {
-                    ready_line = None;
-                    *readiness.0.lock() = Readiness::Ready;
-                    readiness.1.notify_all();
-                }
-                return true;
-            }
-            let line = match &filter {
-                Some(f) => match f.filter(line) {
-                    Some(l) => l,
-                    None => return true,
-                },
-                None => line,
-            };
-            match tx.try_send(line) {
-                Ok(()) => true,
-                Err(TrySendError::Full(line)) => select! {
-                    send(tx, line) -> r => r.is_ok(),
-                    recv(ctx.stop_rx) -> _ => false,
-                },
-                Err(TrySendError::Disconnected(_)) => false,
-            }
-        },
-        &ctx.counters.lines_split,
-    );
-    if ready_line.is_some() {
-        *readiness.0.lock() = Readiness::Failed("stdout closed before the ready line".into());
-        readiness.1.notify_all();
-    }
-    if let Some(f) = &filter {
-        f.closed();
-    }
-}
-
 fn stderr_loop(
     src: File,
-    ctx: ReaderCtx,
+    max: usize,
+    counters: &Counters,
     tx: Sender<Vec<u8>>,
     drop_rx: Receiver<Vec<u8>>,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: &Mutex<VecDeque<String>>,
     keep: usize,
 ) {
-    let counters = Arc::clone(&ctx.counters);
-    read_lines(
-        src,
-        ctx.max_line,
-        |line| {
-            counters.stderr_lines.fetch_add(1, Relaxed);
-            push_tail(&tail, keep, &line);
-            let mut line = line;
-            loop {
-                match tx.try_send(line) {
-                    Ok(()) => return true,
-                    Err(TrySendError::Full(l)) => {
-                        // Nobody reads stderr: drop the oldest line, keep draining.
-                        if drop_rx.try_recv().is_ok() {
-                            counters.stderr_dropped.fetch_add(1, Relaxed);
-                        }
-                        line = l;
+    let emit = |mut line: Vec<u8>| {
+        counters.stderr_lines.fetch_add(1, Relaxed);
+        push_tail(tail, keep, &line);
+        loop {
+            match tx.try_send(line) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(l)) => {
+                    // Nobody reads stderr: drop the oldest line, keep draining.
+                    if drop_rx.try_recv().is_ok() {
+                        counters.stderr_dropped.fetch_add(1, Relaxed);
                     }
-                    Err(TrySendError::Disconnected(_)) => return true,
+                    line = l;
                 }
             }
-        },
-        &ctx.counters.lines_split,
-    );
+        }
+    };
+    let mut lines = LineBuf::default();
+    loop {
+        match lines.fill_from(&src) {
+            Ok(0) => break,
+            Ok(_) => {
+                while let Some(line) = lines.next_line(max, &counters.lines_split) {
+                    emit(line);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if let Some(rest) = lines.rest() {
+        emit(rest);
+    }
 }

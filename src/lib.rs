@@ -29,6 +29,7 @@ mod oneshot;
 pub mod pool;
 pub mod pools;
 mod process;
+mod reader;
 pub mod router;
 pub mod rpc;
 pub mod spec;

@@ -12,7 +12,6 @@ use crate::router::RouteState;
 use crate::rpc::Dispatcher;
 use crate::spec::{Protocol, Registry, ToolSpec};
 use crate::supervisor::{self, Supervisor};
-use crossbeam_channel::{Receiver, Select};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -22,7 +21,8 @@ use std::time::{Duration, Instant};
 /// Environment variable that disables every pool (requests go to `oneshot`).
 pub const DISABLE_ENV: &str = "TOOLPOOL_DISABLE";
 
-/// How long read_any waits on one set of instances before it looks for restarted ones.
+/// How long read_any polls one set of instances before it looks again (restarted
+/// instances, lines another reader queued).
 const READ_ANY_SLICE: Duration = Duration::from_millis(50);
 
 /// The running incarnation of a slot, with its JSON-RPC dispatcher if any.
@@ -58,6 +58,8 @@ pub(crate) struct PoolInner {
     pub route_cv: Condvar,
     pub metrics: Metrics,
     pub supervisor: Mutex<Option<Supervisor>>,
+    /// Where `read_any` starts looking, so no instance starves the others.
+    pub read_any_next: std::sync::atomic::AtomicUsize,
 }
 
 /// A pool of warm instances of one tool. See the crate docs for an example.
@@ -102,6 +104,10 @@ pub struct InstanceStatus {
     pub stderr_dropped: u64,
     /// Lines queued for stdin that could not be written (the child had died).
     pub stdin_dropped: u64,
+    /// JSON-RPC notifications dropped because the stdout queue was full.
+    pub stdout_dropped: u64,
+    /// Lines nobody asked for, dropped before a `lines`/`marker` request.
+    pub unsolicited: u64,
     /// Milliseconds since the current process started.
     pub uptime_ms: Option<u64>,
     /// Requests in flight now.
@@ -191,6 +197,7 @@ impl Pool {
             route_cv: Condvar::new(),
             metrics: Metrics::default(),
             supervisor: Mutex::new(None),
+            read_any_next: Default::default(),
             spec,
         });
         let pool = Pool { inner };
@@ -270,12 +277,19 @@ impl Pool {
         let deadline = Instant::now() + timeout;
         loop {
             self.inner.check_open()?;
-            let workers: Vec<(usize, Receiver<Vec<u8>>)> = (0..self.len())
-                .filter_map(|i| {
-                    let w = self.inner.slots[i].current.read().clone()?;
-                    Some((i, w.inst.stdout_rx.clone()))
-                })
+            let workers: Vec<(usize, Arc<Instance>)> = (0..self.len())
+                .filter_map(|i| Some((i, self.inner.slots[i].current.read().clone()?.inst)))
                 .collect();
+            // Lines already queued, or already in a pipe, go first, in index order from a
+            // rotating start so no instance starves the others.
+            let n = workers.len().max(1);
+            let first = self.inner.read_any_next.fetch_add(1, Relaxed) % n;
+            for k in 0..workers.len() {
+                let (i, inst) = &workers[(first + k) % n];
+                if let Some(line) = inst.stdout.take_available().queue.pop_front() {
+                    return Ok((*i, line));
+                }
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(Error::timeout(
@@ -283,20 +297,31 @@ impl Pool {
                     timeout,
                 ));
             }
+            // Wait for any pipe to become readable (a short slice, so restarted instances
+            // and lines queued by another reader are noticed).
+            let open: Vec<libc::pollfd> = workers
+                .iter()
+                .filter(|(_, w)| !w.stdout.eof())
+                .map(|(_, w)| libc::pollfd {
+                    fd: w.stdout.raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
             let slice = (deadline - now).min(READ_ANY_SLICE);
-            let mut sel = Select::new();
-            for (_, rx) in &workers {
-                sel.recv(rx);
+            if open.is_empty() {
+                std::thread::sleep(slice);
+            } else {
+                let mut fds = open;
+                // SAFETY: poll on valid pollfds of pipes kept open by `workers`.
+                unsafe {
+                    libc::poll(
+                        fds.as_mut_ptr(),
+                        fds.len() as libc::nfds_t,
+                        slice.as_millis().max(1) as i32,
+                    )
+                };
             }
-            let Ok(op) = sel.select_timeout(slice) else {
-                continue;
-            };
-            let k = op.index();
-            if let Ok(line) = op.recv(&workers[k].1) {
-                return Ok((workers[k].0, line));
-            }
-            // A disconnected (dead) instance: wait out the slice instead of spinning on it.
-            std::thread::sleep(slice.min(Duration::from_millis(10)));
         }
     }
 
@@ -627,7 +652,19 @@ impl PoolInner {
         }
     }
 
+    /// Take in what the children have written so far (without waiting), so counters of
+    /// late replies and protocol errors are current even when nobody is reading.
+    fn pull_output(&self) {
+        for slot in &self.slots {
+            let w = slot.current.read().clone();
+            if let Some(w) = w {
+                drop(w.inst.stdout.take_available());
+            }
+        }
+    }
+
     pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {
+        self.pull_output();
         let route = self.route.lock();
         let instances: Vec<InstanceMetrics> = self
             .slots
@@ -677,6 +714,7 @@ impl PoolInner {
     }
 
     pub(crate) fn status(&self) -> PoolStatus {
+        self.pull_output();
         let route = self.route.lock();
         let instances = (0..self.slots.len())
             .map(|i| self.instance_status(i, &route))
@@ -724,6 +762,8 @@ impl PoolInner {
             stderr_lines: c.stderr_lines.load(Relaxed),
             stderr_dropped: c.stderr_dropped.load(Relaxed),
             stdin_dropped: c.stdin_dropped.load(Relaxed),
+            stdout_dropped: c.stdout_dropped.load(Relaxed),
+            unsolicited: c.unsolicited.load(Relaxed),
             uptime_ms: w
                 .as_ref()
                 .filter(|w| w.inst.process.is_alive())

@@ -11,9 +11,9 @@ use crate::instance::State;
 use crate::metrics::Outcome;
 use crate::oneshot;
 use crate::pool::{lossy, Pool, PoolInner, Worker};
+use crate::reader::WaitEnd;
 use crate::rpc;
 use crate::spec::{Protocol, RestartPolicy, Routing};
-use crossbeam_channel::RecvTimeoutError;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -311,27 +311,28 @@ impl PoolInner {
                     d.forget(id);
                     return Err(e);
                 }
-                match rx.recv_timeout(remaining()) {
-                    Ok(Ok(result)) => Ok(result),
-                    Ok(Err((code, message, data))) => Err(Error::Tool {
+                let deadline_reply = inst.stdout.wait_for(deadline, |_| match rx.try_recv() {
+                    Ok(outcome) => Some(Some(outcome)),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => Some(None),
+                    Err(crossbeam_channel::TryRecvError::Empty) => None,
+                });
+                match deadline_reply {
+                    Ok(Some(Ok(result))) => Ok(result),
+                    Ok(Some(Err((code, message, data)))) => Err(Error::Tool {
                         code,
                         message,
                         data,
                     }),
-                    Err(RecvTimeoutError::Timeout) => {
+                    Err(WaitEnd::Timeout) => {
                         d.forget(id);
                         Err(Error::timeout(what(), timeout))
                     }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        Err(inst.death(Duration::from_millis(200)))
-                    }
+                    Ok(None) | Err(WaitEnd::Eof) => Err(inst.death(Duration::from_millis(200))),
                 }
             }
             (proto, _) => {
                 // Output nobody asked for must not be taken for this reply.
-                while inst.stdout_rx.try_recv().is_ok() {
-                    inst.counters.unsolicited.fetch_add(1, Relaxed);
-                }
+                inst.drop_unsolicited();
                 inst.send(payload.as_bytes())?;
                 let read = || match inst.read_line(remaining()) {
                     Err(Error::Timeout { .. }) => Err(Error::timeout(what(), timeout)),

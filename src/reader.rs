@@ -1,0 +1,331 @@
+//! The stdout side of an instance, read on demand by the callers that wait for it.
+//!
+//! There is no stdout thread: a caller that needs a line (or a JSON-RPC reply, or the
+//! ready line) becomes the *leader*, polls the pipe with its own timeout and reads what is
+//! there; the lines it splits off go to a shared queue (or, through the [`StdoutFilter`],
+//! to the JSON-RPC request that waits for them), and every waiter is woken to look. Other
+//! waiters follow on a condition variable and take the lead when it is free. So a reply
+//! reaches its caller with no thread hand-off, and only one thread ever reads the pipe.
+//!
+//! Memory stays bounded: at most `limits.queue_lines` lines wait in the queue (plain
+//! lines are not split off the read buffer beyond that: the child blocks on its pipe
+//! instead, nothing is lost), the read buffer holds at most one read (64 KiB) plus one
+//! line piece, and a line longer than `limits.max_line_bytes` is cut into pieces. With a
+//! filter (JSON-RPC), lines the filter passes on (notifications) drop the oldest queued
+//! one when the queue is full, counted, so replies keep flowing.
+
+use crate::instance::{Counters, StdoutFilter};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Bytes asked of the kernel per `read`.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Why a wait ended without what it waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitEnd {
+    /// The deadline passed.
+    Timeout,
+    /// stdout is closed and drained.
+    Eof,
+}
+
+/// Bytes read but not yet split into lines (`buf[start..]`), and the splitting rule
+/// shared by stdout and stderr: a line ends at `\n` (not included); a line longer than
+/// `max` is cut into pieces of `max` bytes; at EOF the unterminated rest is a last line.
+#[derive(Default)]
+pub(crate) struct LineBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl LineBuf {
+    /// One `read` of up to 64 KiB from `src`; `Ok(0)` at EOF.
+    pub fn fill_from(&mut self, mut src: &File) -> std::io::Result<usize> {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK_BYTES, 0);
+        let r = src.read(&mut self.buf[len..]);
+        self.buf.truncate(len + *r.as_ref().unwrap_or(&0));
+        r
+    }
+
+    /// The next complete line or piece, if the buffer holds one.
+    pub fn next_line(&mut self, max: usize, split: &AtomicU64) -> Option<Vec<u8>> {
+        let avail = &self.buf[self.start..];
+        let window = &avail[..avail.len().min(max + 1)];
+        let (line, used) = match window.iter().position(|&b| b == b'\n') {
+            Some(pos) if pos <= max => (avail[..pos].to_vec(), pos + 1),
+            _ if avail.len() >= max => {
+                split.fetch_add(1, Relaxed);
+                (avail[..max].to_vec(), max)
+            }
+            _ => return None,
+        };
+        self.start += used;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Some(line)
+    }
+
+    /// At EOF: the unterminated rest, if any.
+    pub fn rest(&mut self) -> Option<Vec<u8>> {
+        let rest = (self.start < self.buf.len()).then(|| self.buf[self.start..].to_vec());
+        self.buf.clear();
+        self.start = 0;
+        rest
+    }
+}
+
+/// What the waiters share, under one lock.
+pub(crate) struct OutState {
+    /// Someone is polling or reading the pipe.
+    leader: bool,
+    lines: LineBuf,
+    /// Lines for `read_line`.
+    pub queue: VecDeque<Vec<u8>>,
+    eof: bool,
+    /// Waiting for this ready line; start-up output until it is seen.
+    ready_line: Option<Vec<u8>>,
+}
+
+impl OutState {
+    /// True once the ready line was seen (or when there is none).
+    pub fn ready(&self) -> bool {
+        self.ready_line.is_none()
+    }
+}
+
+/// The parent's end of a child's stdout.
+pub(crate) struct StdoutReader {
+    file: File,
+    st: Mutex<OutState>,
+    cv: Condvar,
+    max_line: usize,
+    cap: usize,
+    filter: Option<Arc<dyn StdoutFilter>>,
+    counters: Arc<Counters>,
+}
+
+impl StdoutReader {
+    pub fn new(
+        file: File,
+        max_line: usize,
+        cap: usize,
+        ready_line: Option<Vec<u8>>,
+        filter: Option<Arc<dyn StdoutFilter>>,
+        counters: Arc<Counters>,
+    ) -> StdoutReader {
+        // SAFETY: fcntl on an fd we own; only the leader reads it, after poll.
+        unsafe {
+            let fd = file.as_raw_fd();
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        StdoutReader {
+            file,
+            st: Mutex::new(OutState {
+                leader: false,
+                lines: LineBuf::default(),
+                queue: VecDeque::new(),
+                eof: false,
+                ready_line,
+            }),
+            cv: Condvar::new(),
+            max_line,
+            cap,
+            filter,
+            counters,
+        }
+    }
+
+    /// The pipe's fd, for polling several instances at once (never read it directly).
+    pub fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    /// True once stdout reached EOF.
+    pub fn eof(&self) -> bool {
+        self.st.lock().eof
+    }
+
+    /// True once the ready line was seen (or when there is none).
+    pub fn ready(&self) -> bool {
+        self.st.lock().ready()
+    }
+
+    /// Wait until `check` returns something, reading the pipe as needed, until
+    /// `deadline`. `check` runs under the state lock after every step.
+    pub fn wait_for<T>(
+        &self,
+        deadline: Instant,
+        mut check: impl FnMut(&mut OutState) -> Option<T>,
+    ) -> Result<T, WaitEnd> {
+        let mut st = self.st.lock();
+        loop {
+            if let Some(v) = check(&mut st) {
+                return Ok(v);
+            }
+            if st.eof {
+                return Err(WaitEnd::Eof);
+            }
+            if !st.leader {
+                st.leader = true;
+                let got = self.lead(&mut st, deadline);
+                st.leader = false;
+                self.cv.notify_all();
+                if got {
+                    continue;
+                }
+                if Instant::now() >= deadline {
+                    return check(&mut st).ok_or(WaitEnd::Timeout);
+                }
+                // Nothing to read for now (the queue is full): wait for a change.
+            }
+            if self.cv.wait_until(&mut st, deadline).timed_out() {
+                return check(&mut st).ok_or(if st.eof {
+                    WaitEnd::Eof
+                } else {
+                    WaitEnd::Timeout
+                });
+            }
+        }
+    }
+
+    /// Take in whatever is already in the pipe without waiting (no-op while another
+    /// thread leads).
+    pub fn take_available(&self) -> MutexGuard<'_, OutState> {
+        let mut st = self.st.lock();
+        if !st.leader {
+            st.leader = true;
+            self.lead(&mut st, Instant::now());
+            st.leader = false;
+            self.cv.notify_all();
+        }
+        st
+    }
+
+    /// As leader: split buffered bytes; if that gives nothing, poll (lock released) until
+    /// `deadline` and read once. Returns true when something happened (lines, EOF).
+    fn lead(&self, st: &mut MutexGuard<'_, OutState>, deadline: Instant) -> bool {
+        if self.split(st) {
+            return true;
+        }
+        if !self.room(st) {
+            return false; // the queue is full: nothing more is read until it drains
+        }
+        let readable = MutexGuard::unlocked(st, || self.poll_until(deadline));
+        if !readable {
+            return false;
+        }
+        self.read_once(st);
+        true
+    }
+
+    fn room(&self, st: &OutState) -> bool {
+        self.filter.is_some() || st.queue.len() < self.cap
+    }
+
+    /// poll(2) the pipe until readable (or closed) or `deadline`.
+    fn poll_until(&self, deadline: Instant) -> bool {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            // Round up so a wait of 0.4 ms is not a busy zero-timeout poll.
+            let ms = if ms == 0 && !left.is_zero() { 1 } else { ms };
+            let mut p = libc::pollfd {
+                fd: self.file.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one valid pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, ms) };
+            if r > 0 {
+                return true;
+            }
+            if r == 0 {
+                return false;
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return true; // let read() report it
+            }
+        }
+    }
+
+    /// One non-blocking read into the buffer, then split.
+    fn read_once(&self, st: &mut OutState) {
+        match st.lines.fill_from(&self.file) {
+            Ok(0) => self.finish(st),
+            Ok(_) => {
+                self.split(st);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => self.finish(st),
+        }
+    }
+
+    /// EOF: the unterminated rest is a last line; the filter fails what still waits.
+    fn finish(&self, st: &mut OutState) {
+        if let Some(rest) = st.lines.rest() {
+            self.emit(st, rest);
+        }
+        st.eof = true;
+        if let Some(f) = &self.filter {
+            f.closed();
+        }
+    }
+
+    /// Split complete lines (and over-long pieces) off the buffer while there is room.
+    fn split(&self, st: &mut OutState) -> bool {
+        let mut any = false;
+        while self.room(st) {
+            let Some(line) = st
+                .lines
+                .next_line(self.max_line, &self.counters.lines_split)
+            else {
+                break;
+            };
+            self.emit(st, line);
+            any = true;
+        }
+        any
+    }
+
+    fn emit(&self, st: &mut OutState, line: Vec<u8>) {
+        self.counters.lines_received.fetch_add(1, Relaxed);
+        if let Some(want) = &st.ready_line {
+            self.counters.startup_lines.fetch_add(1, Relaxed);
+            if line == *want {
+                st.ready_line = None;
+            }
+            return;
+        }
+        let line = match &self.filter {
+            Some(f) => match f.filter(line) {
+                Some(l) => l,
+                None => return,
+            },
+            None => line,
+        };
+        if st.queue.len() >= self.cap {
+            st.queue.pop_front();
+            self.counters.stdout_dropped.fetch_add(1, Relaxed);
+        }
+        st.queue.push_back(line);
+    }
+}
