@@ -503,3 +503,22 @@ fn a_descendant_that_escaped_the_group_does_not_hang_shutdown() {
     assert!(pid_alive(escaped), "beyond the group kill, as documented");
     unsafe { libc::kill(escaped, libc::SIGKILL) };
 }
+
+#[test]
+fn a_flood_with_a_small_queue_loses_nothing() {
+    let mut spec = tool(1, &[]);
+    spec.limits.queue_lines = 16;
+    let pool = private(spec);
+    pool.send(0, "flood:20000").unwrap();
+    for k in 0..20000 {
+        assert_eq!(pool.read_line(0, T).unwrap(), format!("flood {k}"));
+    }
+    // status() takes in what is in the pipe, but never more than the queue holds.
+    pool.send(0, "flood:100").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = pool.status();
+    for k in 0..100 {
+        assert_eq!(pool.read_line(0, T).unwrap(), format!("flood {k}"));
+    }
+    assert_eq!(pool.status().instances[0].lines_received, 20100);
+}

@@ -604,3 +604,28 @@ fn metrics_count_outcomes_and_latency() {
     let json = serde_json::to_value(&m).unwrap();
     assert!(json["latency"]["p90_us"].is_u64());
 }
+
+#[test]
+fn notifications_beyond_the_queue_drop_the_oldest_and_replies_keep_flowing() {
+    let mut spec = rpc(1);
+    spec.limits.queue_lines = 4;
+    let pool = private(spec);
+    for k in 0..10 {
+        let r = pool
+            .request(
+                &format!(r#"{{"method":"notify","params":{{"text":"n{k}"}}}}"#),
+                T,
+            )
+            .unwrap();
+        assert_eq!(r.text, r#""notified""#);
+    }
+    let kept: Vec<String> = (0..4)
+        .map(|_| {
+            let v: serde_json::Value =
+                serde_json::from_str(&pool.read_line(0, T).unwrap()).unwrap();
+            v["params"]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kept, ["n6", "n7", "n8", "n9"]);
+    assert_eq!(pool.status().instances[0].stdout_dropped, 6);
+}
