@@ -56,7 +56,7 @@ impl fmt::Display for DeathInfo {
 /// Every error toolpool returns.
 ///
 /// The numeric codes ([`Error::code`]) are part of the C ABI and are never renumbered.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A bad argument from the caller: a line containing a newline, invalid UTF-8, a null
     /// pointer, an empty payload, and the like. The message says which argument.

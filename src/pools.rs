@@ -61,18 +61,8 @@ impl Pools {
                                     idx.iter().map(|&k| jobs[k].1.as_ref()).collect();
                                 pool.map(&payloads, timeout)
                             }
-                            Err(e) => {
-                                let msg = e.to_string();
-                                let code = e.code();
-                                let mut v = vec![Err(e)];
-                                // Every job of the group gets its own copy of the error.
-                                v.extend((1..idx.len()).map(|_| {
-                                    Err(crate::error::Error::Unavailable(format!(
-                                        "{msg} (code {code})"
-                                    )))
-                                }));
-                                v
-                            }
+                            // Every job of the group gets the same error.
+                            Err(e) => idx.iter().map(|_| Err(e.clone())).collect(),
                         };
                         (idx, results)
                     })

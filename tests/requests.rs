@@ -562,6 +562,7 @@ fn pools_run_mixed_jobs_grouped_by_tool() {
         ("bc", "6*7"),
         ("nope", "x"),
         ("echo", "world"),
+        ("nope", "y"),
         ("bc", "2^10"),
     ];
     let results = pools.run(&jobs, T);
@@ -573,7 +574,10 @@ fn pools_run_mixed_jobs_grouped_by_tool() {
                 .unwrap_or_else(|e| format!("error {}", e.code()))
         })
         .collect();
-    assert_eq!(texts, ["2", "hello", "42", "error 2", "world", "1024"]);
+    assert_eq!(
+        texts,
+        ["2", "hello", "42", "error 2", "world", "error 2", "1024"]
+    );
     // Created on first use, and reused.
     let a = pools.pool("bc").unwrap();
     let b = pools.pool("bc").unwrap();
