@@ -46,6 +46,7 @@ bench: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 
 # C tests (tests/c/*.c, one runner) against the static library, under valgrind; the header
 # must also compile as C++. Prints "N passed, M failed" last.

@@ -2,7 +2,7 @@
 //!
 //! `Pool` is `Send + Sync`; every method takes `&self` and may be called from many threads.
 //! Requests, routing and leases are in [`crate::router`]; supervision in
-//! [`crate::supervisor`].
+//! the supervisor module (restarts, recycling, probes).
 
 use crate::error::{Error, ExitInfo, Result};
 use crate::instance::{Counters, Instance, State, StdoutFilter};

@@ -1,6 +1,6 @@
 //! JSON-RPC 2.0 framing: one object per line, replies matched by id.
 //!
-//! The [`Dispatcher`] sits on an instance's stdout reader: replies go to the request that
+//! The dispatcher sits on an instance's stdout reader: replies go to the request that
 //! waits for their id; notifications (and requests from the tool) go on to the stdout
 //! queue for the caller to read; a reply with an unknown id (its request timed out) is
 //! dropped and counted; anything else is a protocol error, counted and kept for status.
