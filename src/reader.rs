@@ -175,6 +175,9 @@ impl StdoutReader {
         let mut st = self.st.lock();
         loop {
             if let Some(v) = check(&mut st) {
+                // What `check` took may have made room for a leader waiting on a full
+                // queue (no system call when nobody waits).
+                self.cv.notify_all();
                 return Ok(v);
             }
             if st.eof {
