@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Index of the stderr drainer in `Instance::threads` (after the stdin writer).
+const DRAINER: usize = 1;
+
 /// Longest stderr line kept in the tail shown by `status` (longer ones are shortened).
 const TAIL_LINE_CHARS: usize = 500;
 /// Longest `Instance::join` waits for the stream threads once the process is gone.
@@ -158,7 +161,7 @@ impl Instance {
             counters,
             stopped: AtomicBool::new(false),
             retired: AtomicBool::new(false),
-            threads: Mutex::new(vec![writer, drainer]),
+            threads: Mutex::new(vec![writer, drainer]), // see DRAINER
         }))
     }
 
@@ -222,14 +225,28 @@ impl Instance {
     }
 
     /// Why this instance cannot be used, for [`Error::InstanceDead`]. Waits up to `wait`
-    /// for the exit status.
+    /// for the exit status, and as long again for the stderr drainer to reach EOF, so
+    /// the last stderr lines (often the reason) are in the error.
     pub fn death(&self, wait: Duration) -> Error {
+        let exit = self.process.wait_timeout(wait);
+        let deadline = Instant::now() + wait;
+        while !self.stderr_done() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         Error::InstanceDead(DeathInfo {
             tool: self.tool.clone(),
             index: self.index,
-            exit: self.process.wait_timeout(wait),
+            exit,
             stderr_tail: self.stderr_tail(),
         })
+    }
+
+    /// True once the stderr drainer has read to EOF.
+    fn stderr_done(&self) -> bool {
+        self.threads
+            .lock()
+            .get(DRAINER)
+            .is_none_or(|t| t.is_finished())
     }
 
     /// Queue one line (the newline is appended here) for the child's stdin.

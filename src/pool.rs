@@ -529,7 +529,13 @@ impl PoolInner {
     pub(crate) fn restart_slot(self: &Arc<Self>, index: usize) -> Result<()> {
         let slot = &self.slots[index];
         let _g = slot.start_lock.lock();
+        // Asked for: a fresh start, with a clean restart history and backoff.
         *slot.failed.lock() = None;
+        {
+            let mut s = slot.sup.lock();
+            s.restart_times.clear();
+            s.backoff = None;
+        }
         self.replace_locked(index)
     }
 

@@ -536,7 +536,7 @@ fn fallback_serves_when_disabled_missing_or_dying() {
         .unwrap_err()
         .is_timeout());
     assert!(t.elapsed() < Duration::from_secs(2));
-    assert!(zombies().is_empty());
+    assert!(no_lasting_zombies());
     // Without a oneshot, a disabled pool says so.
     let mut spec = tool(1, &[]);
     spec.disabled = true;

@@ -81,6 +81,16 @@ pub fn zombies() -> Vec<i32> {
     out
 }
 
+/// True when no child of this process stays a zombie: a child seen as a zombie now must
+/// be reaped within 2 s (other tests' children may be between exit and reap right now).
+pub fn no_lasting_zombies() -> bool {
+    let seen = zombies();
+    eventually(Duration::from_secs(2), || {
+        let now = zombies();
+        seen.iter().all(|z| !now.contains(z))
+    })
+}
+
 /// True while a live (non-zombie) process is left in process group `pgid`.
 pub fn group_alive(pgid: i32) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
