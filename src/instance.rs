@@ -229,7 +229,7 @@ impl Instance {
     /// the last stderr lines (often the reason) are in the error.
     pub fn death(&self, wait: Duration) -> Error {
         let exit = self.process.wait_timeout(wait);
-        let deadline = Instant::now() + wait;
+        let deadline = crate::deadline_in(wait);
         while !self.stderr_done() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -278,7 +278,7 @@ impl Instance {
     pub fn read_line(&self, timeout: Duration) -> Result<Vec<u8>> {
         match self
             .stdout
-            .wait_for(Instant::now() + timeout, |st| st.queue.pop_front())
+            .wait_for(crate::deadline_in(timeout), |st| st.queue.pop_front())
         {
             Ok(line) => Ok(line),
             Err(WaitEnd::Timeout) => Err(Error::timeout(

@@ -37,6 +37,14 @@ mod supervisor;
 mod writer;
 
 pub use error::{DeathInfo, Error, ExitInfo, Result};
+
+/// `now + timeout`, saturating: a huge timeout (`Duration::MAX`) means "about forever"
+/// instead of an overflow panic.
+pub(crate) fn deadline_in(timeout: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
+}
 pub use instance::{leaked_threads, State, STREAM_JOIN_WAIT};
 pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};

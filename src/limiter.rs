@@ -11,7 +11,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Environment variable giving the initial global limit (absent or 0: no limit).
 pub const MAX_PROCESSES_ENV: &str = "TOOLPOOL_MAX_PROCESSES";
@@ -174,7 +174,7 @@ impl Limiter {
     }
 
     pub(crate) fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Permit> {
-        let deadline = Instant::now() + wait;
+        let deadline = crate::deadline_in(wait);
         let mut st = self.state.lock();
         while !st.has_room() {
             if self.freed.wait_until(&mut st, deadline).timed_out() && !st.has_room() {

@@ -274,7 +274,7 @@ impl Pool {
 
     /// [`Pool::read_any`] with exact bytes.
     pub fn read_any_bytes(&self, timeout: Duration) -> Result<(usize, Vec<u8>)> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline_in(timeout);
         loop {
             self.inner.check_open()?;
             let workers: Vec<(usize, Arc<Instance>)> = (0..self.len())
@@ -483,7 +483,7 @@ impl PoolInner {
     /// Start every slot: spawn all, then wait for all to be ready (in parallel). On any
     /// failure every process started here is killed.
     fn start_all(self: &Arc<Self>) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_millis(self.spec.startup.timeout_ms);
+        let deadline = crate::deadline_in(Duration::from_millis(self.spec.startup.timeout_ms));
         let mut started = Vec::new();
         let mut failure = None;
         for i in 0..self.slots.len() {
@@ -580,7 +580,7 @@ impl PoolInner {
     /// Spawn a process for `index` and wait until it is ready (not installed).
     pub(crate) fn spawn_ready(self: &Arc<Self>, index: usize) -> Result<Worker> {
         let w = self.spawn_worker(index)?;
-        let deadline = Instant::now() + Duration::from_millis(self.spec.startup.timeout_ms);
+        let deadline = crate::deadline_in(Duration::from_millis(self.spec.startup.timeout_ms));
         self.await_ready(&w, deadline)?;
         Ok(w)
     }
@@ -646,13 +646,13 @@ impl PoolInner {
             w.inst.stopped.store(true, Relaxed);
             w.inst.close_stdin();
         }
-        let start = Instant::now();
+        let end = crate::deadline_in(grace);
         let polite = (grace / 4).min(Duration::from_millis(250));
-        wait_all(&workers, start + polite);
+        wait_all(&workers, crate::deadline_in(polite));
         for w in &workers {
             w.inst.process.signal(libc::SIGTERM);
         }
-        wait_all(&workers, start + grace);
+        wait_all(&workers, end);
         for w in &workers {
             w.inst.kill();
         }

@@ -97,7 +97,7 @@ impl Process {
 
     /// Wait until the child has been reaped, up to `timeout`. Returns how it ended.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitInfo> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline_in(timeout);
         let mut st = self.state.lock();
         while !st.reaped {
             if self.exited.wait_until(&mut st, deadline).timed_out() {

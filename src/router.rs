@@ -382,7 +382,7 @@ impl PoolInner {
         timeout: Duration,
     ) -> Result<Reply> {
         let started = Instant::now();
-        let deadline = started + timeout;
+        let deadline = crate::deadline_in(timeout);
         let result = self.request_inner(payload, key, deadline, timeout);
         let outcome = Outcome::of(&result);
         let fallback = matches!(&result, Ok(r) if r.served_by == ServedBy::Oneshot);
@@ -498,7 +498,12 @@ impl Lease {
         let p = &self.taken.hold.pool;
         p.check_open()?;
         let started = Instant::now();
-        let result = p.exchange(&self.taken.worker, payload, started + timeout, timeout);
+        let result = p.exchange(
+            &self.taken.worker,
+            payload,
+            crate::deadline_in(timeout),
+            timeout,
+        );
         p.slots[self.taken.hold.index].metrics.record(
             Outcome::of(&result),
             false,
@@ -535,7 +540,7 @@ impl Pool {
 
     /// Lease one idle instance for exclusive use, waiting up to `timeout` for one.
     pub fn lease(&self, timeout: Duration) -> Result<Lease> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline_in(timeout);
         match self.inner.take(Use::Lease, None, deadline, timeout)? {
             Some((taken, _)) => Ok(Lease { taken }),
             None => Err(Error::Unavailable(self.inner.spec.id.clone())),

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Largest value of any `*_ms` key: 30 days.
+pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// Environment variable naming the default registry path.
 pub const REGISTRY_ENV: &str = "TOOLPOOL_REGISTRY";
 
@@ -342,6 +345,31 @@ impl ToolSpec {
                 }
             )))
         };
+        let durations = [
+            ("startup.timeout_ms", Some(self.startup.timeout_ms)),
+            ("shutdown.grace_ms", Some(self.shutdown.grace_ms)),
+            (
+                "restart.backoff_initial_ms",
+                Some(self.restart.backoff_initial_ms),
+            ),
+            ("restart.backoff_max_ms", Some(self.restart.backoff_max_ms)),
+            ("restart.window_ms", Some(self.restart.window_ms)),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("max_lifetime_ms", self.max_lifetime_ms),
+            (
+                "health.interval_ms",
+                self.health.as_ref().map(|h| h.interval_ms),
+            ),
+            (
+                "health.timeout_ms",
+                self.health.as_ref().map(|h| h.timeout_ms),
+            ),
+        ];
+        for (key, ms) in durations {
+            if ms.is_some_and(|ms| ms > MAX_DURATION_MS) {
+                return bad(key, &format!("must be at most {MAX_DURATION_MS} (30 days)"));
+            }
+        }
         if self.command.is_empty() || self.command[0].is_empty() {
             return bad("command", "must be a non-empty argv array");
         }

@@ -528,3 +528,21 @@ fn a_flood_with_a_small_queue_loses_nothing() {
     }
     assert_eq!(pool.status().instances[0].lines_received, 20100);
 }
+
+#[test]
+fn huge_timeouts_are_forever_not_a_panic() {
+    let pool = private(tool(1, &[]));
+    pool.send(0, "x").unwrap();
+    assert_eq!(pool.read_line(0, Duration::MAX).unwrap(), "x");
+    assert_eq!(pool.request("y", Duration::MAX).unwrap().text, "y");
+    let (i, l) = {
+        pool.send(0, "z").unwrap();
+        pool.read_any(Duration::MAX).unwrap()
+    };
+    assert_eq!((i, l.as_str()), (0, "z"));
+    pool.shutdown(Duration::MAX); // the child exits on EOF at once
+    let mut spec = tool(1, &[]);
+    spec.startup.timeout_ms = u64::MAX;
+    let e = Pool::from_spec(spec).unwrap_err();
+    assert!(e.to_string().contains("startup.timeout_ms"), "{e}");
+}
