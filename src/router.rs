@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 /// Sticky keys remembered per pool; past this the oldest mapping is forgotten.
 pub const MAX_STICKY_KEYS: usize = 65_536;
+/// Most threads one `map` call uses (one per request it has in flight).
+pub const MAX_MAP_THREADS: usize = 256;
 /// Largest reply assembled in `marker` framing; past it the request fails and the
 /// instance is recycled.
 pub const MAX_MARKER_REPLY_BYTES: usize = 64 << 20;
@@ -571,12 +573,16 @@ impl Pool {
 
     /// Run a batch: every payload as its own request, spread over the pool, results in
     /// input order, each its own success or error. `timeout` applies to each request.
+    /// Runs as many requests at once as the pool can take (instances × `max_in_flight`,
+    /// at most [`MAX_MAP_THREADS`]), each on a scoped thread.
     pub fn map<S: AsRef<str> + Sync>(
         &self,
         payloads: &[S],
         timeout: Duration,
     ) -> Vec<Result<Reply>> {
-        let width = (self.len() * self.inner.spec.max_in_flight).clamp(1, payloads.len().max(1));
+        let width = (self.len() * self.inner.spec.max_in_flight)
+            .min(MAX_MAP_THREADS)
+            .clamp(1, payloads.len().max(1));
         let next = AtomicUsize::new(0);
         let mut out: Vec<Option<Result<Reply>>> = (0..payloads.len()).map(|_| None).collect();
         let parts: Vec<Vec<(usize, Result<Reply>)>> = std::thread::scope(|s| {

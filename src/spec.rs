@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Most instances in one pool.
+pub const MAX_COUNT: usize = 4096;
+/// Largest `limits.queue_lines` (queues are allocated up front).
+pub const MAX_QUEUE_LINES: usize = 1 << 20;
 /// Largest value of any `*_ms` key: 30 days.
 pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
 
@@ -376,14 +380,17 @@ impl ToolSpec {
         if self.command.iter().any(|a| a.contains('\0')) {
             return bad("command", "an argument contains a NUL byte");
         }
-        if self.count == 0 {
-            return bad("count", "must be at least 1");
+        if self.count == 0 || self.count > MAX_COUNT {
+            return bad("count", &format!("must be between 1 and {MAX_COUNT}"));
         }
         if self.limits.max_line_bytes == 0 {
             return bad("limits.max_line_bytes", "must be at least 1");
         }
-        if self.limits.queue_lines == 0 {
-            return bad("limits.queue_lines", "must be at least 1");
+        if self.limits.queue_lines == 0 || self.limits.queue_lines > MAX_QUEUE_LINES {
+            return bad(
+                "limits.queue_lines",
+                &format!("must be between 1 and {MAX_QUEUE_LINES}"),
+            );
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight", "must be at least 1");

@@ -63,6 +63,18 @@ fn errors_name_the_tool_and_the_key() {
     assert!(m.contains("'t6'") && m.contains("command"), "{m}");
     let m = config_err(r#"{"tools": {"t7": {"command": ["cat"], "limits": {"queue_lines": 0}}}}"#);
     assert!(m.contains("limits.queue_lines"), "{m}");
+    let m = config_err(
+        r#"{"tools": {"t7": {"command": ["cat"], "limits": {"queue_lines": 1000000000000}}}}"#,
+    );
+    assert!(m.contains("limits.queue_lines"), "{m}");
+    let m = config_err(r#"{"tools": {"t7": {"command": ["cat"], "count": 100000}}}"#);
+    assert!(m.contains("count") && m.contains("4096"), "{m}");
+    let m = config_err(
+        r#"{"tools": {"t7": {"command": ["cat"], "idle_timeout_ms": 18446744073709551615}}}"#,
+    );
+    assert!(m.contains("idle_timeout_ms"), "{m}");
+    let m = config_err(r#"{"tools": {"t7": {"command": ["cat"], "limits": {"queue_lines": 0}}}}"#);
+    assert!(m.contains("limits.queue_lines"), "{m}");
     let m = config_err(r#"{"tools": {"t8": {"command": ["cat"], "max_in_flight": 3}}}"#);
     assert!(m.contains("max_in_flight") && m.contains("jsonrpc"), "{m}");
     let m = config_err(r#"{"tools": {"t9": {"command": ["cat"], "protocol": "xml"}}}"#);
