@@ -170,17 +170,18 @@ fn crashed_instance_is_dead_with_exit_status_and_restarts() {
 fn shutdown_kills_a_sigterm_ignoring_child_and_its_grandchild() {
     let pool = private(tool(2, &["--ignore-term"]));
     pool.send(0, "grandchild").unwrap();
-    let grandchild: i32 = pool.read_line(0, T).unwrap().parse().unwrap();
+    let grandchild = Seen::of(pool.read_line(0, T).unwrap().parse().unwrap());
     let pgids: Vec<i32> = pool
         .status()
         .instances
         .iter()
         .map(|s| s.pid.unwrap())
         .collect();
-    assert!(pid_alive(grandchild));
+    assert!(grandchild.alive());
     let grace = Duration::from_millis(500);
     let t = Instant::now();
     pool.shutdown(grace);
+    let cutoff = ticks_now();
     assert!(
         t.elapsed() < grace + Duration::from_secs(1),
         "{:?}",
@@ -190,12 +191,12 @@ fn shutdown_kills_a_sigterm_ignoring_child_and_its_grandchild() {
     // not ours to reap) a moment later.
     let t = Instant::now();
     assert!(
-        eventually(Duration::from_secs(1), || !pid_alive(grandchild)),
-        "grandchild {grandchild} survived"
+        eventually(Duration::from_secs(1), || !grandchild.alive()),
+        "grandchild {grandchild:?} survived"
     );
     for g in pgids {
         assert!(
-            eventually(Duration::from_secs(1), || !group_alive(g)),
+            eventually(Duration::from_secs(1), || !group_alive(g, cutoff)),
             "group {g} survived"
         );
     }
@@ -218,13 +219,13 @@ fn shutdown_kills_a_sigterm_ignoring_child_and_its_grandchild() {
 fn a_grandchild_holding_the_pipes_dies_with_a_crashed_child() {
     let pool = private(tool(1, &[]));
     pool.send(0, "grandchild").unwrap();
-    let grandchild: i32 = pool.read_line(0, T).unwrap().parse().unwrap();
+    let grandchild = Seen::of(pool.read_line(0, T).unwrap().parse().unwrap());
     pool.send(0, "crash:1").unwrap();
     assert!(
         eventually(T, || pool.health().dead == 1),
         "the reader never saw EOF"
     );
-    assert!(eventually(T, || !pid_alive(grandchild)));
+    assert!(eventually(T, || !grandchild.alive()));
 }
 
 #[test]
@@ -237,8 +238,9 @@ fn drop_stops_every_child() {
         .map(|s| s.pid.unwrap())
         .collect();
     drop(pool);
+    let cutoff = ticks_now();
     for g in pgids {
-        assert!(!group_alive(g));
+        assert!(!group_alive(g, cutoff));
     }
 }
 
@@ -495,7 +497,7 @@ fn real_programs_cat_python_bc_sqlite() {
 fn a_descendant_that_escaped_the_group_does_not_hang_shutdown() {
     let pool = private(tool(1, &[]));
     pool.send(0, "escape:30").unwrap();
-    let escaped: i32 = pool.read_line(0, T).unwrap().parse().unwrap();
+    let escaped = Seen::of(pool.read_line(0, T).unwrap().parse().unwrap());
     let before = toolpool::leaked_threads();
     let t = Instant::now();
     pool.shutdown(Duration::from_millis(200));
@@ -506,8 +508,8 @@ fn a_descendant_that_escaped_the_group_does_not_hang_shutdown() {
         "{took:?}"
     );
     assert_eq!(toolpool::leaked_threads() - before, 1);
-    assert!(pid_alive(escaped), "beyond the group kill, as documented");
-    unsafe { libc::kill(escaped, libc::SIGKILL) };
+    assert!(escaped.alive(), "beyond the group kill, as documented");
+    unsafe { libc::kill(escaped.pid, libc::SIGKILL) };
 }
 
 #[test]

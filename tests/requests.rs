@@ -127,6 +127,7 @@ fn random_kills_during_load_every_request_accounted_for() {
     let mut spec = tool(3, &[]);
     spec.restart.policy = toolpool::RestartPolicy::Always;
     spec.restart.backoff_initial_ms = 10;
+    spec.restart.backoff_max_ms = 100; // many kills: keep the backoff short
     spec.restart.max_restarts = 1000;
     let pool = Arc::new(private(spec));
     let stop = Arc::new(AtomicBool::new(false));
@@ -184,7 +185,11 @@ fn random_kills_during_load_every_request_accounted_for() {
     let m = pool.metrics();
     assert_eq!(m.requests_ok + m.requests_error + m.requests_timeout, 400);
     assert_eq!(m.requests_ok as usize, ok);
-    assert!(eventually(T, || pool.health().ready == 3));
+    assert!(
+        eventually(T, || pool.health().ready == 3),
+        "{}",
+        serde_json::to_string_pretty(&pool.status()).unwrap()
+    );
 }
 
 #[test]

@@ -164,13 +164,15 @@ fn lazy_start_idle_stop_and_restart_on_next_use() {
     );
     let r = pool.request("pid", T).unwrap();
     let p1: i32 = r.text.parse().unwrap();
+    let first = Seen::of(p1);
     assert!(
         eventually(Duration::from_secs(3), || pool.status().instances[0]
             .pid
             .is_none()),
         "idle stop"
     );
-    assert!(!pid_alive(p1));
+    // Taken out of the slot first, then killed and reaped.
+    assert!(eventually(T, || !first.alive()));
     assert_eq!(pool.status().instances[0].state, State::Stopped);
     let p2: i32 = pool.request("pid", T).unwrap().text.parse().unwrap();
     assert_ne!(p1, p2);
@@ -228,13 +230,14 @@ fn a_hung_but_alive_instance_is_killed_by_the_probe() {
     let s = &pool.status().instances[0];
     assert!(s.last_probe_ago_ms.unwrap() < 5000);
     let old = s.pid.unwrap();
+    let seen = Seen::of(old);
     pool.send(0, "hang").unwrap(); // alive, but never answers again
     assert!(eventually(Duration::from_secs(5), || pool
         .status()
         .instances[0]
         .pid
-        != Some(old)));
-    assert!(!pid_alive(old));
+        .is_some_and(|p| p != old)));
+    assert!(!seen.alive());
     assert!(eventually(T, || pool.health().ready == 1));
     assert_eq!(pool.request("back", T).unwrap().text, "back");
 

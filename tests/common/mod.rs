@@ -91,32 +91,60 @@ pub fn no_lasting_zombies() -> bool {
     })
 }
 
-/// True while a live (non-zombie) process is left in process group `pgid`.
-pub fn group_alive(pgid: i32) -> bool {
+/// The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ...
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// A process seen once: its pid and start time, so a later check is not fooled when the
+/// pid is reused (pid_max is 32768 here and tests start many processes).
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub pid: i32,
+    start: u64,
+}
+
+impl Seen {
+    pub fn of(pid: i32) -> Seen {
+        // A process already gone gets start 0, which no live process has.
+        let start = stat_fields(pid)
+            .and_then(|f| f.get(19)?.parse().ok())
+            .unwrap_or(0);
+        Seen { pid, start }
+    }
+
+    /// The same process still exists and is not a zombie.
+    pub fn alive(&self) -> bool {
+        stat_fields(self.pid).is_some_and(|f| {
+            f[0] != "Z" && f.get(19).and_then(|v| v.parse().ok()) == Some(self.start)
+        })
+    }
+}
+
+/// Clock ticks since boot (the unit of a process's start time in /proc/<pid>/stat).
+pub fn ticks_now() -> u64 {
+    let up = std::fs::read_to_string("/proc/uptime").unwrap();
+    let secs: f64 = up.split_whitespace().next().unwrap().parse().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (secs * hz) as u64 + 1
+}
+
+/// True while a live (non-zombie) process of process group `pgid` that started before
+/// `cutoff` (clock ticks, from [`ticks_now`]) exists: members of a later group that
+/// reuses the number do not count.
+pub fn group_alive(pgid: i32, cutoff: u64) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             return false;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(f) = stat_fields(pid) else {
             return false;
         };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return false;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // state ppid pgrp ...
-        f.len() > 2 && f[0] != "Z" && f[2].parse::<i32>() == Ok(pgid)
+        let start: u64 = f.get(19).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+        f[0] != "Z" && f[2].parse::<i32>() == Ok(pgid) && start < cutoff
     })
-}
-
-/// True while `pid` exists (as anything but a zombie).
-pub fn pid_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 pub fn fd_count() -> usize {
