@@ -1,8 +1,9 @@
 //! toolpool keeps pools of long-lived command-line tool processes warm and drives them
 //! over stdin/stdout, so a program pays a tool's start-up cost once instead of per call.
 //!
-//! Synchronous and runtime-free: OS threads per instance stream, bounded crossbeam
-//! queues, blocking calls with timeouts. Usable from Rust, from C through the C ABI
+//! Synchronous and runtime-free: blocking calls with timeouts, OS threads per instance
+//! for the stdin backlog, stderr and reaping (stdout is read by the caller that waits for
+//! it), bounded crossbeam queues. Usable from Rust, from C through the C ABI
 //! ([`ffi`], `include/toolpool.h`), and from Go and Python through bindings over it.
 //!
 //! ```no_run
