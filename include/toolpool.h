@@ -375,6 +375,46 @@ int32_t toolpool_pool_read_line(struct ToolpoolPool *p,
                                 char **out_line);
 
 /**
+ * Queue the `len` bytes at `data` (toolpool appends the newline) for the stdin of
+ * instance `instance`, exactly as given: any byte but `\n` is allowed, NUL and bytes
+ * that are not UTF-8 included. Otherwise as `toolpool_pool_send`.
+ *
+ * Errors: as `toolpool_pool_send`; a `\n` among the bytes is `TOOLPOOL_INVALID_ARGUMENT`.
+ * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `data` may be NULL only when
+ * `len` is 0.
+ * Ownership: `data` is borrowed (copied before return).
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `data` NULL or readable for `len` bytes.
+ */
+int32_t toolpool_pool_send_bytes(struct ToolpoolPool *p,
+                                 uint32_t instance,
+                                 const uint8_t *data,
+                                 size_t len);
+
+/**
+ * The next stdout line of instance `instance`, without its newline, as the exact bytes
+ * the tool wrote (no UTF-8 replacement, NUL bytes kept), waiting up to `timeout_ms`.
+ * Otherwise as `toolpool_pool_read_line`.
+ *
+ * Errors: as `toolpool_pool_read_line`.
+ * NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_data` receives a new buffer of `*out_len` bytes (not
+ * NUL-terminated; non-NULL even when empty) that the caller frees with
+ * `toolpool_bytes_free(data, len)`.
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `out_data` and `out_len` NULL or writable.
+ */
+int32_t toolpool_pool_read_line_bytes(struct ToolpoolPool *p,
+                                      uint32_t instance,
+                                      uint32_t timeout_ms,
+                                      uint8_t **out_data,
+                                      size_t *out_len);
+
+/**
  * The next stderr line of instance `instance`, waiting up to `timeout_ms`. Same rules as
  * `toolpool_pool_read_line`. (stderr is always drained; lines nobody reads are dropped
  * past a bound and counted in the status.)
@@ -650,6 +690,20 @@ int32_t toolpool_last_error_code(void);
  * `s` must be NULL or a string returned by toolpool and not yet freed.
  */
 void toolpool_string_free(char *s);
+
+/**
+ * Free a byte buffer returned by toolpool (`toolpool_pool_read_line_bytes`), with the
+ * length it came with.
+ *
+ * NULL handling: `data` NULL is a no-op.
+ * Ownership: takes back the buffer; do not use it afterwards. Never pass it to `free()`,
+ * never pass a buffer toolpool did not allocate, and always pass its exact length.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `data` must be NULL or a buffer returned by toolpool with length `len`, not yet freed.
+ */
+void toolpool_bytes_free(uint8_t *data, size_t len);
 
 /**
  * The library version, e.g. `"0.1.0"`.

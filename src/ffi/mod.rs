@@ -294,6 +294,28 @@ pub(crate) unsafe fn cstr_opt<'a>(p: *const c_char, name: &str) -> Result<Option
 
 /// A string for the caller, freed with `toolpool_string_free`. A NUL byte inside (a tool
 /// may print one) becomes U+FFFD, so the C string is never cut short.
+/// Borrow `len` bytes at `p` (NULL allowed only for `len` 0).
+///
+/// # Safety
+/// `p` must be NULL or readable for `len` bytes for the duration of the call.
+pub(crate) unsafe fn bytes_in<'a>(p: *const u8, len: usize, name: &str) -> Result<&'a [u8], Error> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(invalid(name, "is NULL but its length is not 0"));
+    }
+    // SAFETY: non-NULL and readable for `len` bytes per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Hand a byte buffer to C: pointer and length, freed with `toolpool_bytes_free`.
+pub(crate) fn bytes_out(v: Vec<u8>) -> (*mut u8, usize) {
+    let b: Box<[u8]> = v.into_boxed_slice();
+    let len = b.len();
+    (Box::into_raw(b).cast::<u8>(), len)
+}
+
 pub(crate) fn c_string(s: String) -> *mut c_char {
     let c = match CString::new(s) {
         Ok(c) => c,

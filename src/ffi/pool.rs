@@ -2,8 +2,8 @@
 
 use super::lease::ToolpoolLease;
 use super::{
-    c_string, cstr, cstr_opt, ffi_call, ffi_void, handle, invalid, json_string, millis, out,
-    out_opt, to_u32,
+    bytes_in, bytes_out, c_string, cstr, cstr_opt, ffi_call, ffi_void, handle, invalid,
+    json_string, millis, out, out_opt, to_u32,
 };
 use crate::{Pool, Registry, ServedBy, ToolSpec};
 use serde::Serialize;
@@ -237,6 +237,71 @@ pub unsafe extern "C" fn toolpool_pool_read_line(
         let line = pool.read_line(instance as usize, millis(timeout_ms))?;
         // SAFETY: checked non-NULL; writable per the contract.
         unsafe { out.write(c_string(line)) };
+        Ok(())
+    })
+}
+
+/// Queue the `len` bytes at `data` (toolpool appends the newline) for the stdin of
+/// instance `instance`, exactly as given: any byte but `\n` is allowed, NUL and bytes
+/// that are not UTF-8 included. Otherwise as `toolpool_pool_send`.
+///
+/// Errors: as `toolpool_pool_send`; a `\n` among the bytes is `TOOLPOOL_INVALID_ARGUMENT`.
+/// NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `data` may be NULL only when
+/// `len` is 0.
+/// Ownership: `data` is borrowed (copied before return).
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `data` NULL or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_send_bytes(
+    p: *mut ToolpoolPool,
+    instance: u32,
+    data: *const u8,
+    len: usize,
+) -> i32 {
+    ffi_call("toolpool_pool_send_bytes", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        // SAFETY: as above.
+        let data = unsafe { bytes_in(data, len, "data") }?;
+        pool.send_bytes(instance as usize, data)
+    })
+}
+
+/// The next stdout line of instance `instance`, without its newline, as the exact bytes
+/// the tool wrote (no UTF-8 replacement, NUL bytes kept), waiting up to `timeout_ms`.
+/// Otherwise as `toolpool_pool_read_line`.
+///
+/// Errors: as `toolpool_pool_read_line`.
+/// NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: on success `*out_data` receives a new buffer of `*out_len` bytes (not
+/// NUL-terminated; non-NULL even when empty) that the caller frees with
+/// `toolpool_bytes_free(data, len)`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out_data` and `out_len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_read_line_bytes(
+    p: *mut ToolpoolPool,
+    instance: u32,
+    timeout_ms: u32,
+    out_data: *mut *mut u8,
+    out_len: *mut usize,
+) -> i32 {
+    ffi_call("toolpool_pool_read_line_bytes", || {
+        // SAFETY: the caller's contract above.
+        let pool = unsafe { pool(p) }?;
+        let out_d = out(out_data, "out_data")?;
+        let out_l = out(out_len, "out_len")?;
+        let line = pool.read_line_bytes(instance as usize, millis(timeout_ms))?;
+        let (ptr, len) = bytes_out(line);
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe {
+            out_d.write(ptr);
+            out_l.write(len);
+        }
         Ok(())
     })
 }

@@ -51,6 +51,27 @@ pub unsafe extern "C" fn toolpool_string_free(s: *mut c_char) {
     });
 }
 
+/// Free a byte buffer returned by toolpool (`toolpool_pool_read_line_bytes`), with the
+/// length it came with.
+///
+/// NULL handling: `data` NULL is a no-op.
+/// Ownership: takes back the buffer; do not use it afterwards. Never pass it to `free()`,
+/// never pass a buffer toolpool did not allocate, and always pass its exact length.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `data` must be NULL or a buffer returned by toolpool with length `len`, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_bytes_free(data: *mut u8, len: usize) {
+    if data.is_null() {
+        return;
+    }
+    ffi_void("toolpool_bytes_free", || {
+        // SAFETY: `data`/`len` came from `bytes_out` (the caller's contract).
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(data, len)) });
+    });
+}
+
 /// The library version, e.g. `"0.1.0"`.
 ///
 /// NULL handling: takes no pointer; never returns NULL.

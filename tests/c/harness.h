@@ -72,6 +72,7 @@ ToolpoolPool *tp_pool(const char *fmt, ...);
 /* The tests, one per function (defined in test_*.c). */
 void test_version_and_names(void);
 void test_line_io(void);
+void test_bytes(void);
 void test_requests_and_lease(void);
 void test_jsonrpc(void);
 void test_timeout(void);

@@ -64,6 +64,7 @@ static const struct test TESTS[] = {
     {"errors_config", test_errors_config},
     {"errors_pool", test_errors_pool},
     {"line_io", test_line_io},
+    {"bytes", test_bytes},
     {"requests_and_lease", test_requests_and_lease},
     {"jsonrpc", test_jsonrpc},
     {"timeout", test_timeout},

@@ -250,3 +250,32 @@ void test_timeout(void) {
     CHECK(toolpool_last_error_code() == TOOLPOOL_OK);
     toolpool_pool_free(p);
 }
+
+/* Exact bytes both ways: NUL and invalid UTF-8 survive, a newline is refused. */
+void test_bytes(void) {
+    ToolpoolPool *p = tp_pool("{\"command\": [\"%s\"]}", TESTTOOL);
+    if (p == NULL) return;
+    static const uint8_t msg[] = {'a', 0x00, 0xff, 0xfe, 'z'};
+    CHECK_OK(toolpool_pool_send_bytes(p, 0, msg, sizeof msg));
+    uint8_t *data = NULL;
+    size_t len = 0;
+    CHECK_OK(toolpool_pool_read_line_bytes(p, 0, 5000, &data, &len));
+    CHECK(len == sizeof msg && data != NULL && memcmp(data, msg, sizeof msg) == 0);
+    toolpool_bytes_free(data, len);
+
+    /* An empty line is a valid, non-NULL, zero-length buffer. */
+    CHECK_OK(toolpool_pool_send_bytes(p, 0, NULL, 0));
+    data = NULL;
+    CHECK_OK(toolpool_pool_read_line_bytes(p, 0, 5000, &data, &len));
+    CHECK(data != NULL && len == 0);
+    toolpool_bytes_free(data, len);
+
+    static const uint8_t two[] = {'a', '\n', 'b'};
+    CHECK_RC(toolpool_pool_send_bytes(p, 0, two, sizeof two), TOOLPOOL_INVALID_ARGUMENT);
+    CHECK_RC(toolpool_pool_send_bytes(p, 0, NULL, 3), TOOLPOOL_INVALID_ARGUMENT);
+    CHECK_RC(toolpool_pool_read_line_bytes(p, 0, 10, NULL, &len), TOOLPOOL_INVALID_ARGUMENT);
+    CHECK_RC(toolpool_pool_read_line_bytes(p, 0, 10, &data, NULL), TOOLPOOL_INVALID_ARGUMENT);
+    CHECK_RC(toolpool_pool_read_line_bytes(p, 0, 10, &data, &len), TOOLPOOL_TIMEOUT);
+    toolpool_bytes_free(NULL, 0);
+    toolpool_pool_free(p);
+}
