@@ -60,6 +60,13 @@ def test_bytes_unicode_stderr_routed_any(testtool):
         pool.send(1, "badutf8")
         line = pool.read_line(1, timeout=5)
         assert line.startswith("bad ") and "\ufffd" in line
+        # Exact bytes both ways: NUL and invalid UTF-8 survive.
+        pool.send(1, b"a\x00\xff\xfez")
+        assert pool.read_line_bytes(1, timeout=5) == b"a\x00\xff\xfez"
+        pool.send(1, b"")
+        assert pool.read_line_bytes(1, timeout=5) == b""
+        with pytest.raises(toolpool.InvalidArgument):
+            pool.send(1, b"two\nlines")
 
         pool.send(2, "stderr:2")
         assert pool.read_line(2, timeout=5) == "stderr done"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from ctypes import POINTER, c_bool, c_char_p, c_int32, c_uint32, c_void_p
+from ctypes import POINTER, c_bool, c_char_p, c_int32, c_size_t, c_uint32, c_void_p
 from pathlib import Path
 from typing import List
 
@@ -100,6 +100,9 @@ _decl("toolpool_pool_size", c_int32, P, PU32)
 _decl("toolpool_pool_send", c_int32, P, c_uint32, c_char_p)
 _decl("toolpool_pool_send_routed", c_int32, P, c_char_p, PU32)
 _decl("toolpool_pool_read_line", c_int32, P, c_uint32, c_uint32, PP)
+_decl("toolpool_pool_send_bytes", c_int32, P, c_uint32, c_char_p, c_size_t)
+_decl("toolpool_pool_read_line_bytes", c_int32, P, c_uint32, c_uint32, PP, POINTER(c_size_t))
+_decl("toolpool_bytes_free", None, c_void_p, c_size_t)
 _decl("toolpool_pool_read_stderr_line", c_int32, P, c_uint32, c_uint32, PP)
 _decl("toolpool_pool_read_any", c_int32, P, c_uint32, PU32, PP)
 _decl("toolpool_pool_request", c_int32, P, c_char_p, c_uint32, PP)

@@ -218,12 +218,20 @@ class Pool(Managed):
     def send(self, i: int, line: Union[str, bytes]) -> None:
         """Queue ``line`` (toolpool adds the newline) for instance ``i``'s stdin.
 
-        Never blocks. Raises ``InvalidArgument`` (a newline in the line), ``InstanceDead``,
-        ``InstanceFailed``, ``QueueFull``, ``IndexOutOfRange``, ``ShutDown``.
+        A ``str`` is sent as UTF-8; ``bytes`` are sent exactly (NUL and bytes that are not
+        UTF-8 included). Never blocks. Raises ``InvalidArgument`` (a newline in the line),
+        ``InstanceDead``, ``InstanceFailed``, ``QueueFull``, ``IndexOutOfRange``,
+        ``ShutDown``.
         """
+        idx = _index(i)
+        if isinstance(line, (bytes, bytearray, memoryview)):
+            raw = bytes(line)
+            with self._borrow() as p:
+                call(lib.toolpool_pool_send_bytes, p, idx, raw, len(raw))
+            return
         data = _cstr(line, "line")
         with self._borrow() as p:
-            call(lib.toolpool_pool_send, p, _index(i), data)
+            call(lib.toolpool_pool_send, p, idx, data)
 
     def send_routed(self, line: Union[str, bytes]) -> int:
         """Send ``line`` to the instance the spec's routing picks; returns its index."""
@@ -241,6 +249,17 @@ class Pool(Managed):
         with self._borrow() as p:
             call(lib.toolpool_pool_read_line, p, _index(i), _ms(timeout), byref(out))
         return _take(out)
+
+    def read_line_bytes(self, i: int, timeout: Optional[float] = DEFAULT_TIMEOUT) -> bytes:
+        """Like :meth:`read_line`, but the exact bytes the tool wrote (no decoding)."""
+        out = c_void_p()
+        size = ctypes.c_size_t()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_read_line_bytes, p, _index(i), _ms(timeout), byref(out), byref(size))
+        try:
+            return ctypes.string_at(out.value, size.value) if size.value else b""
+        finally:
+            lib.toolpool_bytes_free(out, size)
 
     def read_stderr_line(self, i: int, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
         """The next stderr line of instance ``i``, waiting up to ``timeout`` seconds."""
