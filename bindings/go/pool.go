@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Pool is a pool of warm tool processes (a ToolpoolPool handle). It is safe for
@@ -171,6 +172,48 @@ func (p *Pool) Send(i int, line string) error {
 	}
 	defer freeC(cs)
 	return p.use(op, func(h *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_send(h, idx, cs) })
+}
+
+// SendBytes queues data exactly as given (toolpool adds the newline) for the stdin of
+// instance i: NUL bytes and bytes that are not UTF-8 are kept. A newline among them is
+// ErrInvalidArgument. Otherwise as Send.
+func (p *Pool) SendBytes(i int, data []byte) error {
+	const op = "SendBytes"
+	idx, err := cIndex(op, i)
+	if err != nil {
+		return err
+	}
+	var ptr *C.uint8_t
+	if len(data) > 0 {
+		// cgo may pass a Go pointer to memory without Go pointers for the call's duration.
+		ptr = (*C.uint8_t)(unsafe.Pointer(&data[0]))
+	}
+	err = p.use(op, func(h *C.ToolpoolPool) C.int32_t {
+		return C.toolpool_pool_send_bytes(h, idx, ptr, C.size_t(len(data)))
+	})
+	runtime.KeepAlive(data)
+	return err
+}
+
+// ReadLineBytes is ReadLine returning the exact bytes the tool wrote (no UTF-8
+// replacement), without the newline.
+func (p *Pool) ReadLineBytes(i int, timeout time.Duration) ([]byte, error) {
+	const op = "ReadLineBytes"
+	idx, err := cIndex(op, i)
+	if err != nil {
+		return nil, err
+	}
+	ms := millis(timeout)
+	var data *C.uint8_t
+	var n C.size_t
+	err = p.use(op, func(h *C.ToolpoolPool) C.int32_t {
+		return C.toolpool_pool_read_line_bytes(h, idx, ms, &data, &n)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer C.toolpool_bytes_free(data, n)
+	return C.GoBytes(unsafe.Pointer(data), C.int(n)), nil
 }
 
 // SendRouted queues line for the instance the spec's routing picks and returns its

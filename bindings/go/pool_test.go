@@ -1,6 +1,7 @@
 package toolpool_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -64,6 +65,20 @@ func TestLineIOOnThreeInstances(t *testing.T) {
 	}
 	if got := mustRead(t, p, 1); !strings.HasPrefix(got, "bad ") || !strings.ContainsRune(got, '\uFFFD') {
 		t.Errorf("badutf8: %q", got)
+	}
+
+	// Exact bytes both ways: NUL and invalid UTF-8 survive; an empty line too.
+	for _, raw := range [][]byte{{'a', 0, 0xff, 0xfe, 'z'}, {}} {
+		if err := p.SendBytes(1, raw); err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.ReadLineBytes(1, 5*time.Second)
+		if err != nil || !bytes.Equal(got, raw) {
+			t.Errorf("bytes: %q, %v; want %q", got, err, raw)
+		}
+	}
+	if err := p.SendBytes(1, []byte("two\nlines")); !errors.Is(err, toolpool.ErrInvalidArgument) {
+		t.Errorf("newline in bytes: %v", err)
 	}
 
 	// A line with a newline or a NUL byte is rejected.
