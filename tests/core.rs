@@ -30,12 +30,7 @@ fn three_instances_work_in_parallel() {
         "{:?}",
         t.elapsed()
     );
-    let pids: Vec<_> = pool
-        .status()
-        .instances
-        .iter()
-        .map(|s| s.pid.unwrap())
-        .collect();
+    let pids = pids(&pool);
     assert_eq!(pids.len(), 3);
     assert!(pids[0] != pids[1] && pids[1] != pids[2]);
 }
@@ -171,12 +166,7 @@ fn shutdown_kills_a_sigterm_ignoring_child_and_its_grandchild() {
     let pool = private(tool(2, &["--ignore-term"]));
     pool.send(0, "grandchild").unwrap();
     let grandchild = Seen::of(pool.read_line(0, T).unwrap().parse().unwrap());
-    let pgids: Vec<i32> = pool
-        .status()
-        .instances
-        .iter()
-        .map(|s| s.pid.unwrap())
-        .collect();
+    let pgids = pids(&pool);
     assert!(grandchild.alive());
     let grace = Duration::from_millis(500);
     let t = Instant::now();
@@ -231,12 +221,7 @@ fn a_grandchild_holding_the_pipes_dies_with_a_crashed_child() {
 #[test]
 fn drop_stops_every_child() {
     let pool = private(tool(3, &["--ignore-term"]));
-    let pgids: Vec<i32> = pool
-        .status()
-        .instances
-        .iter()
-        .map(|s| s.pid.unwrap())
-        .collect();
+    let pgids = pids(&pool);
     drop(pool);
     let cutoff = ticks_now();
     for g in pgids {

@@ -58,6 +58,15 @@ pub fn private(spec: ToolSpec) -> Pool {
     .expect("pool starts")
 }
 
+/// The pid of every instance (each is running).
+pub fn pids(pool: &Pool) -> Vec<i32> {
+    pool.status()
+        .instances
+        .iter()
+        .map(|s| s.pid.expect("running"))
+        .collect()
+}
+
 /// Children of this process that are zombies.
 pub fn zombies() -> Vec<i32> {
     let me = std::process::id() as i32;
