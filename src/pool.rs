@@ -548,8 +548,19 @@ impl PoolInner {
             slot.restarts.fetch_add(1, Relaxed);
         }
         self.check_open()?;
-        let w = self.spawn_ready(index)?;
-        self.install(index, w);
+        let w = self.spawn_worker(index)?;
+        // Installed at once, so status shows it `starting` (routing takes it once ready).
+        self.install(index, w.clone());
+        if let Some(line) = &self.spec.startup.ready_line {
+            let deadline = crate::deadline_in(Duration::from_millis(self.spec.startup.timeout_ms));
+            if let Err(e) = w.inst.wait_ready(deadline, line) {
+                // It stays in the slot as dead, with its stderr tail, until replaced.
+                w.inst.process.signal(libc::SIGKILL);
+                return Err(e);
+            }
+            // Ready now: callers waiting for an instance may take it.
+            self.wake_routers();
+        }
         Ok(())
     }
 

@@ -252,9 +252,8 @@ impl PoolInner {
             let timed_out = self.route_cv.wait_until(&mut st, deadline).timed_out();
             st.waiting -= 1;
             if timed_out {
-                if let Some(p) = try_pick(&mut st) {
-                    break p;
-                }
+                // No pick now: the deadline has passed, and an exchange begun now would
+                // only time out (and, in `lines` framing, recycle a healthy instance).
                 self.check_open()?;
                 let what = match how {
                     Use::Request => format!("a free instance of '{}'", self.spec.id),

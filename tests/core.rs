@@ -533,3 +533,24 @@ fn huge_timeouts_are_forever_not_a_panic() {
     let e = Pool::from_spec(spec).unwrap_err();
     assert!(e.to_string().contains("startup.timeout_ms"), "{e}");
 }
+
+#[test]
+fn a_restarting_instance_shows_as_starting_with_its_new_pid() {
+    let mut spec = tool(1, &["--start-delay-ms", "600", "--ready", "READY"]);
+    spec.startup.ready_line = Some("READY".into());
+    let pool = std::sync::Arc::new(private(spec));
+    let old = pids(&pool)[0];
+    let p = std::sync::Arc::clone(&pool);
+    let restarting = std::thread::spawn(move || p.restart(0));
+    assert!(eventually(Duration::from_millis(500), || {
+        let s = &pool.status().instances[0];
+        s.state == State::Starting && s.pid.is_some_and(|p| p != old)
+    }));
+    // Not routed to until ready: a request waits for it.
+    assert_eq!(
+        pool.request("after restart", T).unwrap().text,
+        "after restart"
+    );
+    restarting.join().unwrap().unwrap();
+    assert_eq!(pool.status().instances[0].state, State::Ready);
+}
