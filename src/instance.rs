@@ -289,15 +289,13 @@ impl Instance {
         }
     }
 
-    /// Drop stdout lines nobody asked for (read what is in the pipe now, without
-    /// waiting); returns how many.
-    pub fn drop_unsolicited(&self) -> usize {
+    /// Drop (and count) stdout lines nobody asked for, taking in what is in the pipe now
+    /// without waiting.
+    pub fn drop_unsolicited(&self) {
         let mut st = self.stdout.take_available();
         let n = st.queue.len();
         st.queue.clear();
-        drop(st);
         self.counters.unsolicited.fetch_add(n as u64, Relaxed);
-        n
     }
 
     /// The next stderr line, waiting up to `timeout`.

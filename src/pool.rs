@@ -483,7 +483,7 @@ impl PoolInner {
     /// Start every slot: spawn all, then wait for all to be ready (in parallel). On any
     /// failure every process started here is killed.
     fn start_all(self: &Arc<Self>) -> Result<()> {
-        let deadline = crate::deadline_in(Duration::from_millis(self.spec.startup.timeout_ms));
+        let deadline = self.start_deadline();
         let mut started = Vec::new();
         let mut failure = None;
         for i in 0..self.slots.len() {
@@ -552,7 +552,7 @@ impl PoolInner {
         // Installed at once, so status shows it `starting` (routing takes it once ready).
         self.install(index, w.clone());
         if let Some(line) = &self.spec.startup.ready_line {
-            let deadline = crate::deadline_in(Duration::from_millis(self.spec.startup.timeout_ms));
+            let deadline = self.start_deadline();
             if let Err(e) = w.inst.wait_ready(deadline, line) {
                 // It stays in the slot as dead, with its stderr tail, until replaced.
                 w.inst.process.signal(libc::SIGKILL);
@@ -576,6 +576,11 @@ impl PoolInner {
         }
     }
 
+    /// When a process started now must be ready (`startup.timeout_ms`).
+    fn start_deadline(&self) -> Instant {
+        crate::deadline_in(Duration::from_millis(self.spec.startup.timeout_ms))
+    }
+
     /// Kill a worker taken out of slot `index`, keeping its JSON-RPC counters.
     pub(crate) fn retire(&self, index: usize, w: Worker) {
         w.inst.kill();
@@ -591,7 +596,7 @@ impl PoolInner {
     /// Spawn a process for `index` and wait until it is ready (not installed).
     pub(crate) fn spawn_ready(self: &Arc<Self>, index: usize) -> Result<Worker> {
         let w = self.spawn_worker(index)?;
-        let deadline = crate::deadline_in(Duration::from_millis(self.spec.startup.timeout_ms));
+        let deadline = self.start_deadline();
         self.await_ready(&w, deadline)?;
         Ok(w)
     }

@@ -375,6 +375,23 @@ impl PoolInner {
         }
     }
 
+    /// [`PoolInner::exchange`] counted in the instance's request metrics (probes are not
+    /// requests and call `exchange` directly).
+    fn exchange_counted(
+        self: &Arc<Self>,
+        w: &Worker,
+        payload: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<String> {
+        let started = Instant::now();
+        let result = self.exchange(w, payload, deadline, timeout);
+        self.slots[w.inst.index]
+            .metrics
+            .record(Outcome::of(&result), false, started.elapsed());
+        result
+    }
+
     /// Run one request with routing, waiting, fallback and metrics.
     pub(crate) fn request(
         self: &Arc<Self>,
@@ -414,11 +431,7 @@ impl PoolInner {
         };
         let (taken, moved) = taken;
         let index = taken.hold.index;
-        let started = Instant::now();
-        let result = self.exchange(&taken.worker, payload, deadline, timeout);
-        let slot = &self.slots[index];
-        slot.metrics
-            .record(Outcome::of(&result), false, started.elapsed());
+        let result = self.exchange_counted(&taken.worker, payload, deadline, timeout);
         let pid = taken.worker.inst.process.pid();
         drop(taken);
         self.after_request(index, pid);
@@ -498,19 +511,12 @@ impl Lease {
     pub fn request(&self, payload: &str, timeout: Duration) -> Result<String> {
         let p = &self.taken.hold.pool;
         p.check_open()?;
-        let started = Instant::now();
-        let result = p.exchange(
+        p.exchange_counted(
             &self.taken.worker,
             payload,
             crate::deadline_in(timeout),
             timeout,
-        );
-        p.slots[self.taken.hold.index].metrics.record(
-            Outcome::of(&result),
-            false,
-            started.elapsed(),
-        );
-        result
+        )
     }
 
     /// Send a raw line to the leased instance.

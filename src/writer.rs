@@ -100,51 +100,48 @@ impl StdinWriter {
             return Err(SendError::Closed);
         };
         let s = &*self.shared;
-        let mut buf = buf;
-        if s.pending.load(SeqCst) == 0 {
-            if let Some(mut file) = s.file.try_lock() {
-                if s.pending.load(SeqCst) == 0 {
-                    let Some(f) = file.as_mut() else {
-                        return Err(SendError::Closed);
-                    };
-                    match write_no_sigpipe(f.as_raw_fd(), &buf) {
-                        Ok(n) if n == buf.len() => {
-                            s.counters.lines_sent.fetch_add(1, Relaxed);
-                            return Ok(());
-                        }
-                        Ok(n) => {
-                            buf.drain(..n);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => {
-                            s.broken.store(true, Relaxed);
-                            return Err(SendError::Closed);
-                        }
-                    }
-                    // The rest waits for the writer; queue it before releasing the
-                    // file lock so nothing can overtake it.
-                    s.pending.fetch_add(1, SeqCst);
-                    return match tx.try_send(buf) {
-                        Ok(()) => Ok(()),
-                        Err(_) => {
-                            s.pending.fetch_sub(1, SeqCst);
-                            Err(SendError::Closed)
-                        }
-                    };
-                }
-            }
-        }
-        s.pending.fetch_add(1, SeqCst);
-        match tx.try_send(buf) {
-            Ok(()) => Ok(()),
-            Err(e) => {
+        let enqueue = |buf: Vec<u8>| {
+            s.pending.fetch_add(1, SeqCst);
+            tx.try_send(buf).map_err(|e| {
                 s.pending.fetch_sub(1, SeqCst);
-                Err(match e {
+                match e {
                     TrySendError::Full(_) => SendError::Full,
                     TrySendError::Disconnected(_) => SendError::Closed,
-                })
+                }
+            })
+        };
+        if s.pending.load(SeqCst) != 0 {
+            return enqueue(buf);
+        }
+        let Some(mut file) = s.file.try_lock() else {
+            return enqueue(buf); // the writer is busy: behind it
+        };
+        if s.pending.load(SeqCst) != 0 {
+            return enqueue(buf);
+        }
+        let Some(f) = file.as_mut() else {
+            return Err(SendError::Closed);
+        };
+        let mut buf = buf;
+        match write_no_sigpipe(f.as_raw_fd(), &buf) {
+            Ok(n) if n == buf.len() => {
+                s.counters.lines_sent.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            Ok(n) => {
+                buf.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                s.broken.store(true, Relaxed);
+                return Err(SendError::Closed);
             }
         }
+        // The rest waits for the writer; queued while we still hold the file lock, so
+        // nothing can overtake it.
+        let queued = enqueue(buf);
+        drop(file);
+        queued
     }
 }
 
