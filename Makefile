@@ -1,44 +1,61 @@
 # toolpool: one entry point for Rust, C, Go and Python.
 #   make demo   - a real pool of real tools doing real work (the main job)
-#   make test   - everything: header check, Rust, C, Go, Python
+#   make test   - everything: header check, Rust, C, Go, Python, the installed copy
+# Both install what the machine lacks (apt-get: bc, sqlite3, valgrind, pkg-config;
+# pip: pytest, mypy). Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip.
 CARGO        ?= cargo
+PYTHON       ?= python3
 PREFIX       ?= /usr/local
-CBINDGEN_VERSION := 0.29.4
 TARGET_DIR   := target
 LIB_DIR      := $(TARGET_DIR)/release
 TESTTOOL     := $(TARGET_DIR)/release/toolpool-testtool
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-# C side: compiler, flags, and what a program linking libtoolpool.a also needs
-# (`cargo rustc --crate-type staticlib -- --print native-static-libs`).
+# How to link libtoolpool is said in one place, toolpool.pc.in. Inside the repository the
+# C and Go builds read the uninstalled copy that `make build` writes here.
+PC_DIR       := $(abspath $(TARGET_DIR))/pkgconfig
+export PKG_CONFIG_PATH := $(PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 C_CC         := gcc
 C_FLAGS      := -std=c11 -Wall -Wextra -Wpedantic -Werror -pthread -g
-C_LIBS       := -lgcc_s -lutil -lrt -lpthread -lm -ldl
-C_TEST_BIN   := $(TARGET_DIR)/c-tests/toolpool-c-tests
+C_BIN_DIR    := $(TARGET_DIR)/c-tests
+C_TEST_BIN   := $(C_BIN_DIR)/toolpool-c-tests
 VALGRIND     := valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
 
-.PHONY: all build deps test test-rust test-c test-go test-python bench demo header header-check lint install quickstart clean
+.PHONY: all build deps apt-deps py-deps test test-rust test-c test-go test-python test-install \
+        examples bench demo header header-check lint install quickstart clean
 
 all: build
 
-# libtoolpool.so, libtoolpool.a and the test tool, in target/release.
+# libtoolpool.so, libtoolpool.a, the test tool (target/release) and the uninstalled
+# target/pkgconfig/toolpool.pc.
 build:
 	$(CARGO) build --release --lib --bins
+	@mkdir -p $(PC_DIR)
+	@sed -e 's|@PREFIX@|$(abspath .)|' -e 's|@LIBDIR@|$(abspath $(LIB_DIR))|' \
+	  -e 's|@INCLUDEDIR@|$(abspath include)|' -e 's|@VERSION@|$(VERSION)|' \
+	  toolpool.pc.in > $(PC_DIR)/toolpool.pc
 
-# Programs the demo and the tests drive (installed only if missing).
-deps:
-	@missing=""; for p in bc sqlite3; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+# Programs the demo and the tests use, installed only if missing.
+apt-deps:
+	@missing=""; for p in bc sqlite3 valgrind pkg-config; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+py-deps:
+	@$(PYTHON) -c 'import pytest, mypy' 2>/dev/null || { echo "installing pytest mypy"; \
+	  $(PYTHON) -m pip install -q pytest mypy 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages pytest mypy; }
+deps: apt-deps
 
 demo: deps
 	$(CARGO) run --release --example demo
 
-test: header-check test-rust test-c test-go test-python
+test: test-rust test-c test-go test-python test-install
 
+# Unit, integration (tests/header.rs is the header check), doc tests and examples; the
+# benchmark is only built and run in its smoke mode (a few iterations, rows checked).
 test-rust: deps
-	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --doc
+	TOOLPOOL_BENCH_SMOKE=1 $(CARGO) bench --bench pool
 
 bench: deps
 	$(CARGO) bench --bench pool
@@ -48,32 +65,49 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 
-# C tests (tests/c/*.c, one runner) against the static library, under valgrind; the header
-# must also compile as C++. Prints "N passed, M failed" last.
-test-c: build
-	@command -v valgrind >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq valgrind >/dev/null; }
+# C tests (tests/c/*.c, one runner) under valgrind, then the examples; the header must
+# also compile as C++. Prints "N passed, M failed" last.
+test-c: build deps
 	$(C_CC) $(C_FLAGS) -fsyntax-only -x c include/toolpool.h
 	g++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c++ include/toolpool.h
-	@mkdir -p $(dir $(C_TEST_BIN))
-	$(C_CC) $(C_FLAGS) -Iinclude -o $(C_TEST_BIN) tests/c/*.c $(LIB_DIR)/libtoolpool.a $(C_LIBS)
+	@mkdir -p $(C_BIN_DIR)
+	$(C_CC) $(C_FLAGS) $$(pkg-config --cflags toolpool) -o $(C_TEST_BIN) tests/c/*.c $$(pkg-config --libs toolpool)
 	$(VALGRIND) $(C_TEST_BIN) $(abspath $(TESTTOOL)) $(abspath examples/tools/rpc_tool.py)
+	$(MAKE) --no-print-directory examples
 
-# Go binding (bindings/go, cgo over libtoolpool.a) against real children, race detector on;
-# -count=1 because a cached "ok" would survive a rebuilt Rust library.
-test-go: build
+# examples/c/quickstart.c and the README's C snippet, built and run.
+examples: build deps
+	@mkdir -p $(C_BIN_DIR)
+	$(C_CC) $(C_FLAGS) $$(pkg-config --cflags toolpool) -o $(C_BIN_DIR)/quickstart examples/c/quickstart.c $$(pkg-config --libs toolpool)
+	$(C_BIN_DIR)/quickstart
+	$(C_CC) $(C_FLAGS) $$(pkg-config --cflags toolpool) -o $(C_BIN_DIR)/readme examples/c/readme.c $$(pkg-config --libs toolpool)
+	$(C_BIN_DIR)/readme
+
+quickstart: build deps
+	@mkdir -p $(C_BIN_DIR)
+	$(C_CC) $(C_FLAGS) $$(pkg-config --cflags toolpool) -o $(C_BIN_DIR)/quickstart examples/c/quickstart.c $$(pkg-config --libs toolpool)
+	$(C_BIN_DIR)/quickstart
+
+# Go binding (bindings/go, `#cgo pkg-config: toolpool`, here the uninstalled copy) against
+# real children, race detector on; -count=1 because a cached "ok" would survive a rebuilt
+# Rust library.
+test-go: build deps
 	cd bindings/go && bad="$$(gofmt -l .)" && if [ -n "$$bad" ]; then echo "not gofmt-ed: $$bad"; exit 1; fi \
 	  && go vet ./... && go test -count=1 -race ./...
 
-# Python binding (bindings/python, ctypes over libtoolpool.so) against real children.
-# pytest exits non-zero when it finds no tests, so an empty run fails too.
-test-python: build
-	python3 -m pytest -q bindings/python/tests
+# Python binding (bindings/python, ctypes over libtoolpool.so) against real children:
+# the generated declarations are fresh, mypy --strict passes, then pytest (which exits
+# non-zero when it finds no tests, so an empty run fails too).
+test-python: build deps py-deps
+	$(PYTHON) bindings/python/gen_ffi.py --check
+	cd bindings/python && $(PYTHON) -m mypy --strict toolpool
+	$(PYTHON) -m pytest -q bindings/python/tests
 
-# examples/c/quickstart.c: a pool of bc driven from C.
-quickstart: build deps
-	@mkdir -p $(TARGET_DIR)/c-tests
-	$(C_CC) $(C_FLAGS) -Iinclude -o $(TARGET_DIR)/c-tests/quickstart examples/c/quickstart.c $(LIB_DIR)/libtoolpool.a $(C_LIBS)
-	$(TARGET_DIR)/c-tests/quickstart
+# What a user outside the repository does: `make install` to a temporary prefix, then a C
+# program through pkg-config (shared and --static) and a Go program in its own module
+# with a copy of bindings/go, found through PKG_CONFIG_PATH only.
+test-install: build deps
+	tests/install/run.sh
 
 # Header, both libraries and toolpool.pc under $(PREFIX) (DESTDIR for staging).
 install: build
@@ -81,17 +115,16 @@ install: build
 	install -m 644 include/toolpool.h $(DESTDIR)$(PREFIX)/include/toolpool.h
 	install -m 755 $(LIB_DIR)/libtoolpool.so $(DESTDIR)$(PREFIX)/lib/libtoolpool.so
 	install -m 644 $(LIB_DIR)/libtoolpool.a $(DESTDIR)$(PREFIX)/lib/libtoolpool.a
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(C_LIBS)|' \
-	  toolpool.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/toolpool.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$${prefix}/lib|' -e 's|@INCLUDEDIR@|$${prefix}/include|' \
+	  -e 's|@VERSION@|$(VERSION)|' toolpool.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/toolpool.pc
 
-# The C header, generated by the pinned cbindgen CLI.
+# The C header, generated by cbindgen as a library (pinned in Cargo.toml) through the
+# same test that checks it: tests/header.rs.
 header:
-	cbindgen --quiet --config cbindgen.toml --crate toolpool --output include/toolpool.h
+	TOOLPOOL_WRITE_HEADER=1 $(CARGO) test --quiet --test header
 
 header-check:
-	@if [ -f cbindgen.toml ]; then \
-	  cbindgen --quiet --config cbindgen.toml --crate toolpool --output include/toolpool.h --verify \
-	  || { echo "include/toolpool.h is stale: run 'make header' and commit it"; exit 1; }; fi
+	$(CARGO) test --quiet --test header
 
 clean:
 	$(CARGO) clean

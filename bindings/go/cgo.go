@@ -1,8 +1,13 @@
 package toolpool
 
+// The header and the library are found through pkg-config (toolpool.pc): the one
+// installed by `make install` (PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig unless the prefix is
+// one pkg-config searches), or inside the repository the uninstalled
+// target/pkgconfig/toolpool.pc that `make build` writes. It links libtoolpool.so with the
+// library's directory as run path, so the program needs nothing set at run time.
+
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: ${SRCDIR}/../../target/release/libtoolpool.a -lpthread -ldl -lm
+#cgo pkg-config: toolpool
 #include <stdlib.h>
 #include "toolpool.h"
 */
