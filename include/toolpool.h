@@ -270,6 +270,23 @@ int32_t toolpool_limit_status_json(char **out_json);
 int32_t toolpool_kill_all(uint32_t *out_killed);
 
 /**
+ * Like `toolpool_kill_all`, and says which processes: SIGKILL the process group of every
+ * child started under the host-wide limiter, then report them as JSON
+ * `{"killed_count": N, "killed_pids": [pid, ...]}` (the pids of the group leaders, i.e.
+ * the children toolpool started). Pools see their instances die and follow their restart
+ * policy.
+ *
+ * NULL handling: `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT` (and nothing is killed).
+ * Ownership: on success `*out_json` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `out_json` must be NULL or writable.
+ */
+int32_t toolpool_kill_all_json(char **out_json);
+
+/**
  * Start a pool from a standalone tool spec in JSON (the keys of a registry entry plus an
  * optional `"id"`; `"count"` gives the number of instances). Returns once every instance
  * is ready (or has failed to start: then nothing is left running).

@@ -11,26 +11,28 @@ import "strconv"
 // are part of the ABI and never change.
 type Code int32
 
-// The status codes, one per ToolpoolStatus constant.
+// The status codes, one per ToolpoolStatus constant, defined from the header's constants
+// through cgo so that the compiler checks them (errors_test.go checks that every constant
+// of the header has one).
 const (
-	CodeOK              Code = 0  // TOOLPOOL_OK
-	CodeInvalidArgument Code = 1  // TOOLPOOL_INVALID_ARGUMENT
-	CodeNotFound        Code = 2  // TOOLPOOL_NOT_FOUND
-	CodeSpawnFailed     Code = 3  // TOOLPOOL_SPAWN_FAILED
-	CodeTimeout         Code = 4  // TOOLPOOL_TIMEOUT
-	CodeDead            Code = 5  // TOOLPOOL_DEAD
-	CodeSaturated       Code = 6  // TOOLPOOL_SATURATED
-	CodeShutDown        Code = 7  // TOOLPOOL_SHUT_DOWN
-	CodeLimitReached    Code = 8  // TOOLPOOL_LIMIT_REACHED
-	CodeProtocol        Code = 9  // TOOLPOOL_PROTOCOL_ERROR
-	CodeToolError       Code = 10 // TOOLPOOL_TOOL_ERROR
-	CodeConfig          Code = 11 // TOOLPOOL_CONFIG
-	CodeIndexOutOfRange Code = 12 // TOOLPOOL_INDEX_OUT_OF_RANGE
-	CodeQueueFull       Code = 13 // TOOLPOOL_QUEUE_FULL
-	CodeFailed          Code = 14 // TOOLPOOL_FAILED
-	CodeUnavailable     Code = 15 // TOOLPOOL_UNAVAILABLE
-	CodeIO              Code = 16 // TOOLPOOL_IO
-	CodePanic           Code = 99 // TOOLPOOL_PANIC
+	CodeOK              Code = C.TOOLPOOL_OK
+	CodeInvalidArgument Code = C.TOOLPOOL_INVALID_ARGUMENT
+	CodeNotFound        Code = C.TOOLPOOL_NOT_FOUND
+	CodeSpawnFailed     Code = C.TOOLPOOL_SPAWN_FAILED
+	CodeTimeout         Code = C.TOOLPOOL_TIMEOUT
+	CodeDead            Code = C.TOOLPOOL_DEAD
+	CodeSaturated       Code = C.TOOLPOOL_SATURATED
+	CodeShutDown        Code = C.TOOLPOOL_SHUT_DOWN
+	CodeLimitReached    Code = C.TOOLPOOL_LIMIT_REACHED
+	CodeProtocol        Code = C.TOOLPOOL_PROTOCOL_ERROR
+	CodeToolError       Code = C.TOOLPOOL_TOOL_ERROR
+	CodeConfig          Code = C.TOOLPOOL_CONFIG
+	CodeIndexOutOfRange Code = C.TOOLPOOL_INDEX_OUT_OF_RANGE
+	CodeQueueFull       Code = C.TOOLPOOL_QUEUE_FULL
+	CodeFailed          Code = C.TOOLPOOL_FAILED
+	CodeUnavailable     Code = C.TOOLPOOL_UNAVAILABLE
+	CodeIO              Code = C.TOOLPOOL_IO
+	CodePanic           Code = C.TOOLPOOL_PANIC
 )
 
 // Sentinels, one per error status, for errors.Is: errors.Is(err, toolpool.ErrTimeout)

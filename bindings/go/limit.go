@@ -5,10 +5,7 @@ package toolpool
 */
 import "C"
 
-import (
-	"encoding/json"
-	"math"
-)
+import "math"
 
 // SetLimit sets the host-wide limit on concurrent child processes of every pool (0: no
 // limit; the initial value comes from $TOOLPOOL_MAX_PROCESSES) and returns the previous
@@ -34,21 +31,27 @@ func LimitStatus() (LimiterStatus, error) {
 	if err := call(op, func() C.int32_t { return C.toolpool_limit_status_json(&out) }); err != nil {
 		return v, err
 	}
-	if err := json.Unmarshal([]byte(takeString(out)), &v); err != nil {
-		return v, newError(CodeProtocol, op, "cannot decode toolpool's JSON: %v", err)
+	if err := decodeJSON(op, takeString(out), &v); err != nil {
+		return v, err
 	}
 	return v, nil
 }
 
 // KillAll sends SIGKILL to the process group of every child started under the host-wide
-// limiter (every pool in this process) and returns how many groups it signalled. Pools
-// see their instances die and follow their restart policy.
-func KillAll() (int, error) {
-	var n C.uint32_t
-	if err := call("KillAll", func() C.int32_t { return C.toolpool_kill_all(&n) }); err != nil {
-		return 0, err
+// limiter (every pool in this process) and reports how many groups it signalled and the
+// pids of their leaders (toolpool_kill_all_json). Pools see their instances die and follow
+// their restart policy.
+func KillAll() (KillReport, error) {
+	const op = "KillAll"
+	var r KillReport
+	var out *C.char
+	if err := call(op, func() C.int32_t { return C.toolpool_kill_all_json(&out) }); err != nil {
+		return r, err
 	}
-	return int(n), nil
+	if err := decodeJSON(op, takeString(out), &r); err != nil {
+		return r, err
+	}
+	return r, nil
 }
 
 // Version is the version of the linked toolpool library, e.g. "0.1.0".

@@ -56,13 +56,23 @@ func TestLimitAndKillAll(t *testing.T) {
 		t.Errorf("SetLimit(-1): %v", err)
 	}
 
-	// KillAll: every child of every pool in this process.
-	n, err := toolpool.KillAll()
+	// KillAll: every child of every pool in this process, with their pids.
+	pids := map[int]bool{}
+	for _, in := range health(t, p).Instances {
+		pids[in.PID] = true
+	}
+	kr, err := toolpool.KillAll()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n < 2 {
-		t.Errorf("KillAll signalled %d groups, want >= 2", n)
+	if kr.KilledCount < 2 || kr.KilledCount != len(kr.KilledPIDs) {
+		t.Errorf("KillAll = %+v, want >= 2 groups and one pid each", kr)
+	}
+	for _, pid := range kr.KilledPIDs {
+		delete(pids, pid)
+	}
+	if len(pids) != 0 {
+		t.Errorf("KillAll = %+v does not name the pool's pids %v", kr, pids)
 	}
 	waitFor(t, "both instances dead", 5*time.Second, func() bool { return health(t, p).Dead == 2 })
 	in := health(t, p).Instances[0]
@@ -111,6 +121,28 @@ func TestVersionAndCodes(t *testing.T) {
 		toolpool.ErrUnavailable:     "TOOLPOOL_UNAVAILABLE",
 		toolpool.ErrIO:              "TOOLPOOL_IO",
 		toolpool.ErrPanic:           "TOOLPOOL_PANIC",
+	}
+	// Every error constant of the header has its sentinel (the Code constants are
+	// defined from the C constants, so the compiler checks their values).
+	header, err := os.ReadFile(repoPath(t, "include/toolpool.h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, name := range want {
+		names[name] = true
+	}
+	consts := regexp.MustCompile(`(?m)^  (TOOLPOOL_[A-Z_]+) = -?[0-9]+,$`).FindAllSubmatch(header, -1)
+	if len(consts) < 2 {
+		t.Fatalf("no ToolpoolStatus constants found in include/toolpool.h")
+	}
+	for _, c := range consts {
+		if name := string(c[1]); name != "TOOLPOOL_OK" && !names[name] {
+			t.Errorf("%s (include/toolpool.h) has no sentinel Err* in errors.go", name)
+		}
+	}
+	if len(consts) != len(want)+1 {
+		t.Errorf("include/toolpool.h has %d status constants, Go %d sentinels plus OK", len(consts), len(want))
 	}
 	for sentinel, name := range want {
 		if got := sentinel.Code.String(); got != name {

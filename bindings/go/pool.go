@@ -143,10 +143,7 @@ func (p *Pool) useJSON(op string, v any, f func(h *C.ToolpoolPool, out **C.char)
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal([]byte(s), v); err != nil {
-		return newError(CodeProtocol, op, "cannot decode toolpool's JSON: %v", err)
-	}
-	return nil
+	return decodeJSON(op, s, v)
 }
 
 // Size is the number of instances (fixed for the pool's life; also after Close).

@@ -1,7 +1,7 @@
 package toolpool
 
 // The JSON documents of the C API (toolpool_pool_health_json, _status_json,
-// _metrics_json, toolpool_limit_status_json) decoded into Go values. Field names follow
+// _metrics_json, _map_json, toolpool_limit_status_json, toolpool_kill_all_json) decoded into Go values. Field names follow
 // the JSON keys; a JSON null becomes the zero value (or a nil pointer for Exit).
 
 // Health counts a pool's instances (toolpool_pool_health_json). It also answers after
@@ -55,6 +55,8 @@ type InstanceStatus struct {
 	StderrLines         uint64   `json:"stderr_lines"`
 	StderrDropped       uint64   `json:"stderr_dropped"`
 	StdinDropped        uint64   `json:"stdin_dropped"`
+	StdoutDropped       uint64   `json:"stdout_dropped"` // JSON-RPC notifications dropped: the stdout queue was full
+	Unsolicited         uint64   `json:"unsolicited"`    // lines nobody asked for, dropped before a request
 	UptimeMS            uint64   `json:"uptime_ms"`
 	InFlight            int      `json:"in_flight"`
 	Leased              bool     `json:"leased"`
@@ -118,6 +120,12 @@ type LimiterStatus struct {
 	CanStartNew        bool    `json:"can_start_new"`
 	ActivePIDs         []int   `json:"active_pids"`
 	Warning            string  `json:"warning"` // "" unless above 80% use
+}
+
+// KillReport is what KillAll did (toolpool_kill_all_json).
+type KillReport struct {
+	KilledCount int   `json:"killed_count"` // process groups signalled
+	KilledPIDs  []int `json:"killed_pids"`  // their leaders' pids
 }
 
 // Reply is the answer to RequestSticky.

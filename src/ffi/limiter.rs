@@ -73,3 +73,27 @@ pub unsafe extern "C" fn toolpool_kill_all(out_killed: *mut u32) -> i32 {
         Ok(())
     })
 }
+
+/// Like `toolpool_kill_all`, and says which processes: SIGKILL the process group of every
+/// child started under the host-wide limiter, then report them as JSON
+/// `{"killed_count": N, "killed_pids": [pid, ...]}` (the pids of the group leaders, i.e.
+/// the children toolpool started). Pools see their instances die and follow their restart
+/// policy.
+///
+/// NULL handling: `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT` (and nothing is killed).
+/// Ownership: on success `*out_json` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `out_json` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_kill_all_json(out_json: *mut *mut c_char) -> i32 {
+    ffi_call("toolpool_kill_all_json", || {
+        let out = out(out_json, "out_json")?;
+        let s = json_string(&Limiter::global().kill_all())?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { out.write(s) };
+        Ok(())
+    })
+}

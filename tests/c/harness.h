@@ -79,6 +79,7 @@ void test_timeout(void);
 void test_crash_and_restart(void);
 void test_shutdown_grace(void);
 void test_limit_and_kill_all(void);
+void test_kill_all_json(void);
 void test_threads(void);
 void test_errors_null(void);
 void test_errors_config(void);

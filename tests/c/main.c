@@ -73,6 +73,7 @@ static const struct test TESTS[] = {
     {"shutdown_grace", test_shutdown_grace},
     {"threads", test_threads},
     {"limit_and_kill_all", test_limit_and_kill_all},
+    {"kill_all_json", test_kill_all_json},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here

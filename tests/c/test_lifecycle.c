@@ -208,3 +208,61 @@ void test_limit_and_kill_all(void) {
     }
     CHECK_OK(toolpool_kill_all(NULL));
 }
+
+/* The pids in the JSON array that follows `key` (e.g. "\"killed_pids\":"), up to max. */
+static size_t json_pids(const char *json, const char *key, long *pids, size_t max) {
+    size_t n = 0;
+    const char *s = json != NULL ? strstr(json, key) : NULL;
+    if (s == NULL) return 0;
+    s = strchr(s, '[');
+    if (s == NULL) return 0;
+    s++;
+    while (*s != ']' && *s != '\0' && n < max) {
+        char *end = NULL;
+        long v = strtol(s, &end, 10);
+        if (end == s) break;
+        pids[n++] = v;
+        s = end;
+        if (*s == ',') s++;
+    }
+    return n;
+}
+
+static int has_pid(const long *pids, size_t n, long pid) {
+    for (size_t i = 0; i < n; i++)
+        if (pids[i] == pid) return 1;
+    return 0;
+}
+
+void test_kill_all_json(void) {
+    wait_no_processes();
+    char *json = (char *)&json;
+    CHECK_RC(toolpool_kill_all_json(NULL), TOOLPOOL_INVALID_ARGUMENT);
+    CHECK_MSG_HAS("out_json");
+
+    ToolpoolPool *p = tp_pool("{\"command\": [\"%s\"], \"count\": 2}", TESTTOOL);
+    if (p == NULL) return;
+    /* The NULL call above killed nothing: both children are still alive. */
+    ToolpoolHealth h;
+    CHECK_OK(toolpool_pool_health(p, &h));
+    CHECK(h.alive == 2);
+
+    long active[8], killed[8];
+    json = NULL;
+    CHECK_OK(toolpool_limit_status_json(&json));
+    size_t n_active = json_pids(json, "\"active_pids\":", active, 8);
+    toolpool_string_free(json);
+    CHECK(n_active == 2);
+
+    json = NULL;
+    CHECK_OK(toolpool_kill_all_json(&json));
+    CHECK(json != NULL && strstr(json, "\"killed_count\":2") != NULL);
+    size_t n_killed = json_pids(json, "\"killed_pids\":", killed, 8);
+    toolpool_string_free(json);
+    CHECK(n_killed == 2);
+    for (size_t i = 0; i < n_active; i++) CHECK(has_pid(killed, n_killed, active[i]));
+
+    h = wait_dead(p, 2, 5000);
+    CHECK(h.dead == 2 && h.alive == 0);
+    toolpool_pool_free(p);
+}
