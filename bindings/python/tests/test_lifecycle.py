@@ -136,7 +136,8 @@ def test_limit_and_kill_all(testtool):
             assert ei.value.code == 8
             assert time.monotonic() - start < 5
 
-            assert toolpool.kill_all() == 2
+            report = toolpool.kill_all()
+            assert report.killed_count == 2 and sorted(report.killed_pids) == sorted(pids)
             assert wait_for(lambda: pool.health()["dead"] == 2)
             assert wait_for(lambda: not any(alive(p) for p in pids))
             with pytest.raises(toolpool.InstanceDead):

@@ -1,6 +1,7 @@
 """Many threads on one pool: every caller gets its own reply (ctypes releases the GIL)."""
 
 import json
+import sys
 import threading
 import time
 import uuid
@@ -84,6 +85,33 @@ def test_sticky_and_leases_from_threads(testtool):
         _run_threads(work)
 
 
+def _wait_inside_c_call(th: threading.Thread, fn: str, within: float = 10.0) -> None:
+    """Wait until thread ``th`` is blocked inside the C function ``fn``: its Python frame is
+    the ctypes call in ``_errors.call`` (so it released the GIL, or is about to) and the
+    kernel shows it asleep in poll(2), which is where toolpool waits for a child's line
+    (a thread waiting for the GIL sleeps in a futex instead)."""
+    deadline = time.monotonic() + within
+    last = ""
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(th.ident or -1)
+        try:
+            with open(f"/proc/self/task/{th.native_id}/wchan") as f:
+                wchan = f.read()
+        except OSError:
+            wchan = ""
+        in_call = (
+            frame is not None
+            and frame.f_code.co_name == "call"
+            and frame.f_code.co_filename.endswith("_errors.py")
+            and getattr(frame.f_locals.get("fn"), "__name__", "") == fn
+        )
+        last = f"frame {frame.f_code.co_name if frame else None}, wchan {wchan!r}"
+        if in_call and "poll" in wchan:
+            return
+        time.sleep(0.005)
+    pytest.fail(f"the thread never blocked inside {fn} (last seen: {last})")
+
+
 def test_close_wakes_a_blocked_reader(testtool):
     pool = Pool({"command": [testtool]})
     caught = []
@@ -96,7 +124,7 @@ def test_close_wakes_a_blocked_reader(testtool):
 
     th = threading.Thread(target=reader)
     th.start()
-    time.sleep(0.2)
+    _wait_inside_c_call(th, "toolpool_pool_read_line")
     start = time.monotonic()
     pool.close()  # must not free the handle under the reader
     th.join(10)

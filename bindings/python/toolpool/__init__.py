@@ -14,12 +14,6 @@ and the library's message. Blocking calls release the GIL, so threads run in par
 See ``bindings/python/README.md``.
 """
 
-from __future__ import annotations
-
-import json
-from ctypes import byref, c_uint32, c_void_p
-from typing import Any, Dict
-
 from ._errors import (
     ConfigError,
     IndexOutOfRange,
@@ -30,6 +24,7 @@ from ._errors import (
     NotFound,
     Panic,
     ProtocolError,
+    QueueFull,
     Saturated,
     ShutDown,
     SpawnFailed,
@@ -38,13 +33,12 @@ from ._errors import (
     ToolpoolError,
     ToolpoolIOError,
     Unavailable,
-    QueueFull,
-    call,
     error_for_code,
     status_name,
 )
-from ._ffi import LIB_PATH, lib
-from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, Spec, _take
+from ._ffi import LIB_PATH
+from ._limit import KillReport, kill_all, limit_status, set_limit, version
+from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, Spec
 
 __all__ = [
     "Pool",
@@ -59,6 +53,7 @@ __all__ = [
     "set_limit",
     "limit_status",
     "kill_all",
+    "KillReport",
     "status_name",
     "error_for_code",
     "ToolpoolError",
@@ -82,41 +77,3 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-
-
-def version() -> str:
-    """The version of the loaded libtoolpool, e.g. ``"0.1.0"``."""
-    v: bytes = lib.toolpool_version()
-    return v.decode()
-
-
-def set_limit(n: int) -> int:
-    """Set the host-wide limit on concurrent child processes of every pool (0: none;
-    the initial value comes from ``$TOOLPOOL_MAX_PROCESSES``). Lowering it never kills;
-    it holds back new starts, which wait up to the spec's ``startup.timeout_ms`` and then
-    fail with :class:`LimitReached`. Returns the previous limit."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"limit must be an int, not {type(n).__name__}")
-    if not 0 <= n <= 0xFFFFFFFF:
-        raise InvalidArgument(f"limit must be between 0 and 2**32-1, not {n}")
-    old = c_uint32()
-    call(lib.toolpool_limit_set, n, byref(old))
-    return old.value
-
-
-def limit_status() -> Dict[str, Any]:
-    """The host-wide limiter: ``active_processes``, ``max_allowed`` (0: none),
-    ``utilization_percent``, ``can_start_new``, ``active_pids``, ``warning``."""
-    out = c_void_p()
-    call(lib.toolpool_limit_status_json, byref(out))
-    result: Dict[str, Any] = json.loads(_take(out))
-    return result
-
-
-def kill_all() -> int:
-    """SIGKILL the process group of every child started under the host-wide limiter
-    (every pool); returns how many groups were signalled. Pools follow their restart
-    policy afterwards."""
-    out = c_uint32()
-    call(lib.toolpool_kill_all, byref(out))
-    return out.value

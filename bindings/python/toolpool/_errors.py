@@ -1,10 +1,32 @@
-"""The exception hierarchy (one class per ``ToolpoolStatus``) and the checked-call helper."""
+"""The exception hierarchy (one class per ``ToolpoolStatus``) and the checked-call helper.
+
+The codes come from include/toolpool.h through _generated.py; tests/test_docs.py checks
+that every error constant of the header has its class here."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Type
 
 from ._ffi import lib
+from ._generated import (
+    TOOLPOOL_CONFIG,
+    TOOLPOOL_DEAD,
+    TOOLPOOL_FAILED,
+    TOOLPOOL_INDEX_OUT_OF_RANGE,
+    TOOLPOOL_INVALID_ARGUMENT,
+    TOOLPOOL_IO,
+    TOOLPOOL_LIMIT_REACHED,
+    TOOLPOOL_NOT_FOUND,
+    TOOLPOOL_PANIC,
+    TOOLPOOL_PROTOCOL_ERROR,
+    TOOLPOOL_QUEUE_FULL,
+    TOOLPOOL_SATURATED,
+    TOOLPOOL_SHUT_DOWN,
+    TOOLPOOL_SPAWN_FAILED,
+    TOOLPOOL_TIMEOUT,
+    TOOLPOOL_TOOL_ERROR,
+    TOOLPOOL_UNAVAILABLE,
+)
 
 __all__ = [
     "ToolpoolError",
@@ -60,108 +82,108 @@ class ToolpoolError(Exception):
 class InvalidArgument(ToolpoolError, ValueError):
     """A bad argument: invalid UTF-8, a newline or NUL in a line, bad JSON input (1)."""
 
-    CODE = 1
+    CODE = TOOLPOOL_INVALID_ARGUMENT
 
 
 class NotFound(ToolpoolError, LookupError):
     """The tool id is not in the registry (2)."""
 
-    CODE = 2
+    CODE = TOOLPOOL_NOT_FOUND
 
 
 class SpawnFailed(ToolpoolError):
     """A process could not be started or did not become ready in time (3)."""
 
-    CODE = 3
+    CODE = TOOLPOOL_SPAWN_FAILED
 
 
 class Timeout(ToolpoolError, TimeoutError):
     """Nothing arrived, or no instance became free, within the timeout (4)."""
 
-    CODE = 4
+    CODE = TOOLPOOL_TIMEOUT
 
 
 class InstanceDead(ToolpoolError):
     """The instance is dead (5)."""
 
-    CODE = 5
+    CODE = TOOLPOOL_DEAD
 
 
 class Saturated(ToolpoolError):
     """Every instance is busy and the wait queue is full (6)."""
 
-    CODE = 6
+    CODE = TOOLPOOL_SATURATED
 
 
 class ShutDown(ToolpoolError):
     """The pool has been shut down or closed (7)."""
 
-    CODE = 7
+    CODE = TOOLPOOL_SHUT_DOWN
 
 
 class LimitReached(ToolpoolError):
     """The process-wide limit did not allow a new process in time (8)."""
 
-    CODE = 8
+    CODE = TOOLPOOL_LIMIT_REACHED
 
 
 class ProtocolError(ToolpoolError):
     """The tool broke the framing protocol (9)."""
 
-    CODE = 9
+    CODE = TOOLPOOL_PROTOCOL_ERROR
 
 
 class ToolError(ToolpoolError):
     """The tool answered with an error: a JSON-RPC error, a failed one-shot run (10)."""
 
-    CODE = 10
+    CODE = TOOLPOOL_TOOL_ERROR
 
 
 class ConfigError(ToolpoolError):
     """A registry or tool spec is invalid (11)."""
 
-    CODE = 11
+    CODE = TOOLPOOL_CONFIG
 
 
 class IndexOutOfRange(ToolpoolError, IndexError):
     """An instance index is out of range (12)."""
 
-    CODE = 12
+    CODE = TOOLPOOL_INDEX_OUT_OF_RANGE
 
 
 class QueueFull(ToolpoolError):
     """The instance's stdin queue is full (13)."""
 
-    CODE = 13
+    CODE = TOOLPOOL_QUEUE_FULL
 
 
 class InstanceFailed(ToolpoolError):
     """The instance was marked failed by the supervisor: too many restarts (14)."""
 
-    CODE = 14
+    CODE = TOOLPOOL_FAILED
 
 
 class Unavailable(ToolpoolError):
     """No instance can take work and no fallback is configured (15)."""
 
-    CODE = 15
+    CODE = TOOLPOOL_UNAVAILABLE
 
 
 class ToolpoolIOError(ToolpoolError):
     """An I/O error outside a spawn, e.g. reading a registry file (16)."""
 
-    CODE = 16
+    CODE = TOOLPOOL_IO
 
 
 class Panic(ToolpoolError):
     """A panic inside toolpool was caught at the boundary: a bug, please report it (99)."""
 
-    CODE = 99
+    CODE = TOOLPOOL_PANIC
 
 
 _BY_CODE: Dict[int, Type[ToolpoolError]] = {
     cls.CODE: cls
-    for cls in (
+    for cls in (  # one per error constant of the header
         InvalidArgument,
         NotFound,
         SpawnFailed,

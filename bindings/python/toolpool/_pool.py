@@ -257,7 +257,7 @@ class Pool(Managed):
         with self._borrow() as p:
             call(lib.toolpool_pool_read_line_bytes, p, _index(i), _ms(timeout), byref(out), byref(size))
         try:
-            return ctypes.string_at(out.value, size.value) if size.value else b""
+            return ctypes.string_at(out.value or 0, size.value) if size.value else b""
         finally:
             lib.toolpool_bytes_free(out, size)
 
