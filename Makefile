@@ -50,13 +50,14 @@ demo: deps
 
 test: test-rust test-c test-go test-python test-install
 
-# Unit, integration (tests/header.rs is the header check), doc tests and examples; the
-# benchmark is only built and run in its smoke mode (a few iterations, rows checked).
+# Unit, integration (tests/header.rs is the header check), doc tests, examples (the README's
+# Rust snippet is run); the benchmark only in its smoke mode (a few iterations in the debug
+# profile, every row checked, none printed).
 test-rust: deps
 	$(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --doc
 	$(CARGO) run --quiet --release --example readme
-	TOOLPOOL_BENCH_SMOKE=1 $(CARGO) bench --bench pool
+	TOOLPOOL_BENCH_SMOKE=1 $(CARGO) test --quiet --bench pool
 
 bench: deps
 	$(CARGO) bench --bench pool

@@ -35,6 +35,36 @@ use toolpool::{Pool, Protocol, Routing, ToolSpec};
 const TESTTOOL: &str = env!("CARGO_BIN_EXE_toolpool-testtool");
 const RPC_TOOL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tools/rpc_tool.py");
 const PINNED_ENV: &str = "TOOLPOOL_BENCH_PINNED";
+/// `TOOLPOOL_BENCH_SMOKE=1` (what `make test` runs): every figure with a few iterations,
+/// then a check that each one produced its row; the numbers mean nothing.
+const SMOKE_ENV: &str = "TOOLPOOL_BENCH_SMOKE";
+/// Figures every run emits (unpinned; the pinned ones may be skipped when pinning fails).
+const ALL_NAMES: [&str; 11] = [
+    "floor",
+    "roundtrip",
+    "request_roundtrip",
+    "spawn_per_call",
+    "floor_4x4",
+    "throughput_4x4",
+    "jsonrpc_spawn_per_call",
+    "jsonrpc_floor",
+    "jsonrpc_roundtrip",
+    "round_robin_8x3",
+    "least_busy_8x3",
+];
+
+fn smoke() -> bool {
+    std::env::var_os(SMOKE_ENV).is_some_and(|v| v == "1")
+}
+
+/// An iteration count: as given, or a few in smoke mode.
+fn scale(n: usize) -> usize {
+    if smoke() {
+        (n / 200).clamp(2, 10)
+    } else {
+        n
+    }
+}
 const TIMEOUT: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_millis(500);
 
@@ -120,8 +150,12 @@ static ROWS: Mutex<Vec<Value>> = Mutex::new(Vec::new());
 
 /// Print one JSON row on stdout and keep it for the summary.
 fn emit(v: &Value) {
-    println!("{v}");
-    let _ = std::io::stdout().flush();
+    // In smoke mode only the pinned child prints (its parent reads the rows); the parent
+    // checks them and prints none.
+    if !smoke() || std::env::var_os(PINNED_ENV).is_some() {
+        println!("{v}");
+        let _ = std::io::stdout().flush();
+    }
     ROWS.lock().expect("rows").push(v.clone());
 }
 
@@ -234,7 +268,7 @@ fn core_suite(pinned: bool) {
     // Single-thread latency: floor and pooled paths in interleaved blocks.
     let mut raw = Raw::start();
     let pool = testtool_pool(1, Routing::RoundRobin);
-    for _ in 0..WARMUP {
+    for _ in 0..scale(WARMUP) {
         raw.call();
         pool_call(&pool, 0);
         pool.request("x", TIMEOUT).expect("request");
@@ -242,23 +276,23 @@ fn core_suite(pinned: bool) {
     let mut floor = Stats::new("floor");
     let mut rt = Stats::new("roundtrip");
     let mut req = Stats::new("request_roundtrip");
-    for _ in 0..ROUNDS {
-        measure(&mut floor, BLOCK, || raw.call());
-        measure(&mut rt, BLOCK, || pool_call(&pool, 0));
-        measure(&mut req, BLOCK, || {
+    for _ in 0..scale(ROUNDS) {
+        measure(&mut floor, scale(BLOCK), || raw.call());
+        measure(&mut rt, scale(BLOCK), || pool_call(&pool, 0));
+        measure(&mut req, scale(BLOCK), || {
             let r = pool.request("x", TIMEOUT).expect("request");
             assert_eq!(r.text, "x");
         });
     }
     let mut spawn = Stats::new("spawn_per_call");
-    for _ in 0..SPAWN_WARMUP {
+    for _ in 0..scale(SPAWN_WARMUP) {
         spawn_call();
     }
     // The round trip keeps sampling between spawn blocks, so that both sides of the
     // spawn ratio see the same background load.
-    for _ in 0..ROUNDS {
-        measure(&mut rt, BLOCK / 10, || pool_call(&pool, 0));
-        measure(&mut spawn, SPAWN_ITERS / ROUNDS, spawn_call);
+    for _ in 0..scale(ROUNDS) {
+        measure(&mut rt, scale(BLOCK) / 10, || pool_call(&pool, 0));
+        measure(&mut spawn, scale(SPAWN_ITERS) / scale(ROUNDS), spawn_call);
     }
     drop(raw);
     pool.shutdown(GRACE);
@@ -280,12 +314,12 @@ fn core_suite(pinned: bool) {
     let mut floor4 = Stats::new("floor_4x4");
     let mut tp4 = Stats::new("throughput_4x4");
     let pool4 = Arc::new(testtool_pool(THREADS_4X4, Routing::RoundRobin));
-    for _ in 0..THROUGHPUT_ROUNDS {
-        run_threads(&mut floor4, THREADS_4X4, ITERS_4X4, |_| {
+    for _ in 0..scale(THROUGHPUT_ROUNDS) {
+        run_threads(&mut floor4, THREADS_4X4, scale(ITERS_4X4), |_| {
             let mut raw = Raw::start();
             move || raw.call()
         });
-        run_threads(&mut tp4, THREADS_4X4, ITERS_4X4, |i| {
+        run_threads(&mut tp4, THREADS_4X4, scale(ITERS_4X4), |i| {
             let pool = Arc::clone(&pool4);
             move || pool_call(&pool, i)
         });
@@ -316,7 +350,7 @@ where
             let mut call = make(i);
             let (ready, go) = (Arc::clone(&ready), Arc::clone(&go));
             thread::spawn(move || {
-                for _ in 0..WARMUP {
+                for _ in 0..scale(WARMUP) {
                     call();
                 }
                 ready.wait();
@@ -403,22 +437,24 @@ fn jsonrpc_suite() {
         let r = pool.request(payload, TIMEOUT).expect("jsonrpc request");
         assert_eq!(r.text, "[1]");
     };
-    for _ in 0..WARMUP {
+    for _ in 0..scale(WARMUP) {
         raw_call();
         call();
     }
-    for _ in 0..JSONRPC_SPAWN_WARMUP {
+    for _ in 0..scale(JSONRPC_SPAWN_WARMUP) {
         jsonrpc_spawn_call(&py);
     }
     let mut spawn = Stats::new("jsonrpc_spawn_per_call");
     let mut floor = Stats::new("jsonrpc_floor");
     let mut pooled = Stats::new("jsonrpc_roundtrip");
-    for _ in 0..ROUNDS {
-        measure(&mut spawn, JSONRPC_SPAWN_ITERS / ROUNDS, || {
-            jsonrpc_spawn_call(&py)
-        });
-        measure(&mut floor, JSONRPC_BLOCK, &mut raw_call);
-        measure(&mut pooled, JSONRPC_BLOCK, call);
+    for _ in 0..scale(ROUNDS) {
+        measure(
+            &mut spawn,
+            scale(JSONRPC_SPAWN_ITERS) / scale(ROUNDS),
+            || jsonrpc_spawn_call(&py),
+        );
+        measure(&mut floor, scale(JSONRPC_BLOCK), &mut raw_call);
+        measure(&mut pooled, scale(JSONRPC_BLOCK), call);
     }
     drop(raw);
     pool.shutdown(GRACE);
@@ -443,7 +479,7 @@ fn routing_suite() {
     let rr_pool = Arc::new(testtool_pool(INSTANCES_8X3, Routing::RoundRobin));
     let lb_pool = Arc::new(testtool_pool(INSTANCES_8X3, Routing::LeastBusy));
     let run = |st: &mut Stats, pool: &Arc<Pool>| {
-        run_threads(st, THREADS_8X3, ITERS_8X3, |_| {
+        run_threads(st, THREADS_8X3, scale(ITERS_8X3), |_| {
             let pool = Arc::clone(pool);
             move || {
                 let r = pool.request("x", TIMEOUT).expect("request");
@@ -453,7 +489,7 @@ fn routing_suite() {
     };
     let mut rr = Stats::new("round_robin_8x3");
     let mut lb = Stats::new("least_busy_8x3");
-    for _ in 0..THROUGHPUT_ROUNDS {
+    for _ in 0..scale(THROUGHPUT_ROUNDS) {
         run(&mut rr, &rr_pool);
         run(&mut lb, &lb_pool);
     }
@@ -610,6 +646,40 @@ fn main() {
     core_suite(false);
     jsonrpc_suite();
     routing_suite();
-    summary(&ROWS.lock().expect("rows"));
+    let rows = ROWS.lock().expect("rows");
+    if smoke() {
+        smoke_check(&rows);
+        eprintln!(
+            "bench smoke: {} rows ok in {:.1} s",
+            rows.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        return;
+    }
+    summary(&rows);
     eprintln!("total bench time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Smoke mode: every figure has its unpinned row with numbers in it.
+fn smoke_check(rows: &[Value]) {
+    let mut bad = Vec::new();
+    for name in ALL_NAMES {
+        let row = rows
+            .iter()
+            .find(|v| v["name"] == name && v["pinned"] == false);
+        match row {
+            None => bad.push(format!("{name}: no row")),
+            Some(v) if v.get("skipped").is_some() => {
+                bad.push(format!("{name}: skipped: {}", v["skipped"]))
+            }
+            Some(v) if !v["ratio"].as_f64().is_some_and(f64::is_finite) => {
+                bad.push(format!("{name}: no ratio in {v}"))
+            }
+            Some(_) => {}
+        }
+    }
+    if !bad.is_empty() {
+        eprintln!("bench smoke failed:\n  {}", bad.join("\n  "));
+        std::process::exit(1);
+    }
 }
