@@ -91,11 +91,11 @@ quickstart: build deps
 	$(C_BIN_DIR)/quickstart
 
 # Go binding (bindings/go, `#cgo pkg-config: toolpool`, here the uninstalled copy) against
-# real children, race detector on; -count=1 because a cached "ok" would survive a rebuilt
-# Rust library.
+# real children, race detector on (-count=1: a cached "ok" would survive a rebuilt Rust
+# library), then its quickstart.
 test-go: build deps
 	cd bindings/go && bad="$$(gofmt -l .)" && if [ -n "$$bad" ]; then echo "not gofmt-ed: $$bad"; exit 1; fi \
-	  && go vet ./... && go test -count=1 -race ./...
+	  && go vet ./... && go test -count=1 -race ./... && go run ./examples/quickstart >/dev/null
 
 # Python binding (bindings/python, ctypes over libtoolpool.so) against real children:
 # the generated declarations are fresh, mypy --strict passes, then pytest (which exits

@@ -2,8 +2,10 @@
 // processes (bc, sqlite3, a JSON-RPC daemon, ...) started once and driven over
 // stdin/stdout, so a program pays a tool's start-up cost once instead of on every call.
 //
-// The binding wraps the C ABI (include/toolpool.h) with cgo and links the static library
-// that `make build` (cargo build --release) leaves in target/release/libtoolpool.a.
+// The binding wraps the C ABI (include/toolpool.h) with cgo and finds the header and the
+// shared library through pkg-config (toolpool.pc): installed by `make install`, or inside
+// the repository the uninstalled target/pkgconfig/toolpool.pc that `make build` writes.
+// See README.md for both ways.
 //
 //	pool, err := toolpool.New(`{"command": ["bc", "-lq"], "count": 2}`)
 //	if err != nil { ... }

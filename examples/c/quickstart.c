@@ -1,14 +1,14 @@
 /* toolpool quickstart: a pool of two warm `bc -lq` processes driven from C.
  *
- * Build and run from the repository root (after `make build`, which runs
- * `cargo build --release`), with one command:
+ * From the repository root, `make quickstart` builds and runs it (through the uninstalled
+ * target/pkgconfig/toolpool.pc that `make build` writes). Against an installed copy
+ * (`make install PREFIX=...`; set PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig unless pkg-config
+ * searches that prefix):
  *
- *   cc -Iinclude examples/c/quickstart.c target/release/libtoolpool.a -lpthread -ldl -lm -o quickstart && ./quickstart
+ *   cc quickstart.c $(pkg-config --cflags --libs toolpool) -o quickstart && ./quickstart
  *
- * Or `make quickstart`. Against an installed copy (`make install PREFIX=...`, shared library;
- * add -Wl,-rpath,$PREFIX/lib for a prefix outside the loader's path):
- *
- *   cc examples/c/quickstart.c $(pkg-config --cflags --libs toolpool) -o quickstart
+ * The link flags live in toolpool.pc.in only; tests/install/run.sh builds this file that
+ * way (shared and --static) and runs it.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
 // driven from Go. Build the library first, from the repository root:
 //
 //	make build
-//	cd bindings/go && go run ./examples/quickstart
+//	cd bindings/go && PKG_CONFIG_PATH=$PWD/../../target/pkgconfig go run ./examples/quickstart
 package main
 
 import (
