@@ -98,3 +98,9 @@ def test_readme_python_snippet_runs():
     lines = out.stdout.splitlines()
     assert lines[0] == "42", out.stdout
     assert "'alive': 3" in lines[1], out.stdout
+
+
+def test_changelog_records_every_c_function():
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    missing = [name for name, _, _ in _generated.FUNCTIONS if not re.search(rf"\b{name}\b", changelog)]
+    assert not missing, f"CHANGELOG.md does not record these C functions: {missing}"
