@@ -25,16 +25,9 @@ func SetLimit(n int) (old int, err error) {
 
 // LimitStatus reports the host-wide process limiter.
 func LimitStatus() (LimiterStatus, error) {
-	const op = "LimitStatus"
 	var v LimiterStatus
-	var out *C.char
-	if err := call(op, func() C.int32_t { return C.toolpool_limit_status_json(&out) }); err != nil {
-		return v, err
-	}
-	if err := decodeJSON(op, takeString(out), &v); err != nil {
-		return v, err
-	}
-	return v, nil
+	err := callJSON("LimitStatus", &v, func(out **C.char) C.int32_t { return C.toolpool_limit_status_json(out) })
+	return v, err
 }
 
 // KillAll sends SIGKILL to the process group of every child started under the host-wide
@@ -42,16 +35,19 @@ func LimitStatus() (LimiterStatus, error) {
 // pids of their leaders (toolpool_kill_all_json). Pools see their instances die and follow
 // their restart policy.
 func KillAll() (KillReport, error) {
-	const op = "KillAll"
 	var r KillReport
+	err := callJSON("KillAll", &r, func(out **C.char) C.int32_t { return C.toolpool_kill_all_json(out) })
+	return r, err
+}
+
+// callJSON makes a call that returns a JSON document through a char ** and decodes it
+// into v.
+func callJSON(op string, v any, f func(out **C.char) C.int32_t) error {
 	var out *C.char
-	if err := call(op, func() C.int32_t { return C.toolpool_kill_all_json(&out) }); err != nil {
-		return r, err
+	if err := call(op, func() C.int32_t { return f(&out) }); err != nil {
+		return err
 	}
-	if err := decodeJSON(op, takeString(out), &r); err != nil {
-		return r, err
-	}
-	return r, nil
+	return decodeJSON(op, takeString(out), v)
 }
 
 // Version is the version of the linked toolpool library, e.g. "0.1.0".
