@@ -54,9 +54,13 @@ impl Histogram {
         self.max_us = self.max_us.max(us);
     }
 
-    /// Durations counted.
-    pub fn count(&self) -> u64 {
-        self.count
+    /// Add the counts of `other`.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.max_us = self.max_us.max(other.max_us);
     }
 
     /// The `q` quantile (0..=1) in milliseconds, or None when empty.
