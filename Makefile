@@ -21,9 +21,9 @@ VALGRIND     := valgrind --quiet --error-exitcode=1 --leak-check=full --errors-f
 
 all: build
 
-# libtoolpool.so, libtoolpool.a and the test tool, in target/release.
+# libtoolpool.so, libtoolpool.a, the test tool and the toolpool command, in target/release.
 build:
-	$(CARGO) build --release --lib --bins
+	$(CARGO) build --release --lib --bins --features cli
 
 # Programs the demo and the tests drive (installed only if missing).
 deps:
@@ -33,6 +33,7 @@ deps:
 
 demo: deps
 	$(CARGO) run --release --example demo
+	seq 300 | sed 's/$$/^2/' | $(CARGO) run -q --release --features cli --bin toolpool -- bench -n 2 -- bc -q
 
 test: header-check test-rust test-c test-go test-python
 
