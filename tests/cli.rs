@@ -87,9 +87,15 @@ fn ten_thousand_lines_through_bc_come_back_in_order() {
         "{stderr}"
     );
     assert!(stderr.contains("3/3 instances used"), "{stderr}");
-    assert!(stderr.contains("p50 ") && stderr.contains("calls/s"), "{stderr}");
+    assert!(
+        stderr.contains("p50 ") && stderr.contains("calls/s"),
+        "{stderr}"
+    );
     // Not drawn: stderr is a pipe.
-    assert!(!stderr.contains('\x1b') && !stderr.contains('\r'), "{stderr:?}");
+    assert!(
+        !stderr.contains('\x1b') && !stderr.contains('\r'),
+        "{stderr:?}"
+    );
 }
 
 #[test]
@@ -127,7 +133,10 @@ fn failing_rows_carry_errors_and_the_rest_replies() {
             assert_eq!(row["ok"], false, "{row}");
             assert_eq!(row["error"]["name"], "tool_error", "{row}");
             assert_eq!(row["error"]["code"], 10, "{row}");
-            assert_eq!(row["error"]["tool_code"], format!("4{k}").parse::<i64>().unwrap());
+            assert_eq!(
+                row["error"]["tool_code"],
+                format!("4{k}").parse::<i64>().unwrap()
+            );
             assert!(row["error"]["message"]
                 .as_str()
                 .unwrap()
@@ -166,11 +175,17 @@ fn a_malformed_jsonl_row_is_an_error_row_and_the_run_goes_on() {
 #[test]
 fn plain_output_keeps_one_line_per_row_and_reports_errors_on_stderr() {
     let input = "a\ndelay:3000:late\nb\n";
-    let out = cli(&["run", "-n", "2", "--timeout", "300ms", "--", testtool()], input);
+    let out = cli(
+        &["run", "-n", "2", "--timeout", "300ms", "--", testtool()],
+        input,
+    );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(text(&out.stdout), "a\n\nb\n");
-    assert!(stderr.contains("line 2: timed out after 300 ms"), "{stderr}");
+    assert!(
+        stderr.contains("line 2: timed out after 300 ms"),
+        "{stderr}"
+    );
     assert!(stderr.contains("3 requests, 2 ok, 1 failed"), "{stderr}");
 }
 
@@ -196,7 +211,12 @@ fn retries_cover_instances_that_die_and_restart() {
         &input,
     );
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}\n{}", text(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stderr}\n{}",
+        text(&out.stdout)
+    );
     let rows = jsonl(&out);
     assert_eq!(rows.len(), 24);
     for (k, r) in rows.iter().enumerate() {
@@ -212,7 +232,15 @@ fn retries_cover_instances_that_die_and_restart() {
 #[test]
 fn marker_protocol_replies_span_lines() {
     let out = cli(
-        &["run", "-n", "2", "--protocol", "marker:END", "--", testtool()],
+        &[
+            "run",
+            "-n",
+            "2",
+            "--protocol",
+            "marker:END",
+            "--",
+            testtool(),
+        ],
         "multi:2:T\nmulti:1:U\nmulti:0:V\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -265,7 +293,10 @@ fn configuration_errors_exit_2_and_name_the_problem() {
     );
     let e = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(e.contains("unknown tool 'nope'") && e.contains("bc, echo"), "{e}");
+    assert!(
+        e.contains("unknown tool 'nope'") && e.contains("bc, echo"),
+        "{e}"
+    );
 
     let bad = write_file(
         "bad-spec.json",
@@ -274,10 +305,19 @@ fn configuration_errors_exit_2_and_name_the_problem() {
     let out = cli(&["run", "--spec", bad.to_str().unwrap()], "1\n");
     let e = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(e.contains("startup.timeout_ms") && e.contains("bad-spec.json"), "{e}");
+    assert!(
+        e.contains("startup.timeout_ms") && e.contains("bad-spec.json"),
+        "{e}"
+    );
 
     let out = cli(
-        &["run", "--registry", "/no/such/registry.json", "--tool", "bc"],
+        &[
+            "run",
+            "--registry",
+            "/no/such/registry.json",
+            "--tool",
+            "bc",
+        ],
         "",
     );
     let e = text(&out.stderr);
@@ -381,7 +421,11 @@ fn progress_is_drawn_on_a_terminal_and_not_when_piped() {
         &["run", "-n", "2", "--progress", "always", "--", testtool()],
         &input,
     );
-    assert!(text(&out.stderr).contains("rows"), "{:?}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rows"),
+        "{:?}",
+        text(&out.stderr)
+    );
 }
 
 /// Processes whose parent is `pid`.
@@ -487,7 +531,11 @@ fn ctrl_c_mid_run_finishes_in_flight_and_leaves_no_child() {
         eventually(Duration::from_secs(5), || kids.iter().all(|k| !k.alive())),
         "{kids:?}"
     );
-    assert!(with_marker(&marker).is_empty(), "{:?}", with_marker(&marker));
+    assert!(
+        with_marker(&marker).is_empty(),
+        "{:?}",
+        with_marker(&marker)
+    );
     assert!(!common::group_alive(pid, common::ticks_now()));
 }
 
@@ -510,7 +558,9 @@ fn sigterm_and_a_quiet_pipe_also_stop_cleanly() {
     let out = child.wait_with_output().unwrap();
     drop(stdin);
     assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
-    assert!(eventually(Duration::from_secs(5), || kids.iter().all(|k| !k.alive())));
+    assert!(eventually(Duration::from_secs(5), || kids
+        .iter()
+        .all(|k| !k.alive())));
     assert!(with_marker(&marker).is_empty());
 }
 
@@ -531,7 +581,10 @@ fn check_good_and_bad_registries() {
     let o = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{o}{}", text(&out.stderr));
     assert!(o.contains("valid, 2 tool(s)"), "{o}");
-    assert!(o.contains("bc -q") && o.contains("jsonrpc") && o.contains("\"READY\""), "{o}");
+    assert!(
+        o.contains("bc -q") && o.contains("jsonrpc") && o.contains("\"READY\""),
+        "{o}"
+    );
 
     let out = cli(&["check", good.to_str().unwrap(), "--start"], "");
     let o = text(&out.stdout);
@@ -546,7 +599,10 @@ fn check_good_and_bad_registries() {
     let out = cli(&["check", broken.to_str().unwrap()], "");
     let e = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(e.contains("tool 'slow'") && e.contains("restart.policy"), "{e}");
+    assert!(
+        e.contains("tool 'slow'") && e.contains("restart.policy"),
+        "{e}"
+    );
 
     let missing = write_file(
         "missing.json",

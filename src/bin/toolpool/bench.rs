@@ -148,7 +148,10 @@ pub fn main(args: BenchArgs) -> Result<i32, Fatal> {
     println!("{}", spawned.line("spawn per call"));
     for (name, side) in [("pooled", &pooled), ("spawn per call", &spawned)] {
         if let Some(e) = &side.first_error {
-            println!("{name}: {} of {} calls failed; first: {e}", side.errors, side.calls);
+            println!(
+                "{name}: {} of {} calls failed; first: {e}",
+                side.errors, side.calls
+            );
         }
     }
     let (a, b) = (pooled.p(0.5), spawned.p(0.5));
@@ -178,11 +181,7 @@ fn speedup(x: f64) -> String {
 
 /// Make `calls` calls of `call(k)` from `width` threads; latency of each, and the total
 /// time.
-fn measure(
-    width: usize,
-    calls: usize,
-    call: impl Fn(usize) -> Result<(), String> + Sync,
-) -> Side {
+fn measure(width: usize, calls: usize, call: impl Fn(usize) -> Result<(), String> + Sync) -> Side {
     let next = AtomicUsize::new(0);
     let t0 = Instant::now();
     let parts: Vec<(Histogram, usize, Option<String>)> = std::thread::scope(|s| {

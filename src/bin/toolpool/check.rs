@@ -60,7 +60,11 @@ pub fn main(args: CheckArgs) -> Result<i32, Fatal> {
                     println!("    {:<10} ready in {} ms", "start", took.as_millis());
                 } else {
                     bad += 1;
-                    println!("    {:<10} FAILED: not ready after {} ms", "start", took.as_millis());
+                    println!(
+                        "    {:<10} FAILED: not ready after {} ms",
+                        "start",
+                        took.as_millis()
+                    );
                 }
             }
             Err(e) => {
@@ -100,8 +104,14 @@ fn settings(s: &ToolSpec) -> Vec<(&'static str, String)> {
             "restart",
             match s.restart.policy {
                 RestartPolicy::Never => "never".to_string(),
-                RestartPolicy::OnFailure => format!("on-failure (at most {} in {} ms)", s.restart.max_restarts, s.restart.window_ms),
-                RestartPolicy::Always => format!("always (at most {} in {} ms)", s.restart.max_restarts, s.restart.window_ms),
+                RestartPolicy::OnFailure => format!(
+                    "on-failure (at most {} in {} ms)",
+                    s.restart.max_restarts, s.restart.window_ms
+                ),
+                RestartPolicy::Always => format!(
+                    "always (at most {} in {} ms)",
+                    s.restart.max_restarts, s.restart.window_ms
+                ),
             },
         ),
         (
@@ -117,7 +127,11 @@ fn settings(s: &ToolSpec) -> Vec<(&'static str, String)> {
     }
     if !s.env.is_empty() || s.env_clear {
         let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let clear = if s.env_clear { " (empty environment plus these)" } else { "" };
+        let clear = if s.env_clear {
+            " (empty environment plus these)"
+        } else {
+            ""
+        };
         v.push(("env", format!("{}{clear}", env.join(" "))));
     }
     let mut flags = Vec::new();

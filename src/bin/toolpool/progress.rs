@@ -96,9 +96,12 @@ const UNKNOWN: &str = "{spinner} [{elapsed_precise}] {pos} rows  {rate}  {msg}";
 fn style(bar: &ProgressBar, known: bool) {
     let t = if known { KNOWN } else { UNKNOWN };
     if let Ok(s) = ProgressStyle::with_template(t) {
-        let s = s.with_key("rate", |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{}/s", crate::stats::rate(st.per_sec()));
-        });
+        let s = s.with_key(
+            "rate",
+            |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", crate::stats::rate(st.per_sec()));
+            },
+        );
         bar.set_style(s);
     }
 }

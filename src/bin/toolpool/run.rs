@@ -138,7 +138,10 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
             std::fs::File::create(p)
                 .map_err(|e| Fatal::config(format!("cannot create {}: {e}", p.display())))?,
         )),
-        None => Box::new(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout())),
+        None => Box::new(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        )),
     };
     let output_is_tty = args.output.is_none() && crate::progress::isatty(1);
 
@@ -152,19 +155,26 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     }
     let jsonrpc = spec.protocol == Protocol::Jsonrpc;
     let id = spec.id.clone();
+    let shared = Arc::new(Shared::default());
+    let interrupts = Interrupts::watch(signals, Arc::clone(&shared));
     let pool = match Pool::from_spec(spec) {
         Ok(p) => Arc::new(p),
         Err(e) => {
             progress.finish();
+            let sig = interrupts.signal();
+            if sig != 0 {
+                eprintln!("toolpool: interrupted while starting '{id}'");
+                return Ok(signals::exit_status(sig));
+            }
             return Err(Fatal::config(format!("cannot start '{id}': {e}")));
         }
     };
+    interrupts.set_pool(&pool);
     progress.status("errors: 0");
     let started = Instant::now();
     let width = pool.len() * pool.spec().max_in_flight;
     let window = args.max_pending.unwrap_or((width * 8).max(64)).max(1);
 
-    let shared = Arc::new(Shared::default());
     let (credit_tx, credit_rx) = bounded::<()>(window);
     for _ in 0..window {
         credit_tx.send(()).expect("room for every credit");
@@ -195,28 +205,6 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
         })
         .collect();
     drop((job_rx, done_tx));
-
-    // Signals: the first stops the run gracefully, a second shuts the pool down at once.
-    let interrupted = Arc::new(AtomicU64::new(0));
-    {
-        let (shared, pool, interrupted) =
-            (Arc::clone(&shared), Arc::clone(&pool), Arc::clone(&interrupted));
-        std::thread::Builder::new()
-            .name("toolpool-interrupt".into())
-            .spawn(move || {
-                let mut n = 0;
-                while let Ok(sig) = signals.recv() {
-                    n += 1;
-                    if n == 1 {
-                        interrupted.store(sig as u64, Relaxed);
-                        shared.stop.store(true, Relaxed);
-                    } else {
-                        pool.shutdown(Duration::ZERO);
-                    }
-                }
-            })
-            .expect("interrupt thread");
-    }
 
     let mut w = Writer {
         out: &mut out,
@@ -274,8 +262,9 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     progress.finish();
     let metrics = pool.metrics();
     pool.shutdown(Duration::from_millis(pool.spec().shutdown.grace_ms));
+    interrupts.wait_forced_shutdown();
 
-    let sig = interrupted.load(Relaxed) as i32;
+    let sig = interrupts.signal();
     let read_error = shared.read_error.lock().take();
     if !args.quiet {
         let rows = w.ok + w.failed;
@@ -315,6 +304,69 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     } else {
         EXIT_OK
     })
+}
+
+/// What the signals did: the first stops the run (and, while the pool is starting, kills
+/// what it started, since a start cannot be cancelled); a second shuts the pool down at once.
+struct Interrupts {
+    state: Arc<parking_lot::Mutex<IntState>>,
+    /// Held while a forced shutdown runs.
+    forcing: Arc<parking_lot::Mutex<()>>,
+}
+
+#[derive(Default)]
+struct IntState {
+    signal: i32,
+    pool: Option<Arc<Pool>>,
+}
+
+impl Interrupts {
+    fn watch(signals: Receiver<i32>, shared: Arc<Shared>) -> Interrupts {
+        let state = Arc::new(parking_lot::Mutex::new(IntState::default()));
+        let forcing = Arc::new(parking_lot::Mutex::new(()));
+        let (st, fl) = (Arc::clone(&state), Arc::clone(&forcing));
+        std::thread::Builder::new()
+            .name("toolpool-interrupt".into())
+            .spawn(move || {
+                while let Ok(sig) = signals.recv() {
+                    let mut s = st.lock();
+                    let first = s.signal == 0;
+                    if first {
+                        s.signal = sig;
+                        shared.stop.store(true, Relaxed);
+                    }
+                    match s.pool.clone() {
+                        Some(pool) if !first => {
+                            let _forcing = fl.lock();
+                            drop(s);
+                            pool.shutdown(Duration::ZERO);
+                        }
+                        Some(_) => {}
+                        None => {
+                            // Still starting: end the start by killing what it started.
+                            toolpool::Limiter::global().kill_all();
+                        }
+                    }
+                }
+            })
+            .expect("interrupt thread");
+        Interrupts { state, forcing }
+    }
+
+    fn set_pool(&self, pool: &Arc<Pool>) {
+        let mut s = self.state.lock();
+        s.pool = Some(Arc::clone(pool));
+    }
+
+    /// The first signal's number, or 0.
+    fn signal(&self) -> i32 {
+        self.state.lock().signal
+    }
+
+    /// Wait until a forced shutdown begun by a second signal has finished.
+    fn wait_forced_shutdown(&self) {
+        drop(self.forcing.lock());
+    }
 }
 
 /// Writes rows and keeps the counts.
@@ -400,8 +452,7 @@ impl Writer<'_> {
                 }
             }
         };
-        self.progress
-            .row_done(self.failed, result.is_err());
+        self.progress.row_done(self.failed, result.is_err());
         if self.output_closed || self.write_error.is_some() {
             return;
         }
@@ -447,15 +498,21 @@ impl Writer<'_> {
 
 /// The JSON form of an error: code and name as in the C API, and the message; a tool's
 /// own error also carries its code and data.
-fn error_json(e: &Error) -> Value {
-    let mut o = json!({"code": e.code(), "name": error_name(e.code()), "message": e.to_string()});
+fn error_json(e: &Error) -> String {
+    let mut o = format!(
+        "{{\"code\":{},\"name\":\"{}\",\"message\":{}",
+        e.code(),
+        error_name(e.code()),
+        json!(e.to_string())
+    );
     if let Error::Tool { code, data, .. } = e {
-        o["tool_code"] = json!(code);
+        o += &format!(",\"tool_code\":{code}");
         if let Some(d) = data {
-            o["data"] = serde_json::from_str(d).unwrap_or_else(|_| json!(d));
+            let v: Value = serde_json::from_str(d).unwrap_or_else(|_| json!(d));
+            o += &format!(",\"data\":{v}");
         }
     }
-    o
+    o + "}"
 }
 
 /// The C status name of an error code, lower case without the prefix.
@@ -522,9 +579,8 @@ fn work(
 }
 
 fn request(pool: &Pool, line: &[u8], timeout: Duration) -> Result<toolpool::Reply, Error> {
-    let text = std::str::from_utf8(line).map_err(|e| {
-        Error::InvalidArgument(format!("the input line is not valid UTF-8 ({e})"))
-    })?;
+    let text = std::str::from_utf8(line)
+        .map_err(|e| Error::InvalidArgument(format!("the input line is not valid UTF-8 ({e})")))?;
     pool.request(text, timeout)
 }
 
@@ -572,7 +628,11 @@ impl Input {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return None;
         }
-        Some(self.path.clone().unwrap_or_else(|| "/proc/self/fd/0".into()))
+        Some(
+            self.path
+                .clone()
+                .unwrap_or_else(|| "/proc/self/fd/0".into()),
+        )
     }
 
     /// The next line (without its newline and a trailing CR) into `line`; false at the
@@ -580,7 +640,10 @@ impl Input {
     fn next_line(&mut self, line: &mut Vec<u8>, stop: &AtomicBool) -> std::io::Result<bool> {
         line.clear();
         loop {
-            if let Some(k) = self.buf[self.start..self.end].iter().position(|&b| b == b'\n') {
+            if let Some(k) = self.buf[self.start..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
                 line.extend_from_slice(&self.buf[self.start..self.start + k]);
                 self.start += k + 1;
                 if line.last() == Some(&b'\r') {
@@ -674,7 +737,9 @@ fn count_lines_later(path: PathBuf, set: Box<dyn FnOnce(u64) + Send>) {
         .name("toolpool-count".into())
         .spawn(move || {
             use std::io::Read;
-            let Ok(mut f) = std::fs::File::open(&path) else { return };
+            let Ok(mut f) = std::fs::File::open(&path) else {
+                return;
+            };
             let mut buf = vec![0u8; 256 * 1024];
             let (mut n, mut last) = (0u64, b'\n');
             loop {

@@ -48,7 +48,9 @@ pub fn install() -> Receiver<i32> {
                 if tx.send(b as i32).is_err() {
                     return;
                 }
-            } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            } else if n < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
                 continue;
             } else {
                 return;

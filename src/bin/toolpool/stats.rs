@@ -123,7 +123,10 @@ mod tests {
         for us in [0u64, 1, 63, 64, 65, 127, 128, 1000, 123_456_789] {
             let b = Histogram::bucket(us);
             assert!(Histogram::lower(b) <= us, "{us}");
-            assert!(b + 1 >= SUB * POWERS || Histogram::lower(b + 1) > us, "{us}");
+            assert!(
+                b + 1 >= SUB * POWERS || Histogram::lower(b + 1) > us,
+                "{us}"
+            );
         }
     }
 }

@@ -78,17 +78,13 @@ impl ToolArgs {
             self.registry.is_some() || self.tool.is_some(),
         ];
         match sources.iter().filter(|s| **s).count() {
-            0 => {
-                return Err(Fatal::config(
-                    "no tool given: use `-- CMD [ARGS...]`, --spec FILE, or --registry FILE --tool ID",
-                ))
-            }
+            0 => return Err(Fatal::config(
+                "no tool given: use `-- CMD [ARGS...]`, --spec FILE, or --registry FILE --tool ID",
+            )),
             1 => {}
-            _ => {
-                return Err(Fatal::config(
-                    "give the tool one way only: `-- CMD`, --spec FILE, or --registry FILE --tool ID",
-                ))
-            }
+            _ => return Err(Fatal::config(
+                "give the tool one way only: `-- CMD`, --spec FILE, or --registry FILE --tool ID",
+            )),
         }
         let from_command = !self.command.is_empty();
         let mut spec = if from_command {
@@ -109,7 +105,10 @@ impl ToolArgs {
                     known(&registry)
                 )));
             };
-            registry.get(id).map_err(|e| Fatal::config(e.to_string()))?.clone()
+            registry
+                .get(id)
+                .map_err(|e| Fatal::config(e.to_string()))?
+                .clone()
         };
         if let Some(n) = self.instances {
             spec.count = n;
@@ -234,7 +233,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => v * 3600.0,
         _ => return Err(bad()),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 30.0 * 24.0 * 3600.0 {
+    if !secs.is_finite() || !(0.0..=30.0 * 24.0 * 3600.0).contains(&secs) {
         return Err(format!("'{s}' is out of range (0 to 30 days)"));
     }
     Ok(Duration::from_secs_f64(secs))
