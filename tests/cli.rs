@@ -281,61 +281,46 @@ fn env_cwd_and_ready_line_with_lines_protocol() {
     assert_eq!(got, format!("hello=world\n{}\n", dir.display()));
 }
 
+/// Assert the exit status and that stderr names every one of `needles`.
+fn fails(out: &Output, code: i32, needles: &[&str]) {
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{e}");
+    for n in needles {
+        assert!(e.contains(n), "{n:?} not in {e}");
+    }
+}
+
 #[test]
 fn configuration_errors_exit_2_and_name_the_problem() {
     let reg = write_file(
         "reg.json",
         r#"{"tools": {"bc": {"command": ["bc", "-q"]}, "echo": {"command": ["cat"]}}}"#,
     );
-    let out = cli(
-        &["run", "--registry", reg.to_str().unwrap(), "--tool", "nope"],
-        "1\n",
-    );
-    let e = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(
-        e.contains("unknown tool 'nope'") && e.contains("bc, echo"),
-        "{e}"
-    );
+    let reg = reg.to_str().unwrap();
+    let unknown = cli(&["run", "--registry", reg, "--tool", "nope"], "1\n");
+    fails(&unknown, 2, &["unknown tool 'nope'", "bc, echo"]);
 
     let bad = write_file(
         "bad-spec.json",
         r#"{"command": ["bc"], "startup": {"timeout_ms": "soon"}}"#,
     );
     let out = cli(&["run", "--spec", bad.to_str().unwrap()], "1\n");
-    let e = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(
-        e.contains("startup.timeout_ms") && e.contains("bad-spec.json"),
-        "{e}"
+    fails(&out, 2, &["startup.timeout_ms", "bad-spec.json"]);
+
+    let missing = "/no/such/registry.json";
+    let out = cli(&["run", "--registry", missing, "--tool", "bc"], "");
+    fails(&out, 2, &[missing]);
+
+    fails(
+        &cli(&["run", "--", "/no/such/tool"], ""),
+        2,
+        &["/no/such/tool"],
     );
-
-    let out = cli(
-        &[
-            "run",
-            "--registry",
-            "/no/such/registry.json",
-            "--tool",
-            "bc",
-        ],
-        "",
-    );
-    let e = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(e.contains("/no/such/registry.json"), "{e}");
-
-    let out = cli(&["run", "--", "/no/such/tool"], "");
-    let e = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(e.contains("/no/such/tool"), "{e}");
-
-    let out = cli(&["run"], "");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no tool given"));
-
+    fails(&cli(&["run"], ""), 2, &["no tool given"]);
     let out = cli(&["run", "--protocol", "xml", "--", "cat"], "");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not a protocol"));
+    fails(&out, 2, &["not a protocol"]);
+    let out = cli(&["run", "--in-flight", "4", "--", "cat"], "");
+    fails(&out, 2, &["max_in_flight", "--in-flight"]);
 }
 
 /// Run the command with stderr on a pseudo-terminal; everything written to the terminal.
@@ -428,42 +413,41 @@ fn progress_is_drawn_on_a_terminal_and_not_when_piped() {
     );
 }
 
+/// Every pid with `file` of /proc/<pid>/ as text (processes that vanish are skipped).
+fn procs(file: &str) -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let data = std::fs::read(format!("/proc/{pid}/{file}")).ok()?;
+            Some((pid, String::from_utf8_lossy(&data).into_owned()))
+        })
+        .collect()
+}
+
 /// Processes whose parent is `pid`.
 fn children_of(pid: i32) -> Vec<Seen> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.get(1).and_then(|v| v.parse::<i32>().ok()) == Some(pid) {
-            out.push(Seen::of(p));
-        }
-    }
-    out
+    procs("stat")
+        .into_iter()
+        .filter(|(_, stat)| {
+            // pid (comm) state ppid ...
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            ppid == Some(pid)
+        })
+        .map(|(p, _)| Seen::of(p))
+        .collect()
 }
 
 /// Live processes whose command line contains `marker`.
 fn with_marker(marker: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmd).contains(marker) && Seen::of(p).alive() {
-            out.push(p);
-        }
-    }
-    out
+    procs("cmdline")
+        .into_iter()
+        .filter(|(p, cmd)| cmd.contains(marker) && Seen::of(*p).alive())
+        .map(|(p, _)| p)
+        .collect()
 }
 
 fn start_endless(args: &[&str]) -> (Child, std::thread::JoinHandle<u64>) {
@@ -597,12 +581,7 @@ fn check_good_and_bad_registries() {
         r#"{"tools": {"bc": {"command": ["bc"]}, "slow": {"command": ["bc"], "restart": {"policy": "sometimes"}}}}"#,
     );
     let out = cli(&["check", broken.to_str().unwrap()], "");
-    let e = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(
-        e.contains("tool 'slow'") && e.contains("restart.policy"),
-        "{e}"
-    );
+    fails(&out, 2, &["tool 'slow'", "restart.policy"]);
 
     let missing = write_file(
         "missing.json",
