@@ -391,6 +391,21 @@ fn progress_is_drawn_on_a_terminal_and_not_when_piped() {
     assert!(term.contains('\x1b') || term.contains('\r'), "{term:?}");
     assert!(term.contains("30 requests, 30 ok, 0 failed"), "{term:?}");
 
+    // From a file the total is known: done/total.
+    let file = write_file("progress.txt", &input);
+    let args = [
+        "run",
+        "-n",
+        "2",
+        "-i",
+        file.to_str().unwrap(),
+        "--",
+        testtool(),
+    ];
+    let (code, _, term) = under_pty(&args, "");
+    assert_eq!(code, Some(0), "{term}");
+    assert!(term.contains("/30 rows"), "no total drawn: {term:?}");
+
     // --progress never on a terminal: only the summary.
     let args = ["run", "-n", "2", "--progress", "never", "--", testtool()];
     let (code, _, term) = under_pty(&args, &input);

@@ -33,7 +33,7 @@ pub struct BenchArgs {
     pub input: Option<PathBuf>,
 
     /// Pooled calls to make, going round the sample as often as needed [default: the
-    /// sample's length].
+    /// sample's length, at least 100 and at most 1000].
     #[arg(long, value_name = "N")]
     pub calls: Option<usize>,
 
@@ -82,7 +82,7 @@ pub fn main(args: BenchArgs) -> Result<i32, Fatal> {
     let spec = args.tool.spec()?;
     signals::exit_on_signal(signals::install());
     let sample = read_sample(args.input.as_deref())?;
-    let calls = args.calls.unwrap_or(sample.len()).max(1);
+    let calls = args.calls.unwrap_or(sample.len().clamp(100, 1000)).max(1);
     let width = spec.count * spec.max_in_flight;
 
     // The slow side's spec: one process per call, never a pool.
