@@ -221,38 +221,7 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
         output_closed: false,
         write_error: None,
     };
-    let mut next: u64 = 0;
-    let mut pending: HashMap<u64, Outcome> = HashMap::new();
-    let tick = crossbeam_channel::tick(Duration::from_millis(200));
-    let mut total_set = false;
-    loop {
-        let d = select! {
-            recv(done_rx) -> d => match d { Ok(d) => Some(d), Err(_) => break },
-            recv(tick) -> _ => None,
-        };
-        if !total_set && shared.eof.load(Relaxed) {
-            total_set = true;
-            progress.set_total(shared.read.load(Relaxed));
-        }
-        let Some(d) = d else { continue };
-        if args.unordered {
-            w.row(d.seq, d.outcome);
-            let _ = credit_tx.try_send(());
-        } else {
-            pending.insert(d.seq, d.outcome);
-            while let Some(o) = pending.remove(&next) {
-                w.row(next, o);
-                next += 1;
-                let _ = credit_tx.try_send(());
-            }
-        }
-        if w.output_closed {
-            shared.stop.store(true, Relaxed);
-        }
-        if done_rx.is_empty() {
-            w.flush();
-        }
-    }
+    write_rows(&mut w, &done_rx, &credit_tx, &shared, args.unordered);
     w.flush();
     let _ = reader.join();
     for h in workers {
@@ -267,27 +236,7 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     let sig = interrupts.signal();
     let read_error = shared.read_error.lock().take();
     if !args.quiet {
-        let rows = w.ok + w.failed;
-        let mut s = format!(
-            "toolpool: {rows} requests, {} ok, {} failed",
-            w.ok, w.failed
-        );
-        if let (Some(p50), Some(p99)) = (w.latency.quantile_ms(0.5), w.latency.quantile_ms(0.99)) {
-            s += &format!(", p50 {} ms, p99 {} ms", stats::ms(p50), stats::ms(p99));
-        }
-        let secs = elapsed.as_secs_f64().max(1e-9);
-        s += &format!(
-            ", {} calls/s, {} restarts, {}/{} instances used, {:.2} s",
-            stats::rate(rows as f64 / secs),
-            metrics.restarts,
-            w.used.iter().filter(|u| **u).count(),
-            w.used.len(),
-            elapsed.as_secs_f64()
-        );
-        if sig != 0 {
-            s += &format!("; interrupted, {} read but not run", w.skipped);
-        }
-        eprintln!("{s}");
+        eprintln!("{}", w.summary(elapsed, metrics.restarts, sig != 0));
     }
     if let Some(e) = &read_error {
         eprintln!("toolpool: reading the input failed: {e}");
@@ -304,6 +253,50 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     } else {
         EXIT_OK
     })
+}
+
+/// Write the rows as they come back (in input order unless `unordered`), giving a credit
+/// back for each row written, until every worker is done.
+fn write_rows(
+    w: &mut Writer,
+    done_rx: &Receiver<Done>,
+    credit_tx: &Sender<()>,
+    shared: &Shared,
+    unordered: bool,
+) {
+    let mut next: u64 = 0;
+    let mut pending: HashMap<u64, Outcome> = HashMap::new();
+    let tick = crossbeam_channel::tick(Duration::from_millis(200));
+    let mut total_set = false;
+    loop {
+        let d = select! {
+            recv(done_rx) -> d => match d { Ok(d) => Some(d), Err(_) => break },
+            recv(tick) -> _ => None,
+        };
+        if !total_set && shared.eof.load(Relaxed) {
+            total_set = true;
+            w.progress.set_total(shared.read.load(Relaxed));
+        }
+        let Some(d) = d else { continue };
+        if unordered {
+            w.row(d.seq, d.outcome);
+            let _ = credit_tx.try_send(());
+        } else {
+            pending.insert(d.seq, d.outcome);
+            while let Some(o) = pending.remove(&next) {
+                w.row(next, o);
+                next += 1;
+                let _ = credit_tx.try_send(());
+            }
+        }
+        if w.output_closed || w.write_error.is_some() {
+            // Nowhere to write: stop reading, finish what runs.
+            shared.stop.store(true, Relaxed);
+        }
+        if done_rx.is_empty() {
+            w.flush();
+        }
+    }
 }
 
 /// What the signals did: the first stops the run (and, while the pool is starting, kills
@@ -387,6 +380,30 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
+    /// The summary line: requests, ok, failed, p50/p99, calls/s, restarts, instances used.
+    fn summary(&self, elapsed: Duration, restarts: u64, interrupted: bool) -> String {
+        let rows = self.ok + self.failed;
+        let mut s = format!(
+            "toolpool: {rows} requests, {} ok, {} failed",
+            self.ok, self.failed
+        );
+        let q = |q| self.latency.quantile_ms(q);
+        if let (Some(p50), Some(p99)) = (q(0.5), q(0.99)) {
+            s += &format!(", p50 {} ms, p99 {} ms", stats::ms(p50), stats::ms(p99));
+        }
+        s += &format!(
+            ", {} calls/s, {restarts} restarts, {}/{} instances used, {:.2} s",
+            stats::rate(rows as f64 / elapsed.as_secs_f64().max(1e-9)),
+            self.used.iter().filter(|u| **u).count(),
+            self.used.len(),
+            elapsed.as_secs_f64()
+        );
+        if interrupted {
+            s += &format!("; interrupted, {} read but not run", self.skipped);
+        }
+        s
+    }
+
     fn row(&mut self, seq: u64, outcome: Outcome) {
         let Outcome::Ran {
             result,
