@@ -564,6 +564,51 @@ fn sigterm_and_a_quiet_pipe_also_stop_cleanly() {
 }
 
 #[test]
+fn ctrl_c_while_the_pool_starts_ends_the_start() {
+    let marker = format!("cli-start-{}", std::process::id());
+    let mut child = Command::new(toolpool())
+        .args([
+            "run",
+            "-n",
+            "2",
+            "--ready-line",
+            "R",
+            "--startup-timeout",
+            "60s",
+        ])
+        .args([
+            "--",
+            testtool(),
+            "--start-delay-ms",
+            "30000",
+            "--ready",
+            "R",
+        ])
+        .args(["--prefix", &marker])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    assert!(eventually(Duration::from_secs(20), || children_of(pid)
+        .len()
+        >= 2));
+    let kids = children_of(pid);
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let t0 = Instant::now();
+    let stdin = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    fails(&out, 130, &["interrupted while starting"]);
+    assert!(eventually(Duration::from_secs(5), || kids
+        .iter()
+        .all(|k| !k.alive())));
+    assert!(with_marker(&marker).is_empty());
+}
+
+#[test]
 fn check_good_and_bad_registries() {
     let good = write_file(
         "good.json",
