@@ -126,9 +126,7 @@ pub fn main(args: BenchArgs) -> Result<i32, Fatal> {
         let line = &sample[k % sample.len()];
         // A one-shot run gets the request as the tool reads it: JSON-RPC framed if need be.
         let payload = if jsonrpc {
-            toolpool::rpc::encode_request(1, line)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .map_err(|e| e.to_string())?
+            rpc_frame(line)?
         } else {
             line.clone()
         };
@@ -169,6 +167,20 @@ pub fn main(args: BenchArgs) -> Result<i32, Fatal> {
     } else {
         EXIT_OK
     })
+}
+
+/// `{"method": ..., "params": ...}` as the JSON-RPC 2.0 request line a tool reads.
+fn rpc_frame(line: &str) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("the sample line is not JSON: {e}"))?;
+    let Some(method) = v.get("method").and_then(|m| m.as_str()) else {
+        return Err("the sample line has no string \"method\"".into());
+    };
+    let mut req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method});
+    if let Some(p) = v.get("params") {
+        req["params"] = p.clone();
+    }
+    Ok(req.to_string())
 }
 
 fn speedup(x: f64) -> String {

@@ -32,7 +32,7 @@ pub fn main(args: CheckArgs) -> Result<i32, Fatal> {
         .registry
         .as_ref()
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|| toolpool::spec::REGISTRY_ENV.to_string());
+        .unwrap_or_else(|| "$TOOLPOOL_REGISTRY".to_string());
     println!("{shown}: valid, {} tool(s)", registry.tools.len());
     let mut bad = 0;
     for (id, spec) in &registry.tools {

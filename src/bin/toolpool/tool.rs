@@ -140,21 +140,18 @@ impl ToolArgs {
     }
 }
 
-/// A registry from `path`, or from `$TOOLPOOL_REGISTRY`.
+/// A registry from `path`, or from `$TOOLPOOL_REGISTRY` ([`Registry::from_env`]).
 pub fn load_registry(path: Option<&std::path::Path>) -> Result<Registry, Fatal> {
-    let path = match path {
-        Some(p) => p.to_path_buf(),
-        None => match std::env::var_os(toolpool::spec::REGISTRY_ENV) {
-            Some(p) => PathBuf::from(p),
-            None => {
-                return Err(Fatal::config(format!(
-                    "no registry: give --registry FILE (or set {})",
-                    toolpool::spec::REGISTRY_ENV
-                )))
-            }
-        },
+    let loaded = match path {
+        Some(p) => Registry::from_path(p),
+        None => Registry::from_env(),
     };
-    Registry::from_path(&path).map_err(|e| Fatal::config(e.to_string()))
+    loaded.map_err(|e| match path {
+        None if std::env::var_os("TOOLPOOL_REGISTRY").is_none() => {
+            Fatal::config("no registry: give --registry FILE (or set TOOLPOOL_REGISTRY)")
+        }
+        _ => Fatal::config(e.to_string()),
+    })
 }
 
 fn known(r: &Registry) -> String {
