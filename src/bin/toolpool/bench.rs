@@ -23,7 +23,14 @@ const MAX_SAMPLE: usize = 100_000;
 /// `pooled 0.21 ms, spawn per call 9.4 ms: 45x`. The pool's start-up is timed on its own
 /// (it is paid once).
 #[derive(Args, Debug)]
-#[command(after_help = crate::AFTER_HELP)]
+#[command(after_help = "\
+Exit status: 0 every call succeeded; 1 some calls failed (the first error is shown); 2 usage
+or configuration error; 130 interrupted (every tool process is killed).
+
+Examples:
+  seq 200 | sed 's/$/*3/' | toolpool bench -n 2 -- bc -q
+  toolpool bench --input calls.jsonl --protocol jsonrpc --spawn-calls 10 -- python3 tool.py
+  toolpool bench --registry tools.json --tool bc --input exprs.txt")]
 pub struct BenchArgs {
     #[command(flatten)]
     pub tool: ToolArgs,

@@ -13,7 +13,13 @@ use toolpool::{Pool, Protocol, RestartPolicy, ToolSpec};
 /// report says whether it became ready and how long it took; exit status 1 if one did
 /// not.
 #[derive(Args, Debug)]
-#[command(after_help = crate::AFTER_HELP)]
+#[command(after_help = "\
+Exit status: 0 the registry is valid (and, with --start, every tool became ready); 1 a tool
+did not start; 2 the registry is invalid or missing (the message names the tool and key).
+
+Examples:
+  toolpool check tools.json
+  TOOLPOOL_REGISTRY=tools.json toolpool check --start")]
 pub struct CheckArgs {
     /// The registry file [default: $TOOLPOOL_REGISTRY].
     #[arg(value_name = "REGISTRY")]
