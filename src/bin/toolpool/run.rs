@@ -32,6 +32,8 @@ use toolpool::{Error, Pool, Protocol, ServedBy};
 
 /// Exit status when the output was closed (128 + SIGPIPE).
 const EXIT_OUTPUT_CLOSED: i32 = 141;
+/// Longest input line taken as a request; a longer one is an error row (and is not held).
+const MAX_INPUT_LINE: usize = 64 << 20;
 /// Error lines printed on stderr (without --jsonl) before the rest are only counted.
 const MAX_ERRORS_SHOWN: u64 = 10;
 
@@ -95,7 +97,8 @@ pub struct RunArgs {
 /// One input line to run.
 struct Job {
     seq: u64,
-    line: Vec<u8>,
+    /// The line, or its length when longer than [`MAX_INPUT_LINE`] (then not kept).
+    line: Result<Vec<u8>, usize>,
 }
 
 /// What became of a job.
@@ -595,7 +598,16 @@ fn work(
     }
 }
 
-fn request(pool: &Pool, line: &[u8], timeout: Duration) -> Result<toolpool::Reply, Error> {
+fn request(
+    pool: &Pool,
+    line: &Result<Vec<u8>, usize>,
+    timeout: Duration,
+) -> Result<toolpool::Reply, Error> {
+    let line = line.as_ref().map_err(|len| {
+        Error::InvalidArgument(format!(
+            "the input line is {len} bytes, longer than {MAX_INPUT_LINE}"
+        ))
+    })?;
     let text = std::str::from_utf8(line)
         .map_err(|e| Error::InvalidArgument(format!("the input line is not valid UTF-8 ({e})")))?;
     pool.request(text, timeout)
@@ -652,33 +664,51 @@ impl Input {
         )
     }
 
-    /// The next line (without its newline and a trailing CR) into `line`; false at the
-    /// end of the input or when `stop` is set.
-    fn next_line(&mut self, line: &mut Vec<u8>, stop: &AtomicBool) -> std::io::Result<bool> {
-        line.clear();
+    /// The next line (without its newline and a trailing CR): the line, or its length
+    /// when longer than [`MAX_INPUT_LINE`] (read through, not kept); None at the end of the
+    /// input or when `stop` is set.
+    fn next_line(&mut self, stop: &AtomicBool) -> std::io::Result<Option<Result<Vec<u8>, usize>>> {
+        let mut line = Vec::new();
+        let mut len = 0usize;
+        let mut take = |line: &mut Vec<u8>, piece: &[u8]| {
+            len += piece.len();
+            if len <= MAX_INPUT_LINE {
+                line.extend_from_slice(piece);
+            } else {
+                *line = Vec::new();
+            }
+            len
+        };
         loop {
             if let Some(k) = self.buf[self.start..self.end]
                 .iter()
                 .position(|&b| b == b'\n')
             {
-                line.extend_from_slice(&self.buf[self.start..self.start + k]);
+                let len = take(&mut line, &self.buf[self.start..self.start + k]);
                 self.start += k + 1;
+                if len > MAX_INPUT_LINE {
+                    return Ok(Some(Err(len)));
+                }
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                return Ok(true);
+                return Ok(Some(Ok(line)));
             }
-            line.extend_from_slice(&self.buf[self.start..self.end]);
+            let len = take(&mut line, &self.buf[self.start..self.end]);
             self.start = 0;
             self.end = 0;
             if self.eof {
                 // A last line without a newline still counts.
-                return Ok(!line.is_empty());
+                return Ok(match len {
+                    0 => None,
+                    n if n > MAX_INPUT_LINE => Some(Err(n)),
+                    _ => Some(Ok(line)),
+                });
             }
             // Wait until readable, looking at `stop` every 100 ms.
             loop {
                 if stop.load(Relaxed) {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let mut pfd = libc::pollfd {
                     fd: self.fd(),
@@ -728,15 +758,14 @@ fn read_input(mut input: Input, credits: Receiver<()>, jobs: Sender<Job>, shared
                 break;
             }
         }
-        let mut line = Vec::new();
-        match input.next_line(&mut line, &shared.stop) {
-            Ok(true) => {}
-            Ok(false) => break,
+        let line = match input.next_line(&shared.stop) {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
             Err(e) => {
                 *shared.read_error.lock() = Some(e.to_string());
                 break;
             }
-        }
+        };
         if jobs.send(Job { seq, line }).is_err() {
             return;
         }
