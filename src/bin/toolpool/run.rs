@@ -43,9 +43,10 @@ const MAX_ERRORS_SHOWN: u64 = 10;
 /// (stdout, or --output), in input order unless --unordered. Input is read as it comes
 /// (an endless pipe works) and at most --max-pending lines are held at once. A failed row
 /// is an empty output line plus a message on stderr, or an error object with --jsonl.
-/// Ctrl-C stops reading, lets the requests in flight finish (there is no cancellation
-/// yet), writes their rows, prints the summary, stops every tool process and exits 130; a
-/// second Ctrl-C stops the tools at once.
+/// Ctrl-C stops reading, lets the requests in flight finish (the library has no
+/// cancellation yet; a later version will cancel them), writes their rows, prints the
+/// summary, stops every tool process and exits 130; a second Ctrl-C stops the tools at
+/// once.
 #[derive(Args, Debug)]
 #[command(after_help = crate::AFTER_HELP)]
 pub struct RunArgs {
