@@ -32,6 +32,8 @@ use toolpool::{Error, Pool, Protocol, ServedBy};
 
 /// Exit status when the output was closed (128 + SIGPIPE).
 const EXIT_OUTPUT_CLOSED: i32 = 141;
+/// Most requests run at once (one thread each), whatever -n × --in-flight says.
+const MAX_WORKERS: usize = 1024;
 /// Longest input line taken as a request; a longer one is an error row (and is not held).
 const MAX_INPUT_LINE: usize = 64 << 20;
 /// Error lines printed on stderr (without --jsonl) before the rest are only counted.
@@ -176,7 +178,7 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     interrupts.set_pool(&pool);
     progress.status("errors: 0");
     let started = Instant::now();
-    let width = pool.len() * pool.spec().max_in_flight;
+    let width = (pool.len() * pool.spec().max_in_flight).min(MAX_WORKERS);
     let window = args.max_pending.unwrap_or((width * 8).max(64)).max(1);
 
     let (credit_tx, credit_rx) = bounded::<()>(window);
@@ -805,4 +807,43 @@ fn count_lines_later(path: PathBuf, set: Box<dyn FnOnce(u64) + Send>) {
             }
             set(n);
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(data: &[u8]) -> Vec<Result<Vec<u8>, usize>> {
+        let path = std::env::temp_dir().join(format!(
+            "toolpool-run-input-{}-{}",
+            std::process::id(),
+            data.len()
+        ));
+        std::fs::write(&path, data).unwrap();
+        let mut input = Input::open(Some(&path)).unwrap();
+        let stop = AtomicBool::new(false);
+        let mut out = Vec::new();
+        while let Some(l) = input.next_line(&stop).unwrap() {
+            out.push(l);
+        }
+        std::fs::remove_file(&path).unwrap();
+        out
+    }
+
+    #[test]
+    fn input_lines() {
+        let ok = |s: &str| Ok(s.as_bytes().to_vec());
+        assert_eq!(
+            lines_of(b"a\r\n\nb\nlast"),
+            vec![ok("a"), ok(""), ok("b"), ok("last")]
+        );
+        assert_eq!(lines_of(b"x\n"), vec![ok("x")]);
+        assert!(lines_of(b"").is_empty());
+        // Lines across the 64 KiB read buffer stay whole.
+        let long = "y".repeat(200_000);
+        assert_eq!(
+            lines_of(format!("{long}\nz\n").as_bytes()),
+            vec![ok(&long), ok("z")]
+        );
+    }
 }
