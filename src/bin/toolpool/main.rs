@@ -7,10 +7,16 @@
 //!
 //! Built only with the `cli` feature (clap and indicatif are not dependencies of the
 //! library). Uses the library's public API only.
+//!
+//! Modules: `tool` (which tool: flags to a spec), `run` (threads, ordering, backpressure,
+//! Ctrl-C) with `input` (line reading) and `rows` (output and counts), `bench`, `check`,
+//! `progress` (the bar), `stats` (latency quantiles), `signals` (SIGINT/SIGTERM).
 
 mod bench;
 mod check;
+mod input;
 mod progress;
+mod rows;
 mod run;
 mod signals;
 mod stats;
@@ -24,8 +30,6 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 /// Exit status: usage or configuration error (unknown tool, bad spec, missing registry).
 pub const EXIT_CONFIG: i32 = 2;
-/// Exit status: interrupted by SIGINT (128 + 2).
-pub const EXIT_INTERRUPTED: i32 = 130;
 
 const AFTER_HELP: &str = "\
 Exit status: 0 every request succeeded; 1 some failed (the rest still ran); 2 usage or

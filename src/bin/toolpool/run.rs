@@ -14,30 +14,25 @@
 //! status is 130. A second Ctrl-C shuts the pool down at once, which fails what is still in
 //! flight.
 
+use crate::input::{count_lines_later, Input, MAX_INPUT_LINE};
 use crate::progress::{Progress, When};
-use crate::stats::{self, Histogram};
+use crate::rows::{Format, Writer};
 use crate::tool::{parse_duration, ToolArgs};
 use crate::{signals, Fatal, EXIT_FAILED, EXIT_OK};
 use clap::Args;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
-use serde_json::{json, value::RawValue, Value};
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use toolpool::{Error, Pool, Protocol, ServedBy};
+use toolpool::{Error, Pool, Protocol};
 
 /// Exit status when the output was closed (128 + SIGPIPE).
 const EXIT_OUTPUT_CLOSED: i32 = 141;
 /// Most requests run at once (one thread each), whatever -n × --in-flight says.
 const MAX_WORKERS: usize = 1024;
-/// Longest input line taken as a request; a longer one is an error row (and is not held).
-const MAX_INPUT_LINE: usize = 64 << 20;
-/// Error lines printed on stderr (without --jsonl) before the rest are only counted.
-const MAX_ERRORS_SHOWN: u64 = 10;
 
 /// Run every input line through a pool of warm instances of a tool.
 ///
@@ -105,7 +100,7 @@ struct Job {
 }
 
 /// What became of a job.
-enum Outcome {
+pub enum Outcome {
     /// It ran: its result, time taken (all attempts) and attempts.
     Ran {
         result: Result<toolpool::Reply, Error>,
@@ -212,21 +207,13 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
         .collect();
     drop((job_rx, done_tx));
 
-    let mut w = Writer {
-        out: &mut out,
+    let format = Format {
         jsonl: args.jsonl,
         jsonrpc,
         quiet: args.quiet,
-        progress: &progress,
         suspend_for_output: output_is_tty && progress.drawn(),
-        latency: Histogram::default(),
-        ok: 0,
-        failed: 0,
-        skipped: 0,
-        used: vec![false; pool.len()],
-        output_closed: false,
-        write_error: None,
     };
+    let mut w = Writer::new(&mut out, format, &progress, pool.len());
     write_rows(&mut w, &done_rx, &credit_tx, &shared, args.unordered);
     w.flush();
     let _ = reader.join();
@@ -368,199 +355,6 @@ impl Interrupts {
     }
 }
 
-/// Writes rows and keeps the counts.
-struct Writer<'a> {
-    out: &'a mut Box<dyn Write>,
-    jsonl: bool,
-    jsonrpc: bool,
-    quiet: bool,
-    progress: &'a Progress,
-    suspend_for_output: bool,
-    latency: Histogram,
-    ok: u64,
-    failed: u64,
-    skipped: u64,
-    used: Vec<bool>,
-    output_closed: bool,
-    write_error: Option<String>,
-}
-
-impl Writer<'_> {
-    /// The summary line: requests, ok, failed, p50/p99, calls/s, restarts, instances used.
-    fn summary(&self, elapsed: Duration, restarts: u64, interrupted: bool) -> String {
-        let rows = self.ok + self.failed;
-        let mut s = format!(
-            "toolpool: {rows} requests, {} ok, {} failed",
-            self.ok, self.failed
-        );
-        let q = |q| self.latency.quantile_ms(q);
-        if let (Some(p50), Some(p99)) = (q(0.5), q(0.99)) {
-            s += &format!(", p50 {} ms, p99 {} ms", stats::ms(p50), stats::ms(p99));
-        }
-        s += &format!(
-            ", {} calls/s, {restarts} restarts, {}/{} instances used, {:.2} s",
-            stats::rate(rows as f64 / elapsed.as_secs_f64().max(1e-9)),
-            self.used.iter().filter(|u| **u).count(),
-            self.used.len(),
-            elapsed.as_secs_f64()
-        );
-        if interrupted {
-            s += &format!("; interrupted, {} read but not run", self.skipped);
-        }
-        s
-    }
-
-    fn row(&mut self, seq: u64, outcome: Outcome) {
-        let Outcome::Ran {
-            result,
-            took,
-            attempts,
-        } = outcome
-        else {
-            self.skipped += 1;
-            return;
-        };
-        self.latency.record(took);
-        let line_no = seq + 1;
-        let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
-        let mut text = match &result {
-            Ok(reply) => {
-                self.ok += 1;
-                if let Some(i) = reply.instance {
-                    if let Some(u) = self.used.get_mut(i) {
-                        *u = true;
-                    }
-                }
-                if self.jsonl {
-                    let mut o = format!(
-                        "{{\"line\":{line_no},\"ok\":true,\"reply\":{},\"instance\":{}",
-                        self.reply_value(&reply.text),
-                        json!(reply.instance)
-                    );
-                    if reply.served_by == ServedBy::Oneshot {
-                        o += ",\"served_by\":\"oneshot\"";
-                    }
-                    o += &format!(",\"ms\":{}", json!(ms));
-                    if attempts > 1 {
-                        o += &format!(",\"attempts\":{attempts}");
-                    }
-                    o + "}"
-                } else {
-                    reply.text.clone()
-                }
-            }
-            Err(e) => {
-                self.failed += 1;
-                if self.jsonl {
-                    let mut o = format!(
-                        "{{\"line\":{line_no},\"ok\":false,\"error\":{},\"ms\":{}",
-                        error_json(e),
-                        json!(ms)
-                    );
-                    if attempts > 1 {
-                        o += &format!(",\"attempts\":{attempts}");
-                    }
-                    o + "}"
-                } else {
-                    if !self.quiet && self.failed <= MAX_ERRORS_SHOWN {
-                        let msg = format!("toolpool: line {line_no}: {e}");
-                        self.progress.suspend(|| eprintln!("{msg}"));
-                        if self.failed == MAX_ERRORS_SHOWN {
-                            self.progress.suspend(|| {
-                                eprintln!("toolpool: further errors are only counted (--jsonl has every one)")
-                            });
-                        }
-                    }
-                    String::new()
-                }
-            }
-        };
-        self.progress.row_done(self.failed, result.is_err());
-        if self.output_closed || self.write_error.is_some() {
-            return;
-        }
-        text.push('\n');
-        let res = if self.suspend_for_output {
-            let out = &mut *self.out;
-            self.progress
-                .suspend(|| out.write_all(text.as_bytes()).and_then(|_| out.flush()))
-        } else {
-            self.out.write_all(text.as_bytes())
-        };
-        self.note(res);
-    }
-
-    fn reply_value(&self, text: &str) -> Value {
-        if self.jsonrpc {
-            if let Ok(raw) = RawValue::from_string(text.to_string()) {
-                if let Ok(v) = serde_json::to_value(&raw) {
-                    return v;
-                }
-            }
-        }
-        Value::String(text.to_string())
-    }
-
-    fn flush(&mut self) {
-        if !self.output_closed && self.write_error.is_none() {
-            let res = self.out.flush();
-            self.note(res);
-        }
-    }
-
-    fn note(&mut self, res: std::io::Result<()>) {
-        if let Err(e) = res {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                self.output_closed = true;
-            } else {
-                self.write_error = Some(e.to_string());
-            }
-        }
-    }
-}
-
-/// The JSON form of an error: code and name as in the C API, and the message; a tool's
-/// own error also carries its code and data.
-fn error_json(e: &Error) -> String {
-    let mut o = format!(
-        "{{\"code\":{},\"name\":\"{}\",\"message\":{}",
-        e.code(),
-        error_name(e.code()),
-        json!(e.to_string())
-    );
-    if let Error::Tool { code, data, .. } = e {
-        o += &format!(",\"tool_code\":{code}");
-        if let Some(d) = data {
-            let v: Value = serde_json::from_str(d).unwrap_or_else(|_| json!(d));
-            o += &format!(",\"data\":{v}");
-        }
-    }
-    o + "}"
-}
-
-/// The C status name of an error code, lower case without the prefix.
-fn error_name(code: i32) -> &'static str {
-    match code {
-        1 => "invalid_argument",
-        2 => "not_found",
-        3 => "spawn_failed",
-        4 => "timeout",
-        5 => "dead",
-        6 => "saturated",
-        7 => "shut_down",
-        8 => "limit_reached",
-        9 => "protocol_error",
-        10 => "tool_error",
-        11 => "config",
-        12 => "index_out_of_range",
-        13 => "queue_full",
-        14 => "failed",
-        15 => "unavailable",
-        16 => "io",
-        _ => "error",
-    }
-}
-
 fn work(
     pool: &Pool,
     jobs: &Receiver<Job>,
@@ -616,139 +410,6 @@ fn request(
     pool.request(text, timeout)
 }
 
-/// The input: a file or stdin, read in pieces with a poll first so that a stop request is
-/// seen within 100 ms even when nothing arrives.
-struct Input {
-    file: Option<std::fs::File>,
-    path: Option<PathBuf>,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    eof: bool,
-}
-
-impl Input {
-    fn open(path: Option<&std::path::Path>) -> Result<Input, Fatal> {
-        let file = match path {
-            Some(p) => Some(
-                std::fs::File::open(p)
-                    .map_err(|e| Fatal::config(format!("cannot open {}: {e}", p.display())))?,
-            ),
-            None => None,
-        };
-        Ok(Input {
-            file,
-            path: path.map(|p| p.to_path_buf()),
-            buf: vec![0; 64 * 1024],
-            start: 0,
-            end: 0,
-            eof: false,
-        })
-    }
-
-    fn fd(&self) -> RawFd {
-        self.file.as_ref().map_or(0, |f| f.as_raw_fd())
-    }
-
-    /// A path to count the lines of when the input is a regular file.
-    fn regular_file_path(&self) -> Option<PathBuf> {
-        // SAFETY: fstat fills a stat for a valid fd.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(self.fd(), &mut st) } != 0 {
-            return None;
-        }
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return None;
-        }
-        Some(
-            self.path
-                .clone()
-                .unwrap_or_else(|| "/proc/self/fd/0".into()),
-        )
-    }
-
-    /// The next line (without its newline and a trailing CR): the line, or its length
-    /// when longer than [`MAX_INPUT_LINE`] (read through, not kept); None at the end of the
-    /// input or when `stop` is set.
-    fn next_line(&mut self, stop: &AtomicBool) -> std::io::Result<Option<Result<Vec<u8>, usize>>> {
-        let mut line = Vec::new();
-        let mut len = 0usize;
-        let mut take = |line: &mut Vec<u8>, piece: &[u8]| {
-            len += piece.len();
-            if len <= MAX_INPUT_LINE {
-                line.extend_from_slice(piece);
-            } else {
-                *line = Vec::new();
-            }
-            len
-        };
-        loop {
-            if let Some(k) = self.buf[self.start..self.end]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
-                let len = take(&mut line, &self.buf[self.start..self.start + k]);
-                self.start += k + 1;
-                if len > MAX_INPUT_LINE {
-                    return Ok(Some(Err(len)));
-                }
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Ok(Some(Ok(line)));
-            }
-            let len = take(&mut line, &self.buf[self.start..self.end]);
-            self.start = 0;
-            self.end = 0;
-            if self.eof {
-                // A last line without a newline still counts.
-                return Ok(match len {
-                    0 => None,
-                    n if n > MAX_INPUT_LINE => Some(Err(n)),
-                    _ => Some(Ok(line)),
-                });
-            }
-            // Wait until readable, looking at `stop` every 100 ms.
-            loop {
-                if stop.load(Relaxed) {
-                    return Ok(None);
-                }
-                let mut pfd = libc::pollfd {
-                    fd: self.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: poll on one valid pollfd.
-                let n = unsafe { libc::poll(&mut pfd, 1, 100) };
-                if n > 0 {
-                    break;
-                }
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() != std::io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-            }
-            // SAFETY: read into our buffer, within its length.
-            let n = unsafe { libc::read(self.fd(), self.buf.as_mut_ptr().cast(), self.buf.len()) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted
-                    || e.kind() == std::io::ErrorKind::WouldBlock
-                {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                self.eof = true;
-            }
-            self.end = n as usize;
-        }
-    }
-}
-
 fn read_input(mut input: Input, credits: Receiver<()>, jobs: Sender<Job>, shared: &Shared) {
     let mut seq = 0u64;
     loop {
@@ -777,73 +438,5 @@ fn read_input(mut input: Input, credits: Receiver<()>, jobs: Sender<Job>, shared
     }
     if !shared.stop.load(Relaxed) {
         shared.eof.store(true, Relaxed);
-    }
-}
-
-/// Count the lines of a regular file on a thread of its own, then report the total.
-fn count_lines_later(path: PathBuf, set: Box<dyn FnOnce(u64) + Send>) {
-    let _ = std::thread::Builder::new()
-        .name("toolpool-count".into())
-        .spawn(move || {
-            use std::io::Read;
-            let Ok(mut f) = std::fs::File::open(&path) else {
-                return;
-            };
-            let mut buf = vec![0u8; 256 * 1024];
-            let (mut n, mut last) = (0u64, b'\n');
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(k) => {
-                        n += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
-                        last = buf[k - 1];
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            }
-            if last != b'\n' {
-                n += 1;
-            }
-            set(n);
-        });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines_of(data: &[u8]) -> Vec<Result<Vec<u8>, usize>> {
-        let path = std::env::temp_dir().join(format!(
-            "toolpool-run-input-{}-{}",
-            std::process::id(),
-            data.len()
-        ));
-        std::fs::write(&path, data).unwrap();
-        let mut input = Input::open(Some(&path)).unwrap();
-        let stop = AtomicBool::new(false);
-        let mut out = Vec::new();
-        while let Some(l) = input.next_line(&stop).unwrap() {
-            out.push(l);
-        }
-        std::fs::remove_file(&path).unwrap();
-        out
-    }
-
-    #[test]
-    fn input_lines() {
-        let ok = |s: &str| Ok(s.as_bytes().to_vec());
-        assert_eq!(
-            lines_of(b"a\r\n\nb\nlast"),
-            vec![ok("a"), ok(""), ok("b"), ok("last")]
-        );
-        assert_eq!(lines_of(b"x\n"), vec![ok("x")]);
-        assert!(lines_of(b"").is_empty());
-        // Lines across the 64 KiB read buffer stay whole.
-        let long = "y".repeat(200_000);
-        assert_eq!(
-            lines_of(format!("{long}\nz\n").as_bytes()),
-            vec![ok(&long), ok("z")]
-        );
     }
 }
