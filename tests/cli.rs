@@ -538,74 +538,63 @@ fn ctrl_c_mid_run_finishes_in_flight_and_leaves_no_child() {
     assert!(!common::group_alive(pid, common::ticks_now()));
 }
 
-#[test]
-fn sigterm_and_a_quiet_pipe_also_stop_cleanly() {
-    // No input arrives at all: the reader must still notice the stop.
-    let marker = format!("cli-sigterm-{}", std::process::id());
+/// Start the command with `args` and an input pipe on which nothing arrives, wait for
+/// `kids` tool processes, send `sig`, and return its output once it has exited (within a
+/// generous bound), after checking that no tool process is left.
+fn signal_when_started(args: &[&str], marker: &str, kids: usize, sig: i32) -> Output {
     let mut child = Command::new(toolpool())
-        .args(["run", "-n", "1", "--", testtool(), "--prefix", &marker])
+        .args(args)
+        .args(["--prefix", marker])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
-    assert!(eventually(Duration::from_secs(20), || !children_of(pid).is_empty()));
-    let kids = children_of(pid);
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let stdin = child.stdin.take();
-    let out = child.wait_with_output().unwrap();
-    drop(stdin);
-    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
-    assert!(eventually(Duration::from_secs(5), || kids
-        .iter()
-        .all(|k| !k.alive())));
-    assert!(with_marker(&marker).is_empty());
-}
-
-#[test]
-fn ctrl_c_while_the_pool_starts_ends_the_start() {
-    let marker = format!("cli-start-{}", std::process::id());
-    let mut child = Command::new(toolpool())
-        .args([
-            "run",
-            "-n",
-            "2",
-            "--ready-line",
-            "R",
-            "--startup-timeout",
-            "60s",
-        ])
-        .args([
-            "--",
-            testtool(),
-            "--start-delay-ms",
-            "30000",
-            "--ready",
-            "R",
-        ])
-        .args(["--prefix", &marker])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    assert!(eventually(Duration::from_secs(20), || children_of(pid)
-        .len()
-        >= 2));
-    let kids = children_of(pid);
-    unsafe { libc::kill(pid, libc::SIGINT) };
+    let started = eventually(Duration::from_secs(20), || children_of(pid).len() >= kids);
+    assert!(started, "the tool processes did not start");
+    let seen = children_of(pid);
+    unsafe { libc::kill(pid, sig) };
     let t0 = Instant::now();
     let stdin = child.stdin.take();
     let out = child.wait_with_output().unwrap();
     drop(stdin);
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    let gone = eventually(Duration::from_secs(5), || seen.iter().all(|k| !k.alive()));
+    assert!(gone, "{seen:?}");
+    assert!(with_marker(marker).is_empty(), "{:?}", with_marker(marker));
+    out
+}
+
+#[test]
+fn sigterm_and_a_quiet_pipe_also_stop_cleanly() {
+    // No input arrives at all: the reader must still notice the stop.
+    let marker = format!("cli-sigterm-{}", std::process::id());
+    let args = ["run", "-n", "1", "--", testtool()];
+    let out = signal_when_started(&args, &marker, 1, libc::SIGTERM);
+    fails(&out, 143, &["0 requests"]);
+}
+
+#[test]
+fn ctrl_c_while_the_pool_starts_ends_the_start() {
+    let marker = format!("cli-start-{}", std::process::id());
+    let args = [
+        "run",
+        "-n",
+        "2",
+        "--ready-line",
+        "R",
+        "--startup-timeout",
+        "60s",
+        "--",
+        testtool(),
+        "--start-delay-ms",
+        "30000",
+        "--ready",
+        "R",
+    ];
+    let out = signal_when_started(&args, &marker, 2, libc::SIGINT);
     fails(&out, 130, &["interrupted while starting"]);
-    assert!(eventually(Duration::from_secs(5), || kids
-        .iter()
-        .all(|k| !k.alive())));
-    assert!(with_marker(&marker).is_empty());
 }
 
 #[test]
