@@ -10,7 +10,7 @@ use std::time::Duration;
 /// When to draw progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum When {
-    /// When stderr is a terminal.
+    /// When stderr is a terminal (and TERM is not "dumb").
     Auto,
     /// Even when stderr is not a terminal.
     Always,
@@ -106,7 +106,7 @@ impl Progress {
     /// A display for `when`; the total is not known yet.
     pub fn new(when: When) -> Progress {
         let drawn = match when {
-            When::Auto => isatty(2),
+            When::Auto => isatty(2) && std::env::var_os("TERM").is_none_or(|t| t != "dumb"),
             When::Always => true,
             When::Never => false,
         };
