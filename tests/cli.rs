@@ -538,11 +538,10 @@ fn ctrl_c_mid_run_finishes_in_flight_and_leaves_no_child() {
     assert!(!common::group_alive(pid, common::ticks_now()));
 }
 
-/// Start the command with `args` and an input pipe on which nothing arrives, wait for
-/// `kids` tool processes, send `sig`, and return its output once it has exited (within a
-/// generous bound), after checking that no tool process is left.
-fn signal_when_started(args: &[&str], marker: &str, kids: usize, sig: i32) -> Output {
-    let mut child = Command::new(toolpool())
+/// Start the command with `args` (the tool's last: `--prefix marker` is appended) and an
+/// input pipe; return once `kids` tool processes run, with them.
+fn started(args: &[&str], marker: &str, kids: usize) -> (Child, Vec<Seen>) {
+    let child = Command::new(toolpool())
         .args(args)
         .args(["--prefix", marker])
         .stdin(Stdio::piped())
@@ -551,10 +550,14 @@ fn signal_when_started(args: &[&str], marker: &str, kids: usize, sig: i32) -> Ou
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
-    let started = eventually(Duration::from_secs(20), || children_of(pid).len() >= kids);
-    assert!(started, "the tool processes did not start");
-    let seen = children_of(pid);
-    unsafe { libc::kill(pid, sig) };
+    let up = eventually(Duration::from_secs(20), || children_of(pid).len() >= kids);
+    assert!(up, "the tool processes did not start");
+    (child, children_of(pid))
+}
+
+/// Its output once the command has exited (within a generous bound), after checking that
+/// none of the tool processes `seen` (nor any with `marker`) is left.
+fn finished(mut child: Child, seen: &[Seen], marker: &str) -> Output {
     let t0 = Instant::now();
     let stdin = child.stdin.take();
     let out = child.wait_with_output().unwrap();
@@ -564,6 +567,14 @@ fn signal_when_started(args: &[&str], marker: &str, kids: usize, sig: i32) -> Ou
     assert!(gone, "{seen:?}");
     assert!(with_marker(marker).is_empty(), "{:?}", with_marker(marker));
     out
+}
+
+/// Start, wait for `kids` tool processes, send `sig` (nothing arrives on the input), and
+/// return the output.
+fn signal_when_started(args: &[&str], marker: &str, kids: usize, sig: i32) -> Output {
+    let (child, seen) = started(args, marker, kids);
+    unsafe { libc::kill(child.id() as i32, sig) };
+    finished(child, &seen, marker)
 }
 
 #[test]
@@ -595,6 +606,32 @@ fn ctrl_c_while_the_pool_starts_ends_the_start() {
     ];
     let out = signal_when_started(&args, &marker, 2, libc::SIGINT);
     fails(&out, 130, &["interrupted while starting"]);
+}
+
+#[test]
+fn a_second_ctrl_c_stops_requests_in_flight() {
+    let marker = format!("cli-second-{}", std::process::id());
+    let args = ["run", "-n", "2", "--jsonl", "--", testtool()];
+    let (mut child, seen) = started(&args, &marker, 2);
+    let pid = child.id() as i32;
+    // Two requests that never get a reply (the default timeout is a minute).
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hang\nhang\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    // The first Ctrl-C waits for what is in flight.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited at the first Ctrl-C"
+    );
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = finished(child, &seen, &marker);
+    drop(stdin);
+    fails(&out, 130, &["2 requests, 0 ok, 2 failed", "interrupted"]);
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["ok"] == false), "{rows:?}");
 }
 
 #[test]
