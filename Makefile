@@ -26,10 +26,10 @@ VALGRIND     := valgrind --quiet --error-exitcode=1 --leak-check=full --errors-f
 
 all: build
 
-# libtoolpool.so, libtoolpool.a, the test tool (target/release) and the uninstalled
-# target/pkgconfig/toolpool.pc.
+# libtoolpool.so, libtoolpool.a, the test tool and the toolpool command (target/release),
+# and the uninstalled target/pkgconfig/toolpool.pc.
 build:
-	$(CARGO) build --release --lib --bins
+	$(CARGO) build --release --lib --bins --features cli
 	@mkdir -p $(PC_DIR)
 	@sed -e 's|@PREFIX@|$(abspath .)|' -e 's|@LIBDIR@|$(abspath $(LIB_DIR))|' \
 	  -e 's|@INCLUDEDIR@|$(abspath include)|' -e 's|@VERSION@|$(VERSION)|' \
@@ -47,6 +47,7 @@ deps: apt-deps
 
 demo: deps
 	$(CARGO) run --release --example demo
+	seq 300 | sed 's/$$/^2/' | $(CARGO) run -q --release --features cli --bin toolpool -- bench -n 2 -- bc -q
 
 test: test-rust test-c test-go test-python test-install
 
@@ -54,7 +55,7 @@ test: test-rust test-c test-go test-python test-install
 # Rust snippet is run); the benchmark only in its smoke mode (a few iterations in the debug
 # profile, every row checked, none printed).
 test-rust: deps
-	$(CARGO) test --lib --bins --tests --examples -- --test-threads=2
+	$(CARGO) test --features cli --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --doc
 	$(CARGO) run --quiet --release --example readme
 	TOOLPOOL_BENCH_SMOKE=1 $(CARGO) test --quiet --bench pool
@@ -64,8 +65,8 @@ bench: deps
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
+	$(CARGO) clippy --all-targets --features cli -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet --features cli
 
 # C tests (tests/c/*.c, one runner) under valgrind, then the examples; the header must
 # also compile as C++. Prints "N passed, M failed" last.
