@@ -123,12 +123,15 @@ impl Process {
 }
 
 /// Spawn a thread that blocks SIGPIPE, so writes to a dead child return EPIPE.
+///
+/// The name is sanitised (a NUL byte in a thread name would panic). Panics only when the
+/// OS refuses a new thread (out of memory or threads), as `std::thread::spawn` does.
 pub(crate) fn spawn_thread<F>(name: String, f: F) -> JoinHandle<()>
 where
     F: FnOnce() + Send + 'static,
 {
     std::thread::Builder::new()
-        .name(name)
+        .name(name.replace('\0', "?"))
         .spawn(move || {
             block_sigpipe();
             f()
