@@ -505,8 +505,9 @@ int32_t toolpool_pool_request_sticky(struct ToolpoolPool *p,
  * spread over the pool; `timeout_ms` applies to each. `*out_results_json` receives a
  * JSON array in the same order, one object per payload:
  * `{"ok":true,"text":"...","instance":N or null,"served_by":"pool" or "oneshot"}` or
- * `{"ok":false,"code":<status>,"error":"<message>"}`. The call succeeds even when some
- * requests fail (each result says).
+ * `{"ok":false,"code":<status>,"error":"<message>"}` (`MapResult` of the Rust API). The
+ * call succeeds even when some requests fail (each result says), also on a shut-down
+ * pool (each result is `TOOLPOOL_SHUT_DOWN`), as `Pool::map` in Rust.
  *
  * Errors: `TOOLPOOL_INVALID_ARGUMENT` when `payloads_json` is not a JSON array of strings.
  * NULL handling: `p`, `payloads_json` or `out_results_json` NULL is

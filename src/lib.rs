@@ -34,10 +34,12 @@ mod reader;
 pub mod router;
 pub mod rpc;
 pub mod spec;
+pub mod status;
 mod supervisor;
 mod writer;
 
 pub use error::{DeathInfo, Error, ExitInfo, Result};
+pub use status::ToolpoolStatus;
 
 /// `now + timeout`, saturating: a huge timeout (`Duration::MAX`) means "about forever"
 /// instead of an overflow panic.
@@ -53,7 +55,7 @@ pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
 pub use process::Process;
-pub use router::{Lease, Reply, ServedBy};
+pub use router::{Lease, MapResult, Reply, ServedBy};
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
     Routing, Shutdown, Startup, ToolSpec,

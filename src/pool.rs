@@ -172,6 +172,21 @@ impl Pool {
         Pool::from_spec(spec)
     }
 
+    /// A pool of `tool` from the registry file at `path` (`None`: the file named by
+    /// `TOOLPOOL_REGISTRY`) with `count` instances (0: the spec's own `count`). The rules
+    /// of `toolpool_pool_from_registry` and the bindings.
+    pub fn from_registry(path: Option<&std::path::Path>, tool: &str, count: usize) -> Result<Pool> {
+        let registry = match path {
+            Some(p) => Registry::from_path(p)?,
+            None => Registry::from_env()?,
+        };
+        if count == 0 {
+            Pool::from_spec(registry.get(tool)?.clone())
+        } else {
+            Pool::new(tool, count, &registry)
+        }
+    }
+
     /// A pool from a spec (`spec.count` instances), under the global limiter.
     pub fn from_spec(spec: ToolSpec) -> Result<Pool> {
         Pool::with_options(spec, PoolOptions::default())
@@ -461,10 +476,7 @@ impl PoolInner {
             return Ok(w);
         }
         if self.disabled {
-            return Err(Error::Unavailable(format!(
-                "{} (the pool is disabled)",
-                self.spec.id
-            )));
+            return Err(Error::unavailable(&self.spec.id, "the pool is disabled"));
         }
         if start {
             self.ensure_started(index)?;

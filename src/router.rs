@@ -52,6 +52,52 @@ pub struct Reply {
     pub moved: bool,
 }
 
+/// One result of a batch ([`Pool::map`]) in the shape the C, Go and Python APIs return as
+/// JSON, keys in this order: `{"ok":true,"text":...,"instance":N|null,"served_by":...}` or
+/// `{"ok":false,"code":<status>,"error":"<message>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum MapResult {
+    /// A reply.
+    Ok {
+        /// Always `true`.
+        ok: bool,
+        /// [`Reply::text`].
+        text: String,
+        /// [`Reply::instance`].
+        instance: Option<usize>,
+        /// [`Reply::served_by`].
+        served_by: ServedBy,
+    },
+    /// An error.
+    Err {
+        /// Always `false`.
+        ok: bool,
+        /// [`Error::code`].
+        code: i32,
+        /// The error's message.
+        error: String,
+    },
+}
+
+impl From<Result<Reply>> for MapResult {
+    fn from(r: Result<Reply>) -> MapResult {
+        match r {
+            Ok(reply) => MapResult::Ok {
+                ok: true,
+                text: reply.text,
+                instance: reply.instance,
+                served_by: reply.served_by,
+            },
+            Err(e) => MapResult::Err {
+                ok: false,
+                code: e.code(),
+                error: e.to_string(),
+            },
+        }
+    }
+}
+
 /// Routing state of a pool, under one lock.
 pub(crate) struct RouteState {
     pub in_flight: Vec<usize>,
@@ -467,10 +513,10 @@ impl PoolInner {
 
     fn oneshot(&self, payload: &str, timeout: Duration, why: &str) -> Result<Reply> {
         let Some(o) = &self.spec.oneshot else {
-            return Err(Error::Unavailable(format!(
-                "{} ({why}; no oneshot fallback)",
-                self.spec.id
-            )));
+            return Err(Error::unavailable(
+                &self.spec.id,
+                format!("{why}; no oneshot fallback"),
+            ));
         };
         let text = oneshot::run(&self.spec, o, payload, timeout, &self.limiter)?;
         Ok(Reply {
@@ -550,7 +596,10 @@ impl Pool {
         let deadline = crate::deadline_in(timeout);
         match self.inner.take(Use::Lease, None, deadline, timeout)? {
             Some((taken, _)) => Ok(Lease { taken }),
-            None => Err(Error::Unavailable(self.inner.spec.id.clone())),
+            None => Err(Error::unavailable(
+                &self.inner.spec.id,
+                "no instance can serve a lease",
+            )),
         }
     }
 
@@ -567,7 +616,7 @@ impl Pool {
                 .map(|k| (st.next + k) % n)
                 .find(|&i| !st.leased[i] && p.available(i).is_some());
             let Some(i) = found else {
-                return Err(Error::Unavailable(p.spec.id.clone()));
+                return Err(Error::unavailable(&p.spec.id, "no live, unleased instance"));
             };
             st.next = (i + 1) % n;
             i
@@ -578,6 +627,8 @@ impl Pool {
 
     /// Run a batch: every payload as its own request, spread over the pool, results in
     /// input order, each its own success or error. `timeout` applies to each request.
+    /// On a shut-down pool every result is [`Error::ShutDown`] (in every language: the
+    /// C call `toolpool_pool_map_json` succeeds and each item says so).
     /// Runs as many requests at once as the pool can take (instances × `max_in_flight`,
     /// at most [`MAX_MAP_THREADS`]), each on a scoped thread.
     pub fn map<S: AsRef<str> + Sync>(

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use toolpool::{Error, Oneshot, OneshotInput, Pool, Pools, Protocol, Registry, Routing, ServedBy};
+use toolpool::{
+    Error, MapResult, Oneshot, OneshotInput, Pool, Pools, Protocol, Registry, Routing, ServedBy,
+};
 
 fn nonce_storm(
     pool: Arc<Pool>,
@@ -161,7 +163,9 @@ fn random_kills_during_load_every_request_accounted_for() {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(
-                            Error::InstanceDead(_) | Error::Timeout { .. } | Error::Unavailable(_),
+                            Error::InstanceDead(_)
+                            | Error::Timeout { .. }
+                            | Error::Unavailable { .. },
                         ) => {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
@@ -316,6 +320,37 @@ fn map_keeps_input_order_with_a_result_each() {
 }
 
 #[test]
+fn map_results_as_json_and_on_a_shut_down_pool() {
+    let pool = private(tool(1, &[]));
+    let results: Vec<MapResult> = pool
+        .map(&["a", "two\nlines"], T)
+        .into_iter()
+        .map(MapResult::from)
+        .collect();
+    assert_eq!(
+        serde_json::to_string(&results).unwrap(),
+        format!(
+            r#"[{{"ok":true,"text":"a","instance":0,"served_by":"pool"}},{{"ok":false,"code":1,"error":{}}}]"#,
+            serde_json::to_string(&pool.map(&["x\ny"], T)[0].as_ref().unwrap_err().to_string())
+                .unwrap()
+        )
+    );
+    // The same in every language: each item is its own ShutDown error.
+    pool.shutdown(T);
+    let results = pool.map(&["a", "b"], T);
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| matches!(r, Err(Error::ShutDown(_)))));
+    assert!(matches!(
+        MapResult::from(pool.map(&["a"], T).remove(0)),
+        MapResult::Err {
+            ok: false,
+            code: 7,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn jsonrpc_errors_notifications_and_garbage() {
     let pool = private(rpc(1));
     match pool.request(
@@ -383,7 +418,7 @@ fn jsonrpc_errors_notifications_and_garbage() {
     }
     assert!(matches!(
         pool.request(r#"{"method":"ping"}"#, T),
-        Err(Error::Unavailable(_))
+        Err(Error::Unavailable { .. })
     ));
 }
 
@@ -546,7 +581,7 @@ fn fallback_serves_when_disabled_missing_or_dying() {
     let mut spec = tool(1, &[]);
     spec.disabled = true;
     assert!(
-        matches!(private(spec).request("x", T), Err(Error::Unavailable(m)) if m.contains("disabled"))
+        matches!(private(spec).request("x", T), Err(Error::Unavailable { reason, .. }) if reason.contains("disabled"))
     );
 }
 

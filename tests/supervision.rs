@@ -83,7 +83,10 @@ fn a_crash_loop_is_bounded_by_the_intensity_cap() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(pool.status().instances[0].restarts, 5);
     assert_eq!(limiter.status().active_processes, 0);
-    assert!(matches!(pool.request("x", T), Err(Error::Unavailable(_))));
+    assert!(matches!(
+        pool.request("x", T),
+        Err(Error::Unavailable { .. })
+    ));
     assert!(matches!(pool.send(0, "x"), Err(Error::Failed { .. })));
     // Until asked: restart() clears the mark (and this tool exits again at once).
     pool.restart(0).unwrap();

@@ -27,104 +27,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-/// Status codes returned by every `int32_t` function of the C API. The values are part of
-/// the ABI and are never renumbered; they equal `Error::code()` of the Rust API.
-#[repr(i32)]
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ToolpoolStatus {
-    /// Success.
-    TOOLPOOL_OK = 0,
-    /// A bad argument: NULL pointer, invalid UTF-8, a line containing a newline, bad JSON
-    /// input. The message names the parameter.
-    TOOLPOOL_INVALID_ARGUMENT = 1,
-    /// The tool id is not in the registry.
-    TOOLPOOL_NOT_FOUND = 2,
-    /// A process could not be started, or did not become ready in time.
-    TOOLPOOL_SPAWN_FAILED = 3,
-    /// Nothing arrived (or no instance became free) within the timeout.
-    TOOLPOOL_TIMEOUT = 4,
-    /// The instance is dead.
-    TOOLPOOL_DEAD = 5,
-    /// Every instance is busy and the wait queue is full.
-    TOOLPOOL_SATURATED = 6,
-    /// The pool has been shut down.
-    TOOLPOOL_SHUT_DOWN = 7,
-    /// The process-wide limit did not allow a new process in time.
-    TOOLPOOL_LIMIT_REACHED = 8,
-    /// The tool broke the framing protocol.
-    TOOLPOOL_PROTOCOL_ERROR = 9,
-    /// The tool answered with an error (JSON-RPC error, failed one-shot run).
-    TOOLPOOL_TOOL_ERROR = 10,
-    /// A registry or tool spec is invalid: bad JSON, unknown key, wrong type, bad value.
-    TOOLPOOL_CONFIG = 11,
-    /// An instance index is out of range.
-    TOOLPOOL_INDEX_OUT_OF_RANGE = 12,
-    /// The instance's stdin queue is full.
-    TOOLPOOL_QUEUE_FULL = 13,
-    /// The instance was marked failed by the supervisor (too many restarts).
-    TOOLPOOL_FAILED = 14,
-    /// No instance can take work and no fallback is configured.
-    TOOLPOOL_UNAVAILABLE = 15,
-    /// An I/O error outside a spawn (reading a registry file, ...).
-    TOOLPOOL_IO = 16,
-    /// A panic inside toolpool was caught at the boundary. A bug: please report it.
-    TOOLPOOL_PANIC = 99,
-}
-
-impl ToolpoolStatus {
-    /// Every status, in numeric order.
-    pub const ALL: [ToolpoolStatus; 18] = [
-        ToolpoolStatus::TOOLPOOL_OK,
-        ToolpoolStatus::TOOLPOOL_INVALID_ARGUMENT,
-        ToolpoolStatus::TOOLPOOL_NOT_FOUND,
-        ToolpoolStatus::TOOLPOOL_SPAWN_FAILED,
-        ToolpoolStatus::TOOLPOOL_TIMEOUT,
-        ToolpoolStatus::TOOLPOOL_DEAD,
-        ToolpoolStatus::TOOLPOOL_SATURATED,
-        ToolpoolStatus::TOOLPOOL_SHUT_DOWN,
-        ToolpoolStatus::TOOLPOOL_LIMIT_REACHED,
-        ToolpoolStatus::TOOLPOOL_PROTOCOL_ERROR,
-        ToolpoolStatus::TOOLPOOL_TOOL_ERROR,
-        ToolpoolStatus::TOOLPOOL_CONFIG,
-        ToolpoolStatus::TOOLPOOL_INDEX_OUT_OF_RANGE,
-        ToolpoolStatus::TOOLPOOL_QUEUE_FULL,
-        ToolpoolStatus::TOOLPOOL_FAILED,
-        ToolpoolStatus::TOOLPOOL_UNAVAILABLE,
-        ToolpoolStatus::TOOLPOOL_IO,
-        ToolpoolStatus::TOOLPOOL_PANIC,
-    ];
-
-    /// The status with this numeric value.
-    pub fn from_code(code: i32) -> Option<ToolpoolStatus> {
-        ToolpoolStatus::ALL.into_iter().find(|s| *s as i32 == code)
-    }
-
-    /// The constant's name, e.g. `TOOLPOOL_TIMEOUT`.
-    pub fn name(self) -> &'static CStr {
-        use ToolpoolStatus::*;
-        match self {
-            TOOLPOOL_OK => c"TOOLPOOL_OK",
-            TOOLPOOL_INVALID_ARGUMENT => c"TOOLPOOL_INVALID_ARGUMENT",
-            TOOLPOOL_NOT_FOUND => c"TOOLPOOL_NOT_FOUND",
-            TOOLPOOL_SPAWN_FAILED => c"TOOLPOOL_SPAWN_FAILED",
-            TOOLPOOL_TIMEOUT => c"TOOLPOOL_TIMEOUT",
-            TOOLPOOL_DEAD => c"TOOLPOOL_DEAD",
-            TOOLPOOL_SATURATED => c"TOOLPOOL_SATURATED",
-            TOOLPOOL_SHUT_DOWN => c"TOOLPOOL_SHUT_DOWN",
-            TOOLPOOL_LIMIT_REACHED => c"TOOLPOOL_LIMIT_REACHED",
-            TOOLPOOL_PROTOCOL_ERROR => c"TOOLPOOL_PROTOCOL_ERROR",
-            TOOLPOOL_TOOL_ERROR => c"TOOLPOOL_TOOL_ERROR",
-            TOOLPOOL_CONFIG => c"TOOLPOOL_CONFIG",
-            TOOLPOOL_INDEX_OUT_OF_RANGE => c"TOOLPOOL_INDEX_OUT_OF_RANGE",
-            TOOLPOOL_QUEUE_FULL => c"TOOLPOOL_QUEUE_FULL",
-            TOOLPOOL_FAILED => c"TOOLPOOL_FAILED",
-            TOOLPOOL_UNAVAILABLE => c"TOOLPOOL_UNAVAILABLE",
-            TOOLPOOL_IO => c"TOOLPOOL_IO",
-            TOOLPOOL_PANIC => c"TOOLPOOL_PANIC",
-        }
-    }
-}
+pub use crate::status::ToolpoolStatus;
 
 /// The last failure on this thread: status code and message.
 struct LastError {
@@ -349,33 +252,6 @@ pub(crate) fn to_u32(n: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_values_match_error_codes() {
-        let errs = [
-            Error::InvalidArgument(String::new()),
-            Error::UnknownTool {
-                tool: String::new(),
-                known: vec![],
-            },
-            Error::Spawn(String::new()),
-            Error::timeout("x", Duration::ZERO),
-            Error::Protocol(String::new()),
-            Error::Config(String::new()),
-            Error::Io(String::new()),
-            Error::ShutDown(String::new()),
-            Error::Unavailable(String::new()),
-        ];
-        for e in errs {
-            let s = ToolpoolStatus::from_code(e.code()).expect("every code has a status");
-            assert_eq!(s as i32, e.code());
-        }
-        for (k, s) in ToolpoolStatus::ALL.iter().enumerate().take(17) {
-            assert_eq!(*s as i32, k as i32);
-        }
-        assert_eq!(ToolpoolStatus::TOOLPOOL_PANIC as i32, 99);
-        assert_eq!(ToolpoolStatus::TOOLPOOL_TIMEOUT.name(), c"TOOLPOOL_TIMEOUT");
-    }
 
     #[test]
     fn panic_becomes_status_and_message() {

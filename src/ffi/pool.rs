@@ -5,8 +5,7 @@ use super::{
     bytes_in, bytes_out, c_string, cstr, cstr_opt, ffi_call, ffi_void, handle, invalid,
     json_string, millis, out, out_opt, to_u32,
 };
-use crate::{Pool, Registry, ServedBy, ToolSpec};
-use serde::Serialize;
+use crate::{MapResult, Pool, ToolSpec};
 use std::ffi::c_char;
 
 /// An opaque pool handle, from `toolpool_pool_new` or `toolpool_pool_from_registry`, freed
@@ -35,23 +34,6 @@ pub struct ToolpoolHealth {
 unsafe fn pool<'a>(p: *const ToolpoolPool) -> Result<&'a Pool, crate::Error> {
     // SAFETY: forwarded contract.
     unsafe { handle(p, "p (the pool handle)") }.map(|h| &h.pool)
-}
-
-/// One result of `toolpool_pool_map_json`, with its keys in this order.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum MapResult {
-    Ok {
-        ok: bool,
-        text: String,
-        instance: Option<usize>,
-        served_by: ServedBy,
-    },
-    Err {
-        ok: bool,
-        code: i32,
-        error: String,
-    },
 }
 
 fn boxed(pool: Pool) -> *mut ToolpoolPool {
@@ -115,15 +97,7 @@ pub unsafe extern "C" fn toolpool_pool_from_registry(
         // SAFETY: as above.
         let tool = unsafe { cstr(tool_id, "tool_id") }?;
         let out = super::out(out, "out")?;
-        let registry = match path {
-            Some(p) => Registry::from_path(p)?,
-            None => Registry::from_env()?,
-        };
-        let pool = if count == 0 {
-            Pool::from_spec(registry.get(tool)?.clone())?
-        } else {
-            Pool::new(tool, count as usize, &registry)?
-        };
+        let pool = Pool::from_registry(path.map(std::path::Path::new), tool, count as usize)?;
         // SAFETY: checked non-NULL; writable per the contract.
         unsafe { out.write(boxed(pool)) };
         Ok(())
@@ -458,8 +432,9 @@ pub unsafe extern "C" fn toolpool_pool_request_sticky(
 /// spread over the pool; `timeout_ms` applies to each. `*out_results_json` receives a
 /// JSON array in the same order, one object per payload:
 /// `{"ok":true,"text":"...","instance":N or null,"served_by":"pool" or "oneshot"}` or
-/// `{"ok":false,"code":<status>,"error":"<message>"}`. The call succeeds even when some
-/// requests fail (each result says).
+/// `{"ok":false,"code":<status>,"error":"<message>"}` (`MapResult` of the Rust API). The
+/// call succeeds even when some requests fail (each result says), also on a shut-down
+/// pool (each result is `TOOLPOOL_SHUT_DOWN`), as `Pool::map` in Rust.
 ///
 /// Errors: `TOOLPOOL_INVALID_ARGUMENT` when `payloads_json` is not a JSON array of strings.
 /// NULL handling: `p`, `payloads_json` or `out_results_json` NULL is
@@ -490,25 +465,10 @@ pub unsafe extern "C" fn toolpool_pool_map_json(
                 &format!("is not a JSON array of strings: {e}"),
             )
         })?;
-        if pool.is_shut_down() {
-            return Err(crate::Error::ShutDown(pool.spec().id.clone()));
-        }
         let results: Vec<MapResult> = pool
             .map(&payloads, millis(timeout_ms))
             .into_iter()
-            .map(|r| match r {
-                Ok(reply) => MapResult::Ok {
-                    ok: true,
-                    text: reply.text,
-                    instance: reply.instance,
-                    served_by: reply.served_by,
-                },
-                Err(e) => MapResult::Err {
-                    ok: false,
-                    code: e.code(),
-                    error: e.to_string(),
-                },
-            })
+            .map(MapResult::from)
             .collect();
         let s = json_string(&results)?;
         // SAFETY: checked non-NULL; writable per the contract.
