@@ -2,7 +2,7 @@
 //!
 //! [`ToolpoolStatus`] is the table (cbindgen reads it for `include/toolpool.h`); its
 //! [`ToolpoolStatus::ALL`] and [`ToolpoolStatus::name`] are generated from the same list
-//! by [`status_list!`], whose `match` is exhaustive, so a variant missing there does not
+//! by `status_list!`, whose `match` is exhaustive, so a variant missing there does not
 //! compile. [`crate::Error::status`] maps every error variant to one of these in one
 //! exhaustive match. Values are append-only: never renumbered, never reused.
 

@@ -259,6 +259,7 @@ mod tests {
         let rc = ffi_call("toolpool_test", || panic!("boom"));
         assert_eq!(rc, ToolpoolStatus::TOOLPOOL_PANIC as i32);
         assert_eq!(last_error_code(), 99);
+        // SAFETY: the pointer is a NUL-terminated string that toolpool returned and keeps alive.
         let msg = unsafe { CStr::from_ptr(last_error_ptr()) }
             .to_str()
             .unwrap();
@@ -274,12 +275,15 @@ mod tests {
     #[test]
     fn strings_in_and_out() {
         let bad = [0x66u8, 0xff, 0];
+        // SAFETY: a NUL-terminated buffer (or NULL) that lives for the call.
         let e = unsafe { cstr(bad.as_ptr().cast(), "line") }.unwrap_err();
         assert_eq!(e.code(), 1);
         assert!(e.to_string().contains("line"));
+        // SAFETY: a NUL-terminated buffer (or NULL) that lives for the call.
         let e = unsafe { cstr(std::ptr::null(), "spec_json") }.unwrap_err();
         assert!(e.to_string().contains("spec_json is NULL"));
         let p = c_string("a\0b".to_string());
+        // SAFETY: the pointer came from `c_string` (CString::into_raw) just above.
         let back = unsafe { CString::from_raw(p) };
         assert_eq!(back.to_str().unwrap(), "a\u{FFFD}b");
     }
