@@ -8,8 +8,9 @@
 
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::limiter::Limiter;
+use crate::metrics::Counters;
 use crate::process::{self, Launch, Process};
-use crate::reader::{LineBuf, StdoutReader, WaitEnd};
+use crate::reader::{LineBuf, StdoutFilter, StdoutReader, WaitEnd};
 use crate::spec::ToolSpec;
 use crate::writer::{SendError, StdinWriter};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -37,14 +38,6 @@ pub fn leaked_threads() -> u64 {
     LEAKED_THREADS.load(Relaxed)
 }
 
-/// Takes stdout lines before they reach the instance's queue (the JSON-RPC dispatcher).
-pub(crate) trait StdoutFilter: Send + Sync {
-    /// Return `Some(line)` to queue it for `read_line`, `None` when it was consumed.
-    fn filter(&self, line: Vec<u8>) -> Option<Vec<u8>>;
-    /// stdout reached EOF: fail whatever still waits for a reply.
-    fn closed(&self);
-}
-
 /// Life-cycle state of an instance, as shown in status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,22 +52,6 @@ pub enum State {
     Stopped,
     /// Too many restarts: the supervisor gave up until `restart` is called.
     Failed,
-}
-
-/// Counters of one incarnation.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub lines_sent: AtomicU64,
-    pub lines_received: AtomicU64,
-    pub stderr_lines: AtomicU64,
-    pub lines_split: AtomicU64,
-    pub stderr_dropped: AtomicU64,
-    pub startup_lines: AtomicU64,
-    pub stdin_dropped: AtomicU64,
-    /// Lines found in the stdout queue before a `lines`/`marker` request (dropped).
-    pub unsolicited: AtomicU64,
-    /// Lines passed on by the JSON-RPC filter (notifications) dropped from a full queue.
-    pub stdout_dropped: AtomicU64,
 }
 
 /// One started process, its pipes and its threads.
@@ -115,7 +92,7 @@ impl Instance {
             on_exit(e)
         });
         let wait = Duration::from_millis(spec.startup.timeout_ms);
-        let sp = process::spawn(&launch, limiter, wait, on_exit).map_err(|e| match e {
+        let sp = limiter.spawn(&launch, wait, on_exit).map_err(|e| match e {
             Error::Spawn(m) => Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id)),
             other => other,
         })?;
@@ -229,7 +206,7 @@ impl Instance {
     /// the last stderr lines (often the reason) are in the error.
     pub fn death(&self, wait: Duration) -> Error {
         let exit = self.process.wait_timeout(wait);
-        let deadline = crate::deadline_in(wait);
+        let deadline = crate::util::deadline_in(wait);
         while !self.stderr_done() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -278,7 +255,7 @@ impl Instance {
     pub fn read_line(&self, timeout: Duration) -> Result<Vec<u8>> {
         match self
             .stdout
-            .wait_for(crate::deadline_in(timeout), |st| st.queue.pop_front())
+            .wait_for(crate::util::deadline_in(timeout), |st| st.queue.pop_front())
         {
             Ok(line) => Ok(line),
             Err(WaitEnd::Timeout) => Err(Error::timeout(

@@ -30,29 +30,22 @@ pub mod pools;
 mod process;
 mod reader;
 pub mod router;
-pub mod rpc;
+mod rpc;
 pub mod spec;
 pub mod status;
 mod supervisor;
+mod util;
 mod writer;
 
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 
-/// `now + timeout`, saturating: a huge timeout (`Duration::MAX`) means "about forever"
-/// instead of an overflow panic.
-pub(crate) fn deadline_in(timeout: std::time::Duration) -> std::time::Instant {
-    let now = std::time::Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
-}
 pub use instance::{leaked_threads, State, STREAM_JOIN_WAIT};
 pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
-pub use process::Process;
 pub use router::{Lease, MapResult, Reply, ServedBy};
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,

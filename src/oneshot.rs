@@ -7,7 +7,7 @@
 
 use crate::error::{Error, ExitInfo, Result};
 use crate::limiter::Limiter;
-use crate::process::{self, spawn_thread, Launch};
+use crate::process::{spawn_thread, Launch};
 use crate::spec::{Oneshot, OneshotInput, ToolSpec};
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -39,12 +39,12 @@ pub(crate) fn run(
         env_clear: spec.env_clear,
         cwd: spec.cwd.clone(),
     };
-    let sp = process::spawn(&launch, limiter, timeout, Box::new(|_: ExitInfo| {})).map_err(
-        |e| match e {
+    let sp = limiter
+        .spawn(&launch, timeout, Box::new(|_: ExitInfo| {}))
+        .map_err(|e| match e {
             Error::Spawn(m) => Error::Spawn(format!("tool '{}' one-shot: {m}", spec.id)),
             other => other,
-        },
-    )?;
+        })?;
     let mut stdin = sp.stdin;
     let input = (oneshot.input == OneshotInput::Stdin).then(|| format!("{payload}\n"));
     let writer = spawn_thread("toolpool-oneshot-in".into(), move || {

@@ -5,13 +5,16 @@
 //! the supervisor module (restarts, recycling, probes).
 
 use crate::error::{Error, ExitInfo, Result};
-use crate::instance::{Counters, Instance, State, StdoutFilter};
+use crate::instance::{Instance, State};
 use crate::limiter::Limiter;
+use crate::metrics::Counters;
 use crate::metrics::{InstanceMetrics, Metrics, MetricsSnapshot};
+use crate::reader::StdoutFilter;
 use crate::router::RouteState;
 use crate::rpc::Dispatcher;
 use crate::spec::{Protocol, Registry, ToolSpec};
 use crate::supervisor::{self, Supervisor};
+use crate::util::lossy;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -289,7 +292,7 @@ impl Pool {
 
     /// [`Pool::read_any`] with exact bytes.
     pub fn read_any_bytes(&self, timeout: Duration) -> Result<(usize, Vec<u8>)> {
-        let deadline = crate::deadline_in(timeout);
+        let deadline = crate::util::deadline_in(timeout);
         loop {
             self.inner.check_open()?;
             let workers: Vec<(usize, Arc<Instance>)> = (0..self.len())
@@ -414,13 +417,6 @@ impl std::fmt::Debug for Pool {
             .field("tool", &self.inner.spec.id)
             .field("count", &self.len())
             .finish()
-    }
-}
-
-pub(crate) fn lossy(b: Vec<u8>) -> String {
-    match String::from_utf8(b) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 
@@ -590,7 +586,7 @@ impl PoolInner {
 
     /// When a process started now must be ready (`startup.timeout_ms`).
     fn start_deadline(&self) -> Instant {
-        crate::deadline_in(Duration::from_millis(self.spec.startup.timeout_ms))
+        crate::util::deadline_in(Duration::from_millis(self.spec.startup.timeout_ms))
     }
 
     /// Kill a worker taken out of slot `index`, keeping its JSON-RPC counters.
@@ -614,8 +610,8 @@ impl PoolInner {
     }
 
     fn spawn_worker(self: &Arc<Self>, index: usize) -> Result<Worker> {
-        let rpc = (self.spec.protocol == Protocol::Jsonrpc)
-            .then(|| Arc::new(Dispatcher::new(&self.spec, index)));
+        let rpc =
+            (self.spec.protocol == Protocol::Jsonrpc).then(|| Arc::new(Dispatcher::new(index)));
         let filter = rpc.clone().map(|d| d as Arc<dyn StdoutFilter>);
         let weak: Weak<PoolInner> = Arc::downgrade(self);
         let on_exit = Box::new(move |exit: ExitInfo| {
@@ -674,9 +670,9 @@ impl PoolInner {
             w.inst.stopped.store(true, Relaxed);
             w.inst.close_stdin();
         }
-        let end = crate::deadline_in(grace);
+        let end = crate::util::deadline_in(grace);
         let polite = (grace / 4).min(Duration::from_millis(250));
-        wait_all(&workers, crate::deadline_in(polite));
+        wait_all(&workers, crate::util::deadline_in(polite));
         for w in &workers {
             w.inst.process.signal(libc::SIGTERM);
         }

@@ -13,7 +13,6 @@
 //!   `EPIPE` instead of killing a C or Go host; no signal handler is ever installed.
 
 use crate::error::{Error, ExitInfo, Result};
-use crate::limiter::Limiter;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -48,7 +47,7 @@ struct Reaped {
 }
 
 /// A child process we started; shared by the instance, the limiter and the waiter thread.
-pub struct Process {
+pub(crate) struct Process {
     pid: i32,
     started: Instant,
     state: Mutex<Reaped>,
@@ -97,7 +96,7 @@ impl Process {
 
     /// Wait until the child has been reaped, up to `timeout`. Returns how it ended.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitInfo> {
-        let deadline = crate::deadline_in(timeout);
+        let deadline = crate::util::deadline_in(timeout);
         let mut st = self.state.lock();
         while !st.reaped {
             if self.exited.wait_until(&mut st, deadline).timed_out() {
@@ -108,6 +107,17 @@ impl Process {
     }
 
     /// Join the waiter thread (after the child has been reaped or killed).
+    /// Start the one thread that waits for this child: it reaps it (see [`reap`]), then
+    /// runs `on_exit`. Called once, right after [`spawn`].
+    pub(crate) fn start_waiter(self: &Arc<Self>, on_exit: Box<dyn FnOnce(ExitInfo) + Send>) {
+        let p = Arc::clone(self);
+        let handle = spawn_thread(format!("toolpool-wait-{}", self.pid), move || {
+            let exit = reap(&p);
+            on_exit(exit);
+        });
+        *self.waiter.lock() = Some(handle);
+    }
+
     pub(crate) fn join_waiter(&self) {
         if let Some(h) = self.waiter.lock().take() {
             let _ = h.join();
@@ -191,15 +201,9 @@ fn child_setup() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Start `launch` under `limiter` (waiting up to `limit_wait` for a slot). `on_exit` runs
-/// on the waiter thread once the child has been reaped.
-pub(crate) fn spawn(
-    launch: &Launch,
-    limiter: &Arc<Limiter>,
-    limit_wait: Duration,
-    on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
-) -> Result<Spawned> {
-    let permit = limiter.acquire(limit_wait)?;
+/// Start `launch`. The caller then starts the waiter with [`Process::start_waiter`] (the
+/// limiter does, once it has registered the process: see `Limiter::spawn`).
+pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
     let program = &launch.argv[0];
     let mut cmd = Command::new(program);
     cmd.args(&launch.argv[1..])
@@ -251,15 +255,6 @@ pub(crate) fn spawn(
         exited: Condvar::new(),
         waiter: Mutex::new(None),
     });
-    permit.bind(&process);
-    let p = Arc::clone(&process);
-    let lim = Arc::clone(limiter);
-    let handle = spawn_thread(format!("toolpool-wait-{pid}"), move || {
-        let exit = reap(&p);
-        lim.release(p.pid);
-        on_exit(exit);
-    });
-    *process.waiter.lock() = Some(handle);
     Ok(Spawned {
         process,
         stdin,

@@ -14,7 +14,7 @@
 //! filter (JSON-RPC), lines the filter passes on (notifications) drop the oldest queued
 //! one when the queue is full, counted, so replies keep flowing.
 
-use crate::instance::{Counters, StdoutFilter};
+use crate::metrics::Counters;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -23,6 +23,14 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Takes stdout lines before they reach the instance's queue (the JSON-RPC dispatcher).
+pub(crate) trait StdoutFilter: Send + Sync {
+    /// Return `Some(line)` to queue it for `read_line`, `None` when it was consumed.
+    fn filter(&self, line: Vec<u8>) -> Option<Vec<u8>>;
+    /// stdout reached EOF: fail whatever still waits for a reply.
+    fn closed(&self);
+}
 
 /// Bytes asked of the kernel per `read`.
 const READ_CHUNK_BYTES: usize = 64 * 1024;

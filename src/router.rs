@@ -10,10 +10,11 @@ use crate::error::{Error, Result};
 use crate::instance::State;
 use crate::metrics::Outcome;
 use crate::oneshot;
-use crate::pool::{lossy, Pool, PoolInner, Worker};
+use crate::pool::{Pool, PoolInner, Worker};
 use crate::reader::WaitEnd;
 use crate::rpc;
 use crate::spec::{Protocol, RestartPolicy, Routing};
+use crate::util::lossy;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -365,11 +366,7 @@ impl PoolInner {
                 });
                 match deadline_reply {
                     Ok(Some(Ok(result))) => Ok(result),
-                    Ok(Some(Err((code, message, data)))) => Err(Error::Tool {
-                        code,
-                        message,
-                        data,
-                    }),
+                    Ok(Some(Err(e))) => Err(e.into()),
                     Err(WaitEnd::Timeout) => {
                         d.forget(id);
                         Err(Error::timeout(what(), timeout))
@@ -446,7 +443,7 @@ impl PoolInner {
         timeout: Duration,
     ) -> Result<Reply> {
         let started = Instant::now();
-        let deadline = crate::deadline_in(timeout);
+        let deadline = crate::util::deadline_in(timeout);
         let result = self.request_inner(payload, key, deadline, timeout);
         let outcome = Outcome::of(&result);
         let fallback = matches!(&result, Ok(r) if r.served_by == ServedBy::Oneshot);
@@ -560,7 +557,7 @@ impl Lease {
         p.exchange_counted(
             &self.taken.worker,
             payload,
-            crate::deadline_in(timeout),
+            crate::util::deadline_in(timeout),
             timeout,
         )
     }
@@ -593,7 +590,7 @@ impl Pool {
 
     /// Lease one idle instance for exclusive use, waiting up to `timeout` for one.
     pub fn lease(&self, timeout: Duration) -> Result<Lease> {
-        let deadline = crate::deadline_in(timeout);
+        let deadline = crate::util::deadline_in(timeout);
         match self.inner.take(Use::Lease, None, deadline, timeout)? {
             Some((taken, _)) => Ok(Lease { taken }),
             None => Err(Error::unavailable(

@@ -414,7 +414,7 @@ impl PoolInner {
         };
         let timeout = Duration::from_millis(h.timeout_ms);
         let t0 = Instant::now();
-        let result = self.exchange(&w, &payload, crate::deadline_in(timeout), timeout);
+        let result = self.exchange(&w, &payload, crate::util::deadline_in(timeout), timeout);
         let took = t0.elapsed();
         let ok = match (&result, &h.expect) {
             (Ok(reply), Some(want)) => reply == want,

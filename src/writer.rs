@@ -8,7 +8,7 @@
 //! the fast path is taken only while `pending` (queued or being written) is zero, checked
 //! under the lock that every write takes.
 
-use crate::instance::Counters;
+use crate::metrics::Counters;
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use std::fs::File;
