@@ -19,9 +19,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod admission;
 pub mod error;
+mod exchange;
 pub mod ffi;
+mod incarnation;
 mod instance;
+mod lease;
+mod lifecycle;
 pub mod limiter;
 pub mod metrics;
 mod oneshot;
@@ -31,6 +36,7 @@ mod process;
 mod reader;
 pub mod router;
 mod rpc;
+mod snapshot;
 pub mod spec;
 pub mod status;
 mod supervisor;
@@ -40,13 +46,14 @@ mod writer;
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 
-pub use instance::{leaked_threads, State, STREAM_JOIN_WAIT};
+pub use incarnation::{leaked_threads, State, STREAM_JOIN_WAIT};
+pub use lease::Lease;
 pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
-pub use router::{Lease, MapResult, Reply, ServedBy};
+pub use router::{MapResult, Reply, ServedBy};
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
     Routing, Shutdown, Startup, ToolSpec,
