@@ -2,10 +2,10 @@
 //! start every instance, start one lazily, replace one (restart), stop one (idle), stop
 //! all (shutdown).
 //!
-//! [`crate::pool::Pool`], a [`crate::Lease`] and the supervisor thread (weakly) share one
+//! The `Pool`, a `Lease` and the supervisor thread (weakly) share one
 //! `PoolCore`. It asks the layer below for incarnations ([`Incarnation::start`]) and
-//! installs them in their [`Instance`]; routing ([`crate::router`]) and supervision
-//! ([`crate::supervisor`]) build on it.
+//! installs them in their [`Instance`]; routing and supervision
+//! (the modules above) build on it.
 
 use crate::admission::Admission;
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
