@@ -1,7 +1,7 @@
 /*
  * toolpool: pools of warm command-line tool processes driven over stdin/stdout.
  *
- * Global contract (details in docs/c-api.md):
+ * Global contract (details in the README, "C API conventions"):
  *  - Functions returning int32_t return a ToolpoolStatus; TOOLPOOL_OK (0) is success.
  *  - Out-parameters are written only on success.
  *  - On failure, toolpool_last_error_message() / toolpool_last_error_code() describe it
@@ -322,9 +322,10 @@ int32_t toolpool_pool_size(const struct ToolpoolPool *p, uint32_t *out_count);
 
 /**
  * Queue `line` (toolpool appends the newline) for the stdin of instance `instance`.
- * Never blocks: a full stdin queue is `TOOLPOOL_QUEUE_FULL`. A line containing a newline
- * is `TOOLPOOL_INVALID_ARGUMENT`. Writing to a child that has died does not raise
- * SIGPIPE in the host.
+ * A full stdin queue is `TOOLPOOL_QUEUE_FULL`, never a wait; but an instance that is not
+ * running (`lazy`, or stopped when idle) is started first, which waits for its ready
+ * line. A line containing a newline is `TOOLPOOL_INVALID_ARGUMENT`. Writing to a child
+ * that has died does not raise SIGPIPE in the host.
  *
  * Errors: `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`,
  * `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.

@@ -22,6 +22,7 @@
 mod admission;
 pub mod error;
 mod exchange;
+#[cfg(feature = "capi")]
 pub mod ffi;
 mod incarnation;
 mod instance;

@@ -1,6 +1,6 @@
 //! One child process: spawning it cleanly, signalling its process group, reaping it.
 //!
-//! Hygiene, each point one of the pitfalls in CONVENTIONS.md:
+//! Hygiene, each point a pitfall that has bitten real projects (the team notes list them):
 //! - the child leads its own process group, and every signal goes to the group, so a
 //!   grandchild that holds the pipes dies with it;
 //! - the child starts with an empty signal mask and default dispositions, and every fd

@@ -1,9 +1,11 @@
 //! The C ABI (see `include/toolpool.h`, generated from these files by cbindgen).
 //!
-//! A thin skin over the Rust API: each `extern "C"` function checks its pointers, converts
-//! its arguments, calls one Rust method and converts the result. Shared plumbing lives here:
-//! the status enum, the thread-local last error, the panic boundary (`ffi_call`) and the
-//! pointer and string helpers. One file per C object: [`pool`], [`lease`], [`limiter`],
+//! A thin skin over the Rust API, with no logic of its own: each `extern "C"` function
+//! checks its pointers, converts its arguments, calls the Rust API and converts the result.
+//! Shared plumbing lives here: the thread-local last error, the panic boundary
+//! (`ffi_call`), and the boundary macros (`try_handle!`, `try_str!`, `try_out!`, ...) that
+//! hold the pointer conversions and their SAFETY arguments. The status enum is the core's
+//! [`ToolpoolStatus`] table. One file per C object: [`pool`], [`lease`], [`limiter`],
 //! [`strings`] (errors, strings, version).
 //!
 //! Global contract (also in the README, "C API conventions"):
@@ -15,6 +17,59 @@
 //!   `toolpool_string_free`.
 //! - A NULL handle or pointer is `TOOLPOOL_INVALID_ARGUMENT`, never a crash.
 //! - No panic crosses the boundary: it becomes `TOOLPOOL_PANIC`.
+
+/// The boundary macros, in the style of rustls-ffi: each wraps one unsafe conversion of a
+/// parameter, names the parameter in the error, and carries the one SAFETY argument that
+/// every C function's `# Safety` section makes true for its parameters (NULL or valid for
+/// the call). Function bodies then hold no `unsafe` of their own.
+macro_rules! try_handle {
+    ($p:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL or a live handle of its type.
+        unsafe { $crate::ffi::handle($p, stringify!($p)) }?
+    };
+}
+
+/// A `const char *` parameter as `&str`: NULL or invalid UTF-8 is INVALID_ARGUMENT.
+macro_rules! try_str {
+    ($p:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL or a NUL-terminated string that
+        // lives for the call.
+        unsafe { $crate::ffi::cstr($p, stringify!($p)) }?
+    };
+}
+
+/// A `const char *` parameter that may be NULL, as `Option<&str>`.
+macro_rules! try_str_opt {
+    ($p:ident) => {
+        // SAFETY: as `try_str!`; NULL is allowed.
+        unsafe { $crate::ffi::cstr_opt($p, stringify!($p)) }?
+    };
+}
+
+/// A buffer parameter followed by its length, as `&[u8]`.
+macro_rules! try_bytes {
+    ($p:ident, $len:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL (only with `$len` 0) or readable
+        // for `$len` bytes for the call.
+        unsafe { $crate::ffi::bytes_in($p, $len, stringify!($p)) }?
+    };
+}
+
+/// A required out-parameter: NULL is INVALID_ARGUMENT; written only on success.
+macro_rules! try_out {
+    ($p:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL or writable for the call.
+        unsafe { $crate::ffi::out($p, stringify!($p)) }?
+    };
+}
+
+/// An optional out-parameter (NULL: not wanted).
+macro_rules! opt_out {
+    ($p:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL or writable for the call.
+        unsafe { $crate::ffi::out_opt($p) }
+    };
+}
 
 pub mod lease;
 pub mod limiter;
@@ -122,17 +177,41 @@ pub(crate) fn invalid(name: &str, why: &str) -> Error {
     Error::InvalidArgument(format!("{name} {why}"))
 }
 
-/// A shared reference to the object behind handle `p`, or INVALID_ARGUMENT if NULL.
-///
-/// # Safety
-/// `p` must be NULL or point to a live `T` for `'a`.
-pub(crate) unsafe fn handle<'a, T>(p: *const T, name: &str) -> Result<&'a T, Error> {
-    // SAFETY: non-NULL and live per the caller's contract.
-    unsafe { p.as_ref() }.ok_or_else(|| invalid(name, "is NULL"))
+/// A C handle type: an opaque box around one Rust object.
+pub(crate) trait Handle {
+    /// The Rust object inside.
+    type Inner;
+    /// What the handle is, for messages ("pool", "lease").
+    const WHAT: &'static str;
+    /// The Rust object inside.
+    fn inner(&self) -> &Self::Inner;
 }
 
-/// Check that out-pointer `p` is not NULL; the write happens later, on success only.
-pub(crate) fn out<T>(p: *mut T, name: &str) -> Result<OutPtr<T>, Error> {
+/// The object behind handle parameter `name`, or INVALID_ARGUMENT if NULL. Use
+/// [`try_handle!`].
+///
+/// # Safety
+/// `p` must be NULL or point to a live `H` for `'a`.
+pub(crate) unsafe fn handle<'a, H: Handle + 'a>(
+    p: *const H,
+    name: &str,
+) -> Result<&'a H::Inner, Error> {
+    // SAFETY: non-NULL and live per the caller's contract.
+    match unsafe { p.as_ref() } {
+        Some(h) => Ok(h.inner()),
+        None => Err(invalid(
+            &format!("{name} (the {} handle)", H::WHAT),
+            "is NULL",
+        )),
+    }
+}
+
+/// Check that out-pointer `p` is not NULL; the write happens later, on success only. Use
+/// [`try_out!`].
+///
+/// # Safety
+/// `p` must be NULL or valid for a write of `T` for the rest of the call.
+pub(crate) unsafe fn out<T>(p: *mut T, name: &str) -> Result<OutPtr<T>, Error> {
     if p.is_null() {
         Err(invalid(name, "is NULL"))
     } else {
@@ -140,22 +219,24 @@ pub(crate) fn out<T>(p: *mut T, name: &str) -> Result<OutPtr<T>, Error> {
     }
 }
 
-/// An optional out-pointer (NULL: the caller does not want the value).
-pub(crate) fn out_opt<T>(p: *mut T) -> Option<OutPtr<T>> {
+/// An optional out-pointer (NULL: the caller does not want the value). Use [`opt_out!`].
+///
+/// # Safety
+/// As [`out`].
+pub(crate) unsafe fn out_opt<T>(p: *mut T) -> Option<OutPtr<T>> {
     (!p.is_null()).then_some(OutPtr(p))
 }
 
-/// A checked, non-NULL out-pointer.
+/// A checked, non-NULL out-pointer, valid for one write during the call (the promise made
+/// to [`out`]). It is not `Send`, so it cannot outlive the call's thread.
 pub(crate) struct OutPtr<T>(*mut T);
 
 impl<T> OutPtr<T> {
     /// Write `v`. Called only once everything has succeeded.
-    ///
-    /// # Safety
-    /// The pointer must be valid for a write of `T` (the caller's contract).
-    pub(crate) unsafe fn write(self, v: T) {
-        // SAFETY: non-NULL (checked) and writable per the caller's contract; `write` does
-        // not drop whatever (possibly uninitialised) value was there.
+    pub(crate) fn write(self, v: T) {
+        // SAFETY: non-NULL (checked in `out`) and writable for the call (the promise made
+        // to the unsafe `out`); `write` does not drop whatever (possibly uninitialised)
+        // value was there.
         unsafe { self.0.write(v) }
     }
 }
@@ -195,8 +276,6 @@ pub(crate) unsafe fn cstr_opt<'a>(p: *const c_char, name: &str) -> Result<Option
     }
 }
 
-/// A string for the caller, freed with `toolpool_string_free`. A NUL byte inside (a tool
-/// may print one) becomes U+FFFD, so the C string is never cut short.
 /// Borrow `len` bytes at `p` (NULL allowed only for `len` 0).
 ///
 /// # Safety
@@ -219,6 +298,8 @@ pub(crate) fn bytes_out(v: Vec<u8>) -> (*mut u8, usize) {
     (Box::into_raw(b).cast::<u8>(), len)
 }
 
+/// A string for the caller, freed with `toolpool_string_free`. A NUL byte inside (a tool
+/// may print one) becomes U+FFFD, so the C string is never cut short.
 pub(crate) fn c_string(s: String) -> *mut c_char {
     let c = match CString::new(s) {
         Ok(c) => c,
