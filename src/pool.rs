@@ -237,6 +237,7 @@ impl Pool {
             .clamp(1, payloads.len().max(1));
         let next = AtomicUsize::new(0);
         let mut out: Vec<Option<Result<Reply>>> = (0..payloads.len()).map(|_| None).collect();
+        // `s.spawn` panics only when the OS refuses a thread (as std::thread::spawn does).
         let parts: Vec<Vec<(usize, Result<Reply>)>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..width)
                 .map(|_| {

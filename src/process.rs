@@ -236,6 +236,7 @@ pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
         Error::Spawn(format!("cannot start '{program}': {why}"))
     })?;
     let pid = child.id() as i32;
+    // The three pipes were asked for above (`Stdio::piped`), so they are there.
     let (stdin, stdout, stderr) = (
         File::from(std::os::fd::OwnedFd::from(
             child.stdin.take().expect("piped"),

@@ -166,6 +166,7 @@ pub(crate) fn encode_request(id: u64, payload: &str) -> Result<Vec<u8>> {
     if let Some(p) = params {
         req.insert("params".into(), p);
     }
+    // Serialising a `Value` (string keys, no non-finite floats) cannot fail.
     Ok(serde_json::to_vec(&Value::Object(req)).expect("a Value always serializes"))
 }
 
