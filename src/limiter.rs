@@ -22,13 +22,13 @@ pub const WARN_UTILIZATION_PERCENT: f64 = 80.0;
 
 /// The count of processes and starts in progress, under the limiter's lock.
 #[derive(Default)]
-struct Counts {
+struct Tally {
     max: usize,
     reserved: usize,
     procs: BTreeMap<i32, Arc<Process>>,
 }
 
-impl Counts {
+impl Tally {
     fn running(&self) -> usize {
         self.reserved + self.procs.len()
     }
@@ -40,7 +40,7 @@ impl Counts {
 /// A cap on concurrent child processes, and the list of every one we started.
 #[derive(Default)]
 pub struct Limiter {
-    state: Mutex<Counts>,
+    state: Mutex<Tally>,
     freed: Condvar,
 }
 
@@ -78,7 +78,7 @@ pub struct KillReport {
     pub killed_pids: Vec<i32>,
 }
 
-/// A reserved slot; becomes a registered process with [`Permit::bind`], or is given back
+/// A reserved place under the limit; becomes a registered process with [`Permit::bind`], or is given back
 /// when dropped.
 struct Permit {
     limiter: Arc<Limiter>,
@@ -107,9 +107,9 @@ impl Limiter {
     /// A new limiter; `max` 0 means no limit.
     pub fn new(max: usize) -> Arc<Limiter> {
         Arc::new(Limiter {
-            state: Mutex::new(Counts {
+            state: Mutex::new(Tally {
                 max,
-                ..Counts::default()
+                ..Tally::default()
             }),
             freed: Condvar::new(),
         })

@@ -256,13 +256,13 @@ impl Pool {
             // (the C boundary turns it into TOOLPOOL_PANIC).
             handles
                 .into_iter()
-                .map(|h| h.join().expect("map worker panicked"))
+                .map(|h| h.join().expect("map thread panicked"))
                 .collect()
         });
         for (k, r) in parts.into_iter().flatten() {
             out[k] = Some(r);
         }
-        // Every index below `payloads.len()` was taken by exactly one worker.
+        // Every index below `payloads.len()` was taken by exactly one thread.
         out.into_iter()
             .map(|r| r.expect("every payload ran"))
             .collect()
