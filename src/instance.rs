@@ -88,6 +88,12 @@ impl Instance {
         self.current.read().clone()
     }
 
+    /// `f` of the incarnation running now, under the read lock (no clone: the routing
+    /// hot path).
+    pub fn with_current<R>(&self, f: impl FnOnce(Option<&Incarnation>) -> R) -> R {
+        f(self.current.read().as_deref())
+    }
+
     /// True when the incarnation running now has pid `pid` (and `also` holds for it).
     pub fn current_is(&self, pid: i32, also: impl Fn(&Incarnation) -> bool) -> bool {
         self.current

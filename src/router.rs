@@ -132,10 +132,10 @@ fn available(p: &PoolCore, i: usize) -> Option<bool> {
     if inst.is_failed() {
         return None;
     }
-    match inst.current() {
+    inst.with_current(|c| match c {
         Some(c) => c.usable().then_some(false),
         None => Some(true),
-    }
+    })
 }
 
 /// False when no instance will ever take work without a manual `restart`.
@@ -148,10 +148,10 @@ fn may_serve(p: &PoolCore) -> bool {
         if inst.supervision().will_start() {
             return true;
         }
-        match inst.current() {
+        inst.with_current(|c| match c {
             None => true,
             Some(c) => auto || !matches!(c.state(), State::Dead | State::Stopped),
-        }
+        })
     })
 }
 
