@@ -46,7 +46,7 @@ struct Reaped {
     exit: Option<ExitInfo>,
 }
 
-/// A child process we started; shared by the instance, the limiter and the waiter thread.
+/// A child process we started; shared by the incarnation, the limiter and the waiter thread.
 pub(crate) struct Process {
     pid: i32,
     started: Instant,

@@ -1,6 +1,6 @@
 //! JSON-RPC 2.0 framing: one object per line, replies matched by id.
 //!
-//! The dispatcher sits on an instance's stdout reader: replies go to the request that
+//! The dispatcher sits on an incarnation's stdout reader: replies go to the request that
 //! waits for their id; notifications (and requests from the tool) go on to the stdout
 //! queue for the caller to read; a reply with an unknown id (its request timed out) is
 //! dropped and counted; anything else is a protocol error, counted and kept for status.
@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-/// Bad lines kept per instance for diagnosis.
+/// Bad lines kept per incarnation for diagnosis.
 const BAD_LINES_KEPT: usize = 10;
 /// Longest bad line kept (characters).
 const BAD_LINE_CHARS: usize = 300;
@@ -173,7 +173,7 @@ pub(crate) fn encode_request(id: u64, payload: &str) -> Result<Vec<u8>> {
 /// The outcome delivered to a waiting request: the `result` as JSON text, or the error.
 pub(crate) type RpcOutcome = std::result::Result<String, RpcError>;
 
-/// Matches replies to pending requests for one instance.
+/// Matches replies to pending requests for one incarnation.
 pub(crate) struct Dispatcher {
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, Sender<RpcOutcome>>>,
@@ -198,7 +198,7 @@ impl Dispatcher {
     }
 
     /// Register a new request: its id and where its reply will arrive. `None` when the
-    /// instance's stdout has closed.
+    /// incarnation's stdout has closed.
     pub fn register(&self) -> Option<(u64, Receiver<RpcOutcome>)> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let (tx, rx) = bounded(1);
@@ -261,7 +261,7 @@ impl StdoutFilter for Dispatcher {
     fn closed(&self) {
         let mut p = self.pending.lock();
         self.closed.store(true, Relaxed);
-        p.clear(); // waiting requests see a disconnected channel: the instance died
+        p.clear(); // waiting requests see a disconnected channel: the incarnation died
     }
 }
 

@@ -105,7 +105,7 @@ pub struct Startup {
     /// An instance is ready only once it prints this exact line on stdout. Lines before it
     /// (and the line itself) are start-up output and are not delivered.
     pub ready_line: Option<String>,
-    /// How long to wait for the ready line (and for a process-limit slot). Default 10000.
+    /// How long to wait for the ready line (and for room under the process limit). Default 10000.
     pub timeout_ms: u64,
 }
 

@@ -1,4 +1,4 @@
-//! The stdin side of an instance: a bounded queue, a writer thread, and a fast path.
+//! The stdin side of an incarnation: a bounded queue, a writer thread, and a fast path.
 //!
 //! `send` never blocks on the child. When nothing is queued and no write is under way,
 //! the caller writes the line itself with one non-blocking `write` (SIGPIPE blocked in
