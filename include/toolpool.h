@@ -1,7 +1,7 @@
 /*
  * toolpool: pools of warm command-line tool processes driven over stdin/stdout.
  *
- * Global contract (details in docs/c-api.md):
+ * Global contract (details in the README, "C API conventions"):
  *  - Functions returning int32_t return a ToolpoolStatus; TOOLPOOL_OK (0) is success.
  *  - Out-parameters are written only on success.
  *  - On failure, toolpool_last_error_message() / toolpool_last_error_code() describe it
@@ -339,9 +339,10 @@ int32_t toolpool_pool_size(const struct ToolpoolPool *p, uint32_t *out_count);
 
 /**
  * Queue `line` (toolpool appends the newline) for the stdin of instance `instance`.
- * Never blocks: a full stdin queue is `TOOLPOOL_QUEUE_FULL`. A line containing a newline
- * is `TOOLPOOL_INVALID_ARGUMENT`. Writing to a child that has died does not raise
- * SIGPIPE in the host.
+ * A full stdin queue is `TOOLPOOL_QUEUE_FULL`, never a wait; but an instance that is not
+ * running (`lazy`, or stopped when idle) is started first, which waits for its ready
+ * line. A line containing a newline is `TOOLPOOL_INVALID_ARGUMENT`. Writing to a child
+ * that has died does not raise SIGPIPE in the host.
  *
  * Errors: `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`,
  * `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
@@ -522,8 +523,9 @@ int32_t toolpool_pool_request_sticky(struct ToolpoolPool *p,
  * spread over the pool; `timeout_ms` applies to each. `*out_results_json` receives a
  * JSON array in the same order, one object per payload:
  * `{"ok":true,"text":"...","instance":N or null,"served_by":"pool" or "oneshot"}` or
- * `{"ok":false,"code":<status>,"error":"<message>"}`. The call succeeds even when some
- * requests fail (each result says).
+ * `{"ok":false,"code":<status>,"error":"<message>"}` (`MapResult` of the Rust API). The
+ * call succeeds even when some requests fail (each result says), also on a shut-down
+ * pool (each result is `TOOLPOOL_SHUT_DOWN`), as `Pool::map` in Rust.
  *
  * Errors: `TOOLPOOL_INVALID_ARGUMENT` when `payloads_json` is not a JSON array of strings.
  * NULL handling: `p`, `payloads_json` or `out_results_json` NULL is

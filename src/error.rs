@@ -1,9 +1,10 @@
 //! The one error type of toolpool.
 //!
-//! Every variant maps to exactly one C status code ([`Error::code`]); the C ABI, the Go and
-//! the Python bindings expose the same set. Messages name what was wrong and where (tool id,
-//! instance index, key, path).
+//! Every variant maps to exactly one C status ([`Error::status`], one exhaustive match over
+//! the table in [`crate::status`]); the C ABI, the Go and the Python bindings expose the
+//! same set. Messages name what was wrong and where (tool id, instance index, key, path).
 
+use crate::status::ToolpoolStatus;
 use serde::Serialize;
 use std::fmt;
 use std::time::Duration;
@@ -157,8 +158,13 @@ pub enum Error {
     },
     /// No instance of the pool can take work (all dead, failed or stopped) and no fallback
     /// is configured.
-    #[error("no instance of '{0}' is available")]
-    Unavailable(String),
+    #[error("no instance of '{tool}' is available ({reason})")]
+    Unavailable {
+        /// Tool id.
+        tool: String,
+        /// Why: the pool is disabled, no instance can serve, and so on.
+        reason: String,
+    },
     /// An I/O error outside a spawn (reading a registry file, and so on).
     #[error("i/o error: {0}")]
     Io(String),
@@ -168,25 +174,39 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The C status of this error: one exhaustive match, so a new variant must be given
+    /// its status here (statuses are append-only, see [`crate::status`]).
+    pub fn status(&self) -> ToolpoolStatus {
+        use ToolpoolStatus as S;
+        match self {
+            Error::InvalidArgument(_) => S::TOOLPOOL_INVALID_ARGUMENT,
+            Error::UnknownTool { .. } => S::TOOLPOOL_NOT_FOUND,
+            Error::Spawn(_) => S::TOOLPOOL_SPAWN_FAILED,
+            Error::Timeout { .. } => S::TOOLPOOL_TIMEOUT,
+            Error::InstanceDead(_) => S::TOOLPOOL_DEAD,
+            Error::Saturated { .. } => S::TOOLPOOL_SATURATED,
+            Error::ShutDown(_) => S::TOOLPOOL_SHUT_DOWN,
+            Error::LimitReached { .. } => S::TOOLPOOL_LIMIT_REACHED,
+            Error::Protocol(_) => S::TOOLPOOL_PROTOCOL_ERROR,
+            Error::Tool { .. } => S::TOOLPOOL_TOOL_ERROR,
+            Error::Config(_) => S::TOOLPOOL_CONFIG,
+            Error::IndexOutOfRange { .. } => S::TOOLPOOL_INDEX_OUT_OF_RANGE,
+            Error::QueueFull { .. } => S::TOOLPOOL_QUEUE_FULL,
+            Error::Failed { .. } => S::TOOLPOOL_FAILED,
+            Error::Unavailable { .. } => S::TOOLPOOL_UNAVAILABLE,
+            Error::Io(_) => S::TOOLPOOL_IO,
+        }
+    }
+
     /// The stable numeric code of this error; identical to the C status code.
     pub fn code(&self) -> i32 {
-        match self {
-            Error::InvalidArgument(_) => 1,
-            Error::UnknownTool { .. } => 2,
-            Error::Spawn(_) => 3,
-            Error::Timeout { .. } => 4,
-            Error::InstanceDead(_) => 5,
-            Error::Saturated { .. } => 6,
-            Error::ShutDown(_) => 7,
-            Error::LimitReached { .. } => 8,
-            Error::Protocol(_) => 9,
-            Error::Tool { .. } => 10,
-            Error::Config(_) => 11,
-            Error::IndexOutOfRange { .. } => 12,
-            Error::QueueFull { .. } => 13,
-            Error::Failed { .. } => 14,
-            Error::Unavailable(_) => 15,
-            Error::Io(_) => 16,
+        self.status().code()
+    }
+
+    pub(crate) fn unavailable(tool: &str, reason: impl Into<String>) -> Error {
+        Error::Unavailable {
+            tool: tool.to_string(),
+            reason: reason.into(),
         }
     }
 
@@ -200,5 +220,138 @@ impl Error {
     /// True for [`Error::Timeout`].
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One error of every variant (the match makes a new variant fail to compile here
+    /// until it is listed), with the status name it must map to.
+    fn every_variant() -> Vec<(Error, &'static str)> {
+        let s = String::new;
+        let all = vec![
+            (Error::InvalidArgument(s()), "TOOLPOOL_INVALID_ARGUMENT"),
+            (
+                Error::UnknownTool {
+                    tool: s(),
+                    known: vec![],
+                },
+                "TOOLPOOL_NOT_FOUND",
+            ),
+            (Error::Spawn(s()), "TOOLPOOL_SPAWN_FAILED"),
+            (Error::timeout("x", Duration::ZERO), "TOOLPOOL_TIMEOUT"),
+            (
+                Error::InstanceDead(DeathInfo {
+                    tool: s(),
+                    index: 0,
+                    exit: None,
+                    stderr_tail: vec![],
+                }),
+                "TOOLPOOL_DEAD",
+            ),
+            (
+                Error::Saturated {
+                    tool: s(),
+                    waiting: 0,
+                    max_waiting: 0,
+                },
+                "TOOLPOOL_SATURATED",
+            ),
+            (Error::ShutDown(s()), "TOOLPOOL_SHUT_DOWN"),
+            (
+                Error::LimitReached {
+                    limit: 0,
+                    running: 0,
+                    waited: Duration::ZERO,
+                },
+                "TOOLPOOL_LIMIT_REACHED",
+            ),
+            (Error::Protocol(s()), "TOOLPOOL_PROTOCOL_ERROR"),
+            (
+                Error::Tool {
+                    code: 0,
+                    message: s(),
+                    data: None,
+                },
+                "TOOLPOOL_TOOL_ERROR",
+            ),
+            (Error::Config(s()), "TOOLPOOL_CONFIG"),
+            (
+                Error::IndexOutOfRange {
+                    tool: s(),
+                    index: 0,
+                    count: 0,
+                },
+                "TOOLPOOL_INDEX_OUT_OF_RANGE",
+            ),
+            (
+                Error::QueueFull {
+                    tool: s(),
+                    index: 0,
+                    capacity: 0,
+                },
+                "TOOLPOOL_QUEUE_FULL",
+            ),
+            (
+                Error::Failed {
+                    tool: s(),
+                    index: 0,
+                    reason: s(),
+                },
+                "TOOLPOOL_FAILED",
+            ),
+            (Error::unavailable("t", "r"), "TOOLPOOL_UNAVAILABLE"),
+            (Error::Io(s()), "TOOLPOOL_IO"),
+        ];
+        for (e, _) in &all {
+            // Exhaustive: a new variant is a compile error until it is added above.
+            match e {
+                Error::InvalidArgument(_)
+                | Error::UnknownTool { .. }
+                | Error::Spawn(_)
+                | Error::Timeout { .. }
+                | Error::InstanceDead(_)
+                | Error::Saturated { .. }
+                | Error::ShutDown(_)
+                | Error::LimitReached { .. }
+                | Error::Protocol(_)
+                | Error::Tool { .. }
+                | Error::Config(_)
+                | Error::IndexOutOfRange { .. }
+                | Error::QueueFull { .. }
+                | Error::Failed { .. }
+                | Error::Unavailable { .. }
+                | Error::Io(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_variant_has_its_status_by_name() {
+        let all = every_variant();
+        assert_eq!(all.len(), 16);
+        for (e, name) in &all {
+            assert_eq!(e.status().name().to_str().unwrap(), *name, "{e:?}");
+            assert_eq!(e.code(), e.status() as i32);
+        }
+        // Every status but OK and PANIC is some error's status, each exactly once.
+        let mut codes: Vec<i32> = all.iter().map(|(e, _)| e.code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+        assert_eq!(codes, (1..=16).collect::<Vec<_>>());
+        assert_eq!(ToolpoolStatus::ALL.len(), all.len() + 2);
+    }
+
+    #[test]
+    fn unavailable_names_the_tool_and_the_reason_apart() {
+        let e = Error::unavailable("bc", "the pool is disabled");
+        assert_eq!(
+            e.to_string(),
+            "no instance of 'bc' is available (the pool is disabled)"
+        );
     }
 }

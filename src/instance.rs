@@ -1,428 +1,184 @@
-//! One running incarnation of a tool: the process, its stdin ([`crate::writer`]), its
-//! stdout ([`crate::reader`], read on demand by the callers that wait), and a thread
-//! that always drains stderr.
+//! One instance: a public index of a pool, and what outlives each of its incarnations
+//! (the running process, [`Incarnation`]): counters, metrics, restarts, the failed mark,
+//! the last exit, and the supervisor's bookkeeping ([`Supervision`]).
 //!
-//! - stderr: lines go to a bounded queue that drops its oldest line when full (counted),
-//!   and the last `limits.stderr_tail_lines` are kept for diagnosis.
-//! - A line longer than `limits.max_line_bytes` is cut into pieces of that size (counted).
+//! The instance owns its current incarnation: it is installed, replaced and taken out only
+//! through the methods here, under [`Instance::start_lock`] for starts and restarts.
 
-use crate::error::{DeathInfo, Error, ExitInfo, Result};
-use crate::limiter::Limiter;
-use crate::process::{self, Launch, Process};
-use crate::reader::{LineBuf, StdoutReader, WaitEnd};
-use crate::spec::ToolSpec;
-use crate::writer::{SendError, StdinWriter};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use parking_lot::Mutex;
-use serde::Serialize;
+use crate::error::ExitInfo;
+use crate::incarnation::Incarnation;
+use crate::metrics::{Counters, Metrics};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::VecDeque;
-use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Index of the stderr drainer in `Instance::threads` (after the stdin writer).
-const DRAINER: usize = 1;
-
-/// Longest stderr line kept in the tail shown by `status` (longer ones are shortened).
-const TAIL_LINE_CHARS: usize = 500;
-/// Longest `Instance::join` waits for the stream threads once the process is gone.
-pub const STREAM_JOIN_WAIT: Duration = Duration::from_secs(2);
-
-static LEAKED_THREADS: AtomicU64 = AtomicU64::new(0);
-
-/// Stream threads left running because an escaped descendant still held a pipe open.
-pub fn leaked_threads() -> u64 {
-    LEAKED_THREADS.load(Relaxed)
-}
-
-/// Takes stdout lines before they reach the instance's queue (the JSON-RPC dispatcher).
-pub(crate) trait StdoutFilter: Send + Sync {
-    /// Return `Some(line)` to queue it for `read_line`, `None` when it was consumed.
-    fn filter(&self, line: Vec<u8>) -> Option<Vec<u8>>;
-    /// stdout reached EOF: fail whatever still waits for a reply.
-    fn closed(&self);
-}
-
-/// Life-cycle state of an instance, as shown in status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Started, waiting for its ready line.
-    Starting,
-    /// Ready for work.
-    Ready,
-    /// The process ended (or its stdout closed) without being asked to.
-    Dead,
-    /// Stopped on purpose (shutdown, restart, idle timeout) or not started yet (lazy).
-    Stopped,
-    /// Too many restarts: the supervisor gave up until `restart` is called.
-    Failed,
-}
-
-/// Counters of one incarnation.
+/// The supervisor's bookkeeping for one instance (changed by the supervisor, read by
+/// status and routing).
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub lines_sent: AtomicU64,
-    pub lines_received: AtomicU64,
-    pub stderr_lines: AtomicU64,
-    pub lines_split: AtomicU64,
-    pub stderr_dropped: AtomicU64,
-    pub startup_lines: AtomicU64,
-    pub stdin_dropped: AtomicU64,
-    /// Lines found in the stdout queue before a `lines`/`marker` request (dropped).
-    pub unsolicited: AtomicU64,
-    /// Lines passed on by the JSON-RPC filter (notifications) dropped from a full queue.
-    pub stdout_dropped: AtomicU64,
+pub(crate) struct Supervision {
+    pub started_at: Option<Instant>,
+    pub last_used: Option<Instant>,
+    pub served: u64,
+    pub recycle_at: Option<u64>,
+    /// Replace now, whatever the policy (timed-out request, failed probe).
+    pub replace_now: bool,
+    /// Replace gracefully: start the new process before retiring the old one.
+    pub recycle: bool,
+    /// A restart is due (policy), at `next_restart`.
+    pub restart_due: bool,
+    /// The last start attempt failed; another is scheduled with backoff.
+    pub start_failed: bool,
+    pub next_restart: Option<Instant>,
+    pub backoff: Option<Duration>,
+    pub restart_times: VecDeque<Instant>,
+    pub last_probe: Option<Instant>,
+    pub last_probe_latency: Option<Duration>,
 }
 
-/// One started process, its pipes and its threads.
+impl Supervision {
+    /// A new process is on its way (replacement, recycle or scheduled restart).
+    pub(crate) fn will_start(&self) -> bool {
+        self.replace_now || self.recycle || self.restart_due || self.start_failed
+    }
+
+    /// An incarnation was just installed.
+    fn on_start(&mut self) {
+        let now = Instant::now();
+        self.started_at = Some(now);
+        self.last_used = Some(now);
+        self.served = 0;
+        self.recycle_at = None;
+        self.replace_now = false;
+        self.recycle = false;
+        self.restart_due = false;
+        self.next_restart = None;
+    }
+
+    /// A restart asked for by the user: a clean restart history and backoff.
+    fn clear_history(&mut self) {
+        self.restart_times.clear();
+        self.backoff = None;
+    }
+}
+
+/// One instance index.
+#[derive(Default)]
 pub(crate) struct Instance {
-    pub tool: String,
-    pub index: usize,
-    pub process: Arc<Process>,
-    stdin: StdinWriter,
-    pub stdout: StdoutReader,
-    queue_lines: usize,
-    pub stderr_rx: Receiver<Vec<u8>>,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    current: RwLock<Option<Arc<Incarnation>>>,
+    /// Serialises starts and restarts of this index.
+    pub start_lock: Mutex<()>,
+    /// Line counters of every incarnation, shared with the current one.
     pub counters: Arc<Counters>,
-    pub stopped: AtomicBool,
-    retired: AtomicBool,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Requests served by this index.
+    pub metrics: Metrics,
+    restarts: AtomicU64,
+    failed: Mutex<Option<String>>,
+    last_exit: Mutex<Option<ExitInfo>>,
+    supervision: Mutex<Supervision>,
+    /// JSON-RPC counters of retired incarnations.
+    protocol_errors: AtomicU64,
+    late_replies: AtomicU64,
 }
 
 impl Instance {
-    /// Spawn one incarnation of `spec` as instance `index`. Does not wait for readiness.
-    pub fn start(
-        spec: &ToolSpec,
-        index: usize,
-        limiter: &Arc<Limiter>,
-        counters: Arc<Counters>,
-        filter: Option<Arc<dyn StdoutFilter>>,
-        on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
-    ) -> Result<Arc<Instance>> {
-        let launch = Launch {
-            argv: spec.command.clone(),
-            env: spec.env.clone(),
-            env_clear: spec.env_clear,
-            cwd: spec.cwd.clone(),
-        };
-        let (dead_tx, dead_rx) = bounded::<()>(0);
-        let on_exit: Box<dyn FnOnce(ExitInfo) + Send> = Box::new(move |e| {
-            drop(dead_tx); // wakes the writer of a dead child
-            on_exit(e)
-        });
-        let wait = Duration::from_millis(spec.startup.timeout_ms);
-        let sp = process::spawn(&launch, limiter, wait, on_exit).map_err(|e| match e {
-            Error::Spawn(m) => Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id)),
-            other => other,
-        })?;
-        let pid = sp.process.pid();
-        let q = spec.limits.queue_lines;
-        let (stderr_tx, stderr_rx) = bounded::<Vec<u8>>(q);
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let (stdin, writer) = StdinWriter::start(
-            sp.stdin,
-            q,
-            Arc::clone(&counters),
-            dead_rx,
-            format!("toolpool-in-{pid}"),
-        );
-        let stdout = StdoutReader::new(
-            sp.stdout,
-            spec.limits.max_line_bytes,
-            q,
-            spec.startup.ready_line.clone().map(String::into_bytes),
-            filter,
-            Arc::clone(&counters),
-        );
-        let drainer = {
-            let tail = Arc::clone(&stderr_tail);
-            let drop_rx = stderr_rx.clone();
-            let stderr = sp.stderr;
-            let counters = Arc::clone(&counters);
-            let max = spec.limits.max_line_bytes;
-            let keep = spec.limits.stderr_tail_lines;
-            process::spawn_thread(format!("toolpool-err-{pid}"), move || {
-                stderr_loop(stderr, max, &counters, stderr_tx, drop_rx, &tail, keep)
-            })
-        };
-        Ok(Arc::new(Instance {
-            tool: spec.id.clone(),
-            index,
-            process: sp.process,
-            stdin,
-            stdout,
-            queue_lines: q,
-            stderr_rx,
-            stderr_tail,
-            counters,
-            stopped: AtomicBool::new(false),
-            retired: AtomicBool::new(false),
-            threads: Mutex::new(vec![writer, drainer]), // see DRAINER
-        }))
+    /// The incarnation running now, if any.
+    pub fn current(&self) -> Option<Arc<Incarnation>> {
+        self.current.read().clone()
     }
 
-    /// Wait until the ready line was seen (or there is none), up to `deadline`. Reads
-    /// stdout meanwhile; lines before the ready line are start-up output.
-    pub fn wait_ready(&self, deadline: Instant, ready_line: &str) -> Result<()> {
-        match self
-            .stdout
-            .wait_for(deadline, |st| st.ready().then_some(()))
-        {
-            Ok(()) => Ok(()),
-            Err(end) => Err(Error::Spawn(format!(
-                "tool '{}' instance {} {}{}",
-                self.tool,
-                self.index,
-                match end {
-                    WaitEnd::Eof => format!("closed stdout before the ready line '{ready_line}'"),
-                    WaitEnd::Timeout =>
-                        format!("did not print its ready line '{ready_line}' in time"),
-                },
-                self.tail_suffix()
-            ))),
+    /// `f` of the incarnation running now, under the read lock (no clone: the routing
+    /// hot path).
+    pub fn with_current<R>(&self, f: impl FnOnce(Option<&Incarnation>) -> R) -> R {
+        f(self.current.read().as_deref())
+    }
+
+    /// True when the incarnation running now has pid `pid` (and `also` holds for it).
+    pub fn current_is(&self, pid: i32, also: impl Fn(&Incarnation) -> bool) -> bool {
+        self.current
+            .read()
+            .as_ref()
+            .is_some_and(|c| c.pid() == pid && also(c))
+    }
+
+    /// Install `inc` as the current incarnation (status shows it at once; routing takes
+    /// it once ready). Returns the one it replaced, which the caller retires.
+    pub fn install(&self, inc: Arc<Incarnation>) -> Option<Arc<Incarnation>> {
+        let old = self.current.write().replace(inc);
+        self.supervision.lock().on_start();
+        old
+    }
+
+    /// Take the current incarnation out (to retire it).
+    pub fn take_current(&self) -> Option<Arc<Incarnation>> {
+        self.current.write().take()
+    }
+
+    /// Stop an incarnation taken out of this instance, keeping its JSON-RPC counters.
+    pub fn retire(&self, old: Arc<Incarnation>) {
+        old.stop();
+        if let Some(d) = old.rpc() {
+            self.protocol_errors
+                .fetch_add(d.protocol_errors.load(Relaxed), Relaxed);
+            self.late_replies
+                .fetch_add(d.late_replies.load(Relaxed), Relaxed);
         }
     }
 
-    fn tail_suffix(&self) -> String {
-        let tail = self.stderr_tail();
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!("; last stderr: {}", tail.join(" | "))
-        }
+    /// Count a restart (by `restart`, the supervisor or recycling).
+    pub fn count_restart(&self) {
+        self.restarts.fetch_add(1, Relaxed);
     }
 
-    /// True once the ready line was seen (or when there is none).
-    pub fn is_ready(&self) -> bool {
-        self.stdout.ready()
+    /// Restarts so far.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Relaxed)
     }
 
-    /// The state shown in status.
-    pub fn state(&self) -> State {
-        if self.stopped.load(Relaxed) {
-            State::Stopped
-        } else if !self.process.is_alive() || self.stdout.eof() {
-            State::Dead
-        } else if self.is_ready() {
-            State::Ready
-        } else {
-            State::Starting
-        }
+    /// Why the supervisor marked it failed, if it did.
+    pub fn failed(&self) -> Option<String> {
+        self.failed.lock().clone()
     }
 
-    /// Alive and ready for work.
-    pub fn usable(&self) -> bool {
-        self.state() == State::Ready && !self.stdin.is_broken() && !self.retired.load(Relaxed)
+    /// True while marked failed.
+    pub fn is_failed(&self) -> bool {
+        self.failed.lock().is_some()
     }
 
-    /// Take out of service (it is about to be killed and replaced).
-    pub fn retire(&self) {
-        self.retired.store(true, Relaxed);
+    /// Mark failed: no automatic restart until a manual one.
+    pub fn mark_failed(&self, reason: String) {
+        *self.failed.lock() = Some(reason);
     }
 
-    /// Why this instance cannot be used, for [`Error::InstanceDead`]. Waits up to `wait`
-    /// for the exit status, and as long again for the stderr drainer to reach EOF, so
-    /// the last stderr lines (often the reason) are in the error.
-    pub fn death(&self, wait: Duration) -> Error {
-        let exit = self.process.wait_timeout(wait);
-        let deadline = crate::deadline_in(wait);
-        while !self.stderr_done() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Error::InstanceDead(DeathInfo {
-            tool: self.tool.clone(),
-            index: self.index,
-            exit,
-            stderr_tail: self.stderr_tail(),
-        })
+    /// A restart asked for: clear the failed mark, the restart history and the backoff.
+    pub fn clear_failure(&self) {
+        *self.failed.lock() = None;
+        self.supervision.lock().clear_history();
     }
 
-    /// True once the stderr drainer has read to EOF.
-    fn stderr_done(&self) -> bool {
-        self.threads
-            .lock()
-            .get(DRAINER)
-            .is_none_or(|t| t.is_finished())
+    /// How the last incarnation ended.
+    pub fn last_exit(&self) -> Option<ExitInfo> {
+        *self.last_exit.lock()
     }
 
-    /// Queue one line (the newline is appended here) for the child's stdin.
-    pub fn send(&self, line: &[u8]) -> Result<()> {
-        if line.contains(&b'\n') {
-            return Err(Error::InvalidArgument(format!(
-                "line for instance {} of '{}' contains a newline",
-                self.index, self.tool
-            )));
-        }
-        if self.stdin.is_broken() || !self.process.is_alive() {
-            return Err(self.death(Duration::from_millis(50)));
-        }
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line);
-        buf.push(b'\n');
-        match self.stdin.send(buf) {
-            Ok(()) => Ok(()),
-            Err(SendError::Full) => Err(Error::QueueFull {
-                tool: self.tool.clone(),
-                index: self.index,
-                capacity: self.queue_lines,
-            }),
-            Err(SendError::Closed) => Err(self.death(Duration::from_millis(50))),
-        }
+    /// Record how an incarnation ended (from its waiter thread).
+    pub fn set_last_exit(&self, exit: ExitInfo) {
+        *self.last_exit.lock() = Some(exit);
     }
 
-    /// The next stdout line, waiting up to `timeout`.
-    pub fn read_line(&self, timeout: Duration) -> Result<Vec<u8>> {
-        match self
-            .stdout
-            .wait_for(crate::deadline_in(timeout), |st| st.queue.pop_front())
-        {
-            Ok(line) => Ok(line),
-            Err(WaitEnd::Timeout) => Err(Error::timeout(
-                format!("stdout of instance {} of '{}'", self.index, self.tool),
-                timeout,
-            )),
-            Err(WaitEnd::Eof) => Err(self.death(Duration::from_millis(200))),
-        }
+    /// The supervisor's bookkeeping, locked.
+    pub fn supervision(&self) -> MutexGuard<'_, Supervision> {
+        self.supervision.lock()
     }
 
-    /// Drop (and count) stdout lines nobody asked for, taking in what is in the pipe now
-    /// without waiting.
-    pub fn drop_unsolicited(&self) {
-        let mut st = self.stdout.take_available();
-        let n = st.queue.len();
-        st.queue.clear();
-        self.counters.unsolicited.fetch_add(n as u64, Relaxed);
-    }
-
-    /// The next stderr line, waiting up to `timeout`.
-    pub fn read_stderr_line(&self, timeout: Duration) -> Result<Vec<u8>> {
-        match self.stderr_rx.recv_timeout(timeout) {
-            Ok(l) => Ok(l),
-            Err(RecvTimeoutError::Timeout) => Err(Error::timeout(
-                format!("stderr of instance {} of '{}'", self.index, self.tool),
-                timeout,
-            )),
-            Err(RecvTimeoutError::Disconnected) => Err(self.death(Duration::from_millis(200))),
-        }
-    }
-
-    /// Lines waiting in the stdin queue.
-    pub fn stdin_queue_len(&self) -> usize {
-        self.stdin.queue_len()
-    }
-
-    /// The last stderr lines (lossy UTF-8).
-    pub fn stderr_tail(&self) -> Vec<String> {
-        self.stderr_tail.lock().iter().cloned().collect()
-    }
-
-    /// Close the child's stdin (after the queued lines are written).
-    pub fn close_stdin(&self) {
-        self.stdin.close();
-    }
-
-    /// Mark stopped on purpose, SIGKILL the group, reap and join every thread.
-    pub fn kill(&self) {
-        self.stopped.store(true, Relaxed);
-        self.close_stdin();
-        self.process.signal(libc::SIGKILL);
-        self.join();
-    }
-
-    /// Join the threads once the process is gone. Reader threads blocked on a full queue
-    /// are released by dropping the stop channel.
-    ///
-    /// A descendant that left the process group (its own group or session) and kept the
-    /// pipes open is beyond the group kill: the stream threads then stay blocked until it
-    /// exits. They are waited for up to [`STREAM_JOIN_WAIT`] in all, then left to finish
-    /// on their own (counted by [`leaked_threads`]) so a shutdown never hangs.
-    pub fn join(&self) {
-        self.process.join_waiter();
-        let deadline = Instant::now() + STREAM_JOIN_WAIT;
-        for t in self.threads.lock().drain(..) {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                LEAKED_THREADS.fetch_add(1, Relaxed);
-            }
-        }
-    }
-}
-
-impl Drop for Instance {
-    /// A safety net: an instance dropped without `kill` still takes its process group
-    /// down (the waiter thread reaps it).
-    fn drop(&mut self) {
-        self.process.signal(libc::SIGKILL);
-    }
-}
-
-fn push_tail(tail: &Mutex<VecDeque<String>>, keep: usize, line: &[u8]) {
-    if keep == 0 {
-        return;
-    }
-    let mut s = String::from_utf8_lossy(line).into_owned();
-    if s.len() > TAIL_LINE_CHARS {
-        let mut cut = TAIL_LINE_CHARS;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    let mut t = tail.lock();
-    if t.len() == keep {
-        t.pop_front();
-    }
-    t.push_back(s);
-}
-
-fn stderr_loop(
-    src: File,
-    max: usize,
-    counters: &Counters,
-    tx: Sender<Vec<u8>>,
-    drop_rx: Receiver<Vec<u8>>,
-    tail: &Mutex<VecDeque<String>>,
-    keep: usize,
-) {
-    let emit = |mut line: Vec<u8>| {
-        counters.stderr_lines.fetch_add(1, Relaxed);
-        push_tail(tail, keep, &line);
-        loop {
-            match tx.try_send(line) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(l)) => {
-                    // Nobody reads stderr: drop the oldest line, keep draining.
-                    if drop_rx.try_recv().is_ok() {
-                        counters.stderr_dropped.fetch_add(1, Relaxed);
-                    }
-                    line = l;
-                }
-            }
-        }
-    };
-    let mut lines = LineBuf::default();
-    loop {
-        match lines.fill_from(&src) {
-            Ok(0) => break,
-            Ok(_) => {
-                while let Some(line) = lines.next_line(max, &counters.lines_split) {
-                    emit(line);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    if let Some(rest) = lines.rest() {
-        emit(rest);
+    /// JSON-RPC protocol errors and late replies, of every incarnation.
+    pub fn rpc_counts(&self) -> (u64, u64) {
+        let rpc = self.current().and_then(|c| c.rpc().cloned());
+        let now = |f: fn(&crate::rpc::Dispatcher) -> u64| rpc.as_deref().map_or(0, f);
+        (
+            self.protocol_errors.load(Relaxed) + now(|d| d.protocol_errors.load(Relaxed)),
+            self.late_replies.load(Relaxed) + now(|d| d.late_replies.load(Relaxed)),
+        )
     }
 }

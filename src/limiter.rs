@@ -5,8 +5,9 @@
 //! [`Error::LimitReached`]. Lowering the limit never kills; it only holds back new starts.
 //! A reaped child leaves the count at once (the waiter thread releases it).
 
+use crate::error::ExitInfo;
 use crate::error::{Error, Result};
-use crate::process::Process;
+use crate::process::{self, Launch, Process, Spawned};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -19,14 +20,15 @@ pub const MAX_PROCESSES_ENV: &str = "TOOLPOOL_MAX_PROCESSES";
 /// Utilization above which [`LimiterStatus::warning`] is set.
 pub const WARN_UTILIZATION_PERCENT: f64 = 80.0;
 
+/// The count of processes and starts in progress, under the limiter's lock.
 #[derive(Default)]
-struct State {
+struct Tally {
     max: usize,
     reserved: usize,
     procs: BTreeMap<i32, Arc<Process>>,
 }
 
-impl State {
+impl Tally {
     fn running(&self) -> usize {
         self.reserved + self.procs.len()
     }
@@ -38,7 +40,7 @@ impl State {
 /// A cap on concurrent child processes, and the list of every one we started.
 #[derive(Default)]
 pub struct Limiter {
-    state: Mutex<State>,
+    state: Mutex<Tally>,
     freed: Condvar,
 }
 
@@ -76,15 +78,15 @@ pub struct KillReport {
     pub killed_pids: Vec<i32>,
 }
 
-/// A reserved slot; becomes a registered process with [`Permit::bind`], or is given back
+/// A reserved place under the limit; becomes a registered process with [`Permit::bind`], or is given back
 /// when dropped.
-pub(crate) struct Permit {
+struct Permit {
     limiter: Arc<Limiter>,
     bound: bool,
 }
 
 impl Permit {
-    pub(crate) fn bind(mut self, process: &Arc<Process>) {
+    fn bind(mut self, process: &Arc<Process>) {
         let mut st = self.limiter.state.lock();
         st.reserved -= 1;
         st.procs.insert(process.pid(), Arc::clone(process));
@@ -105,9 +107,9 @@ impl Limiter {
     /// A new limiter; `max` 0 means no limit.
     pub fn new(max: usize) -> Arc<Limiter> {
         Arc::new(Limiter {
-            state: Mutex::new(State {
+            state: Mutex::new(Tally {
                 max,
-                ..State::default()
+                ..Tally::default()
             }),
             freed: Condvar::new(),
         })
@@ -173,8 +175,30 @@ impl Limiter {
         }
     }
 
-    pub(crate) fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Permit> {
-        let deadline = crate::deadline_in(wait);
+    /// Start `launch` within the limit (waiting up to `wait` for room). The process counts
+    /// until it is reaped; then `on_exit` runs on its waiter thread.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        launch: &Launch,
+        wait: Duration,
+        on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
+    ) -> Result<Spawned> {
+        let permit = self.acquire(wait)?;
+        let sp = process::spawn(launch)?;
+        // Registered before the waiter starts, so a child that exits at once is released
+        // after it was counted, never before.
+        permit.bind(&sp.process);
+        let limiter = Arc::clone(self);
+        let pid = sp.process.pid();
+        sp.process.start_waiter(Box::new(move |exit| {
+            limiter.release(pid);
+            on_exit(exit);
+        }));
+        Ok(sp)
+    }
+
+    fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Permit> {
+        let deadline = crate::util::deadline_in(wait);
         let mut st = self.state.lock();
         while !st.has_room() {
             if self.freed.wait_until(&mut st, deadline).timed_out() && !st.has_room() {
@@ -192,7 +216,7 @@ impl Limiter {
         })
     }
 
-    pub(crate) fn release(&self, pid: i32) {
+    fn release(&self, pid: i32) {
         self.state.lock().procs.remove(&pid);
         self.freed.notify_all();
     }

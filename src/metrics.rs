@@ -218,3 +218,19 @@ mod tests {
         assert_eq!(Histogram::default().quantile(0.5), None);
     }
 }
+
+/// Counters of one incarnation.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub lines_sent: AtomicU64,
+    pub lines_received: AtomicU64,
+    pub stderr_lines: AtomicU64,
+    pub lines_split: AtomicU64,
+    pub stderr_dropped: AtomicU64,
+    pub startup_lines: AtomicU64,
+    pub stdin_dropped: AtomicU64,
+    /// Lines found in the stdout queue before a `lines`/`marker` request (dropped).
+    pub unsolicited: AtomicU64,
+    /// Lines passed on by the JSON-RPC filter (notifications) dropped from a full queue.
+    pub stdout_dropped: AtomicU64,
+}

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, ExitInfo, Result};
 use crate::limiter::Limiter;
-use crate::process::{self, spawn_thread, Launch};
+use crate::process::{spawn_thread, Launch, Spawned};
 use crate::spec::{Oneshot, OneshotInput, ToolSpec};
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -39,92 +39,94 @@ pub(crate) fn run(
         env_clear: spec.env_clear,
         cwd: spec.cwd.clone(),
     };
-    let sp = process::spawn(&launch, limiter, timeout, Box::new(|_: ExitInfo| {})).map_err(
-        |e| match e {
+    let sp = limiter
+        .spawn(&launch, timeout, Box::new(|_: ExitInfo| {}))
+        .map_err(|e| match e {
             Error::Spawn(m) => Error::Spawn(format!("tool '{}' one-shot: {m}", spec.id)),
             other => other,
-        },
-    )?;
-    let mut stdin = sp.stdin;
+        })?;
     let input = (oneshot.input == OneshotInput::Stdin).then(|| format!("{payload}\n"));
+    let (exit, out, err) = drive(sp, input, timeout);
+    let Some(exit) = exit else {
+        return Err(Error::timeout(
+            format!("one-shot run of '{}'", spec.id),
+            timeout,
+        ));
+    };
+    outcome(&spec.id, exit, &out, &err)
+}
+
+/// Feed stdin, collect stdout and stderr (each on its own thread, so neither pipe can fill
+/// up), wait up to `timeout`, then kill and reap. The exit is `None` on a timeout.
+fn drive(
+    sp: Spawned,
+    input: Option<String>,
+    timeout: Duration,
+) -> (Option<ExitInfo>, Vec<u8>, Vec<u8>) {
+    let mut stdin = sp.stdin;
     let writer = spawn_thread("toolpool-oneshot-in".into(), move || {
         if let Some(input) = input {
             let _ = stdin.write_all(input.as_bytes());
         }
     });
-    let collect = |mut f: std::fs::File| {
-        move || {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let room = MAX_ONESHOT_OUTPUT_BYTES.saturating_sub(kept.len());
-                        kept.extend_from_slice(&buf[..n.min(room)]);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            kept
-        }
-    };
     let (out_tx, out_rx) = crossbeam_channel::bounded(1);
     let (err_tx, err_rx) = crossbeam_channel::bounded(1);
-    let stdout = sp.stdout;
-    let stderr = sp.stderr;
-    let mut read_out = Some(collect(stdout));
-    let mut read_err = Some(collect(stderr));
+    let (stdout, stderr) = (sp.stdout, sp.stderr);
     let t_out = spawn_thread("toolpool-oneshot-out".into(), move || {
-        let _ = out_tx.send(read_out.take().expect("once")());
+        let _ = out_tx.send(collect(stdout));
     });
     let t_err = spawn_thread("toolpool-oneshot-err".into(), move || {
-        let _ = err_tx.send(read_err.take().expect("once")());
+        let _ = err_tx.send(collect(stderr));
     });
     let exit = sp.process.wait_timeout(timeout);
-    let timed_out = exit.is_none();
-    let exit = match exit {
-        Some(e) => e,
-        None => sp
-            .process
-            .kill_and_reap()
-            .unwrap_or(ExitInfo::Signal(libc::SIGKILL)),
-    };
+    if exit.is_none() {
+        sp.process.kill_and_reap();
+    }
     sp.process.join_waiter();
     let _ = writer.join();
     let out = out_rx.recv().unwrap_or_default();
     let err = err_rx.recv().unwrap_or_default();
     let _ = t_out.join();
     let _ = t_err.join();
-    if timed_out {
-        return Err(Error::timeout(
-            format!("one-shot run of '{}'", spec.id),
-            timeout,
-        ));
+    (exit, out, err)
+}
+
+/// Read `f` to EOF, keeping at most [`MAX_ONESHOT_OUTPUT_BYTES`].
+fn collect(mut f: std::fs::File) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = MAX_ONESHOT_OUTPUT_BYTES.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
     }
-    let mut text = String::from_utf8_lossy(&out).into_owned();
+    kept
+}
+
+/// The reply of a run that ended with `exit`, or its error.
+fn outcome(tool: &str, exit: ExitInfo, out: &[u8], err: &[u8]) -> Result<String> {
+    let mut text = String::from_utf8_lossy(out).into_owned();
     if text.ends_with('\n') {
         text.pop();
     }
+    let stderr = String::from_utf8_lossy(err);
+    let stderr = stderr.trim_end();
     match exit {
         ExitInfo::Code(0) => Ok(text),
         ExitInfo::Code(c) => Err(Error::Tool {
             code: c as i64,
-            message: format!(
-                "one-shot run of '{}' exited with code {c}: {}",
-                spec.id,
-                String::from_utf8_lossy(&err).trim_end()
-            ),
+            message: format!("one-shot run of '{tool}' exited with code {c}: {stderr}"),
             data: None,
         }),
         ExitInfo::Signal(s) => Err(Error::Tool {
             code: -(s as i64),
-            message: format!(
-                "one-shot run of '{}' was killed by signal {s}: {}",
-                spec.id,
-                String::from_utf8_lossy(&err).trim_end()
-            ),
+            message: format!("one-shot run of '{tool}' was killed by signal {s}: {stderr}"),
             data: None,
         }),
     }

@@ -68,9 +68,11 @@ impl Pools {
                     })
                 })
                 .collect();
+            // A group never panics (Pool::map does not); if one did, the panic goes on to
+            // the caller here (the C boundary turns it into TOOLPOOL_PANIC).
             handles
                 .into_iter()
-                .map(|h| h.join().expect("group worker panicked"))
+                .map(|h| h.join().expect("group thread panicked"))
                 .collect()
         });
         for (idx, results) in done {
@@ -78,6 +80,7 @@ impl Pools {
                 out[k] = Some(r);
             }
         }
+        // Every job index is in exactly one group: each result was filled.
         out.into_iter().map(|r| r.expect("every job ran")).collect()
     }
 

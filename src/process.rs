@@ -1,6 +1,6 @@
 //! One child process: spawning it cleanly, signalling its process group, reaping it.
 //!
-//! Hygiene, each point one of the pitfalls in CONVENTIONS.md:
+//! Hygiene, each point a pitfall that has bitten real projects (the team notes list them):
 //! - the child leads its own process group, and every signal goes to the group, so a
 //!   grandchild that holds the pipes dies with it;
 //! - the child starts with an empty signal mask and default dispositions, and every fd
@@ -13,7 +13,6 @@
 //!   `EPIPE` instead of killing a C or Go host; no signal handler is ever installed.
 
 use crate::error::{Error, ExitInfo, Result};
-use crate::limiter::Limiter;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -47,8 +46,8 @@ struct Reaped {
     exit: Option<ExitInfo>,
 }
 
-/// A child process we started; shared by the instance, the limiter and the waiter thread.
-pub struct Process {
+/// A child process we started; shared by the incarnation, the limiter and the waiter thread.
+pub(crate) struct Process {
     pid: i32,
     started: Instant,
     state: Mutex<Reaped>,
@@ -97,7 +96,7 @@ impl Process {
 
     /// Wait until the child has been reaped, up to `timeout`. Returns how it ended.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitInfo> {
-        let deadline = crate::deadline_in(timeout);
+        let deadline = crate::util::deadline_in(timeout);
         let mut st = self.state.lock();
         while !st.reaped {
             if self.exited.wait_until(&mut st, deadline).timed_out() {
@@ -108,6 +107,17 @@ impl Process {
     }
 
     /// Join the waiter thread (after the child has been reaped or killed).
+    /// Start the one thread that waits for this child: it reaps it (see [`reap`]), then
+    /// runs `on_exit`. Called once, right after [`spawn`].
+    pub(crate) fn start_waiter(self: &Arc<Self>, on_exit: Box<dyn FnOnce(ExitInfo) + Send>) {
+        let p = Arc::clone(self);
+        let handle = spawn_thread(format!("toolpool-wait-{}", self.pid), move || {
+            let exit = reap(&p);
+            on_exit(exit);
+        });
+        *self.waiter.lock() = Some(handle);
+    }
+
     pub(crate) fn join_waiter(&self) {
         if let Some(h) = self.waiter.lock().take() {
             let _ = h.join();
@@ -123,12 +133,15 @@ impl Process {
 }
 
 /// Spawn a thread that blocks SIGPIPE, so writes to a dead child return EPIPE.
+///
+/// The name is sanitised (a NUL byte in a thread name would panic). Panics only when the
+/// OS refuses a new thread (out of memory or threads), as `std::thread::spawn` does.
 pub(crate) fn spawn_thread<F>(name: String, f: F) -> JoinHandle<()>
 where
     F: FnOnce() + Send + 'static,
 {
     std::thread::Builder::new()
-        .name(name)
+        .name(name.replace('\0', "?"))
         .spawn(move || {
             block_sigpipe();
             f()
@@ -188,15 +201,9 @@ fn child_setup() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Start `launch` under `limiter` (waiting up to `limit_wait` for a slot). `on_exit` runs
-/// on the waiter thread once the child has been reaped.
-pub(crate) fn spawn(
-    launch: &Launch,
-    limiter: &Arc<Limiter>,
-    limit_wait: Duration,
-    on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
-) -> Result<Spawned> {
-    let permit = limiter.acquire(limit_wait)?;
+/// Start `launch`. The caller then starts the waiter with [`Process::start_waiter`] (the
+/// limiter does, once it has registered the process: see `Limiter::spawn`).
+pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
     let program = &launch.argv[0];
     let mut cmd = Command::new(program);
     cmd.args(&launch.argv[1..])
@@ -229,6 +236,7 @@ pub(crate) fn spawn(
         Error::Spawn(format!("cannot start '{program}': {why}"))
     })?;
     let pid = child.id() as i32;
+    // The three pipes were asked for above (`Stdio::piped`), so they are there.
     let (stdin, stdout, stderr) = (
         File::from(std::os::fd::OwnedFd::from(
             child.stdin.take().expect("piped"),
@@ -248,15 +256,6 @@ pub(crate) fn spawn(
         exited: Condvar::new(),
         waiter: Mutex::new(None),
     });
-    permit.bind(&process);
-    let p = Arc::clone(&process);
-    let lim = Arc::clone(limiter);
-    let handle = spawn_thread(format!("toolpool-wait-{pid}"), move || {
-        let exit = reap(&p);
-        lim.release(p.pid);
-        on_exit(exit);
-    });
-    *process.waiter.lock() = Some(handle);
     Ok(Spawned {
         process,
         stdin,

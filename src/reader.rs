@@ -1,4 +1,4 @@
-//! The stdout side of an instance, read on demand by the callers that wait for it.
+//! The stdout side of an incarnation, read on demand by the callers that wait for it.
 //!
 //! There is no stdout thread: a caller that needs a line (or a JSON-RPC reply, or the
 //! ready line) becomes the *leader*, polls the pipe with its own timeout and reads what is
@@ -14,7 +14,7 @@
 //! filter (JSON-RPC), lines the filter passes on (notifications) drop the oldest queued
 //! one when the queue is full, counted, so replies keep flowing.
 
-use crate::instance::{Counters, StdoutFilter};
+use crate::metrics::Counters;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -23,6 +23,14 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Takes stdout lines before they reach the incarnation's queue (the JSON-RPC dispatcher).
+pub(crate) trait StdoutFilter: Send + Sync {
+    /// Return `Some(line)` to queue it for `read_line`, `None` when it was consumed.
+    fn filter(&self, line: Vec<u8>) -> Option<Vec<u8>>;
+    /// stdout reached EOF: fail whatever still waits for a reply.
+    fn closed(&self);
+}
 
 /// Bytes asked of the kernel per `read`.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -150,7 +158,7 @@ impl StdoutReader {
         }
     }
 
-    /// The pipe's fd, for polling several instances at once (never read it directly).
+    /// The pipe's fd, for polling several incarnations at once (never read it directly).
     pub fn raw_fd(&self) -> i32 {
         self.file.as_raw_fd()
     }

@@ -1,13 +1,12 @@
 //! JSON-RPC 2.0 framing: one object per line, replies matched by id.
 //!
-//! The dispatcher sits on an instance's stdout reader: replies go to the request that
+//! The dispatcher sits on an incarnation's stdout reader: replies go to the request that
 //! waits for their id; notifications (and requests from the tool) go on to the stdout
 //! queue for the caller to read; a reply with an unknown id (its request timed out) is
 //! dropped and counted; anything else is a protocol error, counted and kept for status.
 
 use crate::error::{Error, Result};
-use crate::instance::StdoutFilter;
-use crate::spec::ToolSpec;
+use crate::reader::StdoutFilter;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -16,20 +15,41 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-/// Bad lines kept per instance for diagnosis.
+/// Bad lines kept per incarnation for diagnosis.
 const BAD_LINES_KEPT: usize = 10;
 /// Longest bad line kept (characters).
 const BAD_LINE_CHARS: usize = 300;
 
+/// A JSON-RPC error object from the tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RpcError {
+    /// Its `code`.
+    pub code: i64,
+    /// Its `message`.
+    pub message: String,
+    /// Its `data`, as JSON text, when present.
+    pub data: Option<String>,
+}
+
+impl From<RpcError> for Error {
+    fn from(e: RpcError) -> Error {
+        Error::Tool {
+            code: e.code,
+            message: e.message,
+            data: e.data,
+        }
+    }
+}
+
 /// What one stdout line of a JSON-RPC tool is.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// A reply to request `id`: the `result` as JSON text, or the error object.
     Reply {
         /// The id it answers.
         id: u64,
-        /// `Ok(result JSON)` or `Err((code, message, data JSON))`.
-        outcome: std::result::Result<String, (i64, String, Option<String>)>,
+        /// `Ok(result JSON)` or the error object.
+        outcome: RpcOutcome,
     },
     /// A notification or a request from the tool (has `method`): for the caller to read.
     Notification,
@@ -66,7 +86,7 @@ fn present<'de, D: serde::Deserializer<'de>>(
 }
 
 /// Classify one line. Never panics, whatever the bytes.
-pub fn parse_line(line: &[u8]) -> Parsed {
+pub(crate) fn parse_line(line: &[u8]) -> Parsed {
     let w: Wire = match serde_json::from_slice(line) {
         Ok(w) => w,
         Err(e) if e.classify() == serde_json::error::Category::Data => {
@@ -104,7 +124,11 @@ pub fn parse_line(line: &[u8]) -> Parsed {
         },
         (None, Some(e)) => Parsed::Reply {
             id,
-            outcome: Err((e.code, e.message, e.data.map(|d| d.get().to_string()))),
+            outcome: Err(RpcError {
+                code: e.code,
+                message: e.message,
+                data: e.data.map(|d| d.get().to_string()),
+            }),
         },
         (Some(_), Some(_)) => Parsed::Invalid("both result and error".into()),
         (None, None) => Parsed::Invalid("a reply needs exactly one of result and error".into()),
@@ -112,7 +136,7 @@ pub fn parse_line(line: &[u8]) -> Parsed {
 }
 
 /// Build the request line for `payload` (`{"method": ..., "params": ...}`) with `id`.
-pub fn encode_request(id: u64, payload: &str) -> Result<Vec<u8>> {
+pub(crate) fn encode_request(id: u64, payload: &str) -> Result<Vec<u8>> {
     let bad = |why: &str| {
         Error::InvalidArgument(format!(
             "JSON-RPC payload {why}; expected {{\"method\": \"...\", \"params\": ...}}"
@@ -142,13 +166,14 @@ pub fn encode_request(id: u64, payload: &str) -> Result<Vec<u8>> {
     if let Some(p) = params {
         req.insert("params".into(), p);
     }
+    // Serialising a `Value` (string keys, no non-finite floats) cannot fail.
     Ok(serde_json::to_vec(&Value::Object(req)).expect("a Value always serializes"))
 }
 
-/// The outcome delivered to a waiting request.
-pub(crate) type RpcOutcome = std::result::Result<String, (i64, String, Option<String>)>;
+/// The outcome delivered to a waiting request: the `result` as JSON text, or the error.
+pub(crate) type RpcOutcome = std::result::Result<String, RpcError>;
 
-/// Matches replies to pending requests for one instance.
+/// Matches replies to pending requests for one incarnation.
 pub(crate) struct Dispatcher {
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, Sender<RpcOutcome>>>,
@@ -159,7 +184,8 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(_spec: &ToolSpec, index: usize) -> Dispatcher {
+    /// The dispatcher of one incarnation of instance `index`.
+    pub fn new(index: usize) -> Dispatcher {
         Dispatcher {
             // Ids differ between instances, which makes logs easier to read.
             next_id: AtomicU64::new((index as u64) << 32 | 1),
@@ -172,7 +198,7 @@ impl Dispatcher {
     }
 
     /// Register a new request: its id and where its reply will arrive. `None` when the
-    /// instance's stdout has closed.
+    /// incarnation's stdout has closed.
     pub fn register(&self) -> Option<(u64, Receiver<RpcOutcome>)> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let (tx, rx) = bounded(1);
@@ -235,7 +261,7 @@ impl StdoutFilter for Dispatcher {
     fn closed(&self) {
         let mut p = self.pending.lock();
         self.closed.store(true, Relaxed);
-        p.clear(); // waiting requests see a disconnected channel: the instance died
+        p.clear(); // waiting requests see a disconnected channel: the incarnation died
     }
 }
 
@@ -254,7 +280,14 @@ mod tests {
         );
         assert_eq!(
             parse_line(br#"{"jsonrpc":"2.0","id":"8","error":{"code":-32601,"message":"nope","data":[1]}}"#),
-            Parsed::Reply { id: 8, outcome: Err((-32601, "nope".into(), Some("[1]".into()))) }
+            Parsed::Reply {
+                id: 8,
+                outcome: Err(RpcError {
+                    code: -32601,
+                    message: "nope".into(),
+                    data: Some("[1]".into())
+                })
+            }
         );
         assert_eq!(
             parse_line(br#"{"jsonrpc":"2.0","method":"log","params":[1]}"#),
@@ -296,6 +329,103 @@ mod tests {
                 matches!(encode_request(1, bad), Err(Error::InvalidArgument(_))),
                 "{bad}"
             );
+        }
+    }
+}
+
+/// Property tests of the line parser and the request encoder (moved from tests/: the parser
+/// is private).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".*".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn big_numbers_pass_through_exactly(digits in "[1-9][0-9]{20,60}") {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{digits}}}"#);
+            prop_assert_eq!(parse_line(line.as_bytes()), Parsed::Reply { id: 1, outcome: Ok(digits) });
+        }
+
+        #[test]
+        fn any_bytes_parse_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_line(&bytes);
+        }
+
+        #[test]
+        fn a_result_reply_round_trips(id in any::<u64>(), result in json_value()) {
+            let line = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "result": result})).unwrap();
+            match parse_line(&line) {
+                Parsed::Reply { id: got, outcome: Ok(text) } => {
+                    prop_assert_eq!(got, id);
+                    // Exactly the text the tool sent: no float rounding on the way.
+                    prop_assert_eq!(text, serde_json::to_string(&result).unwrap());
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        #[test]
+        fn an_error_reply_round_trips(id in any::<u64>(), code in any::<i64>(), message in ".*", data in proptest::option::of(json_value())) {
+            let mut err = json!({"code": code, "message": message});
+            if let Some(d) = &data {
+                err["data"] = d.clone();
+            }
+            let line = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "error": err})).unwrap();
+            match parse_line(&line) {
+                Parsed::Reply { id: got, outcome: Err(RpcError { code: c, message: m, data: d }) } => {
+                    prop_assert_eq!((got, c), (id, code));
+                    prop_assert_eq!(m, message);
+                    prop_assert_eq!(d, data.map(|d| serde_json::to_string(&d).unwrap()));
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        #[test]
+        fn a_reply_needs_exactly_one_of_result_and_error(id in any::<u64>(), v in json_value()) {
+            let both = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "result": v, "error": {"code": 1, "message": "x"}})).unwrap();
+            prop_assert!(matches!(parse_line(&both), Parsed::Invalid(_)));
+            let neither = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id})).unwrap();
+            prop_assert!(matches!(parse_line(&neither), Parsed::Invalid(_)));
+            let old = serde_json::to_vec(&json!({"jsonrpc": "1.0", "id": id, "result": v})).unwrap();
+            prop_assert!(matches!(parse_line(&old), Parsed::Invalid(_)));
+        }
+
+        #[test]
+        fn encoded_requests_are_one_line_with_our_id(id in any::<u64>(), method in ".*", params in proptest::option::of(prop::collection::vec(json_value(), 0..4))) {
+            let mut payload = json!({"method": method});
+            if let Some(p) = &params {
+                payload["params"] = Value::from(p.clone());
+            }
+            let line = encode_request(id, &payload.to_string()).unwrap();
+            prop_assert!(!line.contains(&b'\n'));
+            let v: Value = serde_json::from_slice(&line).unwrap();
+            prop_assert_eq!(&v["jsonrpc"], "2.0");
+            prop_assert_eq!(v["id"].as_u64(), Some(id));
+            prop_assert_eq!(&v["method"], &Value::from(method));
+            // A request seen from the other side is a call for the caller, never a reply.
+            prop_assert_eq!(parse_line(&line), Parsed::Notification);
         }
     }
 }

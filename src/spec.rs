@@ -1,7 +1,7 @@
 //! Tool specs and the registry: how to start and drive one tool.
 //!
 //! A registry is a JSON document `{"tools": {"<id>": {spec}}}`. Every key is documented in
-//! the README ("Tool spec keys"); unknown keys, wrong types, an empty `command` or a `count`
+//! the README ("Tool specs and the registry"); unknown keys, wrong types, an empty `command` or a `count`
 //! of 0 are errors that name the tool and the key.
 
 use crate::error::{Error, Result};
@@ -105,7 +105,7 @@ pub struct Startup {
     /// An instance is ready only once it prints this exact line on stdout. Lines before it
     /// (and the line itself) are start-up output and are not delivered.
     pub ready_line: Option<String>,
-    /// How long to wait for the ready line (and for a process-limit slot). Default 10000.
+    /// How long to wait for the ready line (and for room under the process limit). Default 10000.
     pub timeout_ms: u64,
 }
 
@@ -300,7 +300,7 @@ impl ToolSpec {
     }
 
     fn from_value(id: Option<&str>, value: serde_json::Value) -> Result<ToolSpec> {
-        let name = id.unwrap_or("<spec>");
+        let name = sanitize(id.unwrap_or("<spec>"));
         if !value.is_object() {
             return Err(Error::Config(format!(
                 "tool '{name}': a spec must be a JSON object"
@@ -311,15 +311,16 @@ impl ToolSpec {
             let key = if path == "." {
                 String::new()
             } else {
-                format!(" key '{path}':")
+                format!(" key '{}':", sanitize(&path))
             };
-            Error::Config(format!("tool '{name}':{key} {}", e.inner()))
+            let why = sanitize_all(&e.inner().to_string());
+            Error::Config(format!("tool '{name}':{key} {why}"))
         })?;
         if let Some(id) = id {
             if !spec.id.is_empty() && spec.id != id {
                 return Err(Error::Config(format!(
-                    "tool '{id}': key 'id' is '{}' but the registry names it '{id}'",
-                    spec.id
+                    "tool '{name}': key 'id' is '{}' but the registry names it '{name}'",
+                    sanitize(&spec.id)
                 )));
             }
             spec.id = id.to_string();
@@ -337,18 +338,38 @@ impl ToolSpec {
             .unwrap_or_default()
     }
 
-    /// Check the values serde cannot check: empty command, zero counts, and so on.
+    /// The tool name used in error messages.
+    fn display_id(&self) -> &str {
+        if self.id.is_empty() {
+            "<spec>"
+        } else {
+            &self.id
+        }
+    }
+
+    /// Check the values serde cannot check: empty command, zero counts, NUL bytes that
+    /// would reach the OS, newlines in one-line values, and so on. Every value that can
+    /// never work is an [`Error::Config`] naming the tool and the key path, before any
+    /// process starts.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, why: &str| {
-            Err(Error::Config(format!(
+        self.check().map_err(|(key, why)| {
+            Error::Config(format!(
                 "tool '{}': key '{key}': {why}",
-                if self.id.is_empty() {
-                    "<spec>"
-                } else {
-                    &self.id
-                }
-            )))
-        };
+                sanitize(self.display_id())
+            ))
+        })
+    }
+
+    /// The first bad key and why, or `Ok`.
+    fn check(&self) -> std::result::Result<(), (String, String)> {
+        self.check_durations()?;
+        self.check_text()?;
+        self.check_numbers()?;
+        self.check_framing()
+    }
+
+    fn check_durations(&self) -> std::result::Result<(), (String, String)> {
+        let health = self.health.as_ref();
         let durations = [
             ("startup.timeout_ms", Some(self.startup.timeout_ms)),
             ("shutdown.grace_ms", Some(self.shutdown.grace_ms)),
@@ -360,28 +381,61 @@ impl ToolSpec {
             ("restart.window_ms", Some(self.restart.window_ms)),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("max_lifetime_ms", self.max_lifetime_ms),
-            (
-                "health.interval_ms",
-                self.health.as_ref().map(|h| h.interval_ms),
-            ),
-            (
-                "health.timeout_ms",
-                self.health.as_ref().map(|h| h.timeout_ms),
-            ),
+            ("health.interval_ms", health.map(|h| h.interval_ms)),
+            ("health.timeout_ms", health.map(|h| h.timeout_ms)),
         ];
         for (key, ms) in durations {
             if ms.is_some_and(|ms| ms > MAX_DURATION_MS) {
-                return bad(key, &format!("must be at most {MAX_DURATION_MS} (30 days)"));
+                return bad(key, format!("must be at most {MAX_DURATION_MS} (30 days)"));
             }
         }
-        if self.command.is_empty() || self.command[0].is_empty() {
-            return bad("command", "must be a non-empty argv array");
+        Ok(())
+    }
+
+    /// Text that reaches the OS (argv, environment, cwd, thread names) or is written as
+    /// one line.
+    fn check_text(&self) -> std::result::Result<(), (String, String)> {
+        no_nul("id", &self.id)?;
+        check_argv("command", &self.command)?;
+        for (name, value) in &self.env {
+            let key = format!("env.{}", sanitize(name));
+            if name.is_empty() {
+                return bad("env", "a variable name is empty");
+            }
+            if name.contains('=') {
+                return bad(&key, "a variable name must not contain '='");
+            }
+            no_nul(&key, name)?;
+            no_nul(&key, value)?;
         }
-        if self.command.iter().any(|a| a.contains('\0')) {
-            return bad("command", "an argument contains a NUL byte");
+        if let Some(cwd) = &self.cwd {
+            if cwd.as_os_str().as_encoded_bytes().contains(&0) {
+                return bad("cwd", "contains a NUL byte");
+            }
         }
+        if let Some(line) = &self.startup.ready_line {
+            one_line("startup.ready_line", line)?;
+        }
+        if let Protocol::Marker(m) = &self.protocol {
+            one_line("protocol.marker", m)?;
+        }
+        if let Some(h) = &self.health {
+            if let Some(p) = &h.probe {
+                one_line("health.probe", p)?;
+            }
+            if let Some(e) = &h.expect {
+                one_line("health.expect", e)?;
+            }
+        }
+        if let Some(o) = &self.oneshot {
+            check_argv("oneshot.command", &o.command)?;
+        }
+        Ok(())
+    }
+
+    fn check_numbers(&self) -> std::result::Result<(), (String, String)> {
         if self.count == 0 || self.count > MAX_COUNT {
-            return bad("count", &format!("must be between 1 and {MAX_COUNT}"));
+            return bad("count", format!("must be between 1 and {MAX_COUNT}"));
         }
         if self.limits.max_line_bytes == 0 {
             return bad("limits.max_line_bytes", "must be at least 1");
@@ -389,27 +443,11 @@ impl ToolSpec {
         if self.limits.queue_lines == 0 || self.limits.queue_lines > MAX_QUEUE_LINES {
             return bad(
                 "limits.queue_lines",
-                &format!("must be between 1 and {MAX_QUEUE_LINES}"),
+                format!("must be between 1 and {MAX_QUEUE_LINES}"),
             );
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight", "must be at least 1");
-        }
-        if self.max_in_flight > 1 && self.protocol != Protocol::Jsonrpc {
-            return bad(
-                "max_in_flight",
-                "only the jsonrpc protocol can match more than one request in flight",
-            );
-        }
-        if let Protocol::Marker(m) = &self.protocol {
-            if m.contains('\n') {
-                return bad("protocol.marker", "must not contain a newline");
-            }
-        }
-        if let Some(o) = &self.oneshot {
-            if o.command.is_empty() || o.command[0].is_empty() {
-                return bad("oneshot.command", "must be a non-empty argv array");
-            }
         }
         if self.restart.backoff_initial_ms == 0 {
             return bad("restart.backoff_initial_ms", "must be at least 1");
@@ -418,12 +456,68 @@ impl ToolSpec {
             if h.interval_ms == 0 || h.timeout_ms == 0 {
                 return bad("health", "interval_ms and timeout_ms must be at least 1");
             }
+        }
+        Ok(())
+    }
+
+    fn check_framing(&self) -> std::result::Result<(), (String, String)> {
+        if self.max_in_flight > 1 && self.protocol != Protocol::Jsonrpc {
+            return bad(
+                "max_in_flight",
+                "only the jsonrpc protocol can match more than one request in flight",
+            );
+        }
+        if let Some(h) = &self.health {
             if self.protocol != Protocol::Jsonrpc && h.probe.is_none() {
                 return bad("health.probe", "a probe line is required for this protocol");
             }
         }
         Ok(())
     }
+}
+
+/// `Err((key, why))`, the shape of every check above.
+fn bad(key: &str, why: impl Into<String>) -> std::result::Result<(), (String, String)> {
+    Err((key.to_string(), why.into()))
+}
+
+fn no_nul(key: &str, s: &str) -> std::result::Result<(), (String, String)> {
+    if s.contains('\0') {
+        return bad(key, "contains a NUL byte");
+    }
+    Ok(())
+}
+
+/// A value written as one line: no NUL, no newline.
+fn one_line(key: &str, s: &str) -> std::result::Result<(), (String, String)> {
+    no_nul(key, s)?;
+    if s.contains('\n') {
+        return bad(key, "must be one line (contains a newline)");
+    }
+    Ok(())
+}
+
+fn check_argv(key: &str, argv: &[String]) -> std::result::Result<(), (String, String)> {
+    if argv.first().is_none_or(|c| c.is_empty()) {
+        return bad(key, "must be a non-empty argv array");
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return bad(key, "an argument contains a NUL byte");
+    }
+    Ok(())
+}
+
+/// `s` made safe for messages and names: control characters (NUL, newlines) become
+/// U+FFFD, and it is cut to 200 characters.
+pub(crate) fn sanitize(s: &str) -> String {
+    sanitize_all(&s.chars().take(200).collect::<String>())
+}
+
+/// `s` with its control characters (NUL, newlines) replaced by U+FFFD.
+pub(crate) fn sanitize_all(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// A set of tool specs by id, usually loaded from a JSON file.
@@ -443,7 +537,8 @@ impl Registry {
         };
         if let Some(k) = top.keys().find(|k| *k != "tools") {
             return Err(Error::Config(format!(
-                "registry: unknown top-level key '{k}' (expected 'tools')"
+                "registry: unknown top-level key '{}' (expected 'tools')",
+                sanitize(k)
             )));
         }
         let Some(serde_json::Value::Object(tools)) = top.remove("tools") else {

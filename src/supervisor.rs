@@ -3,14 +3,17 @@
 //! health, and replaces an instance whose request timed out.
 //!
 //! The thread sleeps until an event (a child was reaped, a recycle was asked for) or the
-//! next timer; with no timers configured it only wakes on events.
+//! next timer; with no timers configured it only wakes on events. The request path calls
+//! [`exchange`] (which recycles an incarnation that may hold a late reply) and
+//! [`after_request`] (which counts requests toward `max_requests`).
 
-use crate::error::{Error, ExitInfo};
-use crate::instance::State;
-use crate::pool::PoolInner;
+use crate::error::{Error, ExitInfo, Result};
+use crate::exchange::{self as framing, leaves_late_reply};
+use crate::incarnation::{Incarnation, State};
+use crate::lifecycle::PoolCore;
 use crate::spec::{Protocol, RestartPolicy};
+use crate::util::deadline_in;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -24,56 +27,15 @@ pub const RECYCLE_WAIT: Duration = Duration::from_secs(10);
 /// backoff reset to `restart.backoff_initial_ms`.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 
-/// Supervision state of one instance index.
-#[derive(Debug, Default)]
-pub(crate) struct SlotSup {
-    pub started_at: Option<Instant>,
-    pub last_used: Option<Instant>,
-    pub served: u64,
-    pub recycle_at: Option<u64>,
-    /// Replace now, whatever the policy (timed-out request, failed probe).
-    pub replace_now: bool,
-    /// Replace gracefully: start the new process before retiring the old one.
-    pub recycle: bool,
-    /// A restart is due (policy), at `next_restart`.
-    pub restart_due: bool,
-    /// The last start attempt failed; another is scheduled with backoff.
-    pub start_failed: bool,
-    pub next_restart: Option<Instant>,
-    pub backoff: Option<Duration>,
-    pub restart_times: VecDeque<Instant>,
-    pub last_probe: Option<Instant>,
-    pub last_probe_latency: Option<Duration>,
-}
-
-impl SlotSup {
-    /// A new process is on its way (replacement, recycle or scheduled restart).
-    pub(crate) fn will_start(&self) -> bool {
-        self.replace_now || self.recycle || self.restart_due || self.start_failed
-    }
-
-    pub(crate) fn on_start(&mut self) {
-        let now = Instant::now();
-        self.started_at = Some(now);
-        self.last_used = Some(now);
-        self.served = 0;
-        self.recycle_at = None;
-        self.replace_now = false;
-        self.recycle = false;
-        self.restart_due = false;
-        self.next_restart = None;
-    }
-}
-
 /// The supervisor thread of one pool.
 pub(crate) struct Supervisor {
-    wake: Sender<()>,
     stop: Sender<()>,
     thread: JoinHandle<()>,
 }
 
 impl Supervisor {
-    pub(crate) fn start(pool: &Arc<PoolInner>) -> Option<Supervisor> {
+    /// Start the thread; it holds the pool weakly and stops with it.
+    pub(crate) fn start(pool: &Arc<PoolCore>) -> Supervisor {
         let (wake, wake_rx) = bounded(1);
         let (stop, stop_rx) = bounded::<()>(0);
         let weak = Arc::downgrade(pool);
@@ -84,24 +46,23 @@ impl Supervisor {
                 || s.health.is_some()
                 || s.restart.policy != RestartPolicy::Never
         };
+        pool.set_supervisor_wake(Some(wake));
+        // The id is validated (no NUL byte), and spawn_thread sanitises names anyway.
         let thread =
             crate::process::spawn_thread(format!("toolpool-sup-{}", pool.spec.id), move || {
                 run(weak, wake_rx, stop_rx, timers)
             });
-        Some(Supervisor { wake, stop, thread })
+        Supervisor { stop, thread }
     }
 
-    pub(crate) fn notify(&self) {
-        let _ = self.wake.try_send(());
-    }
-
+    /// Stop the thread and wait for it.
     pub(crate) fn stop(self) {
         drop(self.stop);
         let _ = self.thread.join();
     }
 }
 
-fn run(pool: Weak<PoolInner>, wake: Receiver<()>, stop: Receiver<()>, timers: bool) {
+fn run(pool: Weak<PoolCore>, wake: Receiver<()>, stop: Receiver<()>, timers: bool) {
     loop {
         let woke = if timers {
             crossbeam_channel::select! {
@@ -119,16 +80,13 @@ fn run(pool: Weak<PoolInner>, wake: Receiver<()>, stop: Receiver<()>, timers: bo
             return;
         }
         let Some(p) = pool.upgrade() else { return };
-        if p.shut_down.load(Relaxed) {
-            return;
-        }
-        for i in 0..p.slots.len() {
-            if p.shut_down.load(Relaxed)
+        for i in 0..p.instances.len() {
+            if p.is_shut_down()
                 || !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty))
             {
                 return;
             }
-            p.supervise(i);
+            supervise(&p, i);
         }
     }
 }
@@ -152,289 +110,254 @@ fn jitter_fraction() -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
-impl PoolInner {
-    /// After a request on `index` (pid `pid`): count it, schedule recycling.
-    pub(crate) fn after_request(&self, index: usize, pid: i32) {
-        let Some(max) = self.spec.max_requests else {
-            self.slots[index].sup.lock().last_used = Some(Instant::now());
+/// One framed exchange (see [`crate::exchange`]); an incarnation that may now hold a late
+/// reply is killed and replaced, whatever the restart policy.
+pub(crate) fn exchange(
+    p: &PoolCore,
+    inc: &Incarnation,
+    payload: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<String> {
+    let result = framing::exchange(
+        inc,
+        &p.spec.protocol,
+        &p.spec.id,
+        payload,
+        deadline,
+        timeout,
+    );
+    if leaves_late_reply(&p.spec.protocol, &result) {
+        recycle(p, inc.index(), inc.pid());
+    }
+    result
+}
+
+/// After a request on `index` (pid `pid`): count it, schedule recycling.
+pub(crate) fn after_request(p: &PoolCore, index: usize, pid: i32) {
+    let inst = &p.instances[index];
+    let Some(max) = p.spec.max_requests else {
+        inst.supervision().last_used = Some(Instant::now());
+        return;
+    };
+    let same = inst.current_is(pid, |_| true);
+    let mut s = inst.supervision();
+    s.last_used = Some(Instant::now());
+    if !same {
+        return;
+    }
+    s.served += 1;
+    let at = *s.recycle_at.get_or_insert_with(|| {
+        // Up to 10% early, so instances started together do not recycle together.
+        let j = (max as f64 * 0.1 * jitter_fraction()) as u64;
+        max.saturating_sub(j).max(1)
+    });
+    if s.served >= at && !s.recycle {
+        s.recycle = true;
+        drop(s);
+        p.notify_supervisor();
+    }
+}
+
+/// Kill the incarnation `pid` at `index` now and have the supervisor start a new one,
+/// whatever the restart policy (a timed-out request left a reply in its stream).
+fn recycle(p: &PoolCore, index: usize, pid: i32) {
+    let inst = &p.instances[index];
+    if let Some(c) = inst.current().filter(|c| c.pid() == pid) {
+        c.kill();
+        inst.supervision().replace_now = true;
+    }
+    p.notify_supervisor();
+}
+
+/// One look at instance `i`.
+fn supervise(p: &Arc<PoolCore>, i: usize) {
+    let inst = &p.instances[i];
+    if inst.is_failed() {
+        return;
+    }
+    let now = Instant::now();
+    let cur = inst.current();
+    let state = cur.as_ref().map(|c| c.state());
+    let (replace_now, recycle, pending) = {
+        let s = inst.supervision();
+        (s.replace_now, s.recycle, s.restart_due || s.start_failed)
+    };
+    if replace_now {
+        restart_now(p, i);
+        return;
+    }
+    if state == Some(State::Dead) || pending {
+        on_dead(p, i, cur.as_ref().and_then(|c| c.exit()), now);
+        return;
+    }
+    let Some(cur) = cur else { return };
+    if state != Some(State::Ready) {
+        return;
+    }
+    let idle = p.admission.lock().idle(i);
+    if let Some(ms) = p.spec.idle_timeout_ms {
+        let last_used = inst.supervision().last_used.unwrap_or(now);
+        if idle && now.duration_since(last_used) >= Duration::from_millis(ms) && reserve(p, i) {
+            // Reserved, so no request can take it while it stops.
+            p.stop_instance(i);
+            unreserve(p, i);
             return;
+        }
+    }
+    let started = inst.supervision().started_at.unwrap_or(now);
+    let too_old = p
+        .spec
+        .max_lifetime_ms
+        .is_some_and(|ms| now.duration_since(started) >= Duration::from_millis(ms));
+    if recycle || too_old {
+        recycle_gracefully(p, i, cur.pid());
+        return;
+    }
+    if let Some(h) = &p.spec.health {
+        let due = inst
+            .supervision()
+            .last_probe
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(h.interval_ms));
+        if idle && due {
+            probe(p, i);
+        }
+    }
+}
+
+/// Take idle instance `i` out of routing (as if a request were in flight on it).
+fn reserve(p: &PoolCore, i: usize) -> bool {
+    p.admission.lock().reserve_idle(i)
+}
+
+fn unreserve(p: &PoolCore, i: usize) {
+    p.admission.update(|c| c.unreserve(i));
+}
+
+/// A dead instance: restart it per policy, with backoff and the intensity cap.
+fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
+    let r = &p.spec.restart;
+    let inst = &p.instances[i];
+    let mut s = inst.supervision();
+    let wanted = s.start_failed
+        || match r.policy {
+            RestartPolicy::Never => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => exit != Some(ExitInfo::Code(0)),
         };
-        let same = self.slots[index]
-            .current
-            .read()
-            .as_ref()
-            .is_some_and(|w| w.inst.process.pid() == pid);
-        let mut s = self.slots[index].sup.lock();
-        s.last_used = Some(Instant::now());
-        if !same {
-            return;
-        }
-        s.served += 1;
-        let at = *s.recycle_at.get_or_insert_with(|| {
-            // Up to 10% early, so instances started together do not recycle together.
-            let j = (max as f64 * 0.1 * jitter_fraction()) as u64;
-            max.saturating_sub(j).max(1)
-        });
-        if s.served >= at && !s.recycle {
-            s.recycle = true;
-            drop(s);
-            self.notify_supervisor();
-        }
+    if !wanted && !s.restart_due {
+        return;
     }
-
-    /// Kill the process `pid` at `index` now and have the supervisor start a new one,
-    /// whatever the restart policy (a timed-out request left a reply in its stream).
-    pub(crate) fn recycle(&self, index: usize, pid: i32) {
-        let slot = &self.slots[index];
-        if let Some(w) = slot.current.read().as_ref() {
-            if w.inst.process.pid() == pid {
-                w.inst.retire();
-                w.inst.process.signal(libc::SIGKILL);
-                slot.sup.lock().replace_now = true;
-            }
+    if !s.restart_due {
+        s.start_failed = false;
+        let window = Duration::from_millis(r.window_ms);
+        let stable = s
+            .started_at
+            .is_some_and(|t| now.duration_since(t) >= BACKOFF_RESET_AFTER.min(window));
+        if stable {
+            s.backoff = None;
         }
-        self.notify_supervisor();
-    }
-
-    fn notify_supervisor(&self) {
-        if let Some(s) = self.supervisor.lock().as_ref() {
-            s.notify();
-        }
-    }
-
-    /// One look at instance `i`.
-    fn supervise(self: &Arc<Self>, i: usize) {
-        let slot = &self.slots[i];
-        if slot.failed.lock().is_some() {
-            return;
-        }
-        let now = Instant::now();
-        let w = slot.current.read().clone();
-        let state = w.as_ref().map(|w| w.inst.state());
-        let (replace_now, recycle) = {
-            let s = slot.sup.lock();
-            (s.replace_now, s.recycle)
-        };
-        if replace_now {
-            self.restart_now(i);
-            return;
-        }
-        let pending = {
-            let s = slot.sup.lock();
-            s.restart_due || s.start_failed
-        };
-        if state == Some(State::Dead) || pending {
-            self.on_dead(i, w.as_ref().and_then(|w| w.inst.process.exit()), now);
-            return;
-        }
-        let Some(w) = w else { return };
-        if state != Some(State::Ready) {
-            return;
-        }
-        let idle = {
-            let st = self.route.lock();
-            st.in_flight[i] == 0 && !st.leased[i]
-        };
-        let (started, last_used) = {
-            let s = slot.sup.lock();
-            (s.started_at.unwrap_or(now), s.last_used.unwrap_or(now))
-        };
-        if let Some(ms) = self.spec.idle_timeout_ms {
-            if idle
-                && now.duration_since(last_used) >= Duration::from_millis(ms)
-                && self.reserve_idle(i)
-            {
-                // Reserved, so no request can take it while it stops.
-                self.stop_slot(i);
-                self.unreserve(i);
-                return;
-            }
-        }
-        let too_old = self
-            .spec
-            .max_lifetime_ms
-            .is_some_and(|ms| now.duration_since(started) >= Duration::from_millis(ms));
-        if recycle || too_old {
-            self.recycle_gracefully(i, w.inst.process.pid());
-            return;
-        }
-        if let Some(h) = &self.spec.health {
-            let due = slot
-                .sup
-                .lock()
-                .last_probe
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(h.interval_ms));
-            if idle && due {
-                self.probe(i);
-            }
-        }
-    }
-
-    /// Take idle instance `i` out of routing (as if a request were in flight on it).
-    fn reserve_idle(&self, i: usize) -> bool {
-        let mut st = self.route.lock();
-        if st.in_flight[i] > 0 || st.leased[i] {
-            return false;
-        }
-        st.in_flight[i] += 1;
-        true
-    }
-
-    fn unreserve(&self, i: usize) {
-        self.route.lock().in_flight[i] -= 1;
-        self.wake_routers();
-    }
-
-    /// A dead instance: restart it per policy, with backoff and the intensity cap.
-    fn on_dead(self: &Arc<Self>, i: usize, exit: Option<ExitInfo>, now: Instant) {
-        let r = &self.spec.restart;
-        let slot = &self.slots[i];
-        let mut s = slot.sup.lock();
-        let wanted = s.start_failed
-            || match r.policy {
-                RestartPolicy::Never => false,
-                RestartPolicy::Always => true,
-                RestartPolicy::OnFailure => exit != Some(ExitInfo::Code(0)),
-            };
-        if !wanted && !s.restart_due {
-            return;
-        }
-        if !s.restart_due {
-            s.start_failed = false;
-            let window = Duration::from_millis(r.window_ms);
-            let stable = s
-                .started_at
-                .is_some_and(|t| now.duration_since(t) >= BACKOFF_RESET_AFTER.min(window));
-            if stable {
-                s.backoff = None;
-            }
-            while s
-                .restart_times
-                .front()
-                .is_some_and(|&t| now.duration_since(t) > window)
-            {
-                s.restart_times.pop_front();
-            }
-            if s.restart_times.len() >= r.max_restarts as usize {
-                let reason = format!(
-                    "{} restarts within {} ms (restart.max_restarts); last exit: {}",
-                    s.restart_times.len(),
-                    r.window_ms,
-                    exit.map(|e| e.to_string())
-                        .unwrap_or_else(|| "start failed".into())
-                );
-                drop(s);
-                *slot.failed.lock() = Some(reason);
-                self.wake_routers();
-                return;
-            }
-            let base = s
-                .backoff
-                .unwrap_or(Duration::from_millis(r.backoff_initial_ms));
-            s.next_restart = Some(now + base.mul_f64(0.8 + 0.4 * jitter_fraction()));
-            s.backoff = Some((base * 2).min(Duration::from_millis(
-                r.backoff_max_ms.max(r.backoff_initial_ms),
-            )));
-            s.restart_due = true;
-        }
-        if s.next_restart.is_some_and(|t| now >= t) {
-            s.restart_times.push_back(now);
-            s.restart_due = false;
-            s.next_restart = None;
-            drop(s);
-            let _g = slot.start_lock.lock();
-            if !self.shut_down.load(Relaxed) && self.replace_locked(i).is_err() {
-                // Try again after the next backoff; it counts toward the cap.
-                slot.sup.lock().start_failed = true;
-            }
-        }
-    }
-
-    /// Kill and start again at once (counts as a restart, ignores backoff).
-    fn restart_now(self: &Arc<Self>, i: usize) {
-        let slot = &self.slots[i];
-        let _g = slot.start_lock.lock();
-        if self.shut_down.load(Relaxed) {
-            return;
-        }
-        slot.sup.lock().replace_now = false;
-        if self.replace_locked(i).is_err() {
-            slot.sup.lock().start_failed = true;
-        }
-    }
-
-    /// Start a replacement first, then retire the old process once it is idle.
-    fn recycle_gracefully(self: &Arc<Self>, i: usize, old_pid: i32) {
-        let slot = &self.slots[i];
-        slot.sup.lock().recycle = false;
-        let new = match self.spawn_ready(i) {
-            Ok(w) => w,
-            Err(_) => return, // try again on the next request or tick
-        };
-        let deadline = Instant::now() + RECYCLE_WAIT;
+        while s
+            .restart_times
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > window)
         {
-            let mut st = self.route.lock();
-            while (st.in_flight[i] > 0 || st.leased[i]) && !self.shut_down.load(Relaxed) {
-                if self.route_cv.wait_until(&mut st, deadline).timed_out() {
-                    break;
-                }
-            }
+            s.restart_times.pop_front();
         }
-        let _g = slot.start_lock.lock();
-        let still_old = slot
-            .current
-            .read()
-            .as_ref()
-            .is_some_and(|w| w.inst.process.pid() == old_pid);
-        if self.shut_down.load(Relaxed) || !still_old {
-            new.inst.kill();
+        if s.restart_times.len() >= r.max_restarts as usize {
+            let reason = format!(
+                "{} restarts within {} ms (restart.max_restarts); last exit: {}",
+                s.restart_times.len(),
+                r.window_ms,
+                exit.map(|e| e.to_string())
+                    .unwrap_or_else(|| "start failed".into())
+            );
+            drop(s);
+            inst.mark_failed(reason);
+            p.admission.wake();
             return;
         }
-        let old = slot.current.write().replace(new);
-        slot.restarts.fetch_add(1, Relaxed);
-        slot.sup.lock().on_start();
-        self.wake_routers();
-        if let Some(old) = old {
-            self.retire(i, old);
+        let base = s
+            .backoff
+            .unwrap_or(Duration::from_millis(r.backoff_initial_ms));
+        s.next_restart = Some(now + base.mul_f64(0.8 + 0.4 * jitter_fraction()));
+        s.backoff = Some((base * 2).min(Duration::from_millis(
+            r.backoff_max_ms.max(r.backoff_initial_ms),
+        )));
+        s.restart_due = true;
+    }
+    if s.next_restart.is_some_and(|t| now >= t) {
+        s.restart_times.push_back(now);
+        s.restart_due = false;
+        s.next_restart = None;
+        drop(s);
+        let _g = inst.start_lock.lock();
+        if !p.is_shut_down() && p.replace_locked(i).is_err() {
+            // Try again after the next backoff; it counts toward the cap.
+            inst.supervision().start_failed = true;
         }
     }
+}
 
-    /// Send the health probe to idle instance `i`; replace it if it does not answer.
-    fn probe(self: &Arc<Self>, i: usize) {
-        let Some(h) = &self.spec.health else { return };
-        let Some(w) = self.slots[i].current.read().clone() else {
-            return;
-        };
-        if !self.reserve_idle(i) {
-            return;
-        }
-        let payload = match self.spec.protocol {
-            Protocol::Jsonrpc => r#"{"method":"ping"}"#.to_string(),
-            _ => h.probe.clone().unwrap_or_default(),
-        };
-        let timeout = Duration::from_millis(h.timeout_ms);
-        let t0 = Instant::now();
-        let result = self.exchange(&w, &payload, crate::deadline_in(timeout), timeout);
-        let took = t0.elapsed();
-        let ok = match (&result, &h.expect) {
-            (Ok(reply), Some(want)) => reply == want,
-            (Ok(_), None) => true,
-            (Err(Error::Tool { .. }), _) => self.spec.protocol == Protocol::Jsonrpc,
-            (Err(_), _) => false,
-        };
-        if !ok {
-            // Out of service before routing can see it again.
-            w.inst.retire();
-            w.inst.process.signal(libc::SIGKILL);
-        }
-        self.unreserve(i);
-        {
-            let mut s = self.slots[i].sup.lock();
-            s.last_probe = Some(Instant::now());
-            s.last_probe_latency = Some(took);
-        }
-        if !ok {
-            self.restart_now(i);
-        }
+/// Kill and start again at once (counts as a restart, ignores backoff).
+fn restart_now(p: &Arc<PoolCore>, i: usize) {
+    let inst = &p.instances[i];
+    let _g = inst.start_lock.lock();
+    if p.is_shut_down() {
+        return;
+    }
+    inst.supervision().replace_now = false;
+    if p.replace_locked(i).is_err() {
+        inst.supervision().start_failed = true;
+    }
+}
+
+/// Start a replacement first, then retire the old process once it is idle.
+fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32) {
+    p.instances[i].supervision().recycle = false;
+    let new = match p.spawn_ready(i) {
+        Ok(c) => c,
+        Err(_) => return, // try again on the next request or tick
+    };
+    let deadline = Instant::now() + RECYCLE_WAIT;
+    p.admission.wait_idle(i, deadline, || p.is_shut_down());
+    p.swap_in(i, old_pid, new);
+}
+
+/// Send the health probe to idle instance `i`; replace it if it does not answer.
+fn probe(p: &Arc<PoolCore>, i: usize) {
+    let Some(h) = &p.spec.health else { return };
+    let Some(cur) = p.instances[i].current() else {
+        return;
+    };
+    if !reserve(p, i) {
+        return;
+    }
+    let payload = match p.spec.protocol {
+        Protocol::Jsonrpc => r#"{"method":"ping"}"#.to_string(),
+        _ => h.probe.clone().unwrap_or_default(),
+    };
+    let timeout = Duration::from_millis(h.timeout_ms);
+    let t0 = Instant::now();
+    let result = exchange(p, &cur, &payload, deadline_in(timeout), timeout);
+    let took = t0.elapsed();
+    let ok = match (&result, &h.expect) {
+        (Ok(reply), Some(want)) => reply == want,
+        (Ok(_), None) => true,
+        (Err(Error::Tool { .. }), _) => p.spec.protocol == Protocol::Jsonrpc,
+        (Err(_), _) => false,
+    };
+    if !ok {
+        // Out of service before routing can see it again.
+        cur.kill();
+    }
+    unreserve(p, i);
+    {
+        let mut s = p.instances[i].supervision();
+        s.last_probe = Some(Instant::now());
+        s.last_probe_latency = Some(took);
+    }
+    if !ok {
+        restart_now(p, i);
     }
 }

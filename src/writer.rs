@@ -1,4 +1,4 @@
-//! The stdin side of an instance: a bounded queue, a writer thread, and a fast path.
+//! The stdin side of an incarnation: a bounded queue, a writer thread, and a fast path.
 //!
 //! `send` never blocks on the child. When nothing is queued and no write is under way,
 //! the caller writes the line itself with one non-blocking `write` (SIGPIPE blocked in
@@ -8,7 +8,7 @@
 //! the fast path is taken only while `pending` (queued or being written) is zero, checked
 //! under the lock that every write takes.
 
-use crate::instance::Counters;
+use crate::metrics::Counters;
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use std::fs::File;

@@ -19,14 +19,14 @@ fn three_instances_work_in_parallel() {
     let pool = private(tool(3, &[]));
     let t = Instant::now();
     for i in 0..3 {
-        pool.send(i, &format!("delay:400:done {i}")).unwrap();
+        pool.send(i, &format!("delay:1000:done {i}")).unwrap();
     }
     for i in 0..3 {
         assert_eq!(pool.read_line(i, T).unwrap(), format!("done {i}"));
     }
-    // In series it would take 1200 ms.
+    // In series it would take 3000 ms; in parallel about 1000 (slack for a loaded host).
     assert!(
-        t.elapsed() < Duration::from_millis(1100),
+        t.elapsed() < Duration::from_millis(2500),
         "{:?}",
         t.elapsed()
     );
@@ -181,20 +181,16 @@ fn shutdown_kills_a_sigterm_ignoring_child_and_its_grandchild() {
     // not ours to reap) a moment later.
     let t = Instant::now();
     assert!(
-        eventually(Duration::from_secs(1), || !grandchild.alive()),
+        eventually(Duration::from_secs(3), || !grandchild.alive()),
         "grandchild {grandchild:?} survived"
     );
     for g in pgids {
         assert!(
-            eventually(Duration::from_secs(1), || !group_alive(g, cutoff)),
+            eventually(Duration::from_secs(3), || !group_alive(g, cutoff)),
             "group {g} survived"
         );
     }
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     // Idempotent, and every call after it says so.
     pool.shutdown(grace);
     assert!(matches!(pool.send(0, "x"), Err(Error::ShutDown(_))));
@@ -494,6 +490,7 @@ fn a_descendant_that_escaped_the_group_does_not_hang_shutdown() {
     );
     assert_eq!(toolpool::leaked_threads() - before, 1);
     assert!(escaped.alive(), "beyond the group kill, as documented");
+    // SAFETY: sending a signal to a pid; no memory is involved.
     unsafe { libc::kill(escaped.pid, libc::SIGKILL) };
 }
 
@@ -506,10 +503,16 @@ fn a_flood_with_a_small_queue_loses_nothing() {
     for k in 0..20000 {
         assert_eq!(pool.read_line(0, T).unwrap(), format!("flood {k}"));
     }
-    // status() takes in what is in the pipe, but never more than the queue holds.
+    // status() takes in what is in the pipe, but never more than the queue holds (16).
     pool.send(0, "flood:100").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let _ = pool.status();
+    assert!(eventually(T, || pool.status().instances[0].lines_received == 20016));
+    for _ in 0..5 {
+        assert_eq!(
+            pool.status().instances[0].lines_received,
+            20016,
+            "capped at 16"
+        );
+    }
     for k in 0..100 {
         assert_eq!(pool.read_line(0, T).unwrap(), format!("flood {k}"));
     }

@@ -10,6 +10,7 @@ use toolpool::Error;
 
 fn like_a_c_host() {
     static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: setting dispositions to SIG_DFL/SIG_IGN installs no handler code.
     ONCE.call_once(|| unsafe {
         // The Rust runtime ignores SIGPIPE; a C or Go host does not.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -20,6 +21,7 @@ fn like_a_c_host() {
 #[test]
 fn children_start_with_no_blocked_or_ignored_signals() {
     like_a_c_host();
+    // SAFETY: a zeroed sigset_t is valid input to sigemptyset; the set outlives the calls.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -88,6 +90,7 @@ fn children_inherit_only_stdio() {
     // An fd the host leaked without O_CLOEXEC (as C code often does).
     let f = std::fs::File::open("/proc/self/status").unwrap();
     let fd = f.as_raw_fd();
+    // SAFETY: fcntl on an fd owned by `f`, which is open for the whole block.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFD);
         libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);

@@ -83,7 +83,10 @@ fn a_crash_loop_is_bounded_by_the_intensity_cap() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(pool.status().instances[0].restarts, 5);
     assert_eq!(limiter.status().active_processes, 0);
-    assert!(matches!(pool.request("x", T), Err(Error::Unavailable(_))));
+    assert!(matches!(
+        pool.request("x", T),
+        Err(Error::Unavailable { .. })
+    ));
     assert!(matches!(pool.send(0, "x"), Err(Error::Failed { .. })));
     // Until asked: restart() clears the mark (and this tool exits again at once).
     pool.restart(0).unwrap();
@@ -339,7 +342,12 @@ fn kill_all_with_two_pools_and_a_oneshot_in_flight() {
     );
     let c2 = Arc::clone(&c);
     let inflight = std::thread::spawn(move || c2.request("", Duration::from_secs(30)));
-    assert!(eventually(T, || limiter.status().active_processes == 4));
+    // Four running, each registered with its pid (a start in progress counts before its
+    // pid is known).
+    assert!(eventually(T, || {
+        let s = limiter.status();
+        s.active_processes == 4 && s.active_pids.len() == 4
+    }));
     let before = limiter.status().active_pids;
     let t = Instant::now();
     let report = limiter.kill_all();

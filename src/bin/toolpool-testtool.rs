@@ -42,6 +42,7 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(num(i)));
                 i += 1;
             }
+            // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
             "--ignore-term" => unsafe {
                 libc::signal(libc::SIGTERM, libc::SIG_IGN);
             },
@@ -142,6 +143,7 @@ fn command(text: &str, raw: &[u8], prefix: &str, out: &mut impl Write) -> std::i
         }
         "kill" => {
             out.flush()?;
+            // SAFETY: raising a signal at ourselves; no memory is involved.
             unsafe {
                 libc::raise(n() as i32);
             }

@@ -1,6 +1,6 @@
 //! `ToolpoolLease`: exclusive use of one instance (wraps [`crate::Lease`]).
 
-use super::{c_string, cstr, ffi_call, ffi_void, handle, millis, out, to_u32};
+use super::{c_string, ffi_call, ffi_void, millis, to_u32, Handle};
 use crate::Lease;
 use std::ffi::c_char;
 
@@ -17,13 +17,12 @@ impl ToolpoolLease {
     }
 }
 
-/// The lease behind handle `l` (INVALID_ARGUMENT naming `l` if NULL).
-///
-/// # Safety
-/// `l` must be NULL or a live handle.
-unsafe fn lease<'a>(l: *const ToolpoolLease) -> Result<&'a Lease, crate::Error> {
-    // SAFETY: forwarded contract.
-    unsafe { handle(l, "l (the lease handle)") }.map(|h| &h.lease)
+impl Handle for ToolpoolLease {
+    type Inner = Lease;
+    const WHAT: &'static str = "lease";
+    fn inner(&self) -> &Lease {
+        &self.lease
+    }
 }
 
 /// The index of the leased instance.
@@ -40,11 +39,9 @@ pub unsafe extern "C" fn toolpool_lease_index(
     out_instance: *mut u32,
 ) -> i32 {
     ffi_call("toolpool_lease_index", || {
-        // SAFETY: the caller's contract above.
-        let lease = unsafe { lease(l) }?;
-        let out = out(out_instance, "out_instance")?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(to_u32(lease.index())) };
+        let lease = try_handle!(l);
+        let out = try_out!(out_instance);
+        out.write(to_u32(lease.index()));
         Ok(())
     })
 }
@@ -62,10 +59,8 @@ pub unsafe extern "C" fn toolpool_lease_index(
 #[no_mangle]
 pub unsafe extern "C" fn toolpool_lease_send(l: *mut ToolpoolLease, line: *const c_char) -> i32 {
     ffi_call("toolpool_lease_send", || {
-        // SAFETY: the caller's contract above.
-        let lease = unsafe { lease(l) }?;
-        // SAFETY: as above.
-        let line = unsafe { cstr(line, "line") }?;
+        let lease = try_handle!(l);
+        let line = try_str!(line);
         lease.send(line)
     })
 }
@@ -88,12 +83,10 @@ pub unsafe extern "C" fn toolpool_lease_read_line(
     out_line: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_lease_read_line", || {
-        // SAFETY: the caller's contract above.
-        let lease = unsafe { lease(l) }?;
-        let out = out(out_line, "out_line")?;
+        let lease = try_handle!(l);
+        let out = try_out!(out_line);
         let line = lease.read_line(millis(timeout_ms))?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(c_string(line)) };
+        out.write(c_string(line));
         Ok(())
     })
 }
@@ -118,14 +111,11 @@ pub unsafe extern "C" fn toolpool_lease_request(
     out_reply: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_lease_request", || {
-        // SAFETY: the caller's contract above.
-        let lease = unsafe { lease(l) }?;
-        // SAFETY: as above.
-        let payload = unsafe { cstr(payload, "payload") }?;
-        let out = out(out_reply, "out_reply")?;
+        let lease = try_handle!(l);
+        let payload = try_str!(payload);
+        let out = try_out!(out_reply);
         let reply = lease.request(payload, millis(timeout_ms))?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(c_string(reply)) };
+        out.write(c_string(reply));
         Ok(())
     })
 }

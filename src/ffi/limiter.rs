@@ -1,6 +1,6 @@
 //! The process-wide limit and kill switch (wraps [`crate::Limiter::global`]).
 
-use super::{ffi_call, json_string, out, out_opt, to_u32};
+use super::{ffi_call, json_string, to_u32};
 use crate::Limiter;
 use std::ffi::c_char;
 
@@ -18,11 +18,10 @@ use std::ffi::c_char;
 #[no_mangle]
 pub unsafe extern "C" fn toolpool_limit_set(max: u32, out_old: *mut u32) -> i32 {
     ffi_call("toolpool_limit_set", || {
-        let out = out_opt(out_old);
+        let out = opt_out!(out_old);
         let (old, _) = Limiter::global().set_limit(max as usize);
         if let Some(o) = out {
-            // SAFETY: non-NULL; writable per the contract.
-            unsafe { o.write(to_u32(old)) };
+            o.write(to_u32(old));
         }
         Ok(())
     })
@@ -42,10 +41,9 @@ pub unsafe extern "C" fn toolpool_limit_set(max: u32, out_old: *mut u32) -> i32 
 #[no_mangle]
 pub unsafe extern "C" fn toolpool_limit_status_json(out_json: *mut *mut c_char) -> i32 {
     ffi_call("toolpool_limit_status_json", || {
-        let out = out(out_json, "out_json")?;
+        let out = try_out!(out_json);
         let s = json_string(&Limiter::global().status())?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(s) };
+        out.write(s);
         Ok(())
     })
 }
@@ -64,11 +62,10 @@ pub unsafe extern "C" fn toolpool_limit_status_json(out_json: *mut *mut c_char) 
 #[no_mangle]
 pub unsafe extern "C" fn toolpool_kill_all(out_killed: *mut u32) -> i32 {
     ffi_call("toolpool_kill_all", || {
-        let out = out_opt(out_killed);
+        let out = opt_out!(out_killed);
         let report = Limiter::global().kill_all();
         if let Some(o) = out {
-            // SAFETY: non-NULL; writable per the contract.
-            unsafe { o.write(to_u32(report.killed_count)) };
+            o.write(to_u32(report.killed_count));
         }
         Ok(())
     })
@@ -90,10 +87,9 @@ pub unsafe extern "C" fn toolpool_kill_all(out_killed: *mut u32) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn toolpool_kill_all_json(out_json: *mut *mut c_char) -> i32 {
     ffi_call("toolpool_kill_all_json", || {
-        let out = out(out_json, "out_json")?;
+        let out = try_out!(out_json);
         let s = json_string(&Limiter::global().kill_all())?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(s) };
+        out.write(s);
         Ok(())
     })
 }

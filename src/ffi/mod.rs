@@ -1,9 +1,11 @@
 //! The C ABI (see `include/toolpool.h`, generated from these files by cbindgen).
 //!
-//! A thin skin over the Rust API: each `extern "C"` function checks its pointers, converts
-//! its arguments, calls one Rust method and converts the result. Shared plumbing lives here:
-//! the status enum, the thread-local last error, the panic boundary (`ffi_call`) and the
-//! pointer and string helpers. One file per C object: [`pool`], [`lease`], [`limiter`],
+//! A thin skin over the Rust API, with no logic of its own: each `extern "C"` function
+//! checks its pointers, converts its arguments, calls the Rust API and converts the result.
+//! Shared plumbing lives here: the thread-local last error, the panic boundary
+//! (`ffi_call`), and the boundary macros (`try_handle!`, `try_str!`, `try_out!`, ...) that
+//! hold the pointer conversions and their SAFETY arguments. The status enum is the core's
+//! [`ToolpoolStatus`] table. One file per C object: [`pool`], [`lease`], [`limiter`],
 //! [`strings`] (errors, strings, version).
 //!
 //! Global contract (also in the README, "C API conventions"):
@@ -16,6 +18,59 @@
 //! - A NULL handle or pointer is `TOOLPOOL_INVALID_ARGUMENT`, never a crash.
 //! - No panic crosses the boundary: it becomes `TOOLPOOL_PANIC`.
 
+/// The boundary macros, in the style of rustls-ffi: each wraps one unsafe conversion of a
+/// parameter, names the parameter in the error, and carries the one SAFETY argument that
+/// every C function's `# Safety` section makes true for its parameters (NULL or valid for
+/// the call). Function bodies then hold no `unsafe` of their own.
+macro_rules! try_handle {
+    ($p:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL or a live handle of its type.
+        unsafe { $crate::ffi::handle($p, stringify!($p)) }?
+    };
+}
+
+/// A `const char *` parameter as `&str`: NULL or invalid UTF-8 is INVALID_ARGUMENT.
+macro_rules! try_str {
+    ($p:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL or a NUL-terminated string that
+        // lives for the call.
+        unsafe { $crate::ffi::cstr($p, stringify!($p)) }?
+    };
+}
+
+/// A `const char *` parameter that may be NULL, as `Option<&str>`.
+macro_rules! try_str_opt {
+    ($p:ident) => {
+        // SAFETY: as `try_str!`; NULL is allowed.
+        unsafe { $crate::ffi::cstr_opt($p, stringify!($p)) }?
+    };
+}
+
+/// A buffer parameter followed by its length, as `&[u8]`.
+macro_rules! try_bytes {
+    ($p:ident, $len:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL (only with `$len` 0) or readable
+        // for `$len` bytes for the call.
+        unsafe { $crate::ffi::bytes_in($p, $len, stringify!($p)) }?
+    };
+}
+
+/// A required out-parameter: NULL is INVALID_ARGUMENT; written only on success.
+macro_rules! try_out {
+    ($p:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL or writable for the call.
+        unsafe { $crate::ffi::out($p, stringify!($p)) }?
+    };
+}
+
+/// An optional out-parameter (NULL: not wanted).
+macro_rules! opt_out {
+    ($p:ident) => {
+        // SAFETY: the function's contract: `$p` is NULL or writable for the call.
+        unsafe { $crate::ffi::out_opt($p) }
+    };
+}
+
 pub mod lease;
 pub mod limiter;
 pub mod pool;
@@ -27,104 +82,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-/// Status codes returned by every `int32_t` function of the C API. The values are part of
-/// the ABI and are never renumbered; they equal `Error::code()` of the Rust API.
-#[repr(i32)]
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ToolpoolStatus {
-    /// Success.
-    TOOLPOOL_OK = 0,
-    /// A bad argument: NULL pointer, invalid UTF-8, a line containing a newline, bad JSON
-    /// input. The message names the parameter.
-    TOOLPOOL_INVALID_ARGUMENT = 1,
-    /// The tool id is not in the registry.
-    TOOLPOOL_NOT_FOUND = 2,
-    /// A process could not be started, or did not become ready in time.
-    TOOLPOOL_SPAWN_FAILED = 3,
-    /// Nothing arrived (or no instance became free) within the timeout.
-    TOOLPOOL_TIMEOUT = 4,
-    /// The instance is dead.
-    TOOLPOOL_DEAD = 5,
-    /// Every instance is busy and the wait queue is full.
-    TOOLPOOL_SATURATED = 6,
-    /// The pool has been shut down.
-    TOOLPOOL_SHUT_DOWN = 7,
-    /// The process-wide limit did not allow a new process in time.
-    TOOLPOOL_LIMIT_REACHED = 8,
-    /// The tool broke the framing protocol.
-    TOOLPOOL_PROTOCOL_ERROR = 9,
-    /// The tool answered with an error (JSON-RPC error, failed one-shot run).
-    TOOLPOOL_TOOL_ERROR = 10,
-    /// A registry or tool spec is invalid: bad JSON, unknown key, wrong type, bad value.
-    TOOLPOOL_CONFIG = 11,
-    /// An instance index is out of range.
-    TOOLPOOL_INDEX_OUT_OF_RANGE = 12,
-    /// The instance's stdin queue is full.
-    TOOLPOOL_QUEUE_FULL = 13,
-    /// The instance was marked failed by the supervisor (too many restarts).
-    TOOLPOOL_FAILED = 14,
-    /// No instance can take work and no fallback is configured.
-    TOOLPOOL_UNAVAILABLE = 15,
-    /// An I/O error outside a spawn (reading a registry file, ...).
-    TOOLPOOL_IO = 16,
-    /// A panic inside toolpool was caught at the boundary. A bug: please report it.
-    TOOLPOOL_PANIC = 99,
-}
-
-impl ToolpoolStatus {
-    /// Every status, in numeric order.
-    pub const ALL: [ToolpoolStatus; 18] = [
-        ToolpoolStatus::TOOLPOOL_OK,
-        ToolpoolStatus::TOOLPOOL_INVALID_ARGUMENT,
-        ToolpoolStatus::TOOLPOOL_NOT_FOUND,
-        ToolpoolStatus::TOOLPOOL_SPAWN_FAILED,
-        ToolpoolStatus::TOOLPOOL_TIMEOUT,
-        ToolpoolStatus::TOOLPOOL_DEAD,
-        ToolpoolStatus::TOOLPOOL_SATURATED,
-        ToolpoolStatus::TOOLPOOL_SHUT_DOWN,
-        ToolpoolStatus::TOOLPOOL_LIMIT_REACHED,
-        ToolpoolStatus::TOOLPOOL_PROTOCOL_ERROR,
-        ToolpoolStatus::TOOLPOOL_TOOL_ERROR,
-        ToolpoolStatus::TOOLPOOL_CONFIG,
-        ToolpoolStatus::TOOLPOOL_INDEX_OUT_OF_RANGE,
-        ToolpoolStatus::TOOLPOOL_QUEUE_FULL,
-        ToolpoolStatus::TOOLPOOL_FAILED,
-        ToolpoolStatus::TOOLPOOL_UNAVAILABLE,
-        ToolpoolStatus::TOOLPOOL_IO,
-        ToolpoolStatus::TOOLPOOL_PANIC,
-    ];
-
-    /// The status with this numeric value.
-    pub fn from_code(code: i32) -> Option<ToolpoolStatus> {
-        ToolpoolStatus::ALL.into_iter().find(|s| *s as i32 == code)
-    }
-
-    /// The constant's name, e.g. `TOOLPOOL_TIMEOUT`.
-    pub fn name(self) -> &'static CStr {
-        use ToolpoolStatus::*;
-        match self {
-            TOOLPOOL_OK => c"TOOLPOOL_OK",
-            TOOLPOOL_INVALID_ARGUMENT => c"TOOLPOOL_INVALID_ARGUMENT",
-            TOOLPOOL_NOT_FOUND => c"TOOLPOOL_NOT_FOUND",
-            TOOLPOOL_SPAWN_FAILED => c"TOOLPOOL_SPAWN_FAILED",
-            TOOLPOOL_TIMEOUT => c"TOOLPOOL_TIMEOUT",
-            TOOLPOOL_DEAD => c"TOOLPOOL_DEAD",
-            TOOLPOOL_SATURATED => c"TOOLPOOL_SATURATED",
-            TOOLPOOL_SHUT_DOWN => c"TOOLPOOL_SHUT_DOWN",
-            TOOLPOOL_LIMIT_REACHED => c"TOOLPOOL_LIMIT_REACHED",
-            TOOLPOOL_PROTOCOL_ERROR => c"TOOLPOOL_PROTOCOL_ERROR",
-            TOOLPOOL_TOOL_ERROR => c"TOOLPOOL_TOOL_ERROR",
-            TOOLPOOL_CONFIG => c"TOOLPOOL_CONFIG",
-            TOOLPOOL_INDEX_OUT_OF_RANGE => c"TOOLPOOL_INDEX_OUT_OF_RANGE",
-            TOOLPOOL_QUEUE_FULL => c"TOOLPOOL_QUEUE_FULL",
-            TOOLPOOL_FAILED => c"TOOLPOOL_FAILED",
-            TOOLPOOL_UNAVAILABLE => c"TOOLPOOL_UNAVAILABLE",
-            TOOLPOOL_IO => c"TOOLPOOL_IO",
-            TOOLPOOL_PANIC => c"TOOLPOOL_PANIC",
-        }
-    }
-}
+pub use crate::status::ToolpoolStatus;
 
 /// The last failure on this thread: status code and message.
 struct LastError {
@@ -219,17 +177,41 @@ pub(crate) fn invalid(name: &str, why: &str) -> Error {
     Error::InvalidArgument(format!("{name} {why}"))
 }
 
-/// A shared reference to the object behind handle `p`, or INVALID_ARGUMENT if NULL.
-///
-/// # Safety
-/// `p` must be NULL or point to a live `T` for `'a`.
-pub(crate) unsafe fn handle<'a, T>(p: *const T, name: &str) -> Result<&'a T, Error> {
-    // SAFETY: non-NULL and live per the caller's contract.
-    unsafe { p.as_ref() }.ok_or_else(|| invalid(name, "is NULL"))
+/// A C handle type: an opaque box around one Rust object.
+pub(crate) trait Handle {
+    /// The Rust object inside.
+    type Inner;
+    /// What the handle is, for messages ("pool", "lease").
+    const WHAT: &'static str;
+    /// The Rust object inside.
+    fn inner(&self) -> &Self::Inner;
 }
 
-/// Check that out-pointer `p` is not NULL; the write happens later, on success only.
-pub(crate) fn out<T>(p: *mut T, name: &str) -> Result<OutPtr<T>, Error> {
+/// The object behind handle parameter `name`, or INVALID_ARGUMENT if NULL. Use
+/// [`try_handle!`].
+///
+/// # Safety
+/// `p` must be NULL or point to a live `H` for `'a`.
+pub(crate) unsafe fn handle<'a, H: Handle + 'a>(
+    p: *const H,
+    name: &str,
+) -> Result<&'a H::Inner, Error> {
+    // SAFETY: non-NULL and live per the caller's contract.
+    match unsafe { p.as_ref() } {
+        Some(h) => Ok(h.inner()),
+        None => Err(invalid(
+            &format!("{name} (the {} handle)", H::WHAT),
+            "is NULL",
+        )),
+    }
+}
+
+/// Check that out-pointer `p` is not NULL; the write happens later, on success only. Use
+/// [`try_out!`].
+///
+/// # Safety
+/// `p` must be NULL or valid for a write of `T` for the rest of the call.
+pub(crate) unsafe fn out<T>(p: *mut T, name: &str) -> Result<OutPtr<T>, Error> {
     if p.is_null() {
         Err(invalid(name, "is NULL"))
     } else {
@@ -237,22 +219,24 @@ pub(crate) fn out<T>(p: *mut T, name: &str) -> Result<OutPtr<T>, Error> {
     }
 }
 
-/// An optional out-pointer (NULL: the caller does not want the value).
-pub(crate) fn out_opt<T>(p: *mut T) -> Option<OutPtr<T>> {
+/// An optional out-pointer (NULL: the caller does not want the value). Use [`opt_out!`].
+///
+/// # Safety
+/// As [`out`].
+pub(crate) unsafe fn out_opt<T>(p: *mut T) -> Option<OutPtr<T>> {
     (!p.is_null()).then_some(OutPtr(p))
 }
 
-/// A checked, non-NULL out-pointer.
+/// A checked, non-NULL out-pointer, valid for one write during the call (the promise made
+/// to [`out`]). It is not `Send`, so it cannot outlive the call's thread.
 pub(crate) struct OutPtr<T>(*mut T);
 
 impl<T> OutPtr<T> {
     /// Write `v`. Called only once everything has succeeded.
-    ///
-    /// # Safety
-    /// The pointer must be valid for a write of `T` (the caller's contract).
-    pub(crate) unsafe fn write(self, v: T) {
-        // SAFETY: non-NULL (checked) and writable per the caller's contract; `write` does
-        // not drop whatever (possibly uninitialised) value was there.
+    pub(crate) fn write(self, v: T) {
+        // SAFETY: non-NULL (checked in `out`) and writable for the call (the promise made
+        // to the unsafe `out`); `write` does not drop whatever (possibly uninitialised)
+        // value was there.
         unsafe { self.0.write(v) }
     }
 }
@@ -292,8 +276,6 @@ pub(crate) unsafe fn cstr_opt<'a>(p: *const c_char, name: &str) -> Result<Option
     }
 }
 
-/// A string for the caller, freed with `toolpool_string_free`. A NUL byte inside (a tool
-/// may print one) becomes U+FFFD, so the C string is never cut short.
 /// Borrow `len` bytes at `p` (NULL allowed only for `len` 0).
 ///
 /// # Safety
@@ -316,6 +298,8 @@ pub(crate) fn bytes_out(v: Vec<u8>) -> (*mut u8, usize) {
     (Box::into_raw(b).cast::<u8>(), len)
 }
 
+/// A string for the caller, freed with `toolpool_string_free`. A NUL byte inside (a tool
+/// may print one) becomes U+FFFD, so the C string is never cut short.
 pub(crate) fn c_string(s: String) -> *mut c_char {
     let c = match CString::new(s) {
         Ok(c) => c,
@@ -351,38 +335,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_values_match_error_codes() {
-        let errs = [
-            Error::InvalidArgument(String::new()),
-            Error::UnknownTool {
-                tool: String::new(),
-                known: vec![],
-            },
-            Error::Spawn(String::new()),
-            Error::timeout("x", Duration::ZERO),
-            Error::Protocol(String::new()),
-            Error::Config(String::new()),
-            Error::Io(String::new()),
-            Error::ShutDown(String::new()),
-            Error::Unavailable(String::new()),
-        ];
-        for e in errs {
-            let s = ToolpoolStatus::from_code(e.code()).expect("every code has a status");
-            assert_eq!(s as i32, e.code());
-        }
-        for (k, s) in ToolpoolStatus::ALL.iter().enumerate().take(17) {
-            assert_eq!(*s as i32, k as i32);
-        }
-        assert_eq!(ToolpoolStatus::TOOLPOOL_PANIC as i32, 99);
-        assert_eq!(ToolpoolStatus::TOOLPOOL_TIMEOUT.name(), c"TOOLPOOL_TIMEOUT");
-    }
-
-    #[test]
     fn panic_becomes_status_and_message() {
         // The default hook prints the panic to stderr; that is expected here.
         let rc = ffi_call("toolpool_test", || panic!("boom"));
         assert_eq!(rc, ToolpoolStatus::TOOLPOOL_PANIC as i32);
         assert_eq!(last_error_code(), 99);
+        // SAFETY: the pointer is a NUL-terminated string that toolpool returned and keeps alive.
         let msg = unsafe { CStr::from_ptr(last_error_ptr()) }
             .to_str()
             .unwrap();
@@ -398,12 +356,15 @@ mod tests {
     #[test]
     fn strings_in_and_out() {
         let bad = [0x66u8, 0xff, 0];
+        // SAFETY: a NUL-terminated buffer (or NULL) that lives for the call.
         let e = unsafe { cstr(bad.as_ptr().cast(), "line") }.unwrap_err();
         assert_eq!(e.code(), 1);
         assert!(e.to_string().contains("line"));
+        // SAFETY: a NUL-terminated buffer (or NULL) that lives for the call.
         let e = unsafe { cstr(std::ptr::null(), "spec_json") }.unwrap_err();
         assert!(e.to_string().contains("spec_json is NULL"));
         let p = c_string("a\0b".to_string());
+        // SAFETY: the pointer came from `c_string` (CString::into_raw) just above.
         let back = unsafe { CString::from_raw(p) };
         assert_eq!(back.to_str().unwrap(), "a\u{FFFD}b");
     }

@@ -2,11 +2,9 @@
 
 use super::lease::ToolpoolLease;
 use super::{
-    bytes_in, bytes_out, c_string, cstr, cstr_opt, ffi_call, ffi_void, handle, invalid,
-    json_string, millis, out, out_opt, to_u32,
+    bytes_out, c_string, ffi_call, ffi_void, invalid, json_string, millis, to_u32, Handle,
 };
-use crate::{Pool, Registry, ServedBy, ToolSpec};
-use serde::Serialize;
+use crate::{MapResult, Pool, ToolSpec};
 use std::ffi::c_char;
 
 /// An opaque pool handle, from `toolpool_pool_new` or `toolpool_pool_from_registry`, freed
@@ -28,30 +26,12 @@ pub struct ToolpoolHealth {
     pub dead: u32,
 }
 
-/// The pool behind handle `p` (INVALID_ARGUMENT naming `p` if NULL).
-///
-/// # Safety
-/// `p` must be NULL or a live handle.
-unsafe fn pool<'a>(p: *const ToolpoolPool) -> Result<&'a Pool, crate::Error> {
-    // SAFETY: forwarded contract.
-    unsafe { handle(p, "p (the pool handle)") }.map(|h| &h.pool)
-}
-
-/// One result of `toolpool_pool_map_json`, with its keys in this order.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum MapResult {
-    Ok {
-        ok: bool,
-        text: String,
-        instance: Option<usize>,
-        served_by: ServedBy,
-    },
-    Err {
-        ok: bool,
-        code: i32,
-        error: String,
-    },
+impl Handle for ToolpoolPool {
+    type Inner = Pool;
+    const WHAT: &'static str = "pool";
+    fn inner(&self) -> &Pool {
+        &self.pool
+    }
 }
 
 fn boxed(pool: Pool) -> *mut ToolpoolPool {
@@ -77,12 +57,10 @@ pub unsafe extern "C" fn toolpool_pool_new(
     out: *mut *mut ToolpoolPool,
 ) -> i32 {
     ffi_call("toolpool_pool_new", || {
-        // SAFETY: the caller's contract above.
-        let json = unsafe { cstr(spec_json, "spec_json") }?;
-        let out = super::out(out, "out")?;
+        let json = try_str!(spec_json);
+        let out = try_out!(out);
         let pool = Pool::from_spec(ToolSpec::from_json(json)?)?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(boxed(pool)) };
+        out.write(boxed(pool));
         Ok(())
     })
 }
@@ -110,22 +88,11 @@ pub unsafe extern "C" fn toolpool_pool_from_registry(
     out: *mut *mut ToolpoolPool,
 ) -> i32 {
     ffi_call("toolpool_pool_from_registry", || {
-        // SAFETY: the caller's contract above.
-        let path = unsafe { cstr_opt(registry_path, "registry_path") }?;
-        // SAFETY: as above.
-        let tool = unsafe { cstr(tool_id, "tool_id") }?;
-        let out = super::out(out, "out")?;
-        let registry = match path {
-            Some(p) => Registry::from_path(p)?,
-            None => Registry::from_env()?,
-        };
-        let pool = if count == 0 {
-            Pool::from_spec(registry.get(tool)?.clone())?
-        } else {
-            Pool::new(tool, count as usize, &registry)?
-        };
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(boxed(pool)) };
+        let path = try_str_opt!(registry_path);
+        let tool = try_str!(tool_id);
+        let out = try_out!(out);
+        let pool = Pool::from_registry(path.map(std::path::Path::new), tool, count as usize)?;
+        out.write(boxed(pool));
         Ok(())
     })
 }
@@ -141,19 +108,18 @@ pub unsafe extern "C" fn toolpool_pool_from_registry(
 #[no_mangle]
 pub unsafe extern "C" fn toolpool_pool_size(p: *const ToolpoolPool, out_count: *mut u32) -> i32 {
     ffi_call("toolpool_pool_size", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out = out(out_count, "out_count")?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(to_u32(pool.len())) };
+        let pool = try_handle!(p);
+        let out = try_out!(out_count);
+        out.write(to_u32(pool.len()));
         Ok(())
     })
 }
 
 /// Queue `line` (toolpool appends the newline) for the stdin of instance `instance`.
-/// Never blocks: a full stdin queue is `TOOLPOOL_QUEUE_FULL`. A line containing a newline
-/// is `TOOLPOOL_INVALID_ARGUMENT`. Writing to a child that has died does not raise
-/// SIGPIPE in the host.
+/// A full stdin queue is `TOOLPOOL_QUEUE_FULL`, never a wait; but an instance that is not
+/// running (`lazy`, or stopped when idle) is started first, which waits for its ready
+/// line. A line containing a newline is `TOOLPOOL_INVALID_ARGUMENT`. Writing to a child
+/// that has died does not raise SIGPIPE in the host.
 ///
 /// Errors: `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`,
 /// `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
@@ -170,10 +136,8 @@ pub unsafe extern "C" fn toolpool_pool_send(
     line: *const c_char,
 ) -> i32 {
     ffi_call("toolpool_pool_send", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        // SAFETY: as above.
-        let line = unsafe { cstr(line, "line") }?;
+        let pool = try_handle!(p);
+        let line = try_str!(line);
         pool.send(instance as usize, line)
     })
 }
@@ -197,14 +161,11 @@ pub unsafe extern "C" fn toolpool_pool_send_routed(
     out_instance: *mut u32,
 ) -> i32 {
     ffi_call("toolpool_pool_send_routed", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        // SAFETY: as above.
-        let line = unsafe { cstr(line, "line") }?;
-        let out = out(out_instance, "out_instance")?;
+        let pool = try_handle!(p);
+        let line = try_str!(line);
+        let out = try_out!(out_instance);
         let i = pool.send_routed(line)?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(to_u32(i)) };
+        out.write(to_u32(i));
         Ok(())
     })
 }
@@ -231,12 +192,10 @@ pub unsafe extern "C" fn toolpool_pool_read_line(
     out_line: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_pool_read_line", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out = out(out_line, "out_line")?;
+        let pool = try_handle!(p);
+        let out = try_out!(out_line);
         let line = pool.read_line(instance as usize, millis(timeout_ms))?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(c_string(line)) };
+        out.write(c_string(line));
         Ok(())
     })
 }
@@ -261,10 +220,8 @@ pub unsafe extern "C" fn toolpool_pool_send_bytes(
     len: usize,
 ) -> i32 {
     ffi_call("toolpool_pool_send_bytes", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        // SAFETY: as above.
-        let data = unsafe { bytes_in(data, len, "data") }?;
+        let pool = try_handle!(p);
+        let data = try_bytes!(data, len);
         pool.send_bytes(instance as usize, data)
     })
 }
@@ -291,17 +248,13 @@ pub unsafe extern "C" fn toolpool_pool_read_line_bytes(
     out_len: *mut usize,
 ) -> i32 {
     ffi_call("toolpool_pool_read_line_bytes", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out_d = out(out_data, "out_data")?;
-        let out_l = out(out_len, "out_len")?;
+        let pool = try_handle!(p);
+        let out_d = try_out!(out_data);
+        let out_l = try_out!(out_len);
         let line = pool.read_line_bytes(instance as usize, millis(timeout_ms))?;
         let (ptr, len) = bytes_out(line);
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe {
-            out_d.write(ptr);
-            out_l.write(len);
-        }
+        out_d.write(ptr);
+        out_l.write(len);
         Ok(())
     })
 }
@@ -325,12 +278,10 @@ pub unsafe extern "C" fn toolpool_pool_read_stderr_line(
     out_line: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_pool_read_stderr_line", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out = out(out_line, "out_line")?;
+        let pool = try_handle!(p);
+        let out = try_out!(out_line);
         let line = pool.read_stderr_line(instance as usize, millis(timeout_ms))?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(c_string(line)) };
+        out.write(c_string(line));
         Ok(())
     })
 }
@@ -355,16 +306,12 @@ pub unsafe extern "C" fn toolpool_pool_read_any(
     out_line: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_pool_read_any", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out_i = out(out_instance, "out_instance")?;
-        let out_l = out(out_line, "out_line")?;
+        let pool = try_handle!(p);
+        let out_i = try_out!(out_instance);
+        let out_l = try_out!(out_line);
         let (i, line) = pool.read_any(millis(timeout_ms))?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe {
-            out_i.write(to_u32(i));
-            out_l.write(c_string(line));
-        }
+        out_i.write(to_u32(i));
+        out_l.write(c_string(line));
         Ok(())
     })
 }
@@ -395,14 +342,11 @@ pub unsafe extern "C" fn toolpool_pool_request(
     out_reply: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_pool_request", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        // SAFETY: as above.
-        let payload = unsafe { cstr(payload, "payload") }?;
-        let out = out(out_reply, "out_reply")?;
+        let pool = try_handle!(p);
+        let payload = try_str!(payload);
+        let out = try_out!(out_reply);
         let reply = pool.request(payload, millis(timeout_ms))?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(c_string(reply.text)) };
+        out.write(c_string(reply.text));
         Ok(())
     })
 }
@@ -432,24 +376,19 @@ pub unsafe extern "C" fn toolpool_pool_request_sticky(
     out_moved: *mut bool,
 ) -> i32 {
     ffi_call("toolpool_pool_request_sticky", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        // SAFETY: as above.
-        let key = unsafe { cstr(key, "key") }?;
-        // SAFETY: as above.
-        let payload = unsafe { cstr(payload, "payload") }?;
-        let out_r = out(out_reply, "out_reply")?;
+        let pool = try_handle!(p);
+        let key = try_str!(key);
+        let payload = try_str!(payload);
+        let out_r = try_out!(out_reply);
+        let (out_i, out_m) = (opt_out!(out_instance), opt_out!(out_moved));
         let reply = pool.request_sticky(key, payload, millis(timeout_ms))?;
-        // SAFETY: checked non-NULL (or skipped when NULL); writable per the contract.
-        unsafe {
-            if let Some(o) = out_opt(out_instance) {
-                o.write(reply.instance.map_or(u32::MAX, to_u32));
-            }
-            if let Some(o) = out_opt(out_moved) {
-                o.write(reply.moved);
-            }
-            out_r.write(c_string(reply.text));
+        if let Some(o) = out_i {
+            o.write(reply.instance.map_or(u32::MAX, to_u32));
         }
+        if let Some(o) = out_m {
+            o.write(reply.moved);
+        }
+        out_r.write(c_string(reply.text));
         Ok(())
     })
 }
@@ -458,8 +397,9 @@ pub unsafe extern "C" fn toolpool_pool_request_sticky(
 /// spread over the pool; `timeout_ms` applies to each. `*out_results_json` receives a
 /// JSON array in the same order, one object per payload:
 /// `{"ok":true,"text":"...","instance":N or null,"served_by":"pool" or "oneshot"}` or
-/// `{"ok":false,"code":<status>,"error":"<message>"}`. The call succeeds even when some
-/// requests fail (each result says).
+/// `{"ok":false,"code":<status>,"error":"<message>"}` (`MapResult` of the Rust API). The
+/// call succeeds even when some requests fail (each result says), also on a shut-down
+/// pool (each result is `TOOLPOOL_SHUT_DOWN`), as `Pool::map` in Rust.
 ///
 /// Errors: `TOOLPOOL_INVALID_ARGUMENT` when `payloads_json` is not a JSON array of strings.
 /// NULL handling: `p`, `payloads_json` or `out_results_json` NULL is
@@ -479,40 +419,22 @@ pub unsafe extern "C" fn toolpool_pool_map_json(
     out_results_json: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_pool_map_json", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        // SAFETY: as above.
-        let json = unsafe { cstr(payloads_json, "payloads_json") }?;
-        let out = out(out_results_json, "out_results_json")?;
+        let pool = try_handle!(p);
+        let json = try_str!(payloads_json);
+        let out = try_out!(out_results_json);
         let payloads: Vec<String> = serde_json::from_str(json).map_err(|e| {
             invalid(
                 "payloads_json",
                 &format!("is not a JSON array of strings: {e}"),
             )
         })?;
-        if pool.is_shut_down() {
-            return Err(crate::Error::ShutDown(pool.spec().id.clone()));
-        }
         let results: Vec<MapResult> = pool
             .map(&payloads, millis(timeout_ms))
             .into_iter()
-            .map(|r| match r {
-                Ok(reply) => MapResult::Ok {
-                    ok: true,
-                    text: reply.text,
-                    instance: reply.instance,
-                    served_by: reply.served_by,
-                },
-                Err(e) => MapResult::Err {
-                    ok: false,
-                    code: e.code(),
-                    error: e.to_string(),
-                },
-            })
+            .map(MapResult::from)
             .collect();
         let s = json_string(&results)?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(s) };
+        out.write(s);
         Ok(())
     })
 }
@@ -538,12 +460,10 @@ pub unsafe extern "C" fn toolpool_pool_lease(
     out: *mut *mut ToolpoolLease,
 ) -> i32 {
     ffi_call("toolpool_pool_lease", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out = super::out(out, "out")?;
+        let pool = try_handle!(p);
+        let out = try_out!(out);
         let lease = pool.lease(millis(timeout_ms))?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(ToolpoolLease::boxed(lease)) };
+        out.write(ToolpoolLease::boxed(lease));
         Ok(())
     })
 }
@@ -563,18 +483,14 @@ pub unsafe extern "C" fn toolpool_pool_health(
     out: *mut ToolpoolHealth,
 ) -> i32 {
     ffi_call("toolpool_pool_health", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out = super::out(out, "out")?;
+        let pool = try_handle!(p);
+        let out = try_out!(out);
         let h = pool.health();
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe {
-            out.write(ToolpoolHealth {
-                total: to_u32(h.total),
-                alive: to_u32(h.alive),
-                dead: to_u32(h.dead),
-            })
-        };
+        out.write(ToolpoolHealth {
+            total: to_u32(h.total),
+            alive: to_u32(h.alive),
+            dead: to_u32(h.dead),
+        });
         Ok(())
     })
 }
@@ -596,12 +512,10 @@ pub unsafe extern "C" fn toolpool_pool_health_json(
     out_json: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_pool_health_json", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out = out(out_json, "out_json")?;
+        let pool = try_handle!(p);
+        let out = try_out!(out_json);
         let s = json_string(&pool.health())?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(s) };
+        out.write(s);
         Ok(())
     })
 }
@@ -624,12 +538,10 @@ pub unsafe extern "C" fn toolpool_pool_status_json(
     out_json: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_pool_status_json", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out = out(out_json, "out_json")?;
+        let pool = try_handle!(p);
+        let out = try_out!(out_json);
         let s = json_string(&pool.status())?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(s) };
+        out.write(s);
         Ok(())
     })
 }
@@ -651,12 +563,10 @@ pub unsafe extern "C" fn toolpool_pool_metrics_json(
     out_json: *mut *mut c_char,
 ) -> i32 {
     ffi_call("toolpool_pool_metrics_json", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
-        let out = out(out_json, "out_json")?;
+        let pool = try_handle!(p);
+        let out = try_out!(out_json);
         let s = json_string(&pool.metrics())?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out.write(s) };
+        out.write(s);
         Ok(())
     })
 }
@@ -676,8 +586,7 @@ pub unsafe extern "C" fn toolpool_pool_metrics_json(
 #[no_mangle]
 pub unsafe extern "C" fn toolpool_pool_restart(p: *mut ToolpoolPool, instance: u32) -> i32 {
     ffi_call("toolpool_pool_restart", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
+        let pool = try_handle!(p);
         pool.restart(instance as usize)
     })
 }
@@ -698,8 +607,7 @@ pub unsafe extern "C" fn toolpool_pool_restart(p: *mut ToolpoolPool, instance: u
 #[no_mangle]
 pub unsafe extern "C" fn toolpool_pool_shutdown(p: *mut ToolpoolPool, grace_ms: u32) -> i32 {
     ffi_call("toolpool_pool_shutdown", || {
-        // SAFETY: the caller's contract above.
-        let pool = unsafe { pool(p) }?;
+        let pool = try_handle!(p);
         pool.shutdown(millis(grace_ms));
         Ok(())
     })

@@ -85,5 +85,6 @@ void test_errors_null(void);
 void test_errors_config(void);
 void test_errors_pool(void);
 void test_dead_child_no_sigpipe(void);
+void test_hostile_specs(void);
 
 #endif

@@ -63,6 +63,7 @@ static const struct test TESTS[] = {
     {"errors_null", test_errors_null},
     {"errors_config", test_errors_config},
     {"errors_pool", test_errors_pool},
+    {"hostile_specs", test_hostile_specs},
     {"line_io", test_line_io},
     {"bytes", test_bytes},
     {"requests_and_lease", test_requests_and_lease},

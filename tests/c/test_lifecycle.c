@@ -133,7 +133,11 @@ void test_shutdown_grace(void) {
     CHECK_RC(toolpool_pool_request(p, "x", 100, &s), TOOLPOOL_SHUT_DOWN);
     CHECK_RC(toolpool_pool_request_sticky(p, "k", "x", 100, &s, NULL, NULL),
              TOOLPOOL_SHUT_DOWN);
-    CHECK_RC(toolpool_pool_map_json(p, "[\"x\"]", 100, &s), TOOLPOOL_SHUT_DOWN);
+    /* A batch succeeds and each item says SHUT_DOWN, as Pool::map in Rust. */
+    char *results = NULL;
+    CHECK_OK(toolpool_pool_map_json(p, "[\"x\"]", 100, &results));
+    CHECK_STR(results, "[{\"ok\":false,\"code\":7,\"error\":\"pool of 'toolpool-testtool' is shut down\"}]");
+    toolpool_string_free(results);
     CHECK_RC(toolpool_pool_lease(p, 100, &l), TOOLPOOL_SHUT_DOWN);
     CHECK_RC(toolpool_pool_restart(p, 0), TOOLPOOL_SHUT_DOWN);
     CHECK_MSG_HAS("shut down");

@@ -136,6 +136,7 @@ impl Seen {
 pub fn ticks_now() -> u64 {
     let up = std::fs::read_to_string("/proc/uptime").unwrap();
     let secs: f64 = up.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: sysconf reads a constant; no memory is involved.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (secs * hz) as u64 + 1
 }

@@ -1,0 +1,328 @@
+//! The shared core of one pool ([`PoolCore`]) and the life cycle of its incarnations:
+//! start every instance, start one lazily, replace one (restart), stop one (idle), stop
+//! all (shutdown).
+//!
+//! The `Pool`, a `Lease` and the supervisor thread (weakly) share one
+//! `PoolCore`. It asks the layer below for incarnations ([`Incarnation::start`]) and
+//! installs them in their [`Instance`]; routing and supervision
+//! (the modules above) build on it.
+
+use crate::admission::Admission;
+use crate::error::{DeathInfo, Error, ExitInfo, Result};
+use crate::incarnation::{Incarnation, State};
+use crate::instance::Instance;
+use crate::limiter::Limiter;
+use crate::metrics::Metrics;
+use crate::spec::ToolSpec;
+use crate::util::deadline_in;
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// The state of one pool that its users share.
+pub(crate) struct PoolCore {
+    pub spec: ToolSpec,
+    pub instances: Vec<Instance>,
+    pub limiter: Arc<Limiter>,
+    /// Requests are served by `oneshot` only.
+    pub disabled: bool,
+    pub admission: Admission,
+    /// Requests of the whole pool.
+    pub metrics: Metrics,
+    /// Where `read_any` starts looking, so no instance starves the others.
+    pub read_any_next: AtomicUsize,
+    shut_down: AtomicBool,
+    /// Wakes the supervisor thread (set once it runs).
+    supervisor_wake: Mutex<Option<Sender<()>>>,
+}
+
+impl PoolCore {
+    /// A core for `spec` (validated), nothing started.
+    pub fn new(spec: ToolSpec, limiter: Arc<Limiter>, disabled: bool) -> PoolCore {
+        let n = spec.count;
+        PoolCore {
+            instances: (0..n).map(|_| Instance::default()).collect(),
+            limiter,
+            disabled,
+            admission: Admission::new(n),
+            metrics: Metrics::default(),
+            read_any_next: AtomicUsize::new(0),
+            shut_down: AtomicBool::new(false),
+            supervisor_wake: Mutex::new(None),
+            spec,
+        }
+    }
+
+    /// True after shutdown.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Relaxed)
+    }
+
+    /// Mark shut down; true if it already was.
+    pub fn set_shut_down(&self) -> bool {
+        self.shut_down.swap(true, Relaxed)
+    }
+
+    /// [`Error::ShutDown`] after shutdown.
+    pub fn check_open(&self) -> Result<()> {
+        if self.is_shut_down() {
+            Err(Error::ShutDown(self.spec.id.clone()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// [`Error::IndexOutOfRange`] unless `index` is an instance.
+    pub fn check_index(&self, index: usize) -> Result<()> {
+        if index >= self.instances.len() {
+            return Err(Error::IndexOutOfRange {
+                tool: self.spec.id.clone(),
+                index,
+                count: self.instances.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Where the supervisor thread listens for wake-ups.
+    pub fn set_supervisor_wake(&self, wake: Option<Sender<()>>) {
+        *self.supervisor_wake.lock() = wake;
+    }
+
+    /// Wake the supervisor thread (a death, a recycle to do).
+    pub fn notify_supervisor(&self) {
+        if let Some(w) = self.supervisor_wake.lock().as_ref() {
+            let _ = w.try_send(());
+        }
+    }
+
+    /// The incarnation of instance `index`. With `start`, a stopped instance (lazy, idle)
+    /// is started.
+    pub fn incarnation(self: &Arc<Self>, index: usize, start: bool) -> Result<Arc<Incarnation>> {
+        self.check_index(index)?;
+        self.check_open()?;
+        let inst = &self.instances[index];
+        if let Some(reason) = inst.failed() {
+            return Err(Error::Failed {
+                tool: self.spec.id.clone(),
+                index,
+                reason,
+            });
+        }
+        if let Some(c) = inst.current() {
+            return Ok(c);
+        }
+        if self.disabled {
+            return Err(Error::unavailable(&self.spec.id, "the pool is disabled"));
+        }
+        if start {
+            self.ensure_started(index)?;
+            if let Some(c) = inst.current() {
+                return Ok(c);
+            }
+        }
+        Err(Error::InstanceDead(DeathInfo {
+            tool: self.spec.id.clone(),
+            index,
+            exit: inst.last_exit(),
+            stderr_tail: vec!["instance is not running".into()],
+        }))
+    }
+
+    /// Start every instance: spawn all, then wait for all to be ready (in parallel). On
+    /// any failure every process started here is stopped.
+    pub fn start_all(self: &Arc<Self>) -> Result<()> {
+        let deadline = self.start_deadline();
+        let mut started = Vec::new();
+        let mut failure = None;
+        for i in 0..self.instances.len() {
+            match self.spawn(i) {
+                Ok(c) => started.push(c),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            failure = started
+                .iter()
+                .find_map(|c| self.await_ready(c, deadline).err());
+        }
+        if let Some(e) = failure {
+            for c in started {
+                c.stop();
+            }
+            return Err(e);
+        }
+        for (i, c) in started.into_iter().enumerate() {
+            self.install(i, c);
+        }
+        Ok(())
+    }
+
+    /// Start `index` if it has no live process (lazy start, after idle stop, after death).
+    pub fn ensure_started(self: &Arc<Self>, index: usize) -> Result<()> {
+        let inst = &self.instances[index];
+        let _g = inst.start_lock.lock();
+        if inst.current().is_some_and(|c| c.state() != State::Dead) {
+            return Ok(());
+        }
+        self.check_open()?;
+        self.replace_locked(index)
+    }
+
+    /// Kill whatever runs at `index` and start a fresh process (counts as a restart), with
+    /// a clean restart history: the user asked for it.
+    pub fn restart(self: &Arc<Self>, index: usize) -> Result<()> {
+        let inst = &self.instances[index];
+        let _g = inst.start_lock.lock();
+        inst.clear_failure();
+        self.replace_locked(index)
+    }
+
+    /// With the instance's start lock held: retire the current incarnation, start a new
+    /// one, wait for it to be ready.
+    pub fn replace_locked(self: &Arc<Self>, index: usize) -> Result<()> {
+        let inst = &self.instances[index];
+        if let Some(old) = inst.take_current() {
+            inst.retire(old);
+            inst.count_restart();
+        }
+        self.check_open()?;
+        let c = self.spawn(index)?;
+        // Installed at once, so status shows it `starting` (routing takes it once ready).
+        self.install(index, Arc::clone(&c));
+        if let Some(line) = &self.spec.startup.ready_line {
+            if let Err(e) = c.wait_ready(self.start_deadline(), line) {
+                // It stays in the instance as dead, with its stderr tail, until replaced.
+                c.kill();
+                return Err(e);
+            }
+            // Ready now: callers waiting for an instance may take it.
+            self.admission.wake();
+        }
+        Ok(())
+    }
+
+    /// Stop the incarnation at `index` on purpose (idle timeout); it starts again on use.
+    pub fn stop_instance(&self, index: usize) {
+        let inst = &self.instances[index];
+        let _g = inst.start_lock.lock();
+        // Never stop under the `current` lock: the waiter's exit callback takes the
+        // admission lock, and status holds that while it reads the instance.
+        if let Some(old) = inst.take_current() {
+            inst.retire(old);
+        }
+    }
+
+    /// Spawn an incarnation for `index` and wait until it is ready (not installed).
+    pub fn spawn_ready(self: &Arc<Self>, index: usize) -> Result<Arc<Incarnation>> {
+        let c = self.spawn(index)?;
+        self.await_ready(&c, self.start_deadline())?;
+        Ok(c)
+    }
+
+    /// Install `c` at `index` (replacing nothing) and wake the routers.
+    fn install(&self, index: usize, c: Arc<Incarnation>) {
+        if let Some(old) = self.instances[index].install(c) {
+            // Callers hold the start lock and took the old one out first; a safety net.
+            self.instances[index].retire(old);
+        }
+        self.admission.wake();
+    }
+
+    /// Install `new` at `index` in place of the incarnation with pid `old_pid`, which is
+    /// retired (a graceful recycle). False (and `new` stopped) when `old_pid` is gone.
+    pub fn swap_in(&self, index: usize, old_pid: i32, new: Arc<Incarnation>) -> bool {
+        let inst = &self.instances[index];
+        let _g = inst.start_lock.lock();
+        if self.is_shut_down() || !inst.current_is(old_pid, |_| true) {
+            new.stop();
+            return false;
+        }
+        let old = inst.install(new);
+        inst.count_restart();
+        self.admission.wake();
+        if let Some(old) = old {
+            inst.retire(old);
+        }
+        true
+    }
+
+    /// When a process started now must be ready (`startup.timeout_ms`).
+    fn start_deadline(&self) -> Instant {
+        deadline_in(Duration::from_millis(self.spec.startup.timeout_ms))
+    }
+
+    fn spawn(self: &Arc<Self>, index: usize) -> Result<Arc<Incarnation>> {
+        let weak: Weak<PoolCore> = Arc::downgrade(self);
+        let on_exit = Box::new(move |exit: ExitInfo| {
+            if let Some(p) = weak.upgrade() {
+                p.on_exit(index, exit);
+            }
+        });
+        Incarnation::start(
+            &self.spec,
+            index,
+            &self.limiter,
+            Arc::clone(&self.instances[index].counters),
+            on_exit,
+        )
+    }
+
+    fn await_ready(&self, c: &Incarnation, deadline: Instant) -> Result<()> {
+        if let Some(line) = &self.spec.startup.ready_line {
+            if let Err(e) = c.wait_ready(deadline, line) {
+                c.stop();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs on the waiter thread when a process of instance `index` has been reaped.
+    fn on_exit(&self, index: usize, exit: ExitInfo) {
+        self.instances[index].set_last_exit(exit);
+        self.admission.wake();
+        self.notify_supervisor();
+    }
+
+    /// Graceful stop of every instance, in lockstep so the total is bounded by `grace`:
+    /// close every stdin, a short wait, SIGTERM, wait, then stop (SIGKILL, reap, join).
+    pub fn stop_all(&self, grace: Duration) {
+        let all: Vec<Arc<Incarnation>> = self
+            .instances
+            .iter()
+            .filter_map(|inst| {
+                let _g = inst.start_lock.lock();
+                inst.take_current()
+            })
+            .collect();
+        for c in &all {
+            c.begin_stop();
+        }
+        let end = deadline_in(grace);
+        let polite = (grace / 4).min(Duration::from_millis(250));
+        wait_all(&all, deadline_in(polite));
+        for c in &all {
+            c.terminate();
+        }
+        wait_all(&all, end);
+        for c in &all {
+            c.stop();
+        }
+    }
+}
+
+fn wait_all(all: &[Arc<Incarnation>], deadline: Instant) {
+    for c in all {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        c.wait_exit(deadline - now);
+    }
+}

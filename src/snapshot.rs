@@ -1,0 +1,245 @@
+//! Snapshots of a pool for people and programs: [`PoolStatus`] (per instance: state,
+//! pid, counters, in flight, stderr tail), [`Health`] (counts by state) and
+//! [`MetricsSnapshot`] (request outcomes and latency). Assembled from the owners of each
+//! piece (instances, their incarnations, admission, metrics) without changing anything
+//! but taking in pending stdout.
+
+use crate::admission::Counts;
+use crate::error::ExitInfo;
+use crate::incarnation::State;
+use crate::lifecycle::PoolCore;
+use crate::metrics::{InstanceMetrics, MetricsSnapshot};
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// Status of one instance index.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    /// Instance index.
+    pub index: usize,
+    /// Pid (= process group id) of the current process.
+    pub pid: Option<i32>,
+    /// Life-cycle state.
+    pub state: State,
+    /// How the last process at this index ended.
+    pub exit: Option<ExitInfo>,
+    /// Why the supervisor marked it failed.
+    pub failed_reason: Option<String>,
+    /// Restarts so far (by `restart`, the supervisor or recycling).
+    pub restarts: u64,
+    /// Lines written to its stdin (all incarnations).
+    pub lines_sent: u64,
+    /// Lines read from its stdout (all incarnations).
+    pub lines_received: u64,
+    /// Over-long lines cut into pieces.
+    pub lines_split: u64,
+    /// Lines read from stderr.
+    pub stderr_lines: u64,
+    /// stderr lines dropped because nobody read them (the tail still has the last ones).
+    pub stderr_dropped: u64,
+    /// Lines queued for stdin that could not be written (the child had died).
+    pub stdin_dropped: u64,
+    /// JSON-RPC notifications dropped because the stdout queue was full.
+    pub stdout_dropped: u64,
+    /// Lines nobody asked for, dropped before a `lines`/`marker` request.
+    pub unsolicited: u64,
+    /// Milliseconds since the current process started.
+    pub uptime_ms: Option<u64>,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// Whether a lease holds it.
+    pub leased: bool,
+    /// Milliseconds the oldest request in flight has been running.
+    pub current_request_age_ms: Option<u64>,
+    /// Requests served by this index (all incarnations).
+    pub requests: u64,
+    /// Last health probe: milliseconds since, and its latency.
+    pub last_probe_ago_ms: Option<u64>,
+    /// Latency of the last health probe in microseconds.
+    pub last_probe_us: Option<u64>,
+    /// The last stderr lines.
+    pub stderr_tail: Vec<String>,
+    /// The last lines that broke the JSON-RPC framing.
+    pub protocol_errors_tail: Vec<String>,
+}
+
+/// Status of the whole pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    /// Tool id.
+    pub tool: String,
+    /// True after `shutdown`.
+    pub shut_down: bool,
+    /// True when requests are served by `oneshot` only.
+    pub disabled: bool,
+    /// How many times a request had to wait for a free instance.
+    pub waited_for_instance: u64,
+    /// Callers waiting for a free instance now.
+    pub waiting: usize,
+    /// Per instance.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// Health summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Instances in the pool.
+    pub total: usize,
+    /// Starting or ready.
+    pub alive: usize,
+    /// Ready for work.
+    pub ready: usize,
+    /// Dead (ended on their own) or failed.
+    pub dead: usize,
+    /// Failed (restart cap reached).
+    pub failed: usize,
+    /// Stopped on purpose or not started yet.
+    pub stopped: usize,
+    /// Per instance.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// Take in what the children have written so far (without waiting), so counters of late
+/// replies and protocol errors are current even when nobody is reading.
+fn pull_output(core: &PoolCore) {
+    for inst in &core.instances {
+        if let Some(c) = inst.current() {
+            drop(c.pull_output());
+        }
+    }
+}
+
+/// The status of every instance.
+pub(crate) fn status(core: &PoolCore) -> PoolStatus {
+    pull_output(core);
+    let counts = core.admission.lock();
+    let instances = (0..core.instances.len())
+        .map(|i| instance_status(core, i, &counts))
+        .collect();
+    PoolStatus {
+        tool: core.spec.id.clone(),
+        shut_down: core.is_shut_down(),
+        disabled: core.disabled,
+        waited_for_instance: counts.waited_total,
+        waiting: counts.waiting,
+        instances,
+    }
+}
+
+/// Counts by state, from a status.
+pub(crate) fn health(status: PoolStatus) -> Health {
+    let instances = status.instances;
+    let count = |f: &dyn Fn(State) -> bool| instances.iter().filter(|s| f(s.state)).count();
+    Health {
+        total: instances.len(),
+        alive: count(&|s| matches!(s, State::Ready | State::Starting)),
+        ready: count(&|s| s == State::Ready),
+        dead: count(&|s| matches!(s, State::Dead | State::Failed)),
+        failed: count(&|s| s == State::Failed),
+        stopped: count(&|s| s == State::Stopped),
+        instances,
+    }
+}
+
+fn ms_since(now: Instant, t: Instant) -> u64 {
+    now.saturating_duration_since(t).as_millis() as u64
+}
+
+fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus {
+    let inst = &core.instances[i];
+    let cur = inst.current();
+    let failed = inst.failed();
+    let c = &inst.counters;
+    let sup = inst.supervision();
+    let state = match (&cur, &failed) {
+        (_, Some(_)) => State::Failed,
+        (Some(cur), None) => cur.state(),
+        (None, None) => State::Stopped,
+    };
+    // No process because a restart failed and another is pending: dead, not stopped.
+    let state = match state {
+        State::Stopped if sup.start_failed || sup.restart_due => State::Dead,
+        other => other,
+    };
+    let now = Instant::now();
+    InstanceStatus {
+        index: i,
+        pid: cur.as_ref().map(|c| c.pid()),
+        state,
+        exit: cur.as_ref().and_then(|c| c.exit()).or(inst.last_exit()),
+        failed_reason: failed,
+        restarts: inst.restarts(),
+        lines_sent: c.lines_sent.load(Relaxed),
+        lines_received: c.lines_received.load(Relaxed),
+        lines_split: c.lines_split.load(Relaxed),
+        stderr_lines: c.stderr_lines.load(Relaxed),
+        stderr_dropped: c.stderr_dropped.load(Relaxed),
+        stdin_dropped: c.stdin_dropped.load(Relaxed),
+        stdout_dropped: c.stdout_dropped.load(Relaxed),
+        unsolicited: c.unsolicited.load(Relaxed),
+        uptime_ms: cur
+            .as_ref()
+            .and_then(|c| c.uptime())
+            .map(|d| d.as_millis() as u64),
+        in_flight: counts.in_flight(i),
+        leased: counts.leased(i),
+        current_request_age_ms: counts.busy_since(i).map(|t| ms_since(now, t)),
+        requests: inst.metrics.requests_total(),
+        last_probe_ago_ms: sup.last_probe.map(|t| ms_since(now, t)),
+        last_probe_us: sup.last_probe_latency.map(|d| d.as_micros() as u64),
+        stderr_tail: cur.as_ref().map(|c| c.stderr_tail()).unwrap_or_default(),
+        protocol_errors_tail: cur
+            .as_ref()
+            .and_then(|c| c.rpc().map(|d| d.bad_lines()))
+            .unwrap_or_default(),
+    }
+}
+
+/// Request metrics of the pool and each instance.
+pub(crate) fn metrics(core: &PoolCore) -> MetricsSnapshot {
+    pull_output(core);
+    let counts = core.admission.lock();
+    let instances: Vec<InstanceMetrics> = core
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let m = &inst.metrics;
+            let (protocol_errors, late_replies_dropped) = inst.rpc_counts();
+            InstanceMetrics {
+                index: i,
+                requests_ok: m.ok.load(Relaxed),
+                requests_error: m.error.load(Relaxed),
+                requests_timeout: m.timeout.load(Relaxed),
+                lines_in: inst.counters.lines_sent.load(Relaxed),
+                lines_out: inst.counters.lines_received.load(Relaxed),
+                protocol_errors,
+                late_replies_dropped,
+                restarts: inst.restarts(),
+                in_flight: counts.in_flight(i),
+                stdin_queue: inst.current().map_or(0, |c| c.stdin_queue_len()),
+                latency: m.latency.snapshot(),
+            }
+        })
+        .collect();
+    let sum = |f: &dyn Fn(&InstanceMetrics) -> u64| instances.iter().map(f).sum::<u64>();
+    let m = &core.metrics;
+    MetricsSnapshot {
+        tool: core.spec.id.clone(),
+        requests_ok: m.ok.load(Relaxed),
+        requests_error: m.error.load(Relaxed),
+        requests_timeout: m.timeout.load(Relaxed),
+        requests_fallback: m.fallback.load(Relaxed),
+        lines_in: sum(&|i| i.lines_in),
+        lines_out: sum(&|i| i.lines_out),
+        protocol_errors: sum(&|i| i.protocol_errors),
+        late_replies_dropped: sum(&|i| i.late_replies_dropped),
+        restarts: sum(&|i| i.restarts),
+        in_flight: counts.in_flight_total(),
+        queue_depth: counts.waiting,
+        waited_for_instance: counts.waited_total,
+        latency: m.latency.snapshot(),
+        instances,
+    }
+}
