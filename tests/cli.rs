@@ -510,6 +510,7 @@ fn ctrl_c_mid_run_finishes_in_flight_and_leaves_no_child() {
     let kids = children_of(pid);
     std::thread::sleep(Duration::from_millis(800));
     // Like a terminal's Ctrl-C: SIGINT to the command's process group.
+    // SAFETY: kill(2) takes plain integers; the pid is our own child (or its group).
     unsafe { libc::kill(-pid, libc::SIGINT) };
     let t0 = Instant::now();
     let out = child.wait_with_output().unwrap();
@@ -573,6 +574,7 @@ fn finished(mut child: Child, seen: &[Seen], marker: &str) -> Output {
 /// return the output.
 fn signal_when_started(args: &[&str], marker: &str, kids: usize, sig: i32) -> Output {
     let (child, seen) = started(args, marker, kids);
+    // SAFETY: kill(2) takes plain integers; the pid is our own child (or its group).
     unsafe { libc::kill(child.id() as i32, sig) };
     finished(child, &seen, marker)
 }
@@ -618,6 +620,7 @@ fn a_second_ctrl_c_stops_requests_in_flight() {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hang\nhang\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) takes plain integers; the pid is our own child (or its group).
     unsafe { libc::kill(pid, libc::SIGINT) };
     // The first Ctrl-C waits for what is in flight.
     std::thread::sleep(Duration::from_millis(500));
@@ -625,6 +628,7 @@ fn a_second_ctrl_c_stops_requests_in_flight() {
         child.try_wait().unwrap().is_none(),
         "exited at the first Ctrl-C"
     );
+    // SAFETY: kill(2) takes plain integers; the pid is our own child (or its group).
     unsafe { libc::kill(pid, libc::SIGINT) };
     let out = finished(child, &seen, &marker);
     drop(stdin);

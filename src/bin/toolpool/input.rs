@@ -46,8 +46,9 @@ impl Input {
 
     /// A path to count the lines of when the input is a regular file.
     pub fn regular_file_path(&self) -> Option<PathBuf> {
-        // SAFETY: fstat fills a stat for a valid fd.
+        // SAFETY: all-zero bytes are a valid `libc::stat` (plain integers).
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a writable stat; fstat on a bad fd only returns -1.
         if unsafe { libc::fstat(self.fd(), &mut st) } != 0 {
             return None;
         }

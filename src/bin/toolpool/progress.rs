@@ -44,8 +44,9 @@ impl Stderr {
 
 impl TermLike for Stderr {
     fn width(&self) -> u16 {
-        // SAFETY: TIOCGWINSZ fills a winsize.
+        // SAFETY: all-zero bytes are a valid `libc::winsize` (plain integers).
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes one winsize into `ws`, which is writable.
         let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) } == 0;
         if ok && ws.ws_col > 0 {
             ws.ws_col
