@@ -17,7 +17,30 @@
 //! - `round_robin_8x3` / `least_busy_8x3`: 8 threads sharing 3 instances through
 //!   `pool.request`; calls_per_s / round_robin calls_per_s.
 //!
-//! floor, roundtrip, spawn_per_call and the 4x4 figures run twice: unpinned, and pinned
+//! Issue 11's rows use a minimal C echo child (benches/echo.c, raw read/write, built here
+//! with `cc -O2`) and one 61-byte line (60 characters and the newline):
+//!
+//! - `floor_c`: that child on raw blocking pipes from the calling thread; ratio p50 /
+//!   floor p50 (how much the test tool flatters the floor). The reference of the `_c` rows.
+//! - `roundtrip_c` (send + read_line), `request_c` (`request`), `go_pool_c` (a plain Go
+//!   pool, benches/gopool: exec + goroutines + channels, built with `go build` and skipped
+//!   with a note when `go` is missing): p50 / floor_c p50; `vs_go_pool` = p50 / go_pool_c
+//!   p50. Every latency row also gives `p50_block_min_us` / `p50_block_max_us`, the lowest
+//!   and highest p50 of its interleaved blocks (the spread, mostly of interest unpinned).
+//! - `floor_c_4x4` (ratio against floor_4x4), `roundtrip_c_4x4` (thread i on instance i),
+//!   `request_c_4x4` (4 threads routed over 4 instances), `go_pool_c_4x4` (4 goroutines, 4
+//!   instances): calls_per_s / floor_c_4x4 calls_per_s; `vs_go_pool` = calls_per_s / the
+//!   Go pool's.
+//! - `scale_N` (N = 1, 10, 100, 1000; 1 and 10 in smoke mode): N raw C echo children are
+//!   started one after another by std's `Command` (`spawn_ref_ms` = that time / cores,
+//!   `cores` as the process sees them, so 1 when pinned), then a round-robin pool of N
+//!   (`start_ms`, `start_ratio` = start / spawn_ref, `rss_kib_per_instance` and
+//!   `threads_per_instance` from /proc/self/status before and after). Interleaved blocks:
+//!   raw round robin over the N raw children (`floor_p50_us`, the floor with N children
+//!   alive) and routed `request`s from one caller (`p50_us`); ratio = p50 / floor_p50.
+//!   Then `shutdown_ms` (shutdown and drop of the pool).
+//!
+//! floor, roundtrip, spawn_per_call, the `_c`, 4x4 and `scale_N` figures run twice: unpinned, and pinned
 //! to one CPU. The pinned run is this binary re-executed with `TOOLPOOL_BENCH_PINNED=1`;
 //! it pins its whole process with `sched_setaffinity` before it creates any thread, so
 //! every pool thread and every child inherits the single-CPU mask. Latency figures are
@@ -99,6 +122,16 @@ const THREADS_8X3: usize = 8;
 const INSTANCES_8X3: usize = 3;
 /// Per thread and round.
 const ITERS_8X3: usize = 300;
+/// What a `scale_N` row holds besides the fields of every row.
+const SCALE_FIELDS: [&str; 7] = [
+    "start_ms",
+    "spawn_ref_ms",
+    "rss_kib_per_instance",
+    "threads_per_instance",
+    "p50_us",
+    "floor_p50_us",
+    "shutdown_ms",
+];
 /// Pool sizes of the `scale_N` rows (smoke mode: the first two).
 const SCALE_SIZES: [usize; 4] = [1, 10, 100, 1_000];
 /// Per interleaved block (`ROUNDS` blocks) of a `scale_N` row and its floor.
@@ -1105,6 +1138,13 @@ fn smoke_check(rows: &[Value]) {
             }
             Some(v) if !v["ratio"].as_f64().is_some_and(f64::is_finite) => {
                 bad.push(format!("{name}: no ratio in {v}"))
+            }
+            Some(v)
+                if name.starts_with("scale_") && SCALE_FIELDS.iter().any(|f| !v[f].is_number()) =>
+            {
+                bad.push(format!(
+                    "{name}: a field of {SCALE_FIELDS:?} missing in {v}"
+                ))
             }
             Some(_) => {}
         }
