@@ -40,10 +40,11 @@
 //!   alive) and routed `request`s from one caller (`p50_us`); ratio = p50 / floor_p50.
 //!   Then `shutdown_ms` (shutdown and drop of the pool).
 //!
-//! floor, roundtrip, spawn_per_call, the `_c`, 4x4 and `scale_N` figures run twice: unpinned, and pinned
-//! to one CPU. The pinned run is this binary re-executed with `TOOLPOOL_BENCH_PINNED=1`;
-//! it pins its whole process with `sched_setaffinity` before it creates any thread, so
-//! every pool thread and every child inherits the single-CPU mask. Latency figures are
+//! floor, roundtrip, spawn_per_call, the `_c`, 4x4 and `scale_N` figures run twice:
+//! unpinned, and pinned to one CPU. The pinned run is this binary re-executed with
+//! `TOOLPOOL_BENCH_PINNED=1`; it pins its whole process with `sched_setaffinity` before it
+//! creates any thread, so every pool thread and every child inherits the single-CPU mask
+//! (the Go pool too: its GOMAXPROCS follows the mask). Latency figures are
 //! measured in interleaved blocks (floor, pool, floor, pool, ...) so that background load
 //! on the machine hits the figure and its reference alike.
 
@@ -864,6 +865,13 @@ fn scale_row(n: usize, cores: usize, pinned: bool) {
     let t = Instant::now();
     let mut raws: Vec<Raw> = (0..n).map(|_| Raw::start_c()).collect();
     let spawn_ref = t.elapsed() / cores as u32;
+    // Give the heap freed by earlier figures back first, or the pool would reuse it and
+    // its growth would not show in VmRSS.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let (rss0, threads0) = rss_and_threads();
     let t = Instant::now();
     let pool = echo_pool(n);
