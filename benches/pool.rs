@@ -17,17 +17,42 @@
 //! - `round_robin_8x3` / `least_busy_8x3`: 8 threads sharing 3 instances through
 //!   `pool.request`; calls_per_s / round_robin calls_per_s.
 //!
-//! floor, roundtrip, spawn_per_call and the 4x4 figures run twice: unpinned, and pinned
-//! to one CPU. The pinned run is this binary re-executed with `TOOLPOOL_BENCH_PINNED=1`;
-//! it pins its whole process with `sched_setaffinity` before it creates any thread, so
-//! every pool thread and every child inherits the single-CPU mask. Latency figures are
+//! Issue 11's rows use a minimal C echo child (benches/echo.c, raw read/write, built here
+//! with `cc -O2`) and one 61-byte line (60 characters and the newline):
+//!
+//! - `floor_c`: that child on raw blocking pipes from the calling thread; ratio p50 /
+//!   floor p50 (how much the test tool flatters the floor). The reference of the `_c` rows.
+//! - `roundtrip_c` (send + read_line), `request_c` (`request`), `go_pool_c` (a plain Go
+//!   pool, benches/gopool: exec + goroutines + channels, built with `go build` and skipped
+//!   with a note when `go` is missing): p50 / floor_c p50; `vs_go_pool` = p50 / go_pool_c
+//!   p50. Every latency row also gives `p50_block_min_us` / `p50_block_max_us`, the lowest
+//!   and highest p50 of its interleaved blocks (the spread, mostly of interest unpinned).
+//! - `floor_c_4x4` (ratio against floor_4x4), `roundtrip_c_4x4` (thread i on instance i),
+//!   `request_c_4x4` (4 threads routed over 4 instances), `go_pool_c_4x4` (4 goroutines, 4
+//!   instances): calls_per_s / floor_c_4x4 calls_per_s; `vs_go_pool` = calls_per_s / the
+//!   Go pool's.
+//! - `scale_N` (N = 1, 10, 100, 1000; 1 and 10 in smoke mode): N raw C echo children are
+//!   started one after another by std's `Command` (`spawn_ref_ms` = that time / cores,
+//!   `cores` as the process sees them, so 1 when pinned), then a round-robin pool of N
+//!   (`start_ms`, `start_ratio` = start / spawn_ref, `rss_kib_per_instance` and
+//!   `threads_per_instance` from /proc/self/status before and after). Interleaved blocks:
+//!   raw round robin over the N raw children (`floor_p50_us`, the floor with N children
+//!   alive) and routed `request`s from one caller (`p50_us`); ratio = p50 / floor_p50.
+//!   Then `shutdown_ms` (shutdown and drop of the pool).
+//!
+//! floor, roundtrip, spawn_per_call, the `_c`, 4x4 and `scale_N` figures run twice:
+//! unpinned, and pinned to one CPU. The pinned run is this binary re-executed with
+//! `TOOLPOOL_BENCH_PINNED=1`; it pins its whole process with `sched_setaffinity` before it
+//! creates any thread, so every pool thread and every child inherits the single-CPU mask
+//! (the Go pool too: its GOMAXPROCS follows the mask). Latency figures are
 //! measured in interleaved blocks (floor, pool, floor, pool, ...) so that background load
 //! on the machine hits the figure and its reference alike.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 use toolpool::{Pool, Protocol, Routing, ToolSpec};
@@ -35,10 +60,26 @@ use toolpool::{Pool, Protocol, Routing, ToolSpec};
 const TESTTOOL: &str = env!("CARGO_BIN_EXE_toolpool-testtool");
 const RPC_TOOL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tools/rpc_tool.py");
 const PINNED_ENV: &str = "TOOLPOOL_BENCH_PINNED";
+/// Sources of the helper programs the bench builds (into `CARGO_TARGET_TMPDIR`).
+const ECHO_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/echo.c");
+const GO_POOL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/gopool");
+const HELPER_DIR: &str = env!("CARGO_TARGET_TMPDIR");
+/// How the parent hands the helpers it built to the pinned child.
+const ECHO_ENV: &str = "TOOLPOOL_BENCH_ECHO";
+const GO_POOL_ENV: &str = "TOOLPOOL_BENCH_GO_POOL";
+const GO_SKIP_ENV: &str = "TOOLPOOL_BENCH_GO_SKIP";
+/// The line of the C echo figures: 60 characters, 61 bytes with its newline.
+macro_rules! line60 {
+    () => {
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX"
+    };
+}
+const LINE: &str = line60!();
+const LINE_NL: &str = concat!(line60!(), "\n");
 /// `TOOLPOOL_BENCH_SMOKE=1` (what `make test` runs): every figure with a few iterations,
 /// then a check that each one produced its row; the numbers mean nothing.
 const SMOKE_ENV: &str = "TOOLPOOL_BENCH_SMOKE";
-/// Figures emitted besides `PINNED_NAMES` (which are also emitted unpinned).
+/// Figures emitted unpinned only, besides `pinned_names()` (emitted pinned and unpinned).
 const UNPINNED_NAMES: [&str; 5] = [
     "jsonrpc_spawn_per_call",
     "jsonrpc_floor",
@@ -82,20 +123,37 @@ const THREADS_8X3: usize = 8;
 const INSTANCES_8X3: usize = 3;
 /// Per thread and round.
 const ITERS_8X3: usize = 300;
+/// What a `scale_N` row holds besides the fields of every row.
+const SCALE_FIELDS: [&str; 7] = [
+    "start_ms",
+    "spawn_ref_ms",
+    "rss_kib_per_instance",
+    "threads_per_instance",
+    "p50_us",
+    "floor_p50_us",
+    "shutdown_ms",
+];
+/// Pool sizes of the `scale_N` rows (smoke mode: the first two).
+const SCALE_SIZES: [usize; 4] = [1, 10, 100, 1_000];
+/// Per interleaved block (`ROUNDS` blocks) of a `scale_N` row and its floor.
+const SCALE_BLOCK: usize = 1_000;
 
 /// Samples of one figure, in microseconds, and the wall time they took.
 struct Stats {
-    name: &'static str,
+    name: String,
     samples: Vec<f64>,
+    /// The p50 of each measured block, for the spread of the block medians.
+    blocks: Vec<f64>,
     wall: Duration,
     calls: usize,
 }
 
 impl Stats {
-    fn new(name: &'static str) -> Stats {
+    fn new(name: impl Into<String>) -> Stats {
         Stats {
-            name,
+            name: name.into(),
             samples: Vec::new(),
+            blocks: Vec::new(),
             wall: Duration::ZERO,
             calls: 0,
         }
@@ -119,7 +177,7 @@ impl Stats {
 
     fn json(&self, pinned: bool, baseline: &str, ratio: f64, ratio_def: &str) -> Value {
         let mean = self.samples.iter().sum::<f64>() / self.samples.len() as f64;
-        json!({
+        let mut v = json!({
             "name": self.name,
             "pinned": pinned,
             "p50_us": round2(self.p50()),
@@ -127,16 +185,44 @@ impl Stats {
             "p99_us": round2(self.pct(0.99)),
             "mean_us": round2(mean),
             "calls_per_s": self.calls_per_s().round(),
-            "ratio": (ratio * 1000.0).round() / 1000.0,
+            "ratio": round3(ratio),
             "baseline": baseline,
             "ratio_def": ratio_def,
             "n": self.samples.len(),
-        })
+        });
+        // The spread: the lowest and highest p50 of the interleaved blocks.
+        if self.blocks.len() >= 2 {
+            let lo = self.blocks.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = self.blocks.iter().copied().fold(0.0, f64::max);
+            v["p50_block_min_us"] = json!(round2(lo));
+            v["p50_block_max_us"] = json!(round2(hi));
+        }
+        v
     }
+
+    /// Samples of one block measured elsewhere (the Go pool), with its wall time.
+    fn add_block(&mut self, samples: &[f64], wall: Duration, calls: usize) {
+        if samples.len() >= 2 {
+            self.blocks.push(median(samples));
+        }
+        self.samples.extend_from_slice(samples);
+        self.wall += wall;
+        self.calls += calls;
+    }
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[(s.len() - 1) / 2]
 }
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Every row printed so far, for the summary table.
@@ -155,6 +241,7 @@ fn emit(v: &Value) {
 
 /// Time `n` calls of `f`, appending per-call microseconds to `st`.
 fn measure(st: &mut Stats, n: usize, mut f: impl FnMut()) {
+    let first = st.samples.len();
     let t0 = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
@@ -163,6 +250,9 @@ fn measure(st: &mut Stats, n: usize, mut f: impl FnMut()) {
     }
     st.wall += t0.elapsed();
     st.calls += n;
+    if n >= 2 {
+        st.blocks.push(median(&st.samples[first..]));
+    }
 }
 
 /// A raw child on pipes, driven by blocking I/O from the calling thread.
@@ -211,6 +301,17 @@ impl Raw {
         let reply = self.exchange(b"x\n");
         assert_eq!(reply, "x\n", "raw echo");
     }
+
+    /// The C echo child.
+    fn start_c() -> Raw {
+        Raw::spawn(&helpers().echo, &[])
+    }
+
+    /// One round trip of the 61-byte line.
+    fn call_line(&mut self) {
+        let reply = self.exchange(LINE_NL.as_bytes());
+        assert_eq!(reply, LINE_NL, "raw C echo");
+    }
 }
 
 impl Drop for Raw {
@@ -227,6 +328,132 @@ fn testtool_pool(count: usize, routing: Routing) -> Pool {
         ..ToolSpec::new([TESTTOOL])
     })
     .expect("start the test tool pool")
+}
+
+fn echo_pool(count: usize) -> Pool {
+    Pool::from_spec(ToolSpec {
+        count,
+        routing: Routing::RoundRobin,
+        ..ToolSpec::new([helpers().echo.as_str()])
+    })
+    .expect("start the C echo pool")
+}
+
+/// `send` + `read_line` of the 61-byte line.
+fn pool_call_line(pool: &Pool, i: usize) {
+    pool.send(i, LINE).expect("send");
+    let l = pool.read_line(i, TIMEOUT).expect("read_line");
+    assert_eq!(l, LINE, "pooled C echo");
+}
+
+/// A routed `request` of the 61-byte line.
+fn request_line(pool: &Pool) {
+    let r = pool.request(LINE, TIMEOUT).expect("request");
+    assert_eq!(r.text, LINE, "requested C echo");
+}
+
+/// The helper programs: the C echo child (always) and the Go pool (when `go` is there).
+struct Helpers {
+    echo: String,
+    go_pool: Result<String, String>,
+}
+
+static HELPERS: OnceLock<Helpers> = OnceLock::new();
+
+/// Built by the parent; the pinned child takes the parent's paths from its environment.
+fn helpers() -> &'static Helpers {
+    HELPERS.get_or_init(|| {
+        if std::env::var_os(PINNED_ENV).is_some() {
+            let echo = std::env::var(ECHO_ENV).expect("echo path from the parent");
+            let go_pool = std::env::var(GO_POOL_ENV)
+                .map_err(|_| std::env::var(GO_SKIP_ENV).unwrap_or_else(|_| "no Go pool".into()));
+            return Helpers { echo, go_pool };
+        }
+        Helpers {
+            echo: build_echo(),
+            go_pool: build_go_pool(),
+        }
+    })
+}
+
+/// Build into a temporary name, then rename, so a concurrent run never sees half a file.
+fn build_to(name: &str, build: impl FnOnce(&Path) -> Result<(), String>) -> Result<String, String> {
+    let out = Path::new(HELPER_DIR).join(name);
+    let tmp = Path::new(HELPER_DIR).join(format!("{name}.tmp{}", std::process::id()));
+    build(&tmp)?;
+    std::fs::rename(&tmp, &out).map_err(|e| format!("rename {}: {e}", tmp.display()))?;
+    Ok(out.to_str().expect("UTF-8 target dir").to_string())
+}
+
+fn run_build(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{:?} failed ({}): {}",
+            cmd.get_program(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// `cc -O2 benches/echo.c` (`$CC` if set).
+fn build_echo() -> String {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    build_to("toolpool-bench-echo", |tmp| {
+        run_build(Command::new(&cc).args(["-O2", "-o"]).arg(tmp).arg(ECHO_SRC))
+    })
+    .unwrap_or_else(|e| panic!("building the C echo child: {e}"))
+}
+
+/// `go build` of benches/gopool, or why not.
+fn build_go_pool() -> Result<String, String> {
+    match Command::new("go").arg("version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => return Err("go not installed".into()),
+    }
+    build_to("toolpool-bench-gopool", |tmp| {
+        run_build(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(tmp)
+                .arg(".")
+                .current_dir(GO_POOL_DIR),
+        )
+    })
+}
+
+/// One run of the Go pool (`lat`: one caller on one instance; `tput`: one goroutine per
+/// instance), its samples added to `st` as one block.
+fn go_pool_run(st: &mut Stats, go: &str, mode: &str, iters: usize, instances: usize) {
+    let out = Command::new(go)
+        .args([
+            mode,
+            &helpers().echo,
+            LINE,
+            &scale(WARMUP).to_string(),
+            &iters.to_string(),
+            &instances.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the Go pool");
+    assert!(out.status.success(), "Go pool {mode}: {}", out.status);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("the Go pool's JSON");
+    let samples: Vec<f64> = v["samples_us"]
+        .as_array()
+        .expect("samples_us")
+        .iter()
+        .map(|x| x.as_f64().expect("a sample"))
+        .collect();
+    let wall = Duration::from_secs_f64(v["wall_us"].as_f64().expect("wall_us") / 1e6);
+    let calls = v["calls"].as_u64().expect("calls") as usize;
+    st.add_block(&samples, wall, calls);
 }
 
 fn pool_call(pool: &Pool, i: usize) {
@@ -262,14 +489,24 @@ fn core_suite(pinned: bool) {
     // Single-thread latency: floor and pooled paths in interleaved blocks.
     let mut raw = Raw::start();
     let pool = testtool_pool(1, Routing::RoundRobin);
+    let mut raw_c = Raw::start_c();
+    let pool_c = echo_pool(1);
     for _ in 0..scale(WARMUP) {
         raw.call();
         pool_call(&pool, 0);
         pool.request("x", TIMEOUT).expect("request");
+        raw_c.call_line();
+        pool_call_line(&pool_c, 0);
+        request_line(&pool_c);
     }
     let mut floor = Stats::new("floor");
     let mut rt = Stats::new("roundtrip");
     let mut req = Stats::new("request_roundtrip");
+    let mut floor_c = Stats::new("floor_c");
+    let mut rt_c = Stats::new("roundtrip_c");
+    let mut req_c = Stats::new("request_c");
+    let mut go_c = Stats::new("go_pool_c");
+    let go_pool = helpers().go_pool.as_ref();
     for _ in 0..scale(ROUNDS) {
         measure(&mut floor, scale(BLOCK), || raw.call());
         measure(&mut rt, scale(BLOCK), || pool_call(&pool, 0));
@@ -277,7 +514,15 @@ fn core_suite(pinned: bool) {
             let r = pool.request("x", TIMEOUT).expect("request");
             assert_eq!(r.text, "x");
         });
+        measure(&mut floor_c, scale(BLOCK), || raw_c.call_line());
+        measure(&mut rt_c, scale(BLOCK), || pool_call_line(&pool_c, 0));
+        measure(&mut req_c, scale(BLOCK), || request_line(&pool_c));
+        if let Ok(go) = go_pool {
+            go_pool_run(&mut go_c, go, "lat", scale(BLOCK), 1);
+        }
     }
+    drop(raw_c);
+    pool_c.shutdown(GRACE);
     let mut spawn = Stats::new("spawn_per_call");
     for _ in 0..scale(SPAWN_WARMUP) {
         spawn_call();
@@ -302,12 +547,39 @@ fn core_suite(pinned: bool) {
         spawn.p50() / r50,
         "p50 / p50(roundtrip)",
     ));
+    // The C echo figures: the same line (61 bytes) through every driver.
+    let fc50 = floor_c.p50();
+    let go50 = go_pool.ok().map(|_| go_c.p50());
+    emit(&floor_c.json(
+        pinned,
+        "floor",
+        fc50 / f50,
+        "p50 / p50(floor with the test tool); reference of the _c rows",
+    ));
+    for st in [&rt_c, &req_c] {
+        let mut row = st.json(pinned, "floor_c", st.p50() / fc50, "p50 / p50(floor_c)");
+        if let Some(g) = go50 {
+            row["vs_go_pool"] = json!(round3(st.p50() / g));
+        }
+        emit(&row);
+    }
+    match go_pool {
+        Ok(_) => emit(&go_c.json(pinned, "floor_c", go_c.p50() / fc50, "p50 / p50(floor_c)")),
+        Err(why) => emit(&skipped("go_pool_c", pinned, why)),
+    }
 
     // Throughput: 4 threads, each on its own raw child or pool instance, in alternating
     // rounds (fresh raw children each round, started before the clock).
     let mut floor4 = Stats::new("floor_4x4");
     let mut tp4 = Stats::new("throughput_4x4");
     let pool4 = Arc::new(testtool_pool(THREADS_4X4, Routing::RoundRobin));
+    // The same with the C echo child: line mode on instance i from thread i, routed
+    // requests from 4 threads over 4 instances, and the Go pool.
+    let mut floor4_c = Stats::new("floor_c_4x4");
+    let mut rt4_c = Stats::new("roundtrip_c_4x4");
+    let mut req4_c = Stats::new("request_c_4x4");
+    let mut go4_c = Stats::new("go_pool_c_4x4");
+    let pool4_c = Arc::new(echo_pool(THREADS_4X4));
     for _ in 0..scale(THROUGHPUT_ROUNDS) {
         run_threads(&mut floor4, THREADS_4X4, scale(ITERS_4X4), |_| {
             let mut raw = Raw::start();
@@ -317,8 +589,24 @@ fn core_suite(pinned: bool) {
             let pool = Arc::clone(&pool4);
             move || pool_call(&pool, i)
         });
+        run_threads(&mut floor4_c, THREADS_4X4, scale(ITERS_4X4), |_| {
+            let mut raw = Raw::start_c();
+            move || raw.call_line()
+        });
+        run_threads(&mut rt4_c, THREADS_4X4, scale(ITERS_4X4), |i| {
+            let pool = Arc::clone(&pool4_c);
+            move || pool_call_line(&pool, i)
+        });
+        run_threads(&mut req4_c, THREADS_4X4, scale(ITERS_4X4), |_| {
+            let pool = Arc::clone(&pool4_c);
+            move || request_line(&pool)
+        });
+        if let Ok(go) = go_pool {
+            go_pool_run(&mut go4_c, go, "tput", scale(ITERS_4X4), THREADS_4X4);
+        }
     }
     pool4.shutdown(GRACE);
+    pool4_c.shutdown(GRACE);
     let fc = floor4.calls_per_s();
     emit(&floor4.json(pinned, "floor_4x4", 1.0, "reference"));
     emit(&tp4.json(
@@ -327,6 +615,35 @@ fn core_suite(pinned: bool) {
         tp4.calls_per_s() / fc,
         "calls_per_s / calls_per_s(floor_4x4)",
     ));
+    let fc_c = floor4_c.calls_per_s();
+    let go_cps = go_pool.ok().map(|_| go4_c.calls_per_s());
+    emit(&floor4_c.json(
+        pinned,
+        "floor_4x4",
+        fc_c / fc,
+        "calls_per_s / calls_per_s(floor_4x4 with the test tool); reference of the _c_4x4 rows",
+    ));
+    for st in [&rt4_c, &req4_c] {
+        let mut row = st.json(
+            pinned,
+            "floor_c_4x4",
+            st.calls_per_s() / fc_c,
+            "calls_per_s / calls_per_s(floor_c_4x4)",
+        );
+        if let Some(g) = go_cps {
+            row["vs_go_pool"] = json!(round3(st.calls_per_s() / g));
+        }
+        emit(&row);
+    }
+    match go_pool {
+        Ok(_) => emit(&go4_c.json(
+            pinned,
+            "floor_c_4x4",
+            go4_c.calls_per_s() / fc_c,
+            "calls_per_s / calls_per_s(floor_c_4x4)",
+        )),
+        Err(why) => emit(&skipped("go_pool_c_4x4", pinned, why)),
+    }
 }
 
 /// `threads` threads, each with its own call made by `make(i)` (set up before the clock
@@ -498,6 +815,110 @@ fn routing_suite() {
     ));
 }
 
+fn scale_sizes() -> &'static [usize] {
+    if smoke() {
+        &SCALE_SIZES[..2]
+    } else {
+        &SCALE_SIZES
+    }
+}
+
+/// VmRSS (KiB) and Threads of this process, from /proc/self/status.
+fn rss_and_threads() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{key} in /proc/self/status"))
+    };
+    (field("VmRSS:"), field("Threads:"))
+}
+
+/// Room for 1,000 instances plus 1,000 raw children: the soft fd limit up to the hard one.
+fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// `scale_N`: a pool of N C echo children next to N raw ones.
+fn scale_suite(pinned: bool) {
+    raise_fd_limit();
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    for &n in scale_sizes() {
+        scale_row(n, cores, pinned);
+    }
+}
+
+fn scale_row(n: usize, cores: usize, pinned: bool) {
+    let ms = |d: Duration| round2(d.as_secs_f64() * 1e3);
+    // The spawn reference: N raw children started one after another by std's Command (no
+    // pre_exec, so posix_spawn), divided by the cores. They stay alive for the floor.
+    let t = Instant::now();
+    let mut raws: Vec<Raw> = (0..n).map(|_| Raw::start_c()).collect();
+    let spawn_ref = t.elapsed() / cores as u32;
+    // Give the heap freed by earlier figures back first, or the pool would reuse it and
+    // its growth would not show in VmRSS.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let (rss0, threads0) = rss_and_threads();
+    let t = Instant::now();
+    let pool = echo_pool(n);
+    let start = t.elapsed();
+    let (rss1, threads1) = rss_and_threads();
+    // Warm every child once, then interleaved blocks: raw round robin over the N raw
+    // children (the floor with N children alive), routed requests over the N instances.
+    for r in &mut raws {
+        r.call_line();
+    }
+    for _ in 0..n.max(scale(WARMUP)) {
+        request_line(&pool);
+    }
+    let mut floor = Stats::new("");
+    let mut st = Stats::new(format!("scale_{n}"));
+    let mut k = 0;
+    for _ in 0..scale(ROUNDS) {
+        measure(&mut floor, scale(SCALE_BLOCK), || {
+            raws[k % n].call_line();
+            k += 1;
+        });
+        measure(&mut st, scale(SCALE_BLOCK), || request_line(&pool));
+    }
+    let t = Instant::now();
+    pool.shutdown(GRACE);
+    drop(pool);
+    let shutdown = t.elapsed();
+    drop(raws);
+    let f50 = floor.p50();
+    let mut row = st.json(
+        pinned,
+        "floor_p50_us",
+        st.p50() / f50,
+        "p50 (routed requests over N instances) / floor_p50_us (raw round robin over N C echo children)",
+    );
+    row["instances"] = json!(n);
+    row["start_ms"] = json!(ms(start));
+    row["spawn_ref_ms"] = json!(ms(spawn_ref));
+    row["start_ratio"] = json!(round3(start.as_secs_f64() / spawn_ref.as_secs_f64()));
+    row["cores"] = json!(cores);
+    row["rss_kib_per_instance"] = json!(round2((rss1 - rss0) / n as f64));
+    row["threads_per_instance"] = json!(round2((threads1 - threads0) / n as f64));
+    row["floor_p50_us"] = json!(round2(f50));
+    row["shutdown_ms"] = json!(ms(shutdown));
+    emit(&row);
+}
+
 fn skipped(name: &str, pinned: bool, why: &str) -> Value {
     json!({
         "name": name, "pinned": pinned, "skipped": why,
@@ -532,14 +953,27 @@ fn pin_to_one_cpu() -> Result<usize, String> {
     }
 }
 
-const PINNED_NAMES: [&str; 6] = [
-    "floor",
-    "roundtrip",
-    "request_roundtrip",
-    "spawn_per_call",
-    "floor_4x4",
-    "throughput_4x4",
-];
+/// Figures emitted both pinned and unpinned: the core suite and the `scale_N` rows.
+fn pinned_names() -> Vec<String> {
+    let core = [
+        "floor",
+        "roundtrip",
+        "request_roundtrip",
+        "spawn_per_call",
+        "floor_c",
+        "roundtrip_c",
+        "request_c",
+        "go_pool_c",
+        "floor_4x4",
+        "throughput_4x4",
+        "floor_c_4x4",
+        "roundtrip_c_4x4",
+        "request_c_4x4",
+        "go_pool_c_4x4",
+    ];
+    let scale = scale_sizes().iter().map(|n| format!("scale_{n}"));
+    core.iter().map(|s| s.to_string()).chain(scale).collect()
+}
 
 /// Child mode: pin, run the core suite, print its JSON lines.
 fn pinned_main() {
@@ -547,10 +981,11 @@ fn pinned_main() {
         Ok(cpu) => {
             eprintln!("pinned run on CPU {cpu}");
             core_suite(true);
+            scale_suite(true);
         }
         Err(why) => {
-            for name in PINNED_NAMES {
-                emit(&skipped(name, true, &format!("cannot pin: {why}")));
+            for name in pinned_names() {
+                emit(&skipped(&name, true, &format!("cannot pin: {why}")));
             }
         }
     }
@@ -561,14 +996,20 @@ fn run_pinned_child() {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
-            for name in PINNED_NAMES {
-                emit(&skipped(name, true, &format!("current_exe: {e}")));
+            for name in pinned_names() {
+                emit(&skipped(&name, true, &format!("current_exe: {e}")));
             }
             return;
         }
     };
-    let out = Command::new(exe)
-        .env(PINNED_ENV, "1")
+    let h = helpers();
+    let mut cmd = Command::new(exe);
+    cmd.env(PINNED_ENV, "1").env(ECHO_ENV, &h.echo);
+    match &h.go_pool {
+        Ok(go) => cmd.env(GO_POOL_ENV, go),
+        Err(why) => cmd.env(GO_SKIP_ENV, why),
+    };
+    let out = cmd
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -581,7 +1022,7 @@ fn run_pinned_child() {
             emit(&v);
         }
     }
-    for name in PINNED_NAMES
+    for name in pinned_names()
         .iter()
         .filter(|n| !seen.iter().any(|s| s == *n))
     {
@@ -628,6 +1069,37 @@ fn summary(rows: &[Value]) {
             v["ratio_def"].as_str().unwrap_or("-"),
         );
     }
+    let _ = writeln!(
+        e,
+        "\n{:<12} {:>6} {:>10} {:>13} {:>8} {:>9} {:>9} {:>9} {:>11} {:>9}",
+        "scale",
+        "pinned",
+        "start ms",
+        "spawn ref ms",
+        "RSS KiB",
+        "threads",
+        "p50 us",
+        "floor us",
+        "p50/floor",
+        "stop ms"
+    );
+    for v in rows.iter().filter(|v| v.get("instances").is_some()) {
+        let pinned = if v["pinned"] == true { "yes" } else { "no" };
+        let _ = writeln!(
+            e,
+            "{:<12} {:>6} {:>10} {:>13} {:>8} {:>9} {:>9} {:>9} {:>11} {:>9}",
+            v["name"].as_str().unwrap_or("?"),
+            pinned,
+            num(v, "start_ms", 1),
+            num(v, "spawn_ref_ms", 1),
+            num(v, "rss_kib_per_instance", 0),
+            num(v, "threads_per_instance", 1),
+            num(v, "p50_us", 1),
+            num(v, "floor_p50_us", 1),
+            num(v, "ratio", 2),
+            num(v, "shutdown_ms", 1),
+        );
+    }
 }
 
 fn main() {
@@ -636,8 +1108,10 @@ fn main() {
         return;
     }
     let t0 = Instant::now();
+    helpers();
     run_pinned_child();
     core_suite(false);
+    scale_suite(false);
     jsonrpc_suite();
     routing_suite();
     let rows = ROWS.lock().expect("rows");
@@ -658,17 +1132,27 @@ fn main() {
 fn smoke_check(rows: &[Value]) {
     let mut bad = Vec::new();
     // Every figure has its unpinned row; the pinned ones may be skipped when pinning fails.
-    for name in PINNED_NAMES.iter().chain(&UNPINNED_NAMES) {
+    let names = pinned_names();
+    for name in names.iter().map(String::as_str).chain(UNPINNED_NAMES) {
         let row = rows
             .iter()
             .find(|v| v["name"] == *name && v["pinned"] == false);
         match row {
             None => bad.push(format!("{name}: no row")),
+            // The Go peer rows need `go`, which is optional.
+            Some(v) if name.starts_with("go_pool") && v["skipped"] == "go not installed" => {}
             Some(v) if v.get("skipped").is_some() => {
                 bad.push(format!("{name}: skipped: {}", v["skipped"]))
             }
             Some(v) if !v["ratio"].as_f64().is_some_and(f64::is_finite) => {
                 bad.push(format!("{name}: no ratio in {v}"))
+            }
+            Some(v)
+                if name.starts_with("scale_") && SCALE_FIELDS.iter().any(|f| !v[f].is_number()) =>
+            {
+                bad.push(format!(
+                    "{name}: a field of {SCALE_FIELDS:?} missing in {v}"
+                ))
             }
             Some(_) => {}
         }

@@ -1,0 +1,3 @@
+module toolpool/benches/gopool
+
+go 1.21
