@@ -41,10 +41,12 @@ use std::time::{Duration, Instant};
 
 /// Longest request line a responder reads whole; longer ones are answered in pieces.
 pub const MAX_DRY_REQUEST_BYTES: usize = 16 << 20;
-/// Replies a responder holds before it stops reading stdin (as a tool blocked on a full
-/// stdout pipe would), and bytes of written-out replies it buffers for the same reason.
+/// Replies a responder holds (delayed, not yet written) before it stops reading stdin,
+/// as a tool blocked on a full stdout pipe would.
 pub const MAX_DRY_PENDING: usize = 1024;
-const MAX_DRY_OUT_BYTES: usize = 1 << 20;
+/// Bytes of due replies a responder buffers while nobody reads its stdout, before it
+/// stops reading stdin (the same backpressure).
+pub const MAX_DRY_OUT_BYTES: usize = 1 << 20;
 
 /// What sits at the far end of an incarnation's pipes.
 pub(crate) enum Child {

@@ -94,7 +94,7 @@ mod writer;
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 
-pub use dry::{MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
+pub use dry::{MAX_DRY_OUT_BYTES, MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
 pub use incarnation::{leaked_threads, State, STREAM_JOIN_WAIT};
 pub use lease::Lease;
 pub use limiter::{KillReport, Limiter, LimiterStatus};

@@ -415,6 +415,25 @@ fn ready_line_lazy_start_probes_and_disabled() {
 }
 
 #[test]
+fn recycling_and_idle_stop_replace_dry_instances() {
+    let _g = SERIAL.read();
+    let mut spec = dry(1, vec![]);
+    spec.max_requests = Some(3);
+    let pool = Pool::from_spec(spec).unwrap();
+    for k in 0..10 {
+        assert_eq!(pool.request(&k.to_string(), T).unwrap().text, k.to_string());
+    }
+    assert!(eventually(T, || pool.status().instances[0].restarts >= 2));
+    let mut spec = dry(1, vec![]);
+    spec.idle_timeout_ms = Some(50);
+    let idle = Pool::from_spec(spec).unwrap();
+    assert!(eventually(T, || idle.health().stopped == 1), "idle stop");
+    assert_eq!(idle.request("again", T).unwrap().text, "again");
+    assert_eq!(idle.status().instances[0].state, State::Ready);
+    assert_no_process(&idle);
+}
+
+#[test]
 fn shutdown_kill_and_restart_paths() {
     let _g = SERIAL.read();
     let pool = Pool::from_spec(dry(2, vec![slow("slow", "s", 10_000)])).unwrap();
