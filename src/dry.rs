@@ -180,6 +180,9 @@ impl Responder {
         if st.exit.is_some() {
             return false;
         }
+        if sig == 0 {
+            return true; // kill(pid, 0): only asks whether it is there
+        }
         st.signal.get_or_insert(sig);
         let one: u64 = 1;
         // SAFETY: an 8-byte write to the eventfd we own.
