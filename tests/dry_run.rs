@@ -199,7 +199,7 @@ fn delay_makes_a_timeout_and_the_late_reply_reaches_nobody() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert!(
-        t0.elapsed() < Duration::from_secs(1),
+        t0.elapsed() < Duration::from_secs(3),
         "a timeout, not the delay"
     );
     // The next caller gets its own reply, never "LATE" (the incarnation was replaced).
