@@ -192,7 +192,7 @@ fn routing_sticky_keys_and_leases() {
 #[test]
 fn delay_makes_a_timeout_and_the_late_reply_reaches_nobody() {
     let _g = SERIAL.read();
-    let pool = Pool::from_spec(dry(1, vec![slow("slow", "LATE", 1500)])).unwrap();
+    let pool = Pool::from_spec(dry(1, vec![slow("slow", "LATE", 4000)])).unwrap();
     let t0 = Instant::now();
     let err = pool
         .request("slow", Duration::from_millis(200))
