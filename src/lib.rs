@@ -24,7 +24,9 @@
 //! An **instance** is one of a pool's `count` indices (`0..count`), the unit the API talks
 //! about ([`InstanceStatus`], [`Reply::instance`]). The process that serves an instance now
 //! is its **incarnation**; a restart, a recycle or an idle stop ends one incarnation, and
-//! the next start makes a new one (a new pid) for the same instance.
+//! the next start makes a new one (a new pid) for the same instance. In a dry-run pool
+//! ([`ToolSpec::dry_run`]) an incarnation has no process: a responder thread at the far
+//! end of the same pipes answers with canned replies (`dry`), and it has no pid.
 //!
 //! # Life of a request
 //!

@@ -58,27 +58,6 @@ fn dry(count: usize, replies: Vec<DryReply>) -> ToolSpec {
     }
 }
 
-/// Children of this process, in any state (zombies included).
-fn children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if rest.split_whitespace().nth(1) == Some(me.as_str()) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 fn assert_no_process(pool: &Pool) {
     assert_eq!(
         children(),
