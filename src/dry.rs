@@ -430,9 +430,9 @@ impl Script {
         let Some(action) = action else { return };
         let now = Instant::now();
         let due = match self.protocol {
-            // One request at a time, in order, as a line tool answers.
-            Protocol::Lines | Protocol::Marker(_) => (*last_due).max(now) + delay,
             Protocol::Jsonrpc => now + delay,
+            // One request at a time, in order, as a line tool answers.
+            _ => (*last_due).max(now) + delay,
         };
         *last_due = due;
         *seq += 1;
