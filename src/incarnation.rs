@@ -12,10 +12,11 @@
 //!   and the last `limits.stderr_tail_lines` are kept for diagnosis.
 //! - A line longer than `limits.max_line_bytes` is cut into pieces of that size (counted).
 
+use crate::dry::{self, Child, Started};
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::limiter::Limiter;
 use crate::metrics::Counters;
-use crate::process::{self, Launch, Process};
+use crate::process::{self, Launch};
 use crate::reader::{LineBuf, OutState, StdoutFilter, StdoutReader, WaitEnd};
 use crate::rpc::Dispatcher;
 use crate::spec::{Protocol, ToolSpec};
@@ -66,7 +67,8 @@ pub enum State {
 pub(crate) struct Incarnation {
     tool: String,
     index: usize,
-    process: Arc<Process>,
+    /// The child process, or for a dry-run pool the responder that stands in for it.
+    process: Child,
     stdin: StdinWriter,
     stdout: StdoutReader,
     /// The JSON-RPC dispatcher on stdout (`jsonrpc` only).
@@ -104,10 +106,19 @@ impl Incarnation {
             on_exit(e)
         });
         let wait = Duration::from_millis(spec.startup.timeout_ms);
-        let sp = limiter.spawn(&launch, wait, on_exit).map_err(|e| match e {
-            Error::Spawn(m) => Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id)),
-            other => other,
-        })?;
+        let sp: Started = match &spec.dry_run {
+            // No process: a responder thread at the far end of real pipes.
+            Some(d) => dry::spawn(spec, d, index, on_exit)?,
+            None => limiter
+                .spawn(&launch, wait, on_exit)
+                .map_err(|e| match e {
+                    Error::Spawn(m) => {
+                        Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id))
+                    }
+                    other => other,
+                })?
+                .into(),
+        };
         let pid = sp.process.pid();
         let q = spec.limits.queue_lines;
         let (stderr_tx, stderr_rx) = bounded::<Vec<u8>>(q);
@@ -347,9 +358,14 @@ impl Incarnation {
         self.process.wait_timeout(timeout)
     }
 
-    /// The pid (= process group id).
+    /// The pid (= process group id); for a dry incarnation a negative id (no process).
     pub fn pid(&self) -> i32 {
         self.process.pid()
+    }
+
+    /// The OS pid; `None` for a dry incarnation.
+    pub fn os_pid(&self) -> Option<i32> {
+        self.process.os_pid()
     }
 
     /// How the process ended, once reaped.

@@ -29,7 +29,7 @@ impl Lease {
         self.hold.claim.index
     }
 
-    /// The leased instance's pid.
+    /// The leased instance's pid (negative for a dry-run instance, which has no process).
     pub fn pid(&self) -> i32 {
         self.hold.incarnation.pid()
     }

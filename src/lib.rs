@@ -24,7 +24,9 @@
 //! An **instance** is one of a pool's `count` indices (`0..count`), the unit the API talks
 //! about ([`InstanceStatus`], [`Reply::instance`]). The process that serves an instance now
 //! is its **incarnation**; a restart, a recycle or an idle stop ends one incarnation, and
-//! the next start makes a new one (a new pid) for the same instance.
+//! the next start makes a new one (a new pid) for the same instance. In a dry-run pool
+//! ([`ToolSpec::dry_run`]) an incarnation has no process: a responder thread at the far
+//! end of the same pipes answers with canned replies (`dry`), and it has no pid.
 //!
 //! # Life of a request
 //!
@@ -61,11 +63,12 @@
 //!    run when [`ToolSpec::fallback`] says so, and the [`Reply`] returns.
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util` →
-//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` →
+//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot`, `dry` →
 //! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
 //! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 
 mod admission;
+mod dry;
 pub mod error;
 mod exchange;
 #[cfg(feature = "capi")]
@@ -93,6 +96,7 @@ mod writer;
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 
+pub use dry::{MAX_DRY_OUT_BYTES, MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
 pub use incarnation::{leaked_threads, State, STREAM_JOIN_WAIT};
 pub use lease::Lease;
 pub use limiter::{KillReport, Limiter, LimiterStatus};
@@ -101,6 +105,7 @@ pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
 pub use router::{MapResult, Reply, ServedBy};
+pub use spec::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV};
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
     Routing, Shutdown, Startup, ToolSpec,

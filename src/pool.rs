@@ -77,11 +77,17 @@ impl Pool {
     /// A pool from a spec with options. Starts every instance in parallel (unless `lazy`)
     /// and returns once all are ready; if one cannot start, the others are stopped and the
     /// error is returned. With `disabled` (or `TOOLPOOL_DISABLE=1`) nothing is started.
+    /// With `dry_run` (or `TOOLPOOL_DRY_RUN=1`) no process ever starts: responders stand
+    /// in for the tool, and `disabled` is ignored.
     pub fn with_options(spec: ToolSpec, opts: PoolOptions) -> Result<Pool> {
+        let mut spec = spec;
+        if spec.dry_run.is_none() && env_set(crate::spec::DRY_RUN_ENV) {
+            spec.dry_run = Some(crate::spec::DryRun::echo());
+        }
         spec.validate()?;
-        let disabled = opts.disabled
-            || spec.disabled
-            || std::env::var(DISABLE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+        // A dry pool runs no process at all, one-shot runs included.
+        let disabled =
+            spec.dry_run.is_none() && (opts.disabled || spec.disabled || env_set(DISABLE_ENV));
         let limiter = opts
             .limiter
             .unwrap_or_else(|| Arc::clone(Limiter::global()));
@@ -318,6 +324,11 @@ impl Pool {
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.core.limiter
     }
+}
+
+/// True when the environment variable `name` is set, not empty and not "0".
+fn env_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Poll the stdout pipes of `running` until one is readable or `slice` passes.

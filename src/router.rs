@@ -344,6 +344,12 @@ fn oneshot_after(
 }
 
 fn oneshot(p: &PoolCore, payload: &str, timeout: Duration, why: &str) -> Result<Reply> {
+    if p.spec.dry_run.is_some() {
+        return Err(Error::unavailable(
+            &p.spec.id,
+            format!("{why}; a dry-run pool runs no one-shot process"),
+        ));
+    }
     let Some(o) = &p.spec.oneshot else {
         return Err(Error::unavailable(
             &p.spec.id,

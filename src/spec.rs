@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod dry_run;
+pub use dry_run::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV, MAX_DRY_EXIT_CODE};
+
 /// Most instances in one pool.
 pub const MAX_COUNT: usize = 4096;
 /// Largest `limits.queue_lines` (queues are allocated up front).
@@ -56,6 +59,10 @@ pub struct ToolSpec {
     /// Never start the pool; serve every request with `oneshot`. `TOOLPOOL_DISABLE=1` in the
     /// environment has the same effect.
     pub disabled: bool,
+    /// Start no process: canned replies stand in for the tool (see [`DryRun`]). A dry
+    /// pool ignores `disabled` and never runs `oneshot`. `TOOLPOOL_DRY_RUN=1` in the
+    /// environment makes a pool without this key dry with [`DryRun::echo`].
+    pub dry_run: Option<DryRun>,
     /// Supervision: restart policy, backoff and intensity cap.
     pub restart: Restart,
     /// Start instances on first use instead of at pool creation.
@@ -88,6 +95,7 @@ impl Default for ToolSpec {
             oneshot: None,
             fallback: false,
             disabled: false,
+            dry_run: None,
             restart: Restart::default(),
             lazy: false,
             idle_timeout_ms: None,
@@ -365,6 +373,9 @@ impl ToolSpec {
         self.check_durations()?;
         self.check_text()?;
         self.check_numbers()?;
+        if let Some(dry) = &self.dry_run {
+            dry.check(&self.protocol)?;
+        }
         self.check_framing()
     }
 

@@ -78,6 +78,7 @@ void test_jsonrpc(void);
 void test_timeout(void);
 void test_crash_and_restart(void);
 void test_shutdown_grace(void);
+void test_dry_run(void);
 void test_limit_and_kill_all(void);
 void test_kill_all_json(void);
 void test_threads(void);
