@@ -60,12 +60,13 @@
 //!    [`ToolSpec::max_requests`], an [`Error::InstanceDead`] falls back to the one-shot
 //!    run when [`ToolSpec::fallback`] says so, and the [`Reply`] returns.
 //!
-//! Layers, each importing only those below it: `spec`, `error`, `status`, `util` →
+//! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, [`cancel`] →
 //! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` →
 //! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
 //! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 
 mod admission;
+pub mod cancel;
 pub mod error;
 mod exchange;
 #[cfg(feature = "capi")]
@@ -90,6 +91,7 @@ mod supervisor;
 mod util;
 mod writer;
 
+pub use cancel::{CancelToken, Wait};
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 
