@@ -355,7 +355,7 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), all.len());
-        assert_eq!(codes, (1..=16).collect::<Vec<_>>());
+        assert_eq!(codes, (1..=17).collect::<Vec<_>>());
         assert_eq!(ToolpoolStatus::ALL.len(), all.len() + 2);
     }
 
