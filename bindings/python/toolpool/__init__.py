@@ -43,6 +43,7 @@ from ._ffi import LIB_PATH
 from ._limit import KillReport, kill_all, limit_status, set_limit, version
 from ._cancel import CancelToken
 from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, Spec
+from . import aio  # toolpool.aio: the asyncio face
 
 __all__ = [
     "Pool",
@@ -80,6 +81,7 @@ __all__ = [
     "Panic",
     "Cancelled",
     "CancelToken",
+    "aio",
 ]
 
 __version__ = "0.1.0"
