@@ -203,3 +203,14 @@ def test_aio_task_cancellation_cancels_the_c_call(testtool):
             assert await pool.request("aio-nonce-3") == "aio-nonce-3"
 
     asyncio.run(main())
+
+
+def test_readme_aio_example_runs():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("**asyncio: `toolpool.aio`.**", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    env = dict(os.environ, PYTHONPATH=str(Path(toolpool.__file__).resolve().parent.parent))
+    out = subprocess.run([sys.executable, "-c", block], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "42" and lines[2] == "['2', '4']" and lines[3] == "10", out.stdout
