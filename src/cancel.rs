@@ -4,9 +4,9 @@
 //!
 //! A blocking call waits in one of two ways, and the token wakes both:
 //! - on a condition variable (admission, the process limiter, a follower waiting for the
-//!   stdout leader): the waiter registers a waker ([`CancelToken::on_cancel`]) that takes
+//!   stdout leader): the waiter registers a waker (`CancelToken::on_cancel`) that takes
 //!   the waiter's mutex and notifies its condvar, so the wake-up cannot be missed;
-//! - in `poll` (the stdout leader, `read_any`): the token's eventfd ([`CancelToken::poll_fd`],
+//! - in `poll` (the stdout leader, `read_any`): the token's eventfd (`CancelToken::poll_fd`,
 //!   created on first use, once per token) is added to the poll set; `cancel()` makes it
 //!   readable for good.
 //!
