@@ -11,8 +11,8 @@ import (
 )
 
 // CancelError is the error of a call stopped because its context was done: it wraps
-// both the toolpool error (ErrCancelled, or ErrTimeout when the deadline ran out inside
-// the C call) and the context's error, so errors.Is(err, context.Canceled) (or
+// both the toolpool error (ErrCancelled when ctx was cancelled, ErrTimeout when its
+// deadline ran out) and the context's error, so errors.Is(err, context.Canceled) (or
 // context.DeadlineExceeded) holds, as does errors.Is(err, ErrCancelled).
 type CancelError struct {
 	Err   *Error // what the C call returned
@@ -30,8 +30,9 @@ func (e *CancelError) Unwrap() []error {
 }
 
 // withContext runs f with a C cancel token tied to ctx: while f runs, a goroutine waits
-// for ctx.Done() and triggers the token, which stops the C call within milliseconds
-// (TOOLPOOL_CANCELLED). A context that can never be done (Done() == nil) costs nothing:
+// for ctx.Done() and, when ctx was cancelled, triggers the token, which stops the C call
+// within milliseconds (TOOLPOOL_CANCELLED); a deadline stops it as its timeout
+// (TOOLPOOL_TIMEOUT, at the same moment). A context that can never be done (Done() == nil) costs nothing:
 // f gets a NULL token. The token is freed only after f returned and the goroutine ended.
 func withContext(ctx context.Context, f func(c *C.ToolpoolCancel) error) error {
 	if ctx == nil || ctx.Done() == nil {
@@ -47,7 +48,11 @@ func withContext(ctx context.Context, f func(c *C.ToolpoolCancel) error) error {
 		defer close(done)
 		select {
 		case <-ctx.Done():
-			C.toolpool_cancel_trigger(c)
+			// A deadline is the call's timeout already (ctxTimeout): it ends as
+			// ErrTimeout, as it always did. Only a cancellation needs the token.
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				C.toolpool_cancel_trigger(c)
+			}
 		case <-stop:
 		}
 	}()

@@ -57,8 +57,8 @@ func TestDeadlineInsideCIsDeadlineExceeded(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err := p.Request(ctx, "delay:3000:late")
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v; want context.DeadlineExceeded", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, toolpool.ErrTimeout) {
+		t.Fatalf("err = %v; want context.DeadlineExceeded and ErrTimeout", err)
 	}
 	if took := time.Since(start); took > 150*time.Millisecond+soon {
 		t.Errorf("took %v", took)
