@@ -8,6 +8,7 @@ import "C"
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // CancelError is the error of a call stopped because its context was done: it wraps
@@ -67,11 +68,19 @@ func withContext(ctx context.Context, f func(c *C.ToolpoolCancel) error) error {
 // context's error once the context is done.
 func contextError(ctx context.Context, err error) error {
 	var te *Error
-	if err == nil || ctx.Err() == nil || !errors.As(err, &te) {
+	if err == nil || !errors.As(err, &te) {
 		return err
 	}
-	if te.Code == CodeCancelled || te.Code == CodeTimeout {
-		return &CancelError{Err: te, Cause: ctx.Err()}
+	cause := ctx.Err()
+	if cause == nil && te.Code == CodeTimeout {
+		// The C timeout is the deadline (rounded up to 1 ms): it may end a moment before
+		// the context's own timer fires.
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Add(time.Millisecond).Before(dl) {
+			cause = context.DeadlineExceeded
+		}
+	}
+	if cause != nil && (te.Code == CodeCancelled || te.Code == CodeTimeout) {
+		return &CancelError{Err: te, Cause: cause}
 	}
 	return err
 }
