@@ -13,6 +13,7 @@
 //! - A line longer than `limits.max_line_bytes` is cut into pieces of that size (counted).
 
 use crate::dry::{self, Child, Started};
+use crate::cancel::CancelToken;
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::limiter::Limiter;
 use crate::metrics::Counters;
@@ -90,6 +91,7 @@ impl Incarnation {
         index: usize,
         limiter: &Arc<Limiter>,
         counters: Arc<Counters>,
+        cancel: Option<&CancelToken>,
         on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
     ) -> Result<Arc<Incarnation>> {
         let rpc = (spec.protocol == Protocol::Jsonrpc).then(|| Arc::new(Dispatcher::new(index)));
@@ -110,7 +112,7 @@ impl Incarnation {
             // No process: a responder thread at the far end of real pipes.
             Some(d) => dry::spawn(spec, d, index, on_exit)?,
             None => limiter
-                .spawn(&launch, wait, on_exit)
+                .spawn(&launch, wait, cancel, on_exit)
                 .map_err(|e| match e {
                     Error::Spawn(m) => {
                         Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id))
@@ -168,19 +170,29 @@ impl Incarnation {
 
     /// Wait until the ready line was seen (or there is none), up to `deadline`. Reads
     /// stdout meanwhile; lines before the ready line are start-up output.
-    pub fn wait_ready(&self, deadline: Instant, ready_line: &str) -> Result<()> {
+    /// A triggered `cancel` ends the wait with [`Error::Cancelled`].
+    pub fn wait_ready(
+        &self,
+        deadline: Instant,
+        ready_line: &str,
+        cancel: Option<&CancelToken>,
+    ) -> Result<()> {
         match self
             .stdout
-            .wait_for(deadline, |st| st.ready().then_some(()))
+            .wait_for(deadline, cancel, |st| st.ready().then_some(()))
         {
             Ok(()) => Ok(()),
+            Err(WaitEnd::Cancelled) => Err(Error::Cancelled(format!(
+                "the ready line of instance {} of '{}'",
+                self.index, self.tool
+            ))),
             Err(end) => Err(Error::Spawn(format!(
                 "tool '{}' instance {} {}{}",
                 self.tool,
                 self.index,
                 match end {
                     WaitEnd::Eof => format!("closed stdout before the ready line '{ready_line}'"),
-                    WaitEnd::Timeout =>
+                    WaitEnd::Timeout | WaitEnd::Cancelled =>
                         format!("did not print its ready line '{ready_line}' in time"),
                 },
                 self.tail_suffix()
@@ -275,19 +287,37 @@ impl Incarnation {
         }
     }
 
-    /// The next stdout line, waiting up to `timeout`.
-    pub fn read_line(&self, timeout: Duration) -> Result<Vec<u8>> {
+    /// The next stdout line, waiting up to `timeout` (or until `cancel`).
+    pub fn read_line(&self, timeout: Duration, cancel: Option<&CancelToken>) -> Result<Vec<u8>> {
+        self.read_piece(timeout, cancel).map(|(line, _)| line)
+    }
+
+    /// [`Incarnation::read_line`], and whether the line is a piece of a line longer than
+    /// `limits.max_line_bytes` that goes on in the next one.
+    pub fn read_piece(
+        &self,
+        timeout: Duration,
+        cancel: Option<&CancelToken>,
+    ) -> Result<(Vec<u8>, bool)> {
         match self
             .stdout
-            .wait_for(crate::util::deadline_in(timeout), |st| st.queue.pop_front())
-        {
-            Ok(line) => Ok(line),
-            Err(WaitEnd::Timeout) => Err(Error::timeout(
-                format!("stdout of instance {} of '{}'", self.index, self.tool),
-                timeout,
-            )),
+            .wait_for(crate::util::deadline_in(timeout), cancel, |st| {
+                st.pop_piece()
+            }) {
+            Ok(piece) => Ok(piece),
+            Err(WaitEnd::Timeout) => Err(Error::timeout(self.stdout_what(), timeout)),
+            Err(WaitEnd::Cancelled) => Err(Error::Cancelled(self.stdout_what())),
             Err(WaitEnd::Eof) => Err(self.death(Duration::from_millis(200))),
         }
+    }
+
+    fn stdout_what(&self) -> String {
+        format!("stdout of instance {} of '{}'", self.index, self.tool)
+    }
+
+    /// `limits.max_line_bytes` of its stdout.
+    pub fn max_line_bytes(&self) -> usize {
+        self.stdout.max_line()
     }
 
     /// Drop (and count) stdout lines nobody asked for, taking in what is in the pipe now
@@ -389,9 +419,10 @@ impl Incarnation {
     pub fn wait_stdout<T>(
         &self,
         deadline: Instant,
+        cancel: Option<&CancelToken>,
         check: impl FnMut(&mut OutState) -> Option<T>,
     ) -> std::result::Result<T, WaitEnd> {
-        self.stdout.wait_for(deadline, check)
+        self.stdout.wait_for(deadline, cancel, check)
     }
 
     /// Take in what is in the stdout pipe now, without waiting (bounded by the queue).

@@ -62,12 +62,19 @@
 //!    [`ToolSpec::max_requests`], an [`Error::InstanceDead`] falls back to the one-shot
 //!    run when [`ToolSpec::fallback`] says so, and the [`Reply`] returns.
 //!
-//! Layers, each importing only those below it: `spec`, `error`, `status`, `util` →
+//! **Cancellation.** Every blocking call takes `impl Into<`[`Wait`]`>`: a `Duration`, or a
+//! timeout with a [`CancelToken`] that another thread may trigger. The token travels down
+//! with the deadline to whatever waits (admission, the limiter, the start, the stdout
+//! leader's `poll`, a follower's condvar) and wakes it; the call returns
+//! [`Error::Cancelled`] and the request ends as a timed-out one would (step 6).
+//!
+//! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, [`cancel`] →
 //! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot`, `dry` →
 //! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
 //! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 
 mod admission;
+pub mod cancel;
 mod dry;
 pub mod error;
 mod exchange;
@@ -93,6 +100,7 @@ mod supervisor;
 mod util;
 mod writer;
 
+pub use cancel::{CancelToken, Wait};
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 

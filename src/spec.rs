@@ -75,6 +75,11 @@ pub struct ToolSpec {
     pub max_lifetime_ms: Option<u64>,
     /// Health probes.
     pub health: Option<HealthProbe>,
+    /// `jsonrpc` only: the method of a notification sent to the tool when a request is
+    /// cancelled or times out, so it can stop work early: `$/cancelRequest` (LSP; params
+    /// `{"id": <id>}`) or `notifications/cancelled` (MCP; params
+    /// `{"requestId": <id>, "reason": "..."}`); any other method gets `{"id": <id>}`.
+    pub cancel_notification: Option<String>,
 }
 
 impl Default for ToolSpec {
@@ -102,6 +107,7 @@ impl Default for ToolSpec {
             max_requests: None,
             max_lifetime_ms: None,
             health: None,
+            cancel_notification: None,
         }
     }
 }
@@ -477,6 +483,14 @@ impl ToolSpec {
                 "max_in_flight",
                 "only the jsonrpc protocol can match more than one request in flight",
             );
+        }
+        if let Some(m) = &self.cancel_notification {
+            if self.protocol != Protocol::Jsonrpc {
+                return bad("cancel_notification", "needs the jsonrpc protocol");
+            }
+            if m.is_empty() {
+                return bad("cancel_notification", "must not be empty");
+            }
         }
         if let Some(h) = &self.health {
             if self.protocol != Protocol::Jsonrpc && h.probe.is_none() {

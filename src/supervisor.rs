@@ -8,7 +8,7 @@
 //! [`after_request`] (which counts requests toward `max_requests`).
 
 use crate::error::{Error, ExitInfo, Result};
-use crate::exchange::{self as framing, leaves_late_reply};
+use crate::exchange::{self as framing, leaves_late_reply, Until};
 use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
 use crate::spec::{Protocol, RestartPolicy};
@@ -116,16 +116,23 @@ pub(crate) fn exchange(
     p: &PoolCore,
     inc: &Incarnation,
     payload: &str,
-    deadline: Instant,
-    timeout: Duration,
+    until: Until<'_>,
 ) -> Result<String> {
+    if crate::cancel::cancelled(until.cancel) {
+        // Nothing sent, nothing left behind: the incarnation stays.
+        return Err(Error::Cancelled(format!(
+            "reply from instance {} of '{}'",
+            inc.index(),
+            p.spec.id
+        )));
+    }
     let result = framing::exchange(
         inc,
         &p.spec.protocol,
         &p.spec.id,
         payload,
-        deadline,
-        timeout,
+        until,
+        p.spec.cancel_notification.as_deref(),
     );
     if leaves_late_reply(&p.spec.protocol, &result) {
         recycle(p, inc.index(), inc.pid());
@@ -292,7 +299,7 @@ fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
         s.next_restart = None;
         drop(s);
         let _g = inst.start_lock.lock();
-        if !p.is_shut_down() && p.replace_locked(i).is_err() {
+        if !p.is_shut_down() && p.replace_locked(i, None).is_err() {
             // Try again after the next backoff; it counts toward the cap.
             inst.supervision().start_failed = true;
         }
@@ -307,7 +314,7 @@ fn restart_now(p: &Arc<PoolCore>, i: usize) {
         return;
     }
     inst.supervision().replace_now = false;
-    if p.replace_locked(i).is_err() {
+    if p.replace_locked(i, None).is_err() {
         inst.supervision().start_failed = true;
     }
 }
@@ -339,7 +346,12 @@ fn probe(p: &Arc<PoolCore>, i: usize) {
     };
     let timeout = Duration::from_millis(h.timeout_ms);
     let t0 = Instant::now();
-    let result = exchange(p, &cur, &payload, deadline_in(timeout), timeout);
+    let until = Until {
+        deadline: deadline_in(timeout),
+        timeout,
+        cancel: None,
+    };
+    let result = exchange(p, &cur, &payload, until);
     let took = t0.elapsed();
     let ok = match (&result, &h.expect) {
         (Ok(reply), Some(want)) => reply == want,

@@ -87,5 +87,9 @@ void test_errors_config(void);
 void test_errors_pool(void);
 void test_dead_child_no_sigpipe(void);
 void test_hostile_specs(void);
+void test_cancel_request_from_another_thread(void);
+void test_cancel_before_and_null(void);
+void test_cancel_many_waiters(void);
+void test_cancel_jsonrpc(void);
 
 #endif

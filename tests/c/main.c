@@ -76,6 +76,10 @@ static const struct test TESTS[] = {
     {"limit_and_kill_all", test_limit_and_kill_all},
     {"kill_all_json", test_kill_all_json},
     {"dry_run", test_dry_run},
+    {"cancel_request_from_another_thread", test_cancel_request_from_another_thread},
+    {"cancel_before_and_null", test_cancel_before_and_null},
+    {"cancel_many_waiters", test_cancel_many_waiters},
+    {"cancel_jsonrpc", test_cancel_jsonrpc},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here
