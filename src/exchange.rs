@@ -36,7 +36,7 @@ pub(crate) fn exchange(
 ) -> Result<String> {
     let what = || format!("reply from instance {} of '{tool}'", inc.index());
     match (protocol, inc.rpc()) {
-        (Protocol::Jsonrpc, Some(d)) => jsonrpc(inc, d, payload, deadline, || {
+        (Protocol::Jsonrpc | Protocol::Lsp, Some(d)) => jsonrpc(inc, d, payload, deadline, || {
             Error::timeout(what(), timeout)
         }),
         (proto, _) => {
@@ -59,8 +59,7 @@ pub(crate) fn exchange(
 /// would read it: the incarnation must be replaced (`lines` and `marker` framing; in
 /// `jsonrpc` a late reply is matched by id and dropped).
 pub(crate) fn leaves_late_reply(protocol: &Protocol, result: &Result<String>) -> bool {
-    *protocol != Protocol::Jsonrpc
-        && matches!(result, Err(Error::Timeout { .. } | Error::Protocol(_)))
+    !protocol.is_rpc() && matches!(result, Err(Error::Timeout { .. } | Error::Protocol(_)))
 }
 
 fn jsonrpc(
@@ -73,7 +72,7 @@ fn jsonrpc(
     let Some((id, rx)) = d.register() else {
         return Err(inc.death(DEATH_WAIT));
     };
-    let sent = rpc::encode_request(id, payload).and_then(|line| inc.send(&line));
+    let sent = rpc::encode_request(id, payload).and_then(|line| inc.send_message(&line));
     if let Err(e) = sent {
         d.forget(id);
         return Err(e);

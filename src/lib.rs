@@ -70,11 +70,13 @@ pub mod error;
 mod exchange;
 #[cfg(feature = "capi")]
 pub mod ffi;
+mod handshake;
 mod incarnation;
 mod instance;
 mod lease;
 mod lifecycle;
 pub mod limiter;
+mod lsp;
 pub mod metrics;
 mod oneshot;
 pub mod pool;
@@ -96,12 +98,13 @@ pub use status::ToolpoolStatus;
 pub use incarnation::{leaked_threads, State, STREAM_JOIN_WAIT};
 pub use lease::Lease;
 pub use limiter::{KillReport, Limiter, LimiterStatus};
+pub use lsp::MAX_LSP_HEADER_BYTES;
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
 pub use router::{MapResult, Reply, ServedBy};
 pub use spec::{
-    HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
-    Routing, Shutdown, Startup, ToolSpec,
+    HandshakeMessage, HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart,
+    RestartPolicy, Routing, Shutdown, Startup, ToolSpec,
 };

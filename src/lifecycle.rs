@@ -9,6 +9,7 @@
 
 use crate::admission::Admission;
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
+use crate::handshake;
 use crate::incarnation::{Incarnation, State};
 use crate::instance::Instance;
 use crate::limiter::Limiter;
@@ -192,16 +193,25 @@ impl PoolCore {
             inst.count_restart();
         }
         self.check_open()?;
+        let deadline = self.start_deadline();
         let c = self.spawn(index)?;
         // Installed at once, so status shows it `starting` (routing takes it once ready).
         self.install(index, Arc::clone(&c));
         if let Some(line) = &self.spec.startup.ready_line {
-            if let Err(e) = c.wait_ready(self.start_deadline(), line) {
+            if let Err(e) = c.wait_ready(deadline, line) {
                 // It stays in the instance as dead, with its stderr tail, until replaced.
                 c.kill();
                 return Err(e);
             }
             // Ready now: callers waiting for an instance may take it.
+            self.admission.wake();
+        }
+        if !self.spec.startup.handshake.is_empty() {
+            if let Err(e) = handshake::run(&c, &self.spec, deadline) {
+                // A failed start, as above.
+                c.kill();
+                return Err(e);
+            }
             self.admission.wake();
         }
         Ok(())
@@ -279,6 +289,10 @@ impl PoolCore {
                 c.stop();
                 return Err(e);
             }
+        }
+        if let Err(e) = handshake::run(c, &self.spec, deadline) {
+            c.stop();
+            return Err(e);
         }
         Ok(())
     }

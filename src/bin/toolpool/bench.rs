@@ -101,6 +101,9 @@ pub fn main(args: BenchArgs) -> Result<i32, Fatal> {
         });
     }
     let jsonrpc = spec.protocol == Protocol::Jsonrpc;
+    // With a handshake or Content-Length framing a bare one-shot run cannot serve a call:
+    // each call then starts a one-instance pool (start, handshake, call, stop) instead.
+    let per_call_pool = spec.protocol == Protocol::Lsp || !spec.startup.handshake.is_empty();
 
     println!(
         "sample: {} lines; {} instance(s) of '{}', {} call(s) at once",
@@ -120,29 +123,48 @@ pub fn main(args: BenchArgs) -> Result<i32, Fatal> {
     });
     pool.shutdown(Duration::from_millis(spec.shutdown.grace_ms));
 
-    let spawn_pool = Pool::with_options(
-        once,
-        PoolOptions {
-            disabled: true,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| Fatal::config(format!("cannot run '{}' once per call: {e}", spec.id)))?;
     let spawn_n = args.spawn_calls.max(1).min(calls);
-    let spawned = measure(width, spawn_n, |k| {
-        let line = &sample[k % sample.len()];
-        // A one-shot run gets the request as the tool reads it: JSON-RPC framed if need be.
-        let payload = if jsonrpc {
-            rpc_frame(line)?
-        } else {
-            line.clone()
+    let spawned = if per_call_pool {
+        let one = ToolSpec {
+            count: 1,
+            lazy: false,
+            oneshot: None,
+            ..spec.clone()
         };
-        spawn_pool
-            .request(&payload, args.timeout)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    });
-    drop(spawn_pool);
+        measure(width, spawn_n, |k| {
+            let pool = Pool::from_spec(one.clone()).map_err(|e| e.to_string())?;
+            let r = pool
+                .request(&sample[k % sample.len()], args.timeout)
+                .map(drop)
+                .map_err(|e| e.to_string());
+            pool.shutdown(Duration::from_millis(one.shutdown.grace_ms));
+            r
+        })
+    } else {
+        let spawn_pool = Pool::with_options(
+            once,
+            PoolOptions {
+                disabled: true,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| Fatal::config(format!("cannot run '{}' once per call: {e}", spec.id)))?;
+        let side = measure(width, spawn_n, |k| {
+            let line = &sample[k % sample.len()];
+            // A one-shot run gets the request as the tool reads it: JSON-RPC framed if need be.
+            let payload = if jsonrpc {
+                rpc_frame(line)?
+            } else {
+                line.clone()
+            };
+            spawn_pool
+                .request(&payload, args.timeout)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        drop(spawn_pool);
+        side
+    };
 
     println!(
         "{}   (start-up of {} instance(s): {} ms, paid once)",

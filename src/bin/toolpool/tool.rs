@@ -187,10 +187,11 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
     match s {
         "lines" => Ok(Protocol::Lines),
         "jsonrpc" => Ok(Protocol::Jsonrpc),
+        "lsp" => Ok(Protocol::Lsp),
         _ => match s.strip_prefix("marker:") {
             Some(m) if !m.is_empty() => Ok(Protocol::Marker(m.to_string())),
             _ => Err(format!(
-                "'{s}' is not a protocol: use lines, jsonrpc or marker:END (END being the terminator line)"
+                "'{s}' is not a protocol: use lines, jsonrpc, lsp or marker:END (END being the terminator line)"
             )),
         },
     }
