@@ -261,7 +261,8 @@ mod tests {
                 "is not a decimal number",
             ),
             (
-                b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx".to_vec(),
+                // Resynchronised at the second header, which frames `{}`.
+                b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
                 "two Content-Length headers",
             ),
             (b"hello world\r\n".to_vec(), "is not 'Name: value'"),
@@ -275,7 +276,10 @@ mod tests {
         for (bad, why) in cases {
             let mut s = bad;
             s.extend(&good);
-            let (out, rpc) = cut(&[&s], 64);
+            let (mut out, rpc) = cut(&[&s], 64);
+            if why.starts_with("two") {
+                assert_eq!(out.remove(0), b"{}", "{why}");
+            }
             assert_eq!(out, vec![br#"{"ok":true}"#.to_vec()], "{why}");
             assert_eq!(rpc.protocol_errors.load(Relaxed), 1, "{why}");
             let kept = rpc.bad_lines().join("\n");

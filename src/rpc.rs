@@ -377,6 +377,39 @@ mod tests {
     }
 
     #[test]
+    fn encodes_notifications_without_an_id() {
+        let line = encode_notification(r#"{"method":"initialized","params":{}}"#).unwrap();
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+        );
+        assert!(matches!(
+            encode_notification("{}"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn answers_requests_from_the_tool() {
+        let results: BTreeMap<String, Value> =
+            [("roots/list".to_string(), serde_json::json!({"roots": []}))].into();
+        let reply = |line: &str| -> Option<Value> {
+            client_reply(line.as_bytes(), &results).map(|r| serde_json::from_slice(&r).unwrap())
+        };
+        assert_eq!(
+            reply(r#"{"jsonrpc":"2.0","id":"a1","method":"roots/list"}"#),
+            Some(serde_json::json!({"jsonrpc": "2.0", "id": "a1", "result": {"roots": []}}))
+        );
+        let nf = reply(r#"{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage"}"#).unwrap();
+        assert_eq!(nf["id"], 0);
+        assert_eq!(nf["error"]["code"], METHOD_NOT_FOUND);
+        // Notifications (no id, or a null one) get no answer.
+        assert_eq!(reply(r#"{"jsonrpc":"2.0","method":"log"}"#), None);
+        assert_eq!(reply(r#"{"jsonrpc":"2.0","id":null,"method":"log"}"#), None);
+    }
+
+    #[test]
     fn encodes_requests_and_rejects_bad_payloads() {
         let line = encode_request(5, r#"{"method":"add","params":[1,2]}"#).unwrap();
         let v: Value = serde_json::from_slice(&line).unwrap();

@@ -73,7 +73,11 @@ fn mcp_spec(count: usize) -> ToolSpec {
             handshake: mcp_handshake(),
             ..Default::default()
         },
-        ..ToolSpec::new([bin("mcp-server-time"), "--local-timezone".into(), "UTC".into()])
+        ..ToolSpec::new([
+            bin("mcp-server-time"),
+            "--local-timezone".into(),
+            "UTC".into(),
+        ])
     }
 }
 
@@ -175,7 +179,9 @@ fn a_killed_mcp_server_is_handshaken_again_and_no_call_fails_after() {
     assert!(back.handshake_reply.is_some(), "re-handshaken: {back:?}");
     // An MCP server that was not initialised would refuse these.
     for _ in 0..20 {
-        let r = pool.request(&time_call("UTC"), T).expect("call after restart");
+        let r = pool
+            .request(&time_call("UTC"), T)
+            .expect("call after restart");
         assert!(r.text.contains("UTC"), "{}", r.text);
     }
     pool.shutdown(T);
@@ -184,8 +190,13 @@ fn a_killed_mcp_server_is_handshaken_again_and_no_call_fails_after() {
 #[test]
 fn lsp_did_open_then_document_symbol_through_a_lease() {
     let pool = private(lsp_spec(2));
-    let reply = status_of(&pool, 0).handshake_reply.expect("handshake_reply");
-    assert_eq!(reply["serverInfo"]["name"], "jedi-language-server", "{reply}");
+    let reply = status_of(&pool, 0)
+        .handshake_reply
+        .expect("handshake_reply");
+    assert_eq!(
+        reply["serverInfo"]["name"], "jedi-language-server",
+        "{reply}"
+    );
     let path = workspace().join("shapes.py");
     let text = "class Circle:\n    def area(self):\n        return 3.14\n\ndef make_circle():\n    return Circle()\n";
     std::fs::write(&path, text).unwrap();
@@ -257,12 +268,22 @@ fn lsp_many_requests_in_flight_are_matched_by_id() {
             .to_string()
         })
         .collect();
-    for (k, r) in pool.map(&calls, Duration::from_secs(30)).into_iter().enumerate() {
+    for (k, r) in pool
+        .map(&calls, Duration::from_secs(30))
+        .into_iter()
+        .enumerate()
+    {
         let text = r.unwrap_or_else(|e| panic!("{k}: {e}")).text;
         // Each caller gets the symbols of its own document.
-        assert!(text.contains(&format!("only_in_file_{}", k % 3)), "{k}: {text}");
+        assert!(
+            text.contains(&format!("only_in_file_{}", k % 3)),
+            "{k}: {text}"
+        );
         for other in (0..3).filter(|o| *o != k % 3) {
-            assert!(!text.contains(&format!("only_in_file_{other}")), "{k}: {text}");
+            assert!(
+                !text.contains(&format!("only_in_file_{other}")),
+                "{k}: {text}"
+            );
         }
     }
     assert_eq!(pool.metrics().protocol_errors, 0);
@@ -280,7 +301,12 @@ fn rpc_lsp(count: usize, handshake: Vec<HandshakeMessage>) -> ToolSpec {
             handshake,
             ..Default::default()
         },
-        ..ToolSpec::new(["python3".to_string(), "-u".into(), rpc_tool(), "--lsp".into()])
+        ..ToolSpec::new([
+            "python3".to_string(),
+            "-u".into(),
+            rpc_tool(),
+            "--lsp".into(),
+        ])
     }
 }
 
@@ -305,7 +331,10 @@ fn a_request_from_the_tool_is_answered_by_default_and_from_client_replies() {
         let pool = private(spec);
         let ask = |m: &str| {
             let r = pool
-                .request(&json!({"method": "ask", "params": {"method": m}}).to_string(), T)
+                .request(
+                    &json!({"method": "ask", "params": {"method": m}}).to_string(),
+                    T,
+                )
                 .unwrap_or_else(|e| panic!("{protocol:?} {m}: {e}"));
             serde_json::from_str::<Value>(&r.text).unwrap()
         };
@@ -314,7 +343,10 @@ fn a_request_from_the_tool_is_answered_by_default_and_from_client_replies() {
         let got = ask("roots/list");
         assert_eq!(got["error"]["code"], -32601, "{protocol:?}: {got}");
         assert!(
-            got["error"]["message"].as_str().unwrap().contains("roots/list"),
+            got["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("roots/list"),
             "{got}"
         );
         assert_eq!(status_of(&pool, 0).client_requests, 2);
@@ -373,7 +405,11 @@ fn a_real_language_server_asking_the_client_gets_an_answer() {
                 Duration::from_secs(30),
             )
             .unwrap();
-        assert!(edits.text.contains("x = 1"), "answered={answered}: {}", edits.text);
+        assert!(
+            edits.text.contains("x = 1"),
+            "answered={answered}: {}",
+            edits.text
+        );
         // The request it sent is queued for the host too, and was answered once.
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut seen = Vec::new();
@@ -440,7 +476,8 @@ fn notify_reaches_the_tool_in_both_framings_and_is_refused_elsewhere() {
 #[test]
 fn notify_to_a_given_instance_is_seen_by_that_instance_only() {
     let pool = private(rpc_lsp(2, vec![]));
-    pool.notify(1, r#"{"method":"only1","params":[1]}"#).unwrap();
+    pool.notify(1, r#"{"method":"only1","params":[1]}"#)
+        .unwrap();
     let l0 = pool.lease(T).unwrap();
     let l1 = pool.lease(T).unwrap();
     let (a, b) = if l0.index() == 0 { (l0, l1) } else { (l1, l0) };
@@ -471,7 +508,10 @@ fn the_handshake_runs_before_any_request_on_every_start() {
     });
     for round in 0..2 {
         let s = status_of(&pool, 0);
-        assert_eq!(s.handshake_reply, Some(json!({"hello": "from the handshake"})));
+        assert_eq!(
+            s.handshake_reply,
+            Some(json!({"hello": "from the handshake"}))
+        );
         let notes: Value =
             serde_json::from_str(&pool.request(r#"{"method":"notes"}"#, T).unwrap().text).unwrap();
         assert_eq!(notes, json!([["initialized", {"n": 1}]]), "round {round}");
@@ -512,7 +552,10 @@ fn a_handshake_timeout_fails_the_start_within_the_startup_timeout() {
     let t0 = Instant::now();
     match Pool::from_spec(spec) {
         Err(Error::Spawn(m)) => {
-            assert!(m.contains("no reply within startup.timeout_ms (1000 ms)"), "{m}")
+            assert!(
+                m.contains("no reply within startup.timeout_ms (1000 ms)"),
+                "{m}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -544,7 +587,10 @@ fn a_failing_handshake_on_restart_counts_toward_the_restart_cap() {
         let s = status_of(&pool, 0);
         if s.state == State::Failed {
             assert!(
-                s.failed_reason.as_deref().unwrap().contains("restart.max_restarts"),
+                s.failed_reason
+                    .as_deref()
+                    .unwrap()
+                    .contains("restart.max_restarts"),
                 "{s:?}"
             );
             break;
