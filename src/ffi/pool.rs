@@ -142,6 +142,35 @@ pub unsafe extern "C" fn toolpool_pool_send(
     })
 }
 
+/// Send a JSON-RPC notification to instance `instance` (protocols `jsonrpc` and `lsp`):
+/// `payload_json` is `{"method": ..., "params": ...}` as for `toolpool_pool_request`,
+/// sent without an id and framed by the protocol (a line, or `Content-Length` headers);
+/// no reply is awaited. Like `toolpool_pool_send`, a full stdin queue is
+/// `TOOLPOOL_QUEUE_FULL`, never a wait, and a stopped instance is started first.
+///
+/// Errors: `TOOLPOOL_INVALID_ARGUMENT` (a payload that is not such an object, or a pool
+/// of another protocol; the message says which), `TOOLPOOL_INDEX_OUT_OF_RANGE`,
+/// `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`, `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `p` or `payload_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `payload_json` is borrowed (copied before return); nothing is allocated for
+/// the caller.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `payload_json` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_notify(
+    p: *mut ToolpoolPool,
+    instance: u32,
+    payload_json: *const c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_notify", || {
+        let pool = try_handle!(p);
+        let payload = try_str!(payload_json);
+        pool.notify(instance as usize, payload)
+    })
+}
+
 /// Queue `line` for an instance picked by routing (round robin among live, unleased
 /// instances); `*out_instance` receives its index. Read its output with
 /// `toolpool_pool_read_line` or `toolpool_pool_read_any`.

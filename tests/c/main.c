@@ -75,6 +75,8 @@ static const struct test TESTS[] = {
     {"threads", test_threads},
     {"limit_and_kill_all", test_limit_and_kill_all},
     {"kill_all_json", test_kill_all_json},
+    {"protocols_lsp_and_notify", test_protocols_lsp_and_notify},
+    {"protocols_handshake_errors", test_protocols_handshake_errors},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here

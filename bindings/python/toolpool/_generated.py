@@ -64,6 +64,7 @@ class ToolpoolHealth(Structure):
 FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
     ("toolpool_lease_index", c_int32, (c_void_p, POINTER(c_uint32))),
     ("toolpool_lease_send", c_int32, (c_void_p, c_char_p)),
+    ("toolpool_lease_notify", c_int32, (c_void_p, c_char_p)),
     ("toolpool_lease_read_line", c_int32, (c_void_p, c_uint32, POINTER(c_void_p))),
     ("toolpool_lease_request", c_int32, (c_void_p, c_char_p, c_uint32, POINTER(c_void_p))),
     ("toolpool_lease_free", None, (c_void_p,)),
@@ -75,6 +76,7 @@ FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
     ("toolpool_pool_from_registry", c_int32, (c_char_p, c_char_p, c_uint32, POINTER(c_void_p))),
     ("toolpool_pool_size", c_int32, (c_void_p, POINTER(c_uint32))),
     ("toolpool_pool_send", c_int32, (c_void_p, c_uint32, c_char_p)),
+    ("toolpool_pool_notify", c_int32, (c_void_p, c_uint32, c_char_p)),
     ("toolpool_pool_send_routed", c_int32, (c_void_p, c_char_p, POINTER(c_uint32))),
     ("toolpool_pool_read_line", c_int32, (c_void_p, c_uint32, c_uint32, POINTER(c_void_p))),
     ("toolpool_pool_send_bytes", c_int32, (c_void_p, c_uint32, c_char_p, c_size_t)),
