@@ -18,7 +18,9 @@ const MAX_SAMPLE: usize = 100_000;
 ///
 /// Runs the sample (one request per line) through a warm pool of -n instances, then the
 /// first --spawn-calls lines through one process per call (the spec's "oneshot" command
-/// if it has one, else the same command with the request on stdin, then EOF), both with
+/// if it has one, else the same command with the request on stdin, then EOF; for an `lsp`
+/// tool or one with a `startup.handshake`, a one-instance pool per call: start, handshake,
+/// call, stop), both with
 /// -n calls at once, and prints p50, p99 and calls/s of each and the speed-up, e.g.
 /// `pooled 0.21 ms, spawn per call 9.4 ms: 45x`. The pool's start-up is timed on its own
 /// (it is paid once).
@@ -30,7 +32,8 @@ or configuration error; 130 interrupted (every tool process is killed).
 Examples:
   seq 200 | sed 's/$/*3/' | toolpool bench -n 2 -- bc -q
   toolpool bench --input calls.jsonl --protocol jsonrpc --spawn-calls 10 -- python3 tool.py
-  toolpool bench --registry tools.json --tool bc --input exprs.txt")]
+  toolpool bench --registry tools.json --tool bc --input exprs.txt
+  toolpool bench --spec examples/specs/mcp-time.json --input examples/specs/mcp-time-calls.jsonl")]
 pub struct BenchArgs {
     #[command(flatten)]
     pub tool: ToolArgs,
