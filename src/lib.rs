@@ -41,17 +41,21 @@
 //!    [`ToolSpec::max_in_flight`]. None free: the caller waits on the admission condvar
 //!    until the deadline ([`Error::Timeout`]), at most [`Limits::max_waiting`] of them
 //!    ([`Error::Saturated`]). A stopped instance (lazy, idle) is started first
-//!    (`lifecycle`), which waits for its [`Startup::ready_line`].
+//!    (`lifecycle`), which waits for its [`Startup::ready_line`] and runs its
+//!    [`Startup::handshake`] (`handshake`).
 //! 3. **stdin.** `exchange::exchange` frames the payload by [`Protocol`]: for `lines` and
 //!    `marker` it first drops stdout lines nobody asked for, then queues the line on the
 //!    incarnation's stdin (`writer`: written at once when nothing is queued, else by the
 //!    writer thread, with SIGPIPE blocked); for `jsonrpc` it registers a fresh id with the
-//!    incarnation's dispatcher (`rpc`) and sends the encoded request.
+//!    incarnation's dispatcher (`rpc`) and sends the encoded request (for `lsp` framed
+//!    with `Content-Length` headers by `lsp`).
 //! 4. **The child** reads the line and writes its reply on stdout.
 //! 5. **stdout.** The waiting caller reads the pipe itself (`reader`: one leader reads at
 //!    a time for all waiters, splits lines, cuts over-long ones); in `jsonrpc` each line
 //!    passes the dispatcher, which hands a reply to the request waiting for its id,
-//!    queues notifications, and drops (and counts) replies nobody waits for.
+//!    queues notifications, answers requests from the tool (`client_replies`, else
+//!    "method not found"), and drops (and counts) replies nobody waits for; for `lsp` the
+//!    `lsp` filter first cuts the stream by `Content-Length`.
 //! 6. **Back to the caller.** The framed reply (the line; the lines up to the marker; the
 //!    `result` JSON, or [`Error::Tool`]) is counted in the instance's metrics. A timeout or
 //!    protocol error in `lines` or `marker` framing may leave a late reply in the stream,
@@ -61,8 +65,8 @@
 //!    run when [`ToolSpec::fallback`] says so, and the [`Reply`] returns.
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util` →
-//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` →
-//! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
+//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` → `lsp` →
+//! `incarnation` → `instance`, `admission`, `exchange` → `handshake` → `lifecycle` → `supervisor`,
 //! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 
 mod admission;
