@@ -2,7 +2,9 @@
 #   make demo   - a real pool of real tools doing real work (the main job)
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
 # Both install what the machine lacks (apt-get: bc, sqlite3, valgrind, pkg-config;
-# pip: pytest, mypy). Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip.
+# pip: pytest, mypy), and target/protocol-venv, a virtual environment with protocol servers
+# from PyPI (mcp-server-time, jedi-language-server, ruff) for the protocol tests and the demo.
+# Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
 CARGO        ?= cargo
 PYTHON       ?= python3
 PREFIX       ?= /usr/local

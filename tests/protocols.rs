@@ -672,3 +672,30 @@ fn spec_keys_are_checked() {
     let again = ToolSpec::from_json(&serde_json::to_string(&ok).unwrap()).unwrap();
     assert_eq!(again, ok);
 }
+
+#[test]
+fn lsp_late_replies_are_dropped_and_counted_never_given_to_the_next_caller() {
+    let mut spec = rpc_lsp(1, vec![]);
+    spec.max_in_flight = 4;
+    let pool = private(spec);
+    match pool.request(
+        r#"{"method":"sleep","params":{"ms":300,"value":"late"}}"#,
+        Duration::from_millis(50),
+    ) {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let pid = status_of(&pool, 0).pid;
+    // The next caller gets its own reply, not the late one.
+    let r = pool
+        .request(
+            r#"{"method":"sleep","params":{"ms":500,"value":"mine"}}"#,
+            T,
+        )
+        .unwrap();
+    assert_eq!(r.text, r#""mine""#);
+    assert_eq!(pool.metrics().late_replies_dropped, 1);
+    // Matched by id: no recycle, as in jsonrpc.
+    assert_eq!(status_of(&pool, 0).pid, pid);
+    pool.shutdown(T);
+}
