@@ -44,6 +44,8 @@ fn boxed(pool: Pool) -> *mut ToolpoolPool {
 ///
 /// Errors: `TOOLPOOL_CONFIG` for bad JSON, an unknown key, a wrong type or a bad value;
 /// `TOOLPOOL_SPAWN_FAILED`, `TOOLPOOL_LIMIT_REACHED` when instances cannot start.
+/// A `startup.handshake` answered with an error object, or not answered within
+/// `startup.timeout_ms`, is `TOOLPOOL_SPAWN_FAILED` with the tool's error in the message.
 /// NULL handling: `spec_json` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
 /// Ownership: `spec_json` is borrowed for the call. On success `*out` receives a new
 /// handle that the caller owns and frees with `toolpool_pool_free`.
