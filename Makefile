@@ -2,7 +2,9 @@
 #   make demo   - a real pool of real tools doing real work (the main job)
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
 # Both install what the machine lacks (apt-get: bc, sqlite3, valgrind, pkg-config;
-# pip: pytest, mypy). Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip.
+# pip: pytest, mypy), and target/protocol-venv, a virtual environment with protocol servers
+# from PyPI (mcp-server-time, jedi-language-server, ruff) for the protocol tests and the demo.
+# Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
 CARGO        ?= cargo
 PYTHON       ?= python3
 PREFIX       ?= /usr/local
@@ -21,6 +23,7 @@ C_BIN_DIR    := $(TARGET_DIR)/c-tests
 C_TEST_BIN   := $(C_BIN_DIR)/toolpool-c-tests
 VALGRIND     := valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
 
+.PHONY: protocol-venv
 .PHONY: all build deps apt-deps py-deps test test-rust test-c test-go test-python test-install \
         examples bench demo header header-check lint install quickstart clean
 
@@ -44,17 +47,24 @@ py-deps:
 	@$(PYTHON) -c 'import pytest, mypy' 2>/dev/null || { echo "installing pytest mypy"; \
 	  $(PYTHON) -m pip install -q pytest mypy 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages pytest mypy; }
 deps: apt-deps
+# Protocol servers from PyPI (an MCP server, two language servers) in target/protocol-venv,
+# made when missing; the protocol tests and the demo drive them.
+protocol-venv:
+	@tests/protocol_venv.sh >/dev/null
 
-demo: deps
+demo: deps protocol-venv
 	$(CARGO) run --release --example demo
 	seq 300 | sed 's/$$/^2/' | $(CARGO) run -q --release --features cli --bin toolpool -- bench -n 2 -- bc -q
+	@echo "== MCP server mcp-server-time (PyPI): 2 warm, handshaken instances vs start + initialize + call + exit per call =="
+	$(CARGO) run -q --release --features cli --bin toolpool -- bench --spec examples/specs/mcp-time.json \
+	  --input examples/specs/mcp-time-calls.jsonl --calls 200 --spawn-calls 4
 
 test: test-rust test-c test-go test-python test-install
 
 # Unit, integration (tests/header.rs is the header check), doc tests, examples (the README's
 # Rust snippet is run); the benchmark only in its smoke mode (a few iterations in the debug
 # profile, every row checked, none printed).
-test-rust: deps
+test-rust: deps protocol-venv
 	$(CARGO) test --features cli --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --doc
 	$(CARGO) run --quiet --release --example readme
@@ -101,7 +111,7 @@ test-go: build deps
 # Python binding (bindings/python, ctypes over libtoolpool.so) against real children:
 # the generated declarations are fresh, mypy --strict passes, then pytest (which exits
 # non-zero when it finds no tests, so an empty run fails too).
-test-python: build deps py-deps
+test-python: build deps py-deps protocol-venv
 	$(PYTHON) bindings/python/gen_ffi.py --check
 	cd bindings/python && $(PYTHON) -m mypy --strict toolpool
 	$(PYTHON) -m pytest -q bindings/python/tests

@@ -434,6 +434,24 @@ int32_t toolpool_lease_index(const struct ToolpoolLease *l, uint32_t *out_instan
 int32_t toolpool_lease_send(struct ToolpoolLease *l, const char *line);
 
 /**
+ * Send a JSON-RPC notification (`{"method": ..., "params": ...}`, no id) to the leased
+ * instance (protocols `jsonrpc` and `lsp`), as `toolpool_pool_notify`; no reply is
+ * awaited. With a lease, a notification (an LSP `textDocument/didOpen`) and the requests
+ * that depend on it reach the same process.
+ *
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` (a bad payload, or another protocol),
+ * `TOOLPOOL_DEAD`, `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
+ * NULL handling: `l` or `payload_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `payload_json` is borrowed (copied before return); nothing is allocated for
+ * the caller.
+ * Thread safety: one thread at a time per lease.
+ *
+ * # Safety
+ * `l` must be NULL or a live lease handle; `payload_json` NULL or NUL-terminated.
+ */
+int32_t toolpool_lease_notify(struct ToolpoolLease *l, const char *payload_json);
+
+/**
  * The next stdout line of the leased instance, waiting up to `timeout_ms`. Same rules as
  * `toolpool_pool_read_line` (invalid UTF-8 and NUL bytes become U+FFFD).
  *
@@ -550,6 +568,8 @@ int32_t toolpool_kill_all_json(char **out_json);
  *
  * Errors: `TOOLPOOL_CONFIG` for bad JSON, an unknown key, a wrong type or a bad value;
  * `TOOLPOOL_SPAWN_FAILED`, `TOOLPOOL_LIMIT_REACHED` when instances cannot start.
+ * A `startup.handshake` answered with an error object, or not answered within
+ * `startup.timeout_ms`, is `TOOLPOOL_SPAWN_FAILED` with the tool's error in the message.
  * NULL handling: `spec_json` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: `spec_json` is borrowed for the call. On success `*out` receives a new
  * handle that the caller owns and frees with `toolpool_pool_free`.
@@ -611,6 +631,26 @@ int32_t toolpool_pool_size(const struct ToolpoolPool *p, uint32_t *out_count);
  * `p` must be NULL or a live pool handle; `line` NULL or NUL-terminated.
  */
 int32_t toolpool_pool_send(struct ToolpoolPool *p, uint32_t instance, const char *line);
+
+/**
+ * Send a JSON-RPC notification to instance `instance` (protocols `jsonrpc` and `lsp`):
+ * `payload_json` is `{"method": ..., "params": ...}` as for `toolpool_pool_request`,
+ * sent without an id and framed by the protocol (a line, or `Content-Length` headers);
+ * no reply is awaited. Like `toolpool_pool_send`, a full stdin queue is
+ * `TOOLPOOL_QUEUE_FULL`, never a wait, and a stopped instance is started first.
+ *
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` (a payload that is not such an object, or a pool
+ * of another protocol; the message says which), `TOOLPOOL_INDEX_OUT_OF_RANGE`,
+ * `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`, `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
+ * NULL handling: `p` or `payload_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `payload_json` is borrowed (copied before return); nothing is allocated for
+ * the caller.
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `payload_json` NULL or NUL-terminated.
+ */
+int32_t toolpool_pool_notify(struct ToolpoolPool *p, uint32_t instance, const char *payload_json);
 
 /**
  * Queue `line` for an instance picked by routing (round robin among live, unleased

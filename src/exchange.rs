@@ -56,7 +56,9 @@ pub(crate) fn exchange(
 ) -> Result<String> {
     let what = || format!("reply from instance {} of '{tool}'", inc.index());
     match (protocol, inc.rpc()) {
-        (Protocol::Jsonrpc, Some(d)) => jsonrpc(inc, d, payload, until, cancel_method, &what),
+        (Protocol::Jsonrpc | Protocol::Lsp, Some(d)) => {
+            jsonrpc(inc, d, payload, until, cancel_method, &what)
+        }
         (proto, _) => {
             // Output nobody asked for must not be taken for this reply.
             inc.drop_unsolicited();
@@ -89,7 +91,7 @@ pub(crate) fn exchange(
 /// would read it: the incarnation must be replaced (`lines` and `marker` framing; in
 /// `jsonrpc` a late reply is matched by id and dropped).
 pub(crate) fn leaves_late_reply(protocol: &Protocol, result: &Result<String>) -> bool {
-    *protocol != Protocol::Jsonrpc
+    !protocol.is_rpc()
         && matches!(
             result,
             Err(Error::Timeout { .. } | Error::Protocol(_) | Error::Cancelled(_))
@@ -107,7 +109,7 @@ fn jsonrpc(
     let Some((id, rx)) = d.register() else {
         return Err(inc.death(DEATH_WAIT));
     };
-    let sent = rpc::encode_request(id, payload).and_then(|line| inc.send(&line));
+    let sent = rpc::encode_request(id, payload).and_then(|line| inc.send_message(&line));
     if let Err(e) = sent {
         d.forget(id);
         return Err(e);
@@ -128,7 +130,7 @@ fn jsonrpc(
             };
             if let Some(method) = cancel_method {
                 // Best effort: the tool may stop early; its late reply is dropped anyway.
-                let _ = inc.send(&rpc::encode_cancel(method, id, reason));
+                let _ = inc.send_message(&rpc::encode_cancel(method, id, reason));
             }
             Err(err)
         }

@@ -12,14 +12,15 @@
 //!   and the last `limits.stderr_tail_lines` are kept for diagnosis.
 //! - A line longer than `limits.max_line_bytes` is cut into pieces of that size (counted).
 
-use crate::dry::{self, Child, Started};
 use crate::cancel::CancelToken;
+use crate::dry::{self, Child, Started};
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::limiter::Limiter;
+use crate::lsp::LspFilter;
 use crate::metrics::Counters;
 use crate::process::{self, Launch};
 use crate::reader::{LineBuf, OutState, StdoutFilter, StdoutReader, WaitEnd};
-use crate::rpc::Dispatcher;
+use crate::rpc::{encode_notification, ClientReplies, Dispatcher};
 use crate::spec::{Protocol, ToolSpec};
 use crate::writer::{SendError, StdinWriter};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -29,7 +30,7 @@ use serde::Serialize;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,7 +71,7 @@ pub(crate) struct Incarnation {
     index: usize,
     /// The child process, or for a dry-run pool the responder that stands in for it.
     process: Child,
-    stdin: StdinWriter,
+    stdin: Arc<StdinWriter>,
     stdout: StdoutReader,
     /// The JSON-RPC dispatcher on stdout (`jsonrpc` only).
     rpc: Option<Arc<Dispatcher>>,
@@ -81,6 +82,12 @@ pub(crate) struct Incarnation {
     stopped: AtomicBool,
     retired: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// `lsp` framing on stdin (Content-Length headers) instead of lines.
+    lsp: bool,
+    /// The handshake has not finished yet: not ready for work.
+    handshake_pending: AtomicBool,
+    /// The reply to the first handshake request (JSON text).
+    handshake_reply: OnceLock<String>,
 }
 
 impl Incarnation {
@@ -94,8 +101,18 @@ impl Incarnation {
         cancel: Option<&CancelToken>,
         on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
     ) -> Result<Arc<Incarnation>> {
-        let rpc = (spec.protocol == Protocol::Jsonrpc).then(|| Arc::new(Dispatcher::new(index)));
-        let filter = rpc.clone().map(|d| d as Arc<dyn StdoutFilter>);
+        let rpc = spec
+            .protocol
+            .is_rpc()
+            .then(|| Arc::new(Dispatcher::new(index)));
+        let lsp = spec.protocol == Protocol::Lsp;
+        let filter = rpc.clone().map(|d| {
+            if lsp {
+                Arc::new(LspFilter::new(d)) as Arc<dyn StdoutFilter>
+            } else {
+                d as Arc<dyn StdoutFilter>
+            }
+        });
         let launch = Launch {
             argv: spec.command.clone(),
             env: spec.env.clone(),
@@ -132,6 +149,19 @@ impl Incarnation {
             dead_rx,
             format!("toolpool-in-{pid}"),
         );
+        let stdin = Arc::new(stdin);
+        if let Some(d) = &rpc {
+            let weak = Arc::downgrade(&stdin);
+            d.answer_with(ClientReplies {
+                results: Arc::new(spec.client_replies.clone()),
+                send: Box::new(move |body| {
+                    if let Some(w) = weak.upgrade() {
+                        // A reply that does not fit (the tool stopped reading) is dropped.
+                        let _ = w.send(frame_message(lsp, body));
+                    }
+                }),
+            });
+        }
         let stdout = StdoutReader::new(
             sp.stdout,
             spec.limits.max_line_bytes,
@@ -165,6 +195,9 @@ impl Incarnation {
             stopped: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             threads: Mutex::new(vec![writer, drainer]), // see DRAINER
+            lsp,
+            handshake_pending: AtomicBool::new(!spec.startup.handshake.is_empty()),
+            handshake_reply: OnceLock::new(),
         }))
     }
 
@@ -209,9 +242,46 @@ impl Incarnation {
         }
     }
 
-    /// True once the ready line was seen (or when there is none).
+    /// True once the ready line was seen (or when there is none) and the handshake, if
+    /// any, is done.
     pub fn is_ready(&self) -> bool {
-        self.stdout.ready()
+        self.stdout.ready() && !self.handshake_pending.load(Relaxed)
+    }
+
+    /// The handshake is done (`reply`: the first request's reply): ready for work.
+    pub fn finish_handshake(&self, reply: Option<String>) {
+        if let Some(r) = reply {
+            let _ = self.handshake_reply.set(r);
+        }
+        self.handshake_pending.store(false, Relaxed);
+    }
+
+    /// The reply to the first handshake request (JSON text), once the handshake is done.
+    pub fn handshake_reply(&self) -> Option<&str> {
+        self.handshake_reply.get().map(String::as_str)
+    }
+
+    /// Queue one encoded JSON-RPC message (no newline in it) for stdin, framed by the
+    /// protocol: a line for `jsonrpc`, `Content-Length` headers for `lsp`.
+    pub fn send_message(&self, body: &[u8]) -> Result<()> {
+        if !self.lsp {
+            return self.send(body);
+        }
+        if self.stdin.is_broken() || !self.process.is_alive() {
+            return Err(self.death(Duration::from_millis(50)));
+        }
+        self.queue(crate::lsp::frame(body))
+    }
+
+    /// Send a JSON-RPC notification (`{"method": ..., "params": ...}`, no id).
+    pub fn notify(&self, payload: &str) -> Result<()> {
+        if self.rpc.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "notify on instance {} of '{}': notifications need the jsonrpc or lsp protocol",
+                self.index, self.tool
+            )));
+        }
+        self.send_message(&encode_notification(payload)?)
     }
 
     /// The state shown in status.
@@ -276,6 +346,11 @@ impl Incarnation {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line);
         buf.push(b'\n');
+        self.queue(buf)
+    }
+
+    /// Queue `buf` as it is for stdin.
+    fn queue(&self, buf: Vec<u8>) -> Result<()> {
         match self.stdin.send(buf) {
             Ok(()) => Ok(()),
             Err(SendError::Full) => Err(Error::QueueFull {
@@ -462,6 +537,16 @@ impl Drop for Incarnation {
     /// down (the waiter thread reaps it).
     fn drop(&mut self) {
         self.process.signal(libc::SIGKILL);
+    }
+}
+
+/// `body` framed for stdin: `Content-Length` headers (`lsp`) or a line.
+fn frame_message(lsp: bool, mut body: Vec<u8>) -> Vec<u8> {
+    if lsp {
+        crate::lsp::frame(&body)
+    } else {
+        body.push(b'\n');
+        body
     }
 }
 

@@ -49,6 +49,13 @@ impl Lease {
         router::exchange_counted(p, &self.hold.incarnation, payload, until)
     }
 
+    /// Send a JSON-RPC notification (`{"method": ..., "params": ...}`, no id) to the leased
+    /// instance (`jsonrpc` and `lsp` only), as [`Pool::notify`](crate::Pool::notify).
+    pub fn notify(&self, payload: &str) -> Result<()> {
+        self.hold.claim.pool.check_open()?;
+        self.hold.incarnation.notify(payload)
+    }
+
     /// Send a raw line to the leased instance.
     pub fn send(&self, line: &str) -> Result<()> {
         self.hold.claim.pool.check_open()?;

@@ -43,17 +43,21 @@
 //!    [`ToolSpec::max_in_flight`]. None free: the caller waits on the admission condvar
 //!    until the deadline ([`Error::Timeout`]), at most [`Limits::max_waiting`] of them
 //!    ([`Error::Saturated`]). A stopped instance (lazy, idle) is started first
-//!    (`lifecycle`), which waits for its [`Startup::ready_line`].
+//!    (`lifecycle`), which waits for its [`Startup::ready_line`] and runs its
+//!    [`Startup::handshake`] (`handshake`).
 //! 3. **stdin.** `exchange::exchange` frames the payload by [`Protocol`]: for `lines` and
 //!    `marker` it first drops stdout lines nobody asked for, then queues the line on the
 //!    incarnation's stdin (`writer`: written at once when nothing is queued, else by the
 //!    writer thread, with SIGPIPE blocked); for `jsonrpc` it registers a fresh id with the
-//!    incarnation's dispatcher (`rpc`) and sends the encoded request.
+//!    incarnation's dispatcher (`rpc`) and sends the encoded request (for `lsp` framed
+//!    with `Content-Length` headers by `lsp`).
 //! 4. **The child** reads the line and writes its reply on stdout.
 //! 5. **stdout.** The waiting caller reads the pipe itself (`reader`: one leader reads at
 //!    a time for all waiters, splits lines, cuts over-long ones); in `jsonrpc` each line
 //!    passes the dispatcher, which hands a reply to the request waiting for its id,
-//!    queues notifications, and drops (and counts) replies nobody waits for.
+//!    queues notifications, answers requests from the tool (`client_replies`, else
+//!    "method not found"), and drops (and counts) replies nobody waits for; for `lsp` the
+//!    `lsp` filter first cuts the stream by `Content-Length`.
 //! 6. **Back to the caller.** The framed reply (the line; the lines up to the marker; the
 //!    `result` JSON, or [`Error::Tool`]) is counted in the instance's metrics. A timeout or
 //!    protocol error in `lines` or `marker` framing may leave a late reply in the stream,
@@ -69,8 +73,8 @@
 //! [`Error::Cancelled`] and the request ends as a timed-out one would (step 6).
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, [`cancel`] →
-//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot`, `dry` →
-//! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
+//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot`, `dry` → `lsp` →
+//! `incarnation` → `instance`, `admission`, `exchange` → `handshake` → `lifecycle` → `supervisor`,
 //! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 
 mod admission;
@@ -80,11 +84,13 @@ pub mod error;
 mod exchange;
 #[cfg(feature = "capi")]
 pub mod ffi;
+mod handshake;
 mod incarnation;
 mod instance;
 mod lease;
 mod lifecycle;
 pub mod limiter;
+mod lsp;
 pub mod metrics;
 mod oneshot;
 pub mod pool;
@@ -108,6 +114,7 @@ pub use dry::{MAX_DRY_OUT_BYTES, MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
 pub use incarnation::{leaked_threads, State, STREAM_JOIN_WAIT};
 pub use lease::Lease;
 pub use limiter::{KillReport, Limiter, LimiterStatus};
+pub use lsp::MAX_LSP_HEADER_BYTES;
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
@@ -115,6 +122,6 @@ pub use pools::Pools;
 pub use router::{MapResult, Reply, ServedBy};
 pub use spec::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV};
 pub use spec::{
-    HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
-    Routing, Shutdown, Startup, ToolSpec,
+    HandshakeMessage, HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart,
+    RestartPolicy, Routing, Shutdown, Startup, ToolSpec,
 };

@@ -10,6 +10,7 @@
 use crate::admission::Admission;
 use crate::cancel::CancelToken;
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
+use crate::handshake;
 use crate::incarnation::{Incarnation, State};
 use crate::instance::Instance;
 use crate::limiter::Limiter;
@@ -205,27 +206,39 @@ impl PoolCore {
             inst.count_restart();
         }
         self.check_open()?;
+        let deadline = self.start_deadline();
         let c = self.spawn(index, cancel)?;
         // Installed at once, so status shows it `starting` (routing takes it once ready).
         self.install(index, Arc::clone(&c));
-        if let Some(line) = &self.spec.startup.ready_line {
-            if let Err(e) = c.wait_ready(self.start_deadline(), line, cancel) {
-                if e.is_cancelled() {
-                    // Back to not started (no failure, no restart counted): the next use
-                    // starts it again.
-                    if let Some(old) = inst.take_current() {
-                        inst.retire(old);
-                    }
-                } else {
-                    // It stays in the instance as dead, with its stderr tail, until replaced.
-                    c.kill();
+        if let Err(e) = self.ready_or_err(&c, deadline, cancel) {
+            if e.is_cancelled() {
+                // Back to not started (no failure, no restart counted): the next use
+                // starts it again.
+                if let Some(old) = inst.take_current() {
+                    inst.retire(old);
                 }
-                return Err(e);
+            } else {
+                // It stays in the instance as dead, with its stderr tail, until replaced.
+                c.kill();
             }
-            // Ready now: callers waiting for an instance may take it.
-            self.admission.wake();
+            return Err(e);
         }
+        // Ready now: callers waiting for an instance may take it.
+        self.admission.wake();
         Ok(())
+    }
+
+    /// Wait for `c`'s ready line, then run its handshake (each only when the spec has one).
+    fn ready_or_err(
+        &self,
+        c: &Incarnation,
+        deadline: Instant,
+        cancel: Option<&CancelToken>,
+    ) -> Result<()> {
+        if let Some(line) = &self.spec.startup.ready_line {
+            c.wait_ready(deadline, line, cancel)?;
+        }
+        handshake::run(c, &self.spec, deadline, cancel)
     }
 
     /// Stop the incarnation at `index` on purpose (idle timeout); it starts again on use.
@@ -300,13 +313,8 @@ impl PoolCore {
     }
 
     fn await_ready(&self, c: &Incarnation, deadline: Instant) -> Result<()> {
-        if let Some(line) = &self.spec.startup.ready_line {
-            if let Err(e) = c.wait_ready(deadline, line, None) {
-                c.stop();
-                return Err(e);
-            }
-        }
-        Ok(())
+        self.ready_or_err(c, deadline, None)
+            .inspect_err(|_| c.stop())
     }
 
     /// Runs on the waiter thread when a process of instance `index` has been reaped.

@@ -136,6 +136,15 @@ impl Pool {
         self.send_bytes(index, line.as_bytes())
     }
 
+    /// Send a JSON-RPC notification to instance `index` (`jsonrpc` and `lsp` only):
+    /// `payload` is `{"method": ..., "params": ...}` as for [`Pool::request`], sent without
+    /// an id, framed by the protocol; nothing is awaited. Like [`Pool::send`], a stopped
+    /// instance is started first and a full stdin queue is [`Error::QueueFull`].
+    /// A bad payload or another protocol is [`Error::InvalidArgument`].
+    pub fn notify(&self, index: usize, payload: &str) -> Result<()> {
+        self.core.incarnation(index, true)?.notify(payload)
+    }
+
     /// [`Pool::send`] for raw bytes.
     pub fn send_bytes(&self, index: usize, line: &[u8]) -> Result<()> {
         self.core.incarnation(index, true)?.send(line)

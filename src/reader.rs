@@ -31,6 +31,17 @@ pub(crate) trait StdoutFilter: Send + Sync {
     fn filter(&self, line: Vec<u8>) -> Option<Vec<u8>>;
     /// stdout reached EOF: fail whatever still waits for a reply.
     fn closed(&self);
+    /// Cut the next message off `buf`, and whether it is a piece of a cut line (default: a
+    /// line, as [`LineBuf::next_piece`]); the `lsp` framing reads `Content-Length` headers
+    /// instead (its messages are never pieces).
+    fn next_message(
+        &self,
+        buf: &mut LineBuf,
+        max: usize,
+        split: &AtomicU64,
+    ) -> Option<(Vec<u8>, bool)> {
+        buf.next_piece(max, split)
+    }
 }
 
 /// Bytes asked of the kernel per `read`.
@@ -94,6 +105,20 @@ impl LineBuf {
             self.start = 0;
         }
         Some(line)
+    }
+
+    /// The bytes read but not yet taken.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Take (drop) the first `n` pending bytes (at most all of them).
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
     }
 
     /// At EOF: the unterminated rest, if any.
@@ -388,10 +413,12 @@ impl StdoutReader {
     fn split(&self, st: &mut OutState) -> bool {
         let mut any = false;
         while self.room(st) {
-            let Some((line, continues)) = st
-                .lines
-                .next_piece(self.max_line, &self.counters.lines_split)
-            else {
+            let split = &self.counters.lines_split;
+            let next = match &self.filter {
+                Some(f) => f.next_message(&mut st.lines, self.max_line, split),
+                None => st.lines.next_piece(self.max_line, split),
+            };
+            let Some((line, continues)) = next else {
                 break;
             };
             self.emit_piece(st, line, continues);

@@ -12,8 +12,9 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 /// Bad lines kept per incarnation for diagnosis.
 const BAD_LINES_KEPT: usize = 10;
@@ -137,6 +138,15 @@ pub(crate) fn parse_line(line: &[u8]) -> Parsed {
 
 /// Build the request line for `payload` (`{"method": ..., "params": ...}`) with `id`.
 pub(crate) fn encode_request(id: u64, payload: &str) -> Result<Vec<u8>> {
+    encode(Some(id), payload)
+}
+
+/// Build the notification line for `payload` (`{"method": ..., "params": ...}`): no id.
+pub(crate) fn encode_notification(payload: &str) -> Result<Vec<u8>> {
+    encode(None, payload)
+}
+
+fn encode(id: Option<u64>, payload: &str) -> Result<Vec<u8>> {
     let bad = |why: &str| {
         Error::InvalidArgument(format!(
             "JSON-RPC payload {why}; expected {{\"method\": \"...\", \"params\": ...}}"
@@ -161,7 +171,9 @@ pub(crate) fn encode_request(id: u64, payload: &str) -> Result<Vec<u8>> {
     }
     let mut req = Map::new();
     req.insert("jsonrpc".into(), "2.0".into());
-    req.insert("id".into(), id.into());
+    if let Some(id) = id {
+        req.insert("id".into(), id.into());
+    }
     req.insert("method".into(), method.into());
     if let Some(p) = params {
         req.insert("params".into(), p);
@@ -195,6 +207,43 @@ pub(crate) struct Dispatcher {
     closed: AtomicBool,
     pub protocol_errors: AtomicU64,
     pub late_replies: AtomicU64,
+    /// How requests from the tool are answered (set once by the incarnation).
+    client: OnceLock<ClientReplies>,
+    /// Requests from the tool answered (with a fixed result or "method not found").
+    pub client_requests: AtomicU64,
+}
+
+/// Answers to requests from the tool: fixed results by method, and where to write them.
+pub(crate) struct ClientReplies {
+    /// `client_replies` of the spec.
+    pub results: Arc<BTreeMap<String, Value>>,
+    /// Writes one encoded message (framed by the incarnation) to the tool's stdin.
+    pub send: Box<dyn Fn(Vec<u8>) + Send + Sync>,
+}
+
+/// The JSON-RPC code of "method not found".
+pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
+
+/// The id and method of a request from the tool (a message with both).
+#[derive(Deserialize)]
+struct ToolCall {
+    id: Option<Value>,
+    method: String,
+}
+
+/// The reply to a request from the tool: the fixed result for its method, or
+/// "method not found".
+fn client_reply(line: &[u8], results: &BTreeMap<String, Value>) -> Option<Vec<u8>> {
+    let call: ToolCall = serde_json::from_slice(line).ok()?;
+    let id = call.id.filter(|id| !id.is_null())?;
+    let reply = match results.get(&call.method) {
+        Some(result) => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        None => serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+            "code": METHOD_NOT_FOUND,
+            "message": format!("method not found: {} (toolpool answers requests from the tool with client_replies)", call.method),
+        }}),
+    };
+    serde_json::to_vec(&reply).ok()
 }
 
 impl Dispatcher {
@@ -208,7 +257,14 @@ impl Dispatcher {
             closed: AtomicBool::new(false),
             protocol_errors: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
+            client: OnceLock::new(),
+            client_requests: AtomicU64::new(0),
         }
+    }
+
+    /// Answer requests from the tool with `client` from now on (called once, at start).
+    pub fn answer_with(&self, client: ClientReplies) {
+        let _ = self.client.set(client);
     }
 
     /// Register a new request: its id and where its reply will arrive. `None` when the
@@ -234,7 +290,8 @@ impl Dispatcher {
         self.bad.lock().iter().cloned().collect()
     }
 
-    fn record_bad(&self, line: &[u8], why: &str) {
+    /// Count a protocol error and keep `line` (cut) and `why` for status.
+    pub fn record_bad(&self, line: &[u8], why: &str) {
         self.protocol_errors.fetch_add(1, Relaxed);
         let mut text: String = String::from_utf8_lossy(line)
             .chars()
@@ -264,7 +321,17 @@ impl StdoutFilter for Dispatcher {
                 }
                 None
             }
-            Parsed::Notification => Some(line),
+            Parsed::Notification => {
+                // A request from the tool (it has an id) is answered at once, so the tool
+                // never waits on the host; it is still queued for the caller to see.
+                if let Some(c) = self.client.get() {
+                    if let Some(reply) = client_reply(&line, &c.results) {
+                        self.client_requests.fetch_add(1, Relaxed);
+                        (c.send)(reply);
+                    }
+                }
+                Some(line)
+            }
             Parsed::Invalid(why) => {
                 self.record_bad(&line, &why);
                 None
@@ -321,6 +388,39 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn encodes_notifications_without_an_id() {
+        let line = encode_notification(r#"{"method":"initialized","params":{}}"#).unwrap();
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+        );
+        assert!(matches!(
+            encode_notification("{}"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn answers_requests_from_the_tool() {
+        let results: BTreeMap<String, Value> =
+            [("roots/list".to_string(), serde_json::json!({"roots": []}))].into();
+        let reply = |line: &str| -> Option<Value> {
+            client_reply(line.as_bytes(), &results).map(|r| serde_json::from_slice(&r).unwrap())
+        };
+        assert_eq!(
+            reply(r#"{"jsonrpc":"2.0","id":"a1","method":"roots/list"}"#),
+            Some(serde_json::json!({"jsonrpc": "2.0", "id": "a1", "result": {"roots": []}}))
+        );
+        let nf = reply(r#"{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage"}"#).unwrap();
+        assert_eq!(nf["id"], 0);
+        assert_eq!(nf["error"]["code"], METHOD_NOT_FOUND);
+        // Notifications (no id, or a null one) get no answer.
+        assert_eq!(reply(r#"{"jsonrpc":"2.0","method":"log"}"#), None);
+        assert_eq!(reply(r#"{"jsonrpc":"2.0","id":null,"method":"log"}"#), None);
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub struct InstanceStatus {
     pub stderr_tail: Vec<String>,
     /// The last lines that broke the JSON-RPC framing.
     pub protocol_errors_tail: Vec<String>,
+    /// The current incarnation's reply to its first `startup.handshake` request (for MCP
+    /// and LSP: the server's capabilities and info); absent without a handshake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_reply: Option<serde_json::Value>,
+    /// Requests from the tool answered by toolpool (`client_replies` or "method not
+    /// found"), current incarnation.
+    pub client_requests: u64,
 }
 
 /// Status of the whole pool.
@@ -199,6 +206,14 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
             .as_ref()
             .and_then(|c| c.rpc().map(|d| d.bad_lines()))
             .unwrap_or_default(),
+        handshake_reply: cur
+            .as_ref()
+            .and_then(|c| c.handshake_reply().map(|r| serde_json::from_str(r).ok()))
+            .flatten(),
+        client_requests: cur
+            .as_ref()
+            .and_then(|c| c.rpc().map(|d| d.client_requests.load(Relaxed)))
+            .unwrap_or(0),
     }
 }
 

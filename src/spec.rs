@@ -75,11 +75,16 @@ pub struct ToolSpec {
     pub max_lifetime_ms: Option<u64>,
     /// Health probes.
     pub health: Option<HealthProbe>,
-    /// `jsonrpc` only: the method of a notification sent to the tool when a request is
+    /// `jsonrpc`/`lsp`: the method of a notification sent to the tool when a request is
     /// cancelled or times out, so it can stop work early: `$/cancelRequest` (LSP; params
     /// `{"id": <id>}`) or `notifications/cancelled` (MCP; params
     /// `{"requestId": <id>, "reason": "..."}`); any other method gets `{"id": <id>}`.
     pub cancel_notification: Option<String>,
+    /// `jsonrpc`/`lsp`: fixed results for requests from the tool, by method. A request
+    /// from the tool whose method is not here is answered at once with the JSON-RPC error
+    /// -32601 "method not found", so the tool never waits for the host.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_replies: BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for ToolSpec {
@@ -108,6 +113,7 @@ impl Default for ToolSpec {
             max_lifetime_ms: None,
             health: None,
             cancel_notification: None,
+            client_replies: BTreeMap::new(),
         }
     }
 }
@@ -120,7 +126,41 @@ pub struct Startup {
     /// (and the line itself) are start-up output and are not delivered.
     pub ready_line: Option<String>,
     /// How long to wait for the ready line (and for room under the process limit). Default 10000.
+    /// The handshake, if any, must also be done within it.
     pub timeout_ms: u64,
+    /// `jsonrpc`/`lsp`: messages sent on every start and restart, in order, before the
+    /// instance takes work: each request's reply is awaited (an error object or no reply
+    /// within `timeout_ms` fails the start); a notification is only sent. The reply to the
+    /// first request is shown in the instance status as `handshake_reply`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub handshake: Vec<HandshakeMessage>,
+}
+
+/// One message of `startup.handshake`: a JSON-RPC payload in the same form as a request
+/// payload (`{"method": ..., "params": ...}`), sent without an id when `notification`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandshakeMessage {
+    /// The method.
+    pub method: String,
+    /// Its params: an array or an object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
+    /// Send it as a notification (no id, no reply awaited).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notification: bool,
+}
+
+impl HandshakeMessage {
+    /// The payload as the request functions take it: `{"method": ..., "params": ...}`.
+    pub fn payload(&self) -> String {
+        let mut o = serde_json::Map::new();
+        o.insert("method".into(), self.method.clone().into());
+        if let Some(p) = &self.params {
+            o.insert("params".into(), p.clone());
+        }
+        serde_json::Value::Object(o).to_string()
+    }
 }
 
 impl Default for Startup {
@@ -128,6 +168,7 @@ impl Default for Startup {
         Startup {
             ready_line: None,
             timeout_ms: 10_000,
+            handshake: Vec::new(),
         }
     }
 }
@@ -184,6 +225,18 @@ pub enum Protocol {
     Jsonrpc,
     /// A reply is every line up to (not including) this terminator line.
     Marker(String),
+    /// JSON-RPC 2.0 in the Language Server Protocol's base framing: every message, both
+    /// directions, is `Content-Length: N\r\n\r\n` and N bytes of JSON; matched by id as
+    /// in `jsonrpc`. A body longer than `limits.max_line_bytes` is skipped and counted.
+    Lsp,
+}
+
+impl Protocol {
+    /// True for the JSON-RPC framings (`jsonrpc`, `lsp`): replies matched by id, several
+    /// requests in flight, notifications, handshakes.
+    pub fn is_rpc(&self) -> bool {
+        matches!(self, Protocol::Jsonrpc | Protocol::Lsp)
+    }
 }
 
 /// How `request` picks an instance.
@@ -478,23 +531,60 @@ impl ToolSpec {
     }
 
     fn check_framing(&self) -> std::result::Result<(), (String, String)> {
-        if self.max_in_flight > 1 && self.protocol != Protocol::Jsonrpc {
+        if self.max_in_flight > 1 && !self.protocol.is_rpc() {
             return bad(
                 "max_in_flight",
-                "only the jsonrpc protocol can match more than one request in flight",
+                "only the jsonrpc and lsp protocols can match more than one request in flight",
             );
         }
         if let Some(m) = &self.cancel_notification {
-            if self.protocol != Protocol::Jsonrpc {
-                return bad("cancel_notification", "needs the jsonrpc protocol");
+            if !self.protocol.is_rpc() {
+                return bad("cancel_notification", "needs the jsonrpc or lsp protocol");
             }
             if m.is_empty() {
                 return bad("cancel_notification", "must not be empty");
             }
         }
+        self.check_rpc_keys()?;
         if let Some(h) = &self.health {
-            if self.protocol != Protocol::Jsonrpc && h.probe.is_none() {
+            if !self.protocol.is_rpc() && h.probe.is_none() {
                 return bad("health.probe", "a probe line is required for this protocol");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ToolSpec {
+    /// `startup.handshake` and `client_replies` need a JSON-RPC framing; `lsp` has no
+    /// ready line (its stdout is framed messages, not lines).
+    fn check_rpc_keys(&self) -> std::result::Result<(), (String, String)> {
+        let rpc = self.protocol.is_rpc();
+        if !self.startup.handshake.is_empty() && !rpc {
+            return bad(
+                "startup.handshake",
+                "needs the jsonrpc or lsp protocol (a handshake is JSON-RPC messages)",
+            );
+        }
+        if !self.client_replies.is_empty() && !rpc {
+            return bad("client_replies", "needs the jsonrpc or lsp protocol");
+        }
+        if self.protocol == Protocol::Lsp && self.startup.ready_line.is_some() {
+            return bad(
+                "startup.ready_line",
+                "the lsp protocol has no ready line (stdout carries framed messages); use startup.handshake",
+            );
+        }
+        for (i, m) in self.startup.handshake.iter().enumerate() {
+            let key = format!("startup.handshake[{i}]");
+            if m.method.is_empty() {
+                return bad(&format!("{key}.method"), "must not be empty");
+            }
+            if m.params
+                .as_ref()
+                .is_some_and(|p| !p.is_array() && !p.is_object())
+            {
+                return bad(&format!("{key}.params"), "must be an array or an object");
             }
         }
         Ok(())

@@ -341,7 +341,7 @@ fn probe(p: &Arc<PoolCore>, i: usize) {
         return;
     }
     let payload = match p.spec.protocol {
-        Protocol::Jsonrpc => r#"{"method":"ping"}"#.to_string(),
+        Protocol::Jsonrpc | Protocol::Lsp => r#"{"method":"ping"}"#.to_string(),
         _ => h.probe.clone().unwrap_or_default(),
     };
     let timeout = Duration::from_millis(h.timeout_ms);
@@ -356,7 +356,7 @@ fn probe(p: &Arc<PoolCore>, i: usize) {
     let ok = match (&result, &h.expect) {
         (Ok(reply), Some(want)) => reply == want,
         (Ok(_), None) => true,
-        (Err(Error::Tool { .. }), _) => p.spec.protocol == Protocol::Jsonrpc,
+        (Err(Error::Tool { .. }), _) => p.spec.protocol.is_rpc(),
         (Err(_), _) => false,
     };
     if !ok {

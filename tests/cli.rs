@@ -742,3 +742,93 @@ fn help_is_complete() {
     let h = text(&cli(&["check", "--help"], "").stdout);
     assert!(h.contains("--start") && h.contains("REGISTRY"), "{h}");
 }
+
+/// A spec file with a handshake, and `--protocol lsp` on the command line: the pooled side
+/// handshakes once per instance, the spawned side starts (and handshakes) a server per call.
+#[test]
+fn bench_speaks_lsp_with_a_handshake_from_a_spec_file() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-lsp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("spec.json");
+    std::fs::write(
+        &spec,
+        serde_json::json!({
+            "command": ["python3", "-u", rpc_tool(), "--lsp"],
+            "protocol": "lsp",
+            "count": 2,
+            "startup": {"timeout_ms": 20000, "handshake": [
+                {"method": "echo", "params": {"hello": 1}},
+                {"method": "initialized", "notification": true}]}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let calls = dir.join("calls.jsonl");
+    // `notes` answers only after the handshake's notification arrived: a call on an
+    // instance that skipped the handshake would reply [].
+    std::fs::write(
+        &calls,
+        "{\"method\":\"notes\"}\n{\"method\":\"add\",\"params\":[1,2]}\n",
+    )
+    .unwrap();
+    let out = cli(
+        &[
+            "bench",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--protocol",
+            "lsp",
+            "--input",
+            calls.to_str().unwrap(),
+            "--calls",
+            "50",
+            "--spawn-calls",
+            "2",
+        ],
+        "",
+    );
+    let o = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", text(&out.stderr));
+    assert!(o.contains("pooled") && o.contains("50 calls"), "{o}");
+    assert!(o.contains("spawn per call") && o.contains("2 calls"), "{o}");
+    assert!(o.lines().last().unwrap().contains("x (calls/s:"), "{o}");
+    // The same through `toolpool run`: the reply shows the handshake reached the tool.
+    let out = cli(
+        &["run", "--spec", spec.to_str().unwrap(), "-n", "1"],
+        "{\"method\":\"notes\"}\n",
+    );
+    let o = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", text(&out.stderr));
+    assert!(o.contains("initialized"), "{o}");
+}
+
+/// The example MCP spec (examples/specs/mcp-time.json, `make demo`) against the real server.
+#[test]
+fn bench_drives_the_example_mcp_spec() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let venv = Command::new(format!("{root}/tests/protocol_venv.sh"))
+        .output()
+        .unwrap();
+    assert!(venv.status.success(), "{}", text(&venv.stderr));
+    let out = Command::new(toolpool())
+        .current_dir(root)
+        .args([
+            "bench",
+            "--spec",
+            "examples/specs/mcp-time.json",
+            "--input",
+            "examples/specs/mcp-time-calls.jsonl",
+            "--calls",
+            "40",
+            "--spawn-calls",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let o = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", text(&out.stderr));
+    assert!(
+        o.contains("2 instance(s) of 'mcp-time'") && o.contains("40 calls"),
+        "{o}"
+    );
+}

@@ -24,6 +24,39 @@ fn create_shutdown_cycles_leak_nothing() {
     for _ in 0..10 {
         drop(private(tool(2, &[])));
     }
+    // Protocol servers (lsp framing, a handshake, a request from the tool answered), and
+    // starts that fail their handshake.
+    for k in 0..6 {
+        let handshake = if k % 2 == 0 {
+            r#"[{"method": "echo", "params": [1]}, {"method": "initialized", "notification": true}]"#
+        } else {
+            r#"[{"method": "fail", "params": {"message": "no"}}]"#
+        };
+        let spec = toolpool::ToolSpec::from_json(&format!(
+            r#"{{"command": ["python3", "-u", "{}", "--lsp"], "protocol": "lsp", "count": 2,
+                "startup": {{"timeout_ms": 20000, "handshake": {handshake}}}}}"#,
+            rpc_tool()
+        ))
+        .unwrap();
+        let pool = toolpool::Pool::with_options(
+            spec,
+            toolpool::PoolOptions {
+                limiter: Some(toolpool::Limiter::new(0)),
+                ..Default::default()
+            },
+        );
+        match pool {
+            Ok(pool) => {
+                pool.notify(1, r#"{"method": "hello"}"#).unwrap();
+                let r = pool
+                    .request(r#"{"method": "ask", "params": {"method": "x"}}"#, T)
+                    .unwrap();
+                assert!(r.text.contains("-32601"), "{}", r.text);
+                pool.shutdown(Duration::from_millis(200));
+            }
+            Err(e) => assert!(k % 2 == 1, "{e}"),
+        }
+    }
     assert_eq!(fd_count(), fds, "fds leaked");
     assert!(
         eventually(Duration::from_secs(2), || thread_count() == threads),

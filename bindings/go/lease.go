@@ -56,6 +56,20 @@ func (l *Lease) Index() int {
 	return l.index
 }
 
+// Notify sends a JSON-RPC notification ({"method": ..., "params": ...}, no id) to the
+// leased instance, as Pool.Notify: an LSP textDocument/didOpen and the requests about that
+// document then reach the same server. Errors: ErrInvalidArgument, ErrDead, ErrQueueFull,
+// ErrShutDown.
+func (l *Lease) Notify(payload string) error {
+	const op = "Lease.Notify"
+	cs, err := cString(op, "payload", payload)
+	if err != nil {
+		return err
+	}
+	defer freeC(cs)
+	return l.use(op, func(h *C.ToolpoolLease) C.int32_t { return C.toolpool_lease_notify(h, cs) })
+}
+
 // Send queues line (toolpool appends the newline) for the leased instance's stdin.
 // Errors: ErrInvalidArgument, ErrDead, ErrQueueFull, ErrShutDown.
 func (l *Lease) Send(line string) error {

@@ -154,6 +154,25 @@ func (p *Pool) Size() int {
 	return p.size
 }
 
+// Notify sends a JSON-RPC notification to instance i (protocols ProtocolJSONRPC and
+// ProtocolLSP): payload is {"method": ..., "params": ...} as for Request, sent without an
+// id and framed by the protocol; no reply is awaited and it never blocks. Errors:
+// ErrInvalidArgument (a bad payload, or another protocol), ErrIndexOutOfRange, ErrDead,
+// ErrFailed, ErrQueueFull, ErrShutDown.
+func (p *Pool) Notify(i int, payload string) error {
+	const op = "Notify"
+	idx, err := cIndex(op, i)
+	if err != nil {
+		return err
+	}
+	cs, err := cString(op, "payload", payload)
+	if err != nil {
+		return err
+	}
+	defer freeC(cs)
+	return p.use(op, func(h *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_notify(h, idx, cs) })
+}
+
 // Send queues line (toolpool appends the newline) for instance i's stdin. It never
 // blocks. Errors: ErrIndexOutOfRange, ErrDead, ErrFailed, ErrQueueFull, ErrShutDown,
 // ErrInvalidArgument (a newline or NUL byte in line).

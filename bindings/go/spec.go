@@ -30,12 +30,24 @@ type Spec struct {
 	MaxRequests   uint64            `json:"max_requests,omitempty"`
 	MaxLifetimeMS uint64            `json:"max_lifetime_ms,omitempty"`
 	Health        *HealthProbe      `json:"health,omitempty"`
+	// ClientReplies: fixed results for requests from the tool, by method (jsonrpc, lsp).
+	ClientReplies map[string]json.RawMessage `json:"client_replies,omitempty"`
 }
 
 // StartupSpec is the spec's "startup" object.
 type StartupSpec struct {
 	ReadyLine string `json:"ready_line,omitempty"`
 	TimeoutMS uint64 `json:"timeout_ms,omitempty"`
+	// Handshake: JSON-RPC messages sent on every start before the instance takes work.
+	Handshake []HandshakeMessage `json:"handshake,omitempty"`
+}
+
+// HandshakeMessage is one message of "startup.handshake": a request (its reply awaited)
+// or, with Notification, a notification. Params is an array or object, or nil.
+type HandshakeMessage struct {
+	Method       string `json:"method"`
+	Params       any    `json:"params,omitempty"`
+	Notification bool   `json:"notification,omitempty"`
 }
 
 // ShutdownSpec is the spec's "shutdown" object.
@@ -93,6 +105,8 @@ type Protocol string
 const (
 	ProtocolLines   Protocol = "lines"
 	ProtocolJSONRPC Protocol = "jsonrpc"
+	// ProtocolLSP is JSON-RPC with the Language Server Protocol's Content-Length framing.
+	ProtocolLSP Protocol = "lsp"
 )
 
 const markerPrefix = "marker:"

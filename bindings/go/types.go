@@ -1,5 +1,7 @@
 package toolpool
 
+import "encoding/json"
+
 // The JSON documents of the C API (toolpool_pool_health_json, _status_json,
 // _metrics_json, _map_json, toolpool_limit_status_json, toolpool_kill_all_json) decoded into Go values. Field names follow
 // the JSON keys; a JSON null becomes the zero value (or a nil pointer for Exit).
@@ -68,6 +70,10 @@ type InstanceStatus struct {
 	LastProbeUS         uint64   `json:"last_probe_us"`
 	StderrTail          []string `json:"stderr_tail"`
 	ProtocolErrorsTail  []string `json:"protocol_errors_tail"`
+	// HandshakeReply is the reply to the first startup.handshake request (nil without).
+	HandshakeReply json.RawMessage `json:"handshake_reply,omitempty"`
+	// ClientRequests counts requests from the tool that toolpool answered.
+	ClientRequests uint64 `json:"client_requests"`
 }
 
 // Latency is a latency summary in microseconds (0 when Count is 0).

@@ -8,8 +8,12 @@ inline, in order.
 Methods: ping, echo, add [a, b], upper {"text"}, sleep {"ms", "value"}, fail {"code",
 "message"}, notify {"text"} (sends a notification first), garbage (prints a non-JSON line
 first), crash {"code"}, pid, nonce {"nonce"} (returns it with the pid), cancelled (the ids
-named so far by `$/cancelRequest` or `notifications/cancelled` notifications).
-Flags: --ready LINE (print LINE when started), --start-delay-ms N.
+named so far by `$/cancelRequest` or `notifications/cancelled` notifications),
+notes (the notifications received so far, by method and params), ask {"method", "params"}
+(sends a request to the client and returns the client's reply), bad_headers (LSP only:
+writes malformed frames first).
+Flags: --ready LINE (print LINE when started), --start-delay-ms N, --lsp (LSP base
+protocol: Content-Length framing both directions instead of lines).
 """
 import json
 import os
@@ -18,6 +22,10 @@ import threading
 import time
 
 lock = threading.Lock()
+LSP = "--lsp" in sys.argv[1:]
+notes = []  # notifications received: [method, params]
+asked = {}  # our request id -> the id of the call waiting for the client's reply
+next_ask = [1000]
 
 
 # Ids named by cancel notifications, in arrival order.
@@ -26,9 +34,33 @@ CANCELLED = []
 
 def emit(obj_or_text):
     line = obj_or_text if isinstance(obj_or_text, str) else json.dumps(obj_or_text)
+    if LSP:
+        raw(b"Content-Length: %d\r\n\r\n" % len(line.encode()) + line.encode())
+        return
     with lock:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+def raw(data):
+    with lock:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+
+def read_lsp():
+    """One Content-Length framed message from stdin, or None at EOF."""
+    length = None
+    while True:
+        line = sys.stdin.buffer.readline()
+        if not line:
+            return None
+        if line in (b"\r\n", b"\n"):
+            break
+        name, _, value = line.decode().partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    return sys.stdin.buffer.read(length).decode()
 
 
 def handle(req):
@@ -69,6 +101,22 @@ def handle(req):
             result = list(CANCELLED)
         elif method == "nonce":
             result = {"nonce": params["nonce"], "pid": os.getpid()}
+        elif method == "notes":
+            result = notes
+        elif method == "ask":
+            with lock:
+                our = next_ask[0]
+                next_ask[0] += 1
+                asked[our] = rid
+            emit({"jsonrpc": "2.0", "id": our, "method": params["method"], "params": params.get("params")})
+            return  # answered when the client's reply arrives
+        elif method == "bad_headers":
+            raw(b"Content-Type: text/plain\r\n\r\n{}")  # no Content-Length
+            raw(b"Content-Length: twelve\r\n\r\n")  # not a number
+            big = json.dumps({"jsonrpc": "2.0", "method": "big", "params": "x" * 5000}).encode()
+            raw(b"Content-Length: %d\r\n\r\n" % len(big) + big)  # over a 4096 body cap
+            raw(b"Content-Length: 8\r\n\r\nnot json")  # well framed, not JSON
+            result = "after bad headers"
         else:
             emit({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": f"method not found: {method}"}})
             return
@@ -84,7 +132,8 @@ def main():
         time.sleep(int(args[args.index("--start-delay-ms") + 1]) / 1000.0)
     if "--ready" in args:
         emit(args[args.index("--ready") + 1])
-    for line in sys.stdin:
+    lines = iter(read_lsp, None) if LSP else sys.stdin
+    for line in lines:
         line = line.strip()
         if not line:
             continue
@@ -93,9 +142,16 @@ def main():
         except ValueError:
             emit({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
             continue
-        if "id" not in req:
-            # A notification: remember the ids of cancelled requests ($/cancelRequest in
-            # LSP, notifications/cancelled in MCP); `cancelled` returns them.
+        if "method" not in req:  # the client's reply to an `ask`
+            with lock:
+                waiting = asked.pop(req.get("id"), None)
+            if waiting is not None:
+                emit({"jsonrpc": "2.0", "id": waiting, "result": req})
+            continue
+        if "id" not in req:  # a notification from the client
+            notes.append([req["method"], req.get("params")])
+            # Remember the ids of cancelled requests ($/cancelRequest in LSP,
+            # notifications/cancelled in MCP); `cancelled` returns them.
             params = req.get("params") or {}
             if req.get("method") in ("$/cancelRequest", "notifications/cancelled"):
                 CANCELLED.append(params.get("id", params.get("requestId")))

@@ -65,6 +65,32 @@ pub unsafe extern "C" fn toolpool_lease_send(l: *mut ToolpoolLease, line: *const
     })
 }
 
+/// Send a JSON-RPC notification (`{"method": ..., "params": ...}`, no id) to the leased
+/// instance (protocols `jsonrpc` and `lsp`), as `toolpool_pool_notify`; no reply is
+/// awaited. With a lease, a notification (an LSP `textDocument/didOpen`) and the requests
+/// that depend on it reach the same process.
+///
+/// Errors: `TOOLPOOL_INVALID_ARGUMENT` (a bad payload, or another protocol),
+/// `TOOLPOOL_DEAD`, `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `l` or `payload_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `payload_json` is borrowed (copied before return); nothing is allocated for
+/// the caller.
+/// Thread safety: one thread at a time per lease.
+///
+/// # Safety
+/// `l` must be NULL or a live lease handle; `payload_json` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_lease_notify(
+    l: *mut ToolpoolLease,
+    payload_json: *const c_char,
+) -> i32 {
+    ffi_call("toolpool_lease_notify", || {
+        let lease = try_handle!(l);
+        let payload = try_str!(payload_json);
+        lease.notify(payload)
+    })
+}
+
 /// The next stdout line of the leased instance, waiting up to `timeout_ms`. Same rules as
 /// `toolpool_pool_read_line` (invalid UTF-8 and NUL bytes become U+FFFD).
 ///

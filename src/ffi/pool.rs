@@ -44,6 +44,8 @@ fn boxed(pool: Pool) -> *mut ToolpoolPool {
 ///
 /// Errors: `TOOLPOOL_CONFIG` for bad JSON, an unknown key, a wrong type or a bad value;
 /// `TOOLPOOL_SPAWN_FAILED`, `TOOLPOOL_LIMIT_REACHED` when instances cannot start.
+/// A `startup.handshake` answered with an error object, or not answered within
+/// `startup.timeout_ms`, is `TOOLPOOL_SPAWN_FAILED` with the tool's error in the message.
 /// NULL handling: `spec_json` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
 /// Ownership: `spec_json` is borrowed for the call. On success `*out` receives a new
 /// handle that the caller owns and frees with `toolpool_pool_free`.
@@ -139,6 +141,35 @@ pub unsafe extern "C" fn toolpool_pool_send(
         let pool = try_handle!(p);
         let line = try_str!(line);
         pool.send(instance as usize, line)
+    })
+}
+
+/// Send a JSON-RPC notification to instance `instance` (protocols `jsonrpc` and `lsp`):
+/// `payload_json` is `{"method": ..., "params": ...}` as for `toolpool_pool_request`,
+/// sent without an id and framed by the protocol (a line, or `Content-Length` headers);
+/// no reply is awaited. Like `toolpool_pool_send`, a full stdin queue is
+/// `TOOLPOOL_QUEUE_FULL`, never a wait, and a stopped instance is started first.
+///
+/// Errors: `TOOLPOOL_INVALID_ARGUMENT` (a payload that is not such an object, or a pool
+/// of another protocol; the message says which), `TOOLPOOL_INDEX_OUT_OF_RANGE`,
+/// `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`, `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
+/// NULL handling: `p` or `payload_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `payload_json` is borrowed (copied before return); nothing is allocated for
+/// the caller.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `payload_json` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_notify(
+    p: *mut ToolpoolPool,
+    instance: u32,
+    payload_json: *const c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_notify", || {
+        let pool = try_handle!(p);
+        let payload = try_str!(payload_json);
+        pool.notify(instance as usize, payload)
     })
 }
 

@@ -75,6 +75,8 @@ void test_line_io(void);
 void test_bytes(void);
 void test_requests_and_lease(void);
 void test_jsonrpc(void);
+void test_protocols_lsp_and_notify(void);
+void test_protocols_handshake_errors(void);
 void test_timeout(void);
 void test_crash_and_restart(void);
 void test_shutdown_grace(void);

@@ -35,6 +35,7 @@ pub fn rpc(count: usize) -> ToolSpec {
         startup: toolpool::Startup {
             ready_line: Some("READY".into()),
             timeout_ms: 20_000,
+            ..Default::default()
         },
         ..ToolSpec::new([
             "python3".to_string(),

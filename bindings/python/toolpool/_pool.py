@@ -234,6 +234,20 @@ class Pool(Managed):
         with self._borrow() as p:
             call(lib.toolpool_pool_send, p, idx, data)
 
+    def notify(self, i: int, payload: Payload) -> None:
+        """Send a JSON-RPC notification to instance ``i`` (protocols ``jsonrpc`` and ``lsp``).
+
+        ``payload`` is ``{"method": ..., "params": ...}`` (a dict or its JSON text), as for
+        :meth:`request`; it is sent without an id, framed by the protocol, and nothing is
+        awaited. Never blocks. Raises ``InvalidArgument`` (a bad payload, or another
+        protocol), ``IndexOutOfRange``, ``InstanceDead``, ``InstanceFailed``,
+        ``QueueFull``, ``ShutDown``.
+        """
+        idx = _index(i)
+        data = _payload(payload)
+        with self._borrow() as p:
+            call(lib.toolpool_pool_notify, p, idx, data)
+
     def send_routed(self, line: Union[str, bytes]) -> int:
         """Send ``line`` to the instance the spec's routing picks; returns its index."""
         data = _cstr(line, "line")
@@ -472,6 +486,16 @@ class Lease(Managed):
         data = _cstr(line, "line")
         with self._borrow() as p, self._lock:
             call(lib.toolpool_lease_send, p, data)
+
+    def notify(self, payload: Payload) -> None:
+        """Send a JSON-RPC notification to the leased instance (as :meth:`Pool.notify`).
+
+        With a lease, an LSP ``textDocument/didOpen`` and the requests about that document
+        reach the same server.
+        """
+        data = _payload(payload)
+        with self._borrow() as p, self._lock:
+            call(lib.toolpool_lease_notify, p, data)
 
     def read_line(self, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None) -> str:
         """The next stdout line of the leased instance."""

@@ -18,7 +18,9 @@ const MAX_SAMPLE: usize = 100_000;
 ///
 /// Runs the sample (one request per line) through a warm pool of -n instances, then the
 /// first --spawn-calls lines through one process per call (the spec's "oneshot" command
-/// if it has one, else the same command with the request on stdin, then EOF), both with
+/// if it has one, else the same command with the request on stdin, then EOF; for an `lsp`
+/// tool or one with a `startup.handshake`, a one-instance pool per call: start, handshake,
+/// call, stop), both with
 /// -n calls at once, and prints p50, p99 and calls/s of each and the speed-up, e.g.
 /// `pooled 0.21 ms, spawn per call 9.4 ms: 45x`. The pool's start-up is timed on its own
 /// (it is paid once).
@@ -30,7 +32,8 @@ or configuration error; 130 interrupted (every tool process is killed).
 Examples:
   seq 200 | sed 's/$/*3/' | toolpool bench -n 2 -- bc -q
   toolpool bench --input calls.jsonl --protocol jsonrpc --spawn-calls 10 -- python3 tool.py
-  toolpool bench --registry tools.json --tool bc --input exprs.txt")]
+  toolpool bench --registry tools.json --tool bc --input exprs.txt
+  toolpool bench --spec examples/specs/mcp-time.json --input examples/specs/mcp-time-calls.jsonl")]
 pub struct BenchArgs {
     #[command(flatten)]
     pub tool: ToolArgs,
@@ -101,6 +104,9 @@ pub fn main(args: BenchArgs) -> Result<i32, Fatal> {
         });
     }
     let jsonrpc = spec.protocol == Protocol::Jsonrpc;
+    // With a handshake or Content-Length framing a bare one-shot run cannot serve a call:
+    // each call then starts a one-instance pool (start, handshake, call, stop) instead.
+    let per_call_pool = spec.protocol == Protocol::Lsp || !spec.startup.handshake.is_empty();
 
     println!(
         "sample: {} lines; {} instance(s) of '{}', {} call(s) at once",
@@ -120,29 +126,48 @@ pub fn main(args: BenchArgs) -> Result<i32, Fatal> {
     });
     pool.shutdown(Duration::from_millis(spec.shutdown.grace_ms));
 
-    let spawn_pool = Pool::with_options(
-        once,
-        PoolOptions {
-            disabled: true,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| Fatal::config(format!("cannot run '{}' once per call: {e}", spec.id)))?;
     let spawn_n = args.spawn_calls.max(1).min(calls);
-    let spawned = measure(width, spawn_n, |k| {
-        let line = &sample[k % sample.len()];
-        // A one-shot run gets the request as the tool reads it: JSON-RPC framed if need be.
-        let payload = if jsonrpc {
-            rpc_frame(line)?
-        } else {
-            line.clone()
+    let spawned = if per_call_pool {
+        let one = ToolSpec {
+            count: 1,
+            lazy: false,
+            oneshot: None,
+            ..spec.clone()
         };
-        spawn_pool
-            .request(&payload, args.timeout)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    });
-    drop(spawn_pool);
+        measure(width, spawn_n, |k| {
+            let pool = Pool::from_spec(one.clone()).map_err(|e| e.to_string())?;
+            let r = pool
+                .request(&sample[k % sample.len()], args.timeout)
+                .map(drop)
+                .map_err(|e| e.to_string());
+            pool.shutdown(Duration::from_millis(one.shutdown.grace_ms));
+            r
+        })
+    } else {
+        let spawn_pool = Pool::with_options(
+            once,
+            PoolOptions {
+                disabled: true,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| Fatal::config(format!("cannot run '{}' once per call: {e}", spec.id)))?;
+        let side = measure(width, spawn_n, |k| {
+            let line = &sample[k % sample.len()];
+            // A one-shot run gets the request as the tool reads it: JSON-RPC framed if need be.
+            let payload = if jsonrpc {
+                rpc_frame(line)?
+            } else {
+                line.clone()
+            };
+            spawn_pool
+                .request(&payload, args.timeout)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        drop(spawn_pool);
+        side
+    };
 
     println!(
         "{}   (start-up of {} instance(s): {} ms, paid once)",

@@ -104,6 +104,10 @@ fn settings(s: &ToolSpec) -> Vec<(&'static str, String)> {
                 Protocol::Lines => "lines".to_string(),
                 Protocol::Jsonrpc => format!("jsonrpc, {} in flight per instance", s.max_in_flight),
                 Protocol::Marker(m) => format!("marker:{m}"),
+                Protocol::Lsp => format!(
+                    "lsp (Content-Length framing), {} in flight per instance",
+                    s.max_in_flight
+                ),
             },
         ),
         (

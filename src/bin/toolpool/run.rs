@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use toolpool::{Error, Pool, Protocol};
+use toolpool::{Error, Pool};
 
 /// Exit status when the output was closed (128 + SIGPIPE).
 const EXIT_OUTPUT_CLOSED: i32 = 141;
@@ -142,7 +142,7 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     if let Some(path) = input.regular_file_path() {
         count_lines_later(path, progress.total_setter());
     }
-    let jsonrpc = spec.protocol == Protocol::Jsonrpc;
+    let jsonrpc = spec.protocol.is_rpc();
     let id = spec.id.clone();
     let shared = Arc::new(Shared::default());
     let interrupts = Interrupts::watch(signals, Arc::clone(&shared));

@@ -29,8 +29,10 @@ pub struct ToolArgs {
     pub instances: Option<usize>,
 
     /// Framing: "lines" (one line in, one line out), "jsonrpc" (each input line is
-    /// {"method": ..., "params": ...}; the reply is the result), or "marker:END" (the
-    /// reply is every line up to the line END) [default: lines, or the spec's].
+    /// {"method": ..., "params": ...}; the reply is the result), "lsp" (the same with
+    /// the Language Server Protocol's Content-Length framing; a start-up handshake comes
+    /// from --spec), or "marker:END" (the reply is every line up to the line END)
+    /// [default: lines, or the spec's].
     #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol, help_heading = "Tool")]
     pub protocol: Option<Protocol>,
 
@@ -57,7 +59,7 @@ pub struct ToolArgs {
     #[arg(long, value_name = "POLICY", value_parser = parse_restart, help_heading = "Tool")]
     pub restart: Option<RestartPolicy>,
 
-    /// Requests in flight on one instance at once (jsonrpc only) [default: 1, or the
+    /// Requests in flight on one instance at once (jsonrpc and lsp only) [default: 1, or the
     /// spec's].
     #[arg(long, value_name = "N", help_heading = "Tool")]
     pub in_flight: Option<usize>,
@@ -187,10 +189,11 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
     match s {
         "lines" => Ok(Protocol::Lines),
         "jsonrpc" => Ok(Protocol::Jsonrpc),
+        "lsp" => Ok(Protocol::Lsp),
         _ => match s.strip_prefix("marker:") {
             Some(m) if !m.is_empty() => Ok(Protocol::Marker(m.to_string())),
             _ => Err(format!(
-                "'{s}' is not a protocol: use lines, jsonrpc or marker:END (END being the terminator line)"
+                "'{s}' is not a protocol: use lines, jsonrpc, lsp or marker:END (END being the terminator line)"
             )),
         },
     }
