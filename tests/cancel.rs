@@ -245,6 +245,7 @@ fn the_wait_for_a_start_is_cancelled_and_the_next_use_starts_again() {
         startup: toolpool::Startup {
             ready_line: Some("READY".into()),
             timeout_ms: 20_000,
+            ..Default::default()
         },
         ..tool(1, &["--start-delay-ms", "3000", "--ready", "READY"])
     };
