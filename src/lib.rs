@@ -62,8 +62,9 @@
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util` →
 //! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` →
-//! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
-//! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
+//! `incarnation` → `instance`, `admission`, `exchange` → `roster` → `lifecycle` →
+//! `sizing` → `supervisor`, `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`]
+//! (feature `capi`) on top.
 
 mod admission;
 pub mod error;
@@ -82,7 +83,9 @@ pub mod pools;
 mod process;
 mod reader;
 pub mod router;
+mod roster;
 mod rpc;
+mod sizing;
 mod snapshot;
 pub mod spec;
 pub mod status;

@@ -4,15 +4,15 @@
 //!
 //! The `Pool`, a `Lease` and the supervisor thread (weakly) share one
 //! `PoolCore`. It asks the layer below for incarnations ([`Incarnation::start`]) and
-//! installs them in their [`Instance`]; routing and supervision
+//! installs them in their [`Instance`](crate::instance::Instance); routing and supervision
 //! (the modules above) build on it.
 
 use crate::admission::Admission;
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::incarnation::{Incarnation, State};
-use crate::instance::Instance;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
+use crate::roster::{Instances, SizeState};
 use crate::spec::ToolSpec;
 use crate::util::deadline_in;
 use crossbeam_channel::Sender;
@@ -23,8 +23,14 @@ use std::time::{Duration, Instant};
 
 /// The state of one pool that its users share.
 pub(crate) struct PoolCore {
+    /// The spec the pool was created with. A reload changes only keys read when a
+    /// process starts (and the count): those are read from `size.spec()`.
     pub spec: ToolSpec,
-    pub instances: Vec<Instance>,
+    /// Instances `0..instances.len()`; resize changes the count (see the roster module).
+    pub instances: Instances,
+    /// The sizing policy's state: the spec processes start from now, background starts,
+    /// retirements, grow and shrink counts.
+    pub size: SizeState,
     pub limiter: Arc<Limiter>,
     /// Requests are served by `oneshot` only.
     pub disabled: bool,
@@ -43,7 +49,8 @@ impl PoolCore {
     pub fn new(spec: ToolSpec, limiter: Arc<Limiter>, disabled: bool) -> PoolCore {
         let n = spec.count;
         PoolCore {
-            instances: (0..n).map(|_| Instance::default()).collect(),
+            instances: Instances::new(n),
+            size: SizeState::new(spec.clone()),
             limiter,
             disabled,
             admission: Admission::new(n),
@@ -137,7 +144,9 @@ impl PoolCore {
         let deadline = self.start_deadline();
         let mut started = Vec::new();
         let mut failure = None;
-        for i in 0..self.instances.len() {
+        // Elastic pools start `min_instances`; the others every instance.
+        let first = self.spec.min_instances.unwrap_or(self.instances.len());
+        for i in 0..first {
             match self.spawn(i) {
                 Ok(c) => started.push(c),
                 Err(e) => {
@@ -186,6 +195,8 @@ impl PoolCore {
     /// With the instance's start lock held: retire the current incarnation, start a new
     /// one, wait for it to be ready.
     pub fn replace_locked(self: &Arc<Self>, index: usize) -> Result<()> {
+        // A shrink may have removed the index since the caller looked (sizing).
+        self.check_index(index)?;
         let inst = &self.instances[index];
         if let Some(old) = inst.take_current() {
             inst.retire(old);
@@ -195,7 +206,7 @@ impl PoolCore {
         let c = self.spawn(index)?;
         // Installed at once, so status shows it `starting` (routing takes it once ready).
         self.install(index, Arc::clone(&c));
-        if let Some(line) = &self.spec.startup.ready_line {
+        if let Some(line) = &self.size.spec().startup.ready_line {
             if let Err(e) = c.wait_ready(self.start_deadline(), line) {
                 // It stays in the instance as dead, with its stderr tail, until replaced.
                 c.kill();
@@ -225,6 +236,35 @@ impl PoolCore {
         Ok(c)
     }
 
+    /// Spawn an incarnation for each of `indices`, then wait for all to be ready (in
+    /// parallel); none is installed. On any failure every one started here is stopped.
+    pub fn spawn_all_ready(self: &Arc<Self>, indices: &[usize]) -> Result<Vec<Arc<Incarnation>>> {
+        let deadline = self.start_deadline();
+        let mut started = Vec::new();
+        let mut failure = None;
+        for &i in indices {
+            match self.spawn(i) {
+                Ok(c) => started.push(c),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            failure = started
+                .iter()
+                .find_map(|c| self.await_ready(c, deadline).err());
+        }
+        if let Some(e) = failure {
+            for c in started {
+                c.stop();
+            }
+            return Err(e);
+        }
+        Ok(started)
+    }
+
     /// Install `c` at `index` (replacing nothing) and wake the routers.
     fn install(&self, index: usize, c: Arc<Incarnation>) {
         if let Some(old) = self.instances[index].install(c) {
@@ -252,9 +292,31 @@ impl PoolCore {
         true
     }
 
+    /// Install `new` at `index` in place of whatever runs there, which is returned, not
+    /// stopped: the caller retires it once the requests still using it are over (a
+    /// rolling reload). `Err` (and `new` stopped) after shutdown.
+    pub fn swap_keep(
+        &self,
+        index: usize,
+        new: Arc<Incarnation>,
+    ) -> Result<Option<Arc<Incarnation>>> {
+        let inst = &self.instances[index];
+        let _g = inst.start_lock.lock();
+        if let Err(e) = self.check_open() {
+            new.stop();
+            return Err(e);
+        }
+        let old = inst.install(new);
+        if old.is_some() {
+            inst.count_restart();
+        }
+        self.admission.wake();
+        Ok(old)
+    }
+
     /// When a process started now must be ready (`startup.timeout_ms`).
     fn start_deadline(&self) -> Instant {
-        deadline_in(Duration::from_millis(self.spec.startup.timeout_ms))
+        deadline_in(Duration::from_millis(self.size.spec().startup.timeout_ms))
     }
 
     fn spawn(self: &Arc<Self>, index: usize) -> Result<Arc<Incarnation>> {
@@ -265,7 +327,7 @@ impl PoolCore {
             }
         });
         Incarnation::start(
-            &self.spec,
+            &self.size.spec(),
             index,
             &self.limiter,
             Arc::clone(&self.instances[index].counters),
@@ -274,7 +336,7 @@ impl PoolCore {
     }
 
     fn await_ready(&self, c: &Incarnation, deadline: Instant) -> Result<()> {
-        if let Some(line) = &self.spec.startup.ready_line {
+        if let Some(line) = &self.size.spec().startup.ready_line {
             if let Err(e) = c.wait_ready(deadline, line) {
                 c.stop();
                 return Err(e);
