@@ -271,11 +271,10 @@ fn retire_loop(p: &Arc<PoolCore>) {
         }
         let due: Vec<Retiree> = {
             let mut g = p.size.retirees.lock();
-            let (due, wait): (Vec<Retiree>, Vec<Retiree>) =
-                g.0.drain(..).partition(|r| match r {
-                    Retiree::Incarnation(c) => Arc::strong_count(c) == 1,
-                    Retiree::Index(_) => true,
-                });
+            let (due, wait): (Vec<Retiree>, Vec<Retiree>) = g.0.drain(..).partition(|r| match r {
+                Retiree::Incarnation(c) => Arc::strong_count(c) == 1,
+                Retiree::Index(_) => true,
+            });
             g.0 = wait;
             if due.is_empty() && g.0.is_empty() {
                 g.2 = false;

@@ -141,7 +141,10 @@ fn waiting_caller_takes_whichever_frees_first() {
     assert_eq!(reply.instance, Some(0), "the busy one freed first");
     assert!(took < Duration::from_millis(2500), "waited {took:?}");
     // The new one was started meanwhile and becomes ready.
-    assert!(eventually(Duration::from_secs(10), || pool.status().started == 2));
+    assert!(eventually(Duration::from_secs(10), || pool
+        .status()
+        .started
+        == 2));
 }
 
 #[test]
@@ -170,7 +173,11 @@ fn resize_grows_and_shrinks_with_index_space_0_to_count() {
     assert_eq!(pool.status().instances.len(), 2);
     assert!(matches!(
         pool.send(3, "x"),
-        Err(Error::IndexOutOfRange { index: 3, count: 2, .. })
+        Err(Error::IndexOutOfRange {
+            index: 3,
+            count: 2,
+            ..
+        })
     ));
     assert!(matches!(
         pool.read_line(2, T),
@@ -201,10 +208,7 @@ fn resize_rejects_bad_counts_and_a_shut_down_pool() {
     assert_eq!(pool.len(), 1);
     pool.shutdown(Duration::from_millis(200));
     assert!(matches!(pool.resize(2), Err(Error::ShutDown(_))));
-    assert!(matches!(
-        pool.reload(tool(1, &[])),
-        Err(Error::ShutDown(_))
-    ));
+    assert!(matches!(pool.reload(tool(1, &[])), Err(Error::ShutDown(_))));
 }
 
 #[test]
@@ -298,7 +302,10 @@ fn shrinking_a_leased_instance_waits_for_the_lease() {
     pool.resize(2).unwrap();
     // The lease goes on working; the index is gone for everyone else.
     assert_eq!(top.request("still mine", T).unwrap(), "still mine");
-    assert!(matches!(pool.send(2, "x"), Err(Error::IndexOutOfRange { .. })));
+    assert!(matches!(
+        pool.send(2, "x"),
+        Err(Error::IndexOutOfRange { .. })
+    ));
     assert!(Seen::of(pid).alive());
     drop(top);
     assert!(
@@ -479,7 +486,7 @@ fn reload_json_keeps_the_pool_id() {
 
 #[test]
 fn min_instances_above_count_is_a_config_error() {
-    let e = ToolSpec::from_json(r#"{"command": ["cat"], "count": 2, "min_instances": 3}"#)
-        .unwrap_err();
+    let e =
+        ToolSpec::from_json(r#"{"command": ["cat"], "count": 2, "min_instances": 3}"#).unwrap_err();
     assert!(e.to_string().contains("min_instances"), "{e}");
 }

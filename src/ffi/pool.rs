@@ -591,6 +591,61 @@ pub unsafe extern "C" fn toolpool_pool_restart(p: *mut ToolpoolPool, instance: u
     })
 }
 
+/// Change the pool's number of instances to `count` (1 to 4096) at run time (see
+/// `Pool::resize`). Indices stay `0..count`: growing adds indices at the top (a fixed pool
+/// starts them and returns once they are ready; an elastic or lazy pool starts them on
+/// demand); shrinking removes the top indices at once (they return
+/// `TOOLPOOL_INDEX_OUT_OF_RANGE`): idle ones stop before the call returns, a busy or
+/// leased one after its last request or lease, so no request in flight fails.
+///
+/// Errors: `TOOLPOOL_INVALID_ARGUMENT` for a count of 0 or above 4096;
+/// `TOOLPOOL_SHUT_DOWN`; `TOOLPOOL_SPAWN_FAILED`, `TOOLPOOL_LIMIT_REACHED` when a fixed
+/// pool cannot start its new instances (its size is then unchanged).
+/// NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `p` is borrowed.
+/// Thread safety: safe from many threads at once on the same pool, also while requests
+/// run; resizes and reloads of one pool are serialised.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_resize(p: *mut ToolpoolPool, count: u32) -> i32 {
+    ffi_call("toolpool_pool_resize", || {
+        let pool = try_handle!(p);
+        pool.resize(count as usize)
+    })
+}
+
+/// Rolling reload to a new standalone spec in JSON (the keys of `toolpool_pool_new`; no
+/// `"id"` keeps the pool's): one instance at a time, the new process starts and prints
+/// its ready line before the old one is swapped out, and the old one stops once the
+/// requests using it are over, so requests keep being served. Only the keys that say how
+/// a process starts (`command`, `env`, `env_clear`, `cwd`, `startup`, the per-process
+/// `limits`) and the sizes (`count`, `min_instances`, `lazy`) may change.
+///
+/// Errors, all before anything changes: `TOOLPOOL_CONFIG` for bad JSON, an invalid spec,
+/// or a change to another key (the message names each one). When a new process cannot
+/// start: `TOOLPOOL_SPAWN_FAILED` or `TOOLPOOL_LIMIT_REACHED` with the reason; the reload
+/// stopped, the old spec still serves everywhere. `TOOLPOOL_SHUT_DOWN` after shutdown.
+/// NULL handling: `p` or `spec_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `spec_json` is borrowed for the call.
+/// Thread safety: safe from many threads at once on the same pool, also while requests
+/// run; resizes and reloads of one pool are serialised.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `spec_json` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_reload(
+    p: *mut ToolpoolPool,
+    spec_json: *const c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_reload", || {
+        let pool = try_handle!(p);
+        let json = try_str!(spec_json);
+        pool.reload_json(json)
+    })
+}
+
 /// Shut the pool down: close every stdin, SIGTERM each process group, wait up to
 /// `grace_ms`, SIGKILL what is left, reap every child. Idempotent (a second call returns
 /// `TOOLPOOL_OK` at once). Afterwards I/O, requests, leases and restarts return

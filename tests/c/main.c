@@ -75,6 +75,9 @@ static const struct test TESTS[] = {
     {"threads", test_threads},
     {"limit_and_kill_all", test_limit_and_kill_all},
     {"kill_all_json", test_kill_all_json},
+    {"elastic_sequential", test_elastic_sequential},
+    {"resize", test_resize},
+    {"reload", test_reload},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here
