@@ -127,7 +127,8 @@ pub(crate) struct SizeState {
     /// What waits to retire, the thread that retires it, and whether that thread is
     /// still looking (it stops when nothing is left).
     pub retirees: Mutex<(Vec<Retiree>, Option<JoinHandle<()>>, bool)>,
-    /// Instances started because every started one was busy.
+    /// Instances started because every started one was busy (counted when the start
+    /// begins, taken back when it fails).
     pub grows: AtomicU64,
     /// Instances stopped because they were idle longer than `idle_timeout_ms`.
     pub shrinks: AtomicU64,

@@ -112,12 +112,15 @@ fn any_live(p: &PoolCore) -> bool {
 
 fn start_in_background(p: &Arc<PoolCore>, i: usize) -> Arc<Mutex<Option<Result<()>>>> {
     p.size.starting.lock().insert(i);
+    // Counted when it begins (a caller served by it may finish before this thread does);
+    // taken back if it fails.
+    p.size.grows.fetch_add(1, Relaxed);
     let attempt = Arc::new(Mutex::new(None));
     let (pool, done) = (Arc::clone(p), Arc::clone(&attempt));
     let thread = crate::process::spawn_thread(format!("toolpool-grow-{i}"), move || {
         let result = start_one(&pool, i);
-        if result.is_ok() {
-            pool.size.grows.fetch_add(1, Relaxed);
+        if result.is_err() {
+            pool.size.grows.fetch_sub(1, Relaxed);
         }
         *done.lock() = Some(result);
         pool.size.starting.lock().remove(&i);

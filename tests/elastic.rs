@@ -399,6 +399,9 @@ fn reload_under_load_from_three_threads_fails_no_request() {
     assert!(eventually(Duration::from_secs(5), || {
         pool.limiter().status().active_processes == 3
     }));
+    pool.shutdown(Duration::from_millis(200));
+    assert!(after.iter().all(|&p| !Seen::of(p).alive()));
+    assert_eq!(toolpool::leaked_threads(), 0);
 }
 
 #[test]
