@@ -29,6 +29,10 @@ type Spec struct {
 	MaxRequests   uint64            `json:"max_requests,omitempty"`
 	MaxLifetimeMS uint64            `json:"max_lifetime_ms,omitempty"`
 	Health        *HealthProbe      `json:"health,omitempty"`
+	// MinInstances makes the pool elastic: it keeps at least this many started and
+	// starts more (up to Count) only when every started one is busy. nil: Count (a fixed
+	// pool); a pointer to 0: on demand.
+	MinInstances *int `json:"min_instances,omitempty"`
 }
 
 // StartupSpec is the spec's "startup" object.
