@@ -326,7 +326,8 @@ int32_t toolpool_pool_from_registry(const char *registry_path,
                                     struct ToolpoolPool **out);
 
 /**
- * The number of instances of the pool (also after shutdown).
+ * The number of instances of the pool now: its count, which `toolpool_pool_resize` and
+ * `toolpool_pool_reload` change (also after shutdown).
  *
  * NULL handling: `p` or `out_count` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: `p` is borrowed; nothing is allocated.

@@ -97,7 +97,8 @@ pub unsafe extern "C" fn toolpool_pool_from_registry(
     })
 }
 
-/// The number of instances of the pool (also after shutdown).
+/// The number of instances of the pool now: its count, which `toolpool_pool_resize` and
+/// `toolpool_pool_reload` change (also after shutdown).
 ///
 /// NULL handling: `p` or `out_count` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
 /// Ownership: `p` is borrowed; nothing is allocated.
