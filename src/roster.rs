@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 /// Chunk `k` holds `2^k` instances: 13 chunks hold 8191, more than [`MAX_COUNT`].
 const CHUNKS: usize = 13;
-const _: () = assert!((1 << CHUNKS) - 1 >= MAX_COUNT);
+const _: () = assert!((1 << CHUNKS) > MAX_COUNT);
 
 /// The instances of a pool: an append-only list (never moved, so `&Instance` stays valid
 /// while the pool lives) and the current count.

@@ -32,10 +32,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often a retiring incarnation (or index) is checked for its last request.
+/// How often a process retired by a resize or a reload (while busy) is checked for its
+/// last request.
 pub const RETIRE_POLL: Duration = Duration::from_millis(20);
 
-/// The keys a [`reload`] may change in place; a new spec that changes any other key is
+/// The keys a [`Pool::reload`](crate::Pool::reload) may change in place; a new spec that changes any other key is
 /// rejected (naming them) before anything changes.
 pub const RELOADABLE: &[&str] = &[
     "command",
