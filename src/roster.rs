@@ -16,14 +16,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-/// Chunk `k` holds `2^k` instances: 13 chunks hold 8191, more than [`MAX_COUNT`].
+/// Chunk `k` holds room for `2^k` instances: 13 chunks hold 8191, more than
+/// [`MAX_COUNT`]. Only the instances below the largest count so far are made (the room
+/// beyond is empty `OnceLock`s).
 const CHUNKS: usize = 13;
 const _: () = assert!((1 << CHUNKS) > MAX_COUNT);
 
 /// The instances of a pool: an append-only list (never moved, so `&Instance` stays valid
 /// while the pool lives) and the current count.
 pub(crate) struct Instances {
-    chunks: [OnceLock<Box<[Instance]>>; CHUNKS],
+    chunks: [OnceLock<Box<[OnceLock<Instance>]>>; CHUNKS],
     len: AtomicUsize,
 }
 
@@ -48,8 +50,10 @@ impl Instances {
     /// Make sure indices `0..n` exist (nothing is started; `len` is unchanged).
     pub fn allocate(&self, n: usize) {
         for i in 0..n.min(MAX_COUNT) {
-            let (k, _) = place(i);
-            self.chunks[k].get_or_init(|| (0..1usize << k).map(|_| Instance::default()).collect());
+            let (k, off) = place(i);
+            let chunk =
+                self.chunks[k].get_or_init(|| (0..1usize << k).map(|_| OnceLock::new()).collect());
+            chunk[off].get_or_init(Instance::default);
         }
     }
 
@@ -68,12 +72,12 @@ impl Instances {
         self.len.store(n, Ordering::Release);
     }
 
-    /// Every index ever allocated (beyond `len()` too).
+    /// How many indices were ever made (beyond `len()` too): the largest count so far.
     pub fn allocated(&self) -> usize {
         self.chunks
             .iter()
-            .take_while(|c| c.get().is_some())
-            .map(|c| c.get().map_or(0, |c| c.len()))
+            .filter_map(|c| c.get())
+            .map(|c| c.iter().take_while(|i| i.get().is_some()).count())
             .sum()
     }
 
@@ -99,7 +103,10 @@ impl std::ops::Index<usize> for Instances {
     /// is): a bug otherwise.
     fn index(&self, i: usize) -> &Instance {
         let (k, off) = place(i);
-        &self.chunks[k].get().expect("instance index was allocated")[off]
+        self.chunks[k]
+            .get()
+            .and_then(|c| c[off].get())
+            .expect("instance index was allocated")
     }
 }
 
@@ -185,7 +192,7 @@ mod tests {
         let first: *const Instance = &list[0];
         list.allocate(100);
         assert!(std::ptr::eq(first, &list[0]));
-        assert!(list.allocated() >= 100);
+        assert_eq!(list.allocated(), 100);
         assert_eq!(list.len(), 3);
         assert_eq!(list.iter().count(), 3);
     }
