@@ -259,7 +259,8 @@ pub(crate) fn take(
     if start {
         p.ensure_started(index)?;
     }
-    let incarnation = p.incarnation(index, false)?;
+    // (Claimed: a shrink since the pick must not fail it; see sizing.)
+    let incarnation = p.claimed_incarnation(index, false)?;
     if let Some(k) = key {
         p.admission.lock().remember(k, index, incarnation.pid());
     }
