@@ -594,7 +594,8 @@ int32_t toolpool_pool_health_json(struct ToolpoolPool *p, char **out_json);
 
 /**
  * The pool's status as JSON: `tool`, `shut_down`, `disabled`, `waiting`,
- * `waited_for_instance` and `instances` (per instance: `index`, `pid`, `state`, `exit`,
+ * `waited_for_instance`, `started` (instances with a process), `max_instances` (the
+ * count), `min_instances`, and `instances` (per instance: `index`, `pid`, `state`, `exit`,
  * `restarts`, line counters, `in_flight`, `leased`, `stderr_tail`, ...). Works after
  * shutdown.
  *
@@ -610,8 +611,9 @@ int32_t toolpool_pool_status_json(struct ToolpoolPool *p, char **out_json);
 
 /**
  * The pool's request metrics as JSON: counts of ok, error, timeout and fallback
- * requests, lines in and out, restarts, in-flight and queue depth, latency quantiles,
- * and the same per instance. Works after shutdown.
+ * requests, lines in and out, restarts, in-flight and queue depth, `grow_events` and
+ * `shrink_events` (elastic sizing), latency quantiles, and the same per instance. Works
+ * after shutdown.
  *
  * NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: on success `*out_json` receives a new string that the caller frees with
