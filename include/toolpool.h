@@ -664,7 +664,7 @@ int32_t toolpool_pool_resize(struct ToolpoolPool *p, uint32_t count);
 
 /**
  * Rolling reload to a new standalone spec in JSON (the keys of `toolpool_pool_new`; no
- * `"id"` keeps the pool's): one instance at a time, the new process starts and prints
+ * `"id"` keeps the pool's id, no `"count"` its count): one instance at a time, the new process starts and prints
  * its ready line before the old one is swapped out, and the old one stops once the
  * requests using it are over, so requests keep being served. Only the keys that say how
  * a process starts (`command`, `env`, `env_clear`, `cwd`, `startup`, the per-process
@@ -682,7 +682,8 @@ int32_t toolpool_pool_resize(struct ToolpoolPool *p, uint32_t count);
  * # Safety
  * `p` must be NULL or a live pool handle; `spec_json` NULL or NUL-terminated.
  */
-int32_t toolpool_pool_reload(struct ToolpoolPool *p, const char *spec_json);
+int32_t toolpool_pool_reload(struct ToolpoolPool *p,
+                             const char *spec_json);
 
 /**
  * Shut the pool down: close every stdin, SIGTERM each process group, wait up to

@@ -332,7 +332,7 @@ impl Pool {
     }
 
     /// [`Pool::reload`] from a standalone JSON spec (as for `toolpool_pool_new`); a spec
-    /// without an `"id"` keeps the pool's id.
+    /// without `"id"` keeps the pool's id, and one without `"count"` its count.
     pub fn reload_json(&self, spec_json: &str) -> Result<()> {
         let mut value: serde_json::Value = serde_json::from_str(spec_json)
             .map_err(|e| Error::Config(format!("spec is not valid JSON: {e}")))?;
@@ -340,6 +340,9 @@ impl Pool {
             if !obj.contains_key("id") {
                 let id = self.core.spec.id.clone();
                 obj.insert("id".into(), serde_json::Value::String(id));
+            }
+            if !obj.contains_key("count") {
+                obj.insert("count".into(), self.len().into());
             }
         }
         self.reload(ToolSpec::from_json(&value.to_string())?)

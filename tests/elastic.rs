@@ -481,8 +481,10 @@ fn reload_json_keeps_the_pool_id() {
         "startup": {"ready_line": "UP"},
         "env": {"TOOL_VERSION": "v2"},
     });
+    pool.resize(2).unwrap();
     pool.reload_json(&json.to_string()).unwrap();
     assert_eq!(pool.spec().id, "testtool");
+    assert_eq!(pool.len(), 2, "no count: the pool keeps its count");
     pool.send(0, "env:TOOL_VERSION").unwrap();
     assert_eq!(pool.read_line(0, T).unwrap(), "v2");
 }

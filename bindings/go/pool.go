@@ -173,8 +173,8 @@ func (p *Pool) Resize(n int) error {
 	return err
 }
 
-// Reload replaces the pool's spec (standalone spec JSON, as for New; without "id" the
-// pool keeps its id) one instance at a time: each new process starts and prints its
+// Reload replaces the pool's spec (standalone spec JSON, as for New; without "id" or
+// "count" the pool keeps its id or count) one instance at a time: each new process starts and prints its
 // ready line before the old one is swapped out, and the old one stops once the requests
 // using it are over, so requests keep being served. Only how a process starts (command,
 // env, env_clear, cwd, startup, the per-process limits) and the sizes (count,

@@ -620,7 +620,7 @@ pub unsafe extern "C" fn toolpool_pool_resize(p: *mut ToolpoolPool, count: u32) 
 }
 
 /// Rolling reload to a new standalone spec in JSON (the keys of `toolpool_pool_new`; no
-/// `"id"` keeps the pool's): one instance at a time, the new process starts and prints
+/// `"id"` keeps the pool's id, no `"count"` its count): one instance at a time, the new process starts and prints
 /// its ready line before the old one is swapped out, and the old one stops once the
 /// requests using it are over, so requests keep being served. Only the keys that say how
 /// a process starts (`command`, `env`, `env_clear`, `cwd`, `startup`, the per-process

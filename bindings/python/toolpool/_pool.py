@@ -396,7 +396,7 @@ class Pool(Managed):
 
     def reload(self, spec: Spec) -> None:
         """Replace the pool's spec (a dict, JSON text or a command list, as for the
-        constructor; without ``"id"`` the pool keeps its id) one instance at a time: each
+        constructor; without ``"id"`` or ``"count"`` the pool keeps its id or count) one instance at a time: each
         new process starts and prints its ready line before the old one is swapped out,
         and the old one stops once the requests using it are over, so requests keep being
         served. Only how a process starts (``command``, ``env``, ``env_clear``, ``cwd``,
