@@ -81,6 +81,7 @@ void test_shutdown_grace(void);
 void test_limit_and_kill_all(void);
 void test_kill_all_json(void);
 void test_elastic_sequential(void);
+void test_elastic_grow_shrink(void);
 void test_resize(void);
 void test_reload(void);
 void test_threads(void);

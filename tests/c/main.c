@@ -76,6 +76,7 @@ static const struct test TESTS[] = {
     {"limit_and_kill_all", test_limit_and_kill_all},
     {"kill_all_json", test_kill_all_json},
     {"elastic_sequential", test_elastic_sequential},
+    {"elastic_grow_shrink", test_elastic_grow_shrink},
     {"resize", test_resize},
     {"reload", test_reload},
 };

@@ -2,6 +2,8 @@
  * processes of the test tool, with three pthreads making requests meanwhile. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
 
 #include "harness.h"
 
@@ -48,6 +50,73 @@ void test_elastic_sequential(void) {
     json = NULL;
     CHECK_OK(toolpool_pool_metrics_json(p, &json));
     CHECK(json != NULL && strstr(json, "\"grow_events\":1,") != NULL);
+    toolpool_string_free(json);
+    toolpool_pool_free(p);
+}
+
+/* The unsigned number after `"key":` in `json` (0 when absent). */
+static unsigned long json_number(const char *json, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *at = json != NULL ? strstr(json, pat) : NULL;
+    return at != NULL ? strtoul(at + strlen(pat), NULL, 10) : 0;
+}
+
+static unsigned long status_number(ToolpoolPool *p, const char *key) {
+    char *json = NULL;
+    CHECK_OK(toolpool_pool_status_json(p, &json));
+    unsigned long n = json_number(json, key);
+    toolpool_string_free(json);
+    return n;
+}
+
+struct slow {
+    ToolpoolPool *pool;
+    int id;
+    uint32_t instance;
+};
+
+static void *slow_work(void *arg) {
+    struct slow *w = arg;
+    char key[16], req[32], want[16], *reply = NULL;
+    bool moved = false;
+    snprintf(key, sizeof key, "k%d", w->id);
+    snprintf(req, sizeof req, "delay:1500:r%d", w->id);
+    snprintf(want, sizeof want, "r%d", w->id);
+    CHECK_OK(toolpool_pool_request_sticky(w->pool, key, req, 30000, &reply, &w->instance, &moved));
+    CHECK_STR(reply, want);
+    toolpool_string_free(reply);
+    return NULL;
+}
+
+void test_elastic_grow_shrink(void) {
+    ToolpoolPool *p = tp_pool("{\"command\": [\"%s\"], \"count\": 4, \"min_instances\": 1, "
+                              "\"idle_timeout_ms\": 300}",
+                              TESTTOOL);
+    if (p == NULL) return;
+    CHECK(status_number(p, "started") == 1);
+    /* Three slow callers at once: the pool grows to three (one each). */
+    pthread_t t[3];
+    struct slow w[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = (struct slow){p, i, 99};
+        CHECK(pthread_create(&t[i], NULL, slow_work, &w[i]) == 0);
+    }
+    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+    CHECK(w[0].instance != w[1].instance && w[1].instance != w[2].instance &&
+          w[0].instance != w[2].instance);
+    CHECK(w[0].instance < 4 && w[1].instance < 4 && w[2].instance < 4);
+    char *json = NULL;
+    CHECK_OK(toolpool_pool_metrics_json(p, &json));
+    CHECK(json_number(json, "grow_events") >= 2);
+    toolpool_string_free(json);
+    /* Idle past idle_timeout_ms: back to min_instances. */
+    uint64_t end = tp_now_ms() + 10000;
+    while (status_number(p, "started") != 1 && tp_now_ms() < end) tp_sleep_ms(20);
+    CHECK(status_number(p, "started") == 1);
+    json = NULL;
+    CHECK_OK(toolpool_pool_metrics_json(p, &json));
+    CHECK(json_number(json, "shrink_events") >= 2);
     toolpool_string_free(json);
     toolpool_pool_free(p);
 }
