@@ -165,8 +165,9 @@ pub(crate) fn may_stop_idle(p: &PoolCore) -> bool {
     }
 }
 
-/// Hook in the supervisor: an idle instance was stopped.
-pub(crate) fn stopped_idle(p: &PoolCore) {
+/// Hook in the supervisor: an idle instance is about to stop (counted first, so whoever
+/// sees it gone sees it counted).
+pub(crate) fn stopping_idle(p: &PoolCore) {
     p.size.shrinks.fetch_add(1, Relaxed);
 }
 

@@ -205,8 +205,8 @@ fn supervise(p: &Arc<PoolCore>, i: usize) {
             && reserve(p, i)
         {
             // Reserved, so no request can take it while it stops.
+            sizing::stopping_idle(p);
             p.stop_instance(i);
-            sizing::stopped_idle(p);
             unreserve(p, i);
             return;
         }
