@@ -325,8 +325,9 @@ impl Pool {
     /// any other key that differs is an [`Error::Config`] naming each one, and an invalid
     /// spec is the [`ToolSpec::validate`] error: in both cases before anything changes.
     /// When a new process cannot start (bad command, no ready line, process limit), the
-    /// reload stops, the instances it already replaced go back to the old spec, the old
-    /// instances keep serving, and that start-up error is returned.
+    /// reload stops, the instances it already replaced go back to the old spec (as far as
+    /// the process limit allows: one that cannot keeps its new process, which did start),
+    /// the old instances keep serving, and that start-up error is returned.
     pub fn reload(&self, spec: ToolSpec) -> Result<()> {
         sizing::reload(&self.core, spec)
     }

@@ -495,3 +495,48 @@ fn min_instances_above_count_is_a_config_error() {
         ToolSpec::from_json(r#"{"command": ["cat"], "count": 2, "min_instances": 3}"#).unwrap_err();
     assert!(e.to_string().contains("min_instances"), "{e}");
 }
+
+#[test]
+fn reload_stopped_by_the_process_limit_mid_way_keeps_serving() {
+    // Room for one process beyond the pool: a reload replaces one instance at a time.
+    let limiter = toolpool::Limiter::new(4);
+    let mut spec = versioned(3, "v1");
+    spec.startup.timeout_ms = 300;
+    let pool = Pool::with_options(
+        spec,
+        toolpool::PoolOptions {
+            limiter: Some(Arc::clone(&limiter)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // A lease keeps instance 0's old process alive after its replacement, so the next
+    // replacement finds no room.
+    let lease = pool.lease(T).unwrap();
+    assert_eq!(lease.index(), 0);
+    let mut next = versioned(3, "v2");
+    next.startup.timeout_ms = 300;
+    let e = pool.reload(next).unwrap_err();
+    assert!(matches!(e, Error::LimitReached { .. }), "{e:?}");
+    assert_eq!(pool.spec().env["TOOL_VERSION"], "v1");
+    // The lease still talks to its (old) process; the others never changed.
+    assert_eq!(lease.request("env:TOOL_VERSION", T).unwrap(), "v1");
+    for i in 1..3 {
+        pool.send(i, "env:TOOL_VERSION").unwrap();
+        assert_eq!(pool.read_line(i, T).unwrap(), "v1", "instance {i}");
+    }
+    // Instance 0 could not go back either (no room while the lease held the old one):
+    // it serves on the new spec, which did start. Every request still succeeds.
+    pool.send(0, "env:TOOL_VERSION").unwrap();
+    assert_eq!(pool.read_line(0, T).unwrap(), "v2");
+    drop(lease);
+    for k in 0..6 {
+        assert_eq!(
+            pool.request(&format!("r{k}"), T).unwrap().text,
+            format!("r{k}")
+        );
+    }
+    assert!(eventually(Duration::from_secs(5), || {
+        limiter.status().active_processes == 3
+    }));
+}
