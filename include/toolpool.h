@@ -673,7 +673,8 @@ int32_t toolpool_pool_resize(struct ToolpoolPool *p, uint32_t count);
  * Errors, all before anything changes: `TOOLPOOL_CONFIG` for bad JSON, an invalid spec,
  * or a change to another key (the message names each one). When a new process cannot
  * start: `TOOLPOOL_SPAWN_FAILED` or `TOOLPOOL_LIMIT_REACHED` with the reason; the reload
- * stopped, the old spec still serves everywhere. `TOOLPOOL_SHUT_DOWN` after shutdown.
+ * stops, the instances it replaced go back to the old spec (as far as the process limit
+ * allows), and the pool keeps serving. `TOOLPOOL_SHUT_DOWN` after shutdown.
  * NULL handling: `p` or `spec_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: `spec_json` is borrowed for the call.
  * Thread safety: safe from many threads at once on the same pool, also while requests

@@ -180,8 +180,9 @@ func (p *Pool) Resize(n int) error {
 // env, env_clear, cwd, startup, the per-process limits) and the sizes (count,
 // min_instances, lazy) may change. Errors, before anything changes: ErrConfig (bad JSON,
 // an invalid spec, or another key changed: the message names each). When a new process
-// cannot start: ErrSpawnFailed or ErrLimitReached with the reason, and the old spec
-// still serves everywhere. ErrShutDown after Shutdown or Close.
+// cannot start: ErrSpawnFailed or ErrLimitReached with the reason; the reload stops, the
+// instances it replaced go back to the old spec (as far as the process limit allows), and
+// the pool keeps serving. ErrShutDown after Shutdown or Close.
 func (p *Pool) Reload(spec string) error {
 	const op = "Reload"
 	cs, err := cString(op, "spec", spec)

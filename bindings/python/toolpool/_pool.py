@@ -404,7 +404,8 @@ class Pool(Managed):
         ``min_instances``, ``lazy``) may change. Raises ``ConfigError`` before anything
         changes (bad JSON, an invalid spec, or another key changed: the message names
         each); ``SpawnFailed`` or ``LimitReached`` when a new process cannot start (the
-        old spec still serves everywhere); ``ShutDown`` after shutdown."""
+        reload stops, the instances it replaced go back to the old spec as far as the
+        process limit allows, and the pool keeps serving); ``ShutDown`` after shutdown."""
         try:
             with self._borrow() as p:
                 call(lib.toolpool_pool_reload, p, _cstr(self._spec_json(spec, None), "spec"))
