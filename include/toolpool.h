@@ -603,7 +603,8 @@ int32_t toolpool_pool_from_registry(const char *registry_path,
                                     struct ToolpoolPool **out);
 
 /**
- * The number of instances of the pool (also after shutdown).
+ * The number of instances of the pool now: its count, which `toolpool_pool_resize` and
+ * `toolpool_pool_reload` change (also after shutdown).
  *
  * NULL handling: `p` or `out_count` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: `p` is borrowed; nothing is allocated.
@@ -890,7 +891,8 @@ int32_t toolpool_pool_health_json(struct ToolpoolPool *p, char **out_json);
 
 /**
  * The pool's status as JSON: `tool`, `shut_down`, `disabled`, `waiting`,
- * `waited_for_instance` and `instances` (per instance: `index`, `pid`, `state`, `exit`,
+ * `waited_for_instance`, `started` (instances with a process), `max_instances` (the
+ * count), `min_instances`, and `instances` (per instance: `index`, `pid`, `state`, `exit`,
  * `restarts`, line counters, `in_flight`, `leased`, `stderr_tail`, ...). Works after
  * shutdown.
  *
@@ -906,8 +908,9 @@ int32_t toolpool_pool_status_json(struct ToolpoolPool *p, char **out_json);
 
 /**
  * The pool's request metrics as JSON: counts of ok, error, timeout and fallback
- * requests, lines in and out, restarts, in-flight and queue depth, latency quantiles,
- * and the same per instance. Works after shutdown.
+ * requests, lines in and out, restarts, in-flight and queue depth, `grow_events` and
+ * `shrink_events` (elastic sizing), latency quantiles, and the same per instance. Works
+ * after shutdown.
  *
  * NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: on success `*out_json` receives a new string that the caller frees with
@@ -934,6 +937,51 @@ int32_t toolpool_pool_metrics_json(struct ToolpoolPool *p, char **out_json);
  * `p` must be NULL or a live pool handle.
  */
 int32_t toolpool_pool_restart(struct ToolpoolPool *p, uint32_t instance);
+
+/**
+ * Change the pool's number of instances to `count` (1 to 4096) at run time (see
+ * `Pool::resize`). Indices stay `0..count`: growing adds indices at the top (a fixed pool
+ * starts them and returns once they are ready; an elastic or lazy pool starts them on
+ * demand); shrinking removes the top indices at once (they return
+ * `TOOLPOOL_INDEX_OUT_OF_RANGE`): idle ones stop before the call returns, a busy or
+ * leased one after its last request or lease, so no request in flight fails.
+ *
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` for a count of 0 or above 4096;
+ * `TOOLPOOL_SHUT_DOWN`; `TOOLPOOL_SPAWN_FAILED`, `TOOLPOOL_LIMIT_REACHED` when a fixed
+ * pool cannot start its new instances (its size is then unchanged).
+ * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `p` is borrowed.
+ * Thread safety: safe from many threads at once on the same pool, also while requests
+ * run; resizes and reloads of one pool are serialised.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle.
+ */
+int32_t toolpool_pool_resize(struct ToolpoolPool *p, uint32_t count);
+
+/**
+ * Rolling reload to a new standalone spec in JSON (the keys of `toolpool_pool_new`; no
+ * `"id"` keeps the pool's id, no `"count"` its count): one instance at a time, the new process starts and prints
+ * its ready line before the old one is swapped out, and the old one stops once the
+ * requests using it are over, so requests keep being served. Only the keys that say how
+ * a process starts (`command`, `env`, `env_clear`, `cwd`, `startup`, the per-process
+ * `limits`) and the sizes (`count`, `min_instances`, `lazy`) may change.
+ *
+ * Errors, all before anything changes: `TOOLPOOL_CONFIG` for bad JSON, an invalid spec,
+ * or a change to another key (the message names each one). When a new process cannot
+ * start: `TOOLPOOL_SPAWN_FAILED` or `TOOLPOOL_LIMIT_REACHED` with the reason; the reload
+ * stops, the instances it replaced go back to the old spec (as far as the process limit
+ * allows), and the pool keeps serving. `TOOLPOOL_SHUT_DOWN` after shutdown.
+ * NULL handling: `p` or `spec_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `spec_json` is borrowed for the call.
+ * Thread safety: safe from many threads at once on the same pool, also while requests
+ * run; resizes and reloads of one pool are serialised.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `spec_json` NULL or NUL-terminated.
+ */
+int32_t toolpool_pool_reload(struct ToolpoolPool *p,
+                             const char *spec_json);
 
 /**
  * Shut the pool down: close every stdin, SIGTERM each process group, wait up to

@@ -42,6 +42,15 @@ impl Counts {
         }
     }
 
+    /// Make room for instances `0..n` (a resize grew the pool; never shrinks).
+    pub fn ensure_len(&mut self, n: usize) {
+        if self.in_flight.len() < n {
+            self.in_flight.resize(n, 0);
+            self.leased.resize(n, false);
+            self.busy_since.resize(n, None);
+        }
+    }
+
     /// Requests in flight on `i` (a supervisor reservation counts as one).
     pub fn in_flight(&self, i: usize) -> usize {
         self.in_flight[i]

@@ -22,7 +22,8 @@
 //! # Two nouns
 //!
 //! An **instance** is one of a pool's `count` indices (`0..count`), the unit the API talks
-//! about ([`InstanceStatus`], [`Reply::instance`]). The process that serves an instance now
+//! about ([`InstanceStatus`], [`Reply::instance`]); [`Pool::resize`] changes `count` (the
+//! top indices come and go), and an elastic pool (`min_instances`) runs only some of them. The process that serves an instance now
 //! is its **incarnation**; a restart, a recycle or an idle stop ends one incarnation, and
 //! the next start makes a new one (a new pid) for the same instance. In a dry-run pool
 //! ([`ToolSpec::dry_run`]) an incarnation has no process: a responder thread at the far
@@ -42,9 +43,10 @@
 //!    while its incarnation lives), among instances that are usable, unleased and below
 //!    [`ToolSpec::max_in_flight`]. None free: the caller waits on the admission condvar
 //!    until the deadline ([`Error::Timeout`]), at most [`Limits::max_waiting`] of them
-//!    ([`Error::Saturated`]). A stopped instance (lazy, idle) is started first
-//!    (`lifecycle`), which waits for its [`Startup::ready_line`] and runs its
-//!    [`Startup::handshake`] (`handshake`).
+//!    ([`Error::Saturated`]). Only started instances are picked: when every one is busy,
+//!    a waiting caller has one stopped instance (lazy, idle, elastic) started in the
+//!    background (`sizing`) and takes whichever frees first, the busy one or the new one
+//!    (once past its [`Startup::ready_line`] and its [`Startup::handshake`], `handshake`).
 //! 3. **stdin.** `exchange::exchange` frames the payload by [`Protocol`]: for `lines` and
 //!    `marker` it first drops stdout lines nobody asked for, then queues the line on the
 //!    incarnation's stdin (`writer`: written at once when nothing is queued, else by the
@@ -74,8 +76,8 @@
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, [`cancel`] →
 //! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot`, `dry` → `lsp` →
-//! `incarnation` → `instance`, `admission`, `exchange` → `handshake` → `lifecycle` → `supervisor`,
-//! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
+//! `incarnation` → `instance`, `admission`, `exchange` → `handshake`, `roster` → `lifecycle` →
+//! `sizing` → `supervisor`, `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 
 mod admission;
 pub mod cancel;
@@ -97,8 +99,10 @@ pub mod pool;
 pub mod pools;
 mod process;
 mod reader;
+mod roster;
 pub mod router;
 mod rpc;
+mod sizing;
 mod snapshot;
 pub mod spec;
 pub mod status;

@@ -4,7 +4,7 @@
 //!
 //! The `Pool`, a `Lease` and the supervisor thread (weakly) share one
 //! `PoolCore`. It asks the layer below for incarnations ([`Incarnation::start`]) and
-//! installs them in their [`Instance`]; routing and supervision
+//! installs them in their [`Instance`](crate::instance::Instance); routing and supervision
 //! (the modules above) build on it.
 
 use crate::admission::Admission;
@@ -12,9 +12,9 @@ use crate::cancel::CancelToken;
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::handshake;
 use crate::incarnation::{Incarnation, State};
-use crate::instance::Instance;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
+use crate::roster::{Instances, SizeState};
 use crate::spec::ToolSpec;
 use crate::util::deadline_in;
 use crossbeam_channel::Sender;
@@ -25,8 +25,14 @@ use std::time::{Duration, Instant};
 
 /// The state of one pool that its users share.
 pub(crate) struct PoolCore {
+    /// The spec the pool was created with. A reload changes only keys read when a
+    /// process starts (and the count): those are read from `size.spec()`.
     pub spec: ToolSpec,
-    pub instances: Vec<Instance>,
+    /// Instances `0..instances.len()`; resize changes the count (see the roster module).
+    pub instances: Instances,
+    /// The sizing policy's state: the spec processes start from now, background starts,
+    /// retirements, grow and shrink counts.
+    pub size: SizeState,
     pub limiter: Arc<Limiter>,
     /// Requests are served by `oneshot` only.
     pub disabled: bool,
@@ -45,7 +51,8 @@ impl PoolCore {
     pub fn new(spec: ToolSpec, limiter: Arc<Limiter>, disabled: bool) -> PoolCore {
         let n = spec.count;
         PoolCore {
-            instances: (0..n).map(|_| Instance::default()).collect(),
+            instances: Instances::new(n),
+            size: SizeState::new(spec.clone()),
             limiter,
             disabled,
             admission: Admission::new(n),
@@ -104,6 +111,17 @@ impl PoolCore {
     /// is started.
     pub fn incarnation(self: &Arc<Self>, index: usize, start: bool) -> Result<Arc<Incarnation>> {
         self.check_index(index)?;
+        self.claimed_incarnation(index, start)
+    }
+
+    /// [`PoolCore::incarnation`] for an index the caller has claimed in admission: a
+    /// shrink may have removed it from `0..count` since, but its incarnation still serves
+    /// the claim (sizing retires it once the claim is given back).
+    pub fn claimed_incarnation(
+        self: &Arc<Self>,
+        index: usize,
+        start: bool,
+    ) -> Result<Arc<Incarnation>> {
         self.check_open()?;
         let inst = &self.instances[index];
         if let Some(reason) = inst.failed() {
@@ -139,7 +157,9 @@ impl PoolCore {
         let deadline = self.start_deadline();
         let mut started = Vec::new();
         let mut failure = None;
-        for i in 0..self.instances.len() {
+        // Elastic pools start `min_instances`; the others every instance.
+        let first = self.spec.min_instances.unwrap_or(self.instances.len());
+        for i in 0..first {
             match self.spawn(i, None) {
                 Ok(c) => started.push(c),
                 Err(e) => {
@@ -200,6 +220,8 @@ impl PoolCore {
         index: usize,
         cancel: Option<&CancelToken>,
     ) -> Result<()> {
+        // A shrink may have removed the index since the caller looked (sizing).
+        self.check_index(index)?;
         let inst = &self.instances[index];
         if let Some(old) = inst.take_current() {
             inst.retire(old);
@@ -235,10 +257,12 @@ impl PoolCore {
         deadline: Instant,
         cancel: Option<&CancelToken>,
     ) -> Result<()> {
-        if let Some(line) = &self.spec.startup.ready_line {
+        // The spec the incarnation was started from (a reload changes it).
+        let spec = self.size.spec();
+        if let Some(line) = &spec.startup.ready_line {
             c.wait_ready(deadline, line, cancel)?;
         }
-        handshake::run(c, &self.spec, deadline, cancel)
+        handshake::run(c, &spec, deadline, cancel)
     }
 
     /// Stop the incarnation at `index` on purpose (idle timeout); it starts again on use.
@@ -257,6 +281,35 @@ impl PoolCore {
         let c = self.spawn(index, None)?;
         self.await_ready(&c, self.start_deadline())?;
         Ok(c)
+    }
+
+    /// Spawn an incarnation for each of `indices`, then wait for all to be ready (in
+    /// parallel); none is installed. On any failure every one started here is stopped.
+    pub fn spawn_all_ready(self: &Arc<Self>, indices: &[usize]) -> Result<Vec<Arc<Incarnation>>> {
+        let deadline = self.start_deadline();
+        let mut started = Vec::new();
+        let mut failure = None;
+        for &i in indices {
+            match self.spawn(i, None) {
+                Ok(c) => started.push(c),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            failure = started
+                .iter()
+                .find_map(|c| self.await_ready(c, deadline).err());
+        }
+        if let Some(e) = failure {
+            for c in started {
+                c.stop();
+            }
+            return Err(e);
+        }
+        Ok(started)
     }
 
     /// Install `c` at `index` (replacing nothing) and wake the routers.
@@ -286,9 +339,31 @@ impl PoolCore {
         true
     }
 
+    /// Install `new` at `index` in place of whatever runs there, which is returned, not
+    /// stopped: the caller retires it once the requests still using it are over (a
+    /// rolling reload). `Err` (and `new` stopped) after shutdown.
+    pub fn swap_keep(
+        &self,
+        index: usize,
+        new: Arc<Incarnation>,
+    ) -> Result<Option<Arc<Incarnation>>> {
+        let inst = &self.instances[index];
+        let _g = inst.start_lock.lock();
+        if let Err(e) = self.check_open() {
+            new.stop();
+            return Err(e);
+        }
+        let old = inst.install(new);
+        if old.is_some() {
+            inst.count_restart();
+        }
+        self.admission.wake();
+        Ok(old)
+    }
+
     /// When a process started now must be ready (`startup.timeout_ms`).
     fn start_deadline(&self) -> Instant {
-        deadline_in(Duration::from_millis(self.spec.startup.timeout_ms))
+        deadline_in(Duration::from_millis(self.size.spec().startup.timeout_ms))
     }
 
     fn spawn(
@@ -303,7 +378,7 @@ impl PoolCore {
             }
         });
         Incarnation::start(
-            &self.spec,
+            &self.size.spec(),
             index,
             &self.limiter,
             Arc::clone(&self.instances[index].counters),

@@ -194,6 +194,11 @@ pub struct MetricsSnapshot {
     pub queue_depth: usize,
     /// Times a request had to wait for a free instance.
     pub waited_for_instance: u64,
+    /// Instances started because every started one was busy and a caller would have
+    /// waited (elastic growth; a lazy pool's first starts count too).
+    pub grow_events: u64,
+    /// Instances stopped because they were idle longer than `idle_timeout_ms`.
+    pub shrink_events: u64,
     /// Reply latency of the whole pool.
     pub latency: LatencySnapshot,
     /// Per instance.

@@ -14,6 +14,7 @@ use crate::lifecycle::PoolCore;
 use crate::limiter::Limiter;
 use crate::metrics::MetricsSnapshot;
 use crate::router::{self, Reply, Use, MAX_MAP_THREADS};
+use crate::sizing;
 use crate::snapshot;
 use crate::spec::{Registry, ToolSpec};
 use crate::supervisor::Supervisor;
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::sizing::{RELOADABLE, RETIRE_POLL};
 pub use crate::snapshot::{Health, InstanceStatus, PoolStatus};
 
 /// Environment variable that disables every pool (requests go to `oneshot`).
@@ -114,12 +116,14 @@ impl Pool {
         })
     }
 
-    /// The spec this pool runs.
-    pub fn spec(&self) -> &ToolSpec {
-        &self.core.spec
+    /// The spec this pool runs now: after [`Pool::resize`] its `count` is the new one,
+    /// after [`Pool::reload`] it is the new spec.
+    pub fn spec(&self) -> Arc<ToolSpec> {
+        self.core.size.spec()
     }
 
-    /// Number of instances.
+    /// Number of instances now (the spec's `count`; [`Pool::resize`] changes it). Indices
+    /// run `0..len()`; an index a shrink removed is [`Error::IndexOutOfRange`].
     pub fn len(&self) -> usize {
         self.core.instances.len()
     }
@@ -354,6 +358,60 @@ impl Pool {
         self.core.restart(index)
     }
 
+    /// Change the number of instances to `count` (1..=[`MAX_COUNT`](crate::spec::MAX_COUNT)),
+    /// at run time, under load.
+    ///
+    /// Indices stay `0..count`. Growing adds indices at the top: a fixed pool (no
+    /// `min_instances`, not `lazy`) starts them and returns once they are ready (within the
+    /// process limit: an instance that cannot start is the error, and the pool keeps its
+    /// old size); an elastic or lazy pool starts them on demand. Shrinking removes the top
+    /// indices at once (they become [`Error::IndexOutOfRange`] and get no new work): idle
+    /// ones stop before `resize` returns, a busy or leased one after its last request or
+    /// lease ends, so no request in flight fails. Sticky keys of a removed instance move as
+    /// when it dies. `min_instances`, when set, is lowered to `count` if above it. A later
+    /// grow reuses a removed index (its request counters go on).
+    ///
+    /// Errors: [`Error::InvalidArgument`] for 0 or more than the cap, [`Error::ShutDown`]
+    /// after shutdown, start-up errors when growing a fixed pool.
+    pub fn resize(&self, count: usize) -> Result<()> {
+        sizing::resize(&self.core, count)
+    }
+
+    /// Replace the spec of the running pool, one instance at a time: each new process
+    /// starts and passes its ready line before the old one is swapped out; the old one
+    /// stops once the requests (or lease) using it are over. A pool under load serves
+    /// every request during the reload. When it returns `Ok`, every running instance runs
+    /// the new spec (stopped ones start from it when next needed), and a new `count` or
+    /// `min_instances` has been applied as by [`Pool::resize`].
+    ///
+    /// Only the keys in [`RELOADABLE`] (how a process starts, and the sizes) may change;
+    /// any other key that differs is an [`Error::Config`] naming each one, and an invalid
+    /// spec is the [`ToolSpec::validate`] error: in both cases before anything changes.
+    /// When a new process cannot start (bad command, no ready line, process limit), the
+    /// reload stops, the instances it already replaced go back to the old spec (as far as
+    /// the process limit allows: one that cannot keeps its new process, which did start),
+    /// the old instances keep serving, and that start-up error is returned.
+    pub fn reload(&self, spec: ToolSpec) -> Result<()> {
+        sizing::reload(&self.core, spec)
+    }
+
+    /// [`Pool::reload`] from a standalone JSON spec (as for `toolpool_pool_new`); a spec
+    /// without `"id"` keeps the pool's id, and one without `"count"` its count.
+    pub fn reload_json(&self, spec_json: &str) -> Result<()> {
+        let mut value: serde_json::Value = serde_json::from_str(spec_json)
+            .map_err(|e| Error::Config(format!("spec is not valid JSON: {e}")))?;
+        if let Some(obj) = value.as_object_mut() {
+            if !obj.contains_key("id") {
+                let id = self.core.spec.id.clone();
+                obj.insert("id".into(), serde_json::Value::String(id));
+            }
+            if !obj.contains_key("count") {
+                obj.insert("count".into(), self.len().into());
+            }
+        }
+        self.reload(ToolSpec::from_json(&value.to_string())?)
+    }
+
     /// Shut the pool down: close every stdin, give the tools a moment to exit, SIGTERM each
     /// process group, wait up to `grace`, SIGKILL, reap, join every thread. Idempotent;
     /// later calls return at once. Requests waiting for an instance get
@@ -370,6 +428,8 @@ impl Pool {
         }
         self.core.admission.wake();
         self.core.stop_all(grace);
+        // Background starts, retiring incarnations, removed indices (sizing).
+        sizing::shutdown(&self.core);
     }
 
     /// True after [`Pool::shutdown`].

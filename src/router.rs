@@ -16,6 +16,7 @@ use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
 use crate::metrics::Outcome;
 use crate::oneshot;
+use crate::sizing;
 use crate::spec::{RestartPolicy, Routing};
 use crate::supervisor;
 use crate::util::deadline_in;
@@ -167,7 +168,8 @@ fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(us
     let free = |c: &Counts, i: usize| !c.leased(i) && c.in_flight(i) < cap;
     if let Some(key) = key {
         if let Some((i, pid)) = c.sticky(key) {
-            if p.instances[i].current_is(pid, Incarnation::usable) {
+            // (`i < n`: a shrink may have removed the key's instance; the key moves.)
+            if i < n && p.instances[i].current_is(pid, Incarnation::usable) {
                 return free(c, i).then_some((i, false));
             }
             c.forget(key);
@@ -176,7 +178,9 @@ fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(us
     let candidates = (0..n)
         .map(|k| (c.next + k) % n)
         .filter(|&i| free(c, i))
-        .filter_map(|i| available(p, i).map(|start| (i, start)));
+        .filter_map(|i| available(p, i).map(|start| (i, start)))
+        // Started instances only: a stopped one is started by sizing, in the background.
+        .filter(|&(_, start)| !start);
     let chosen = if p.spec.routing == Routing::LeastBusy && key.is_none() {
         candidates.min_by_key(|&(i, _)| c.in_flight(i))
     } else {
@@ -218,6 +222,8 @@ pub(crate) fn take(
             }
         }))
     });
+    // This caller's background start of another instance, if it needs one (sizing).
+    let mut grow = sizing::Grow::default();
     let mut c = p.admission.lock();
     let (index, start) = loop {
         p.check_open()?;
@@ -242,6 +248,8 @@ pub(crate) fn take(
                 max_waiting,
             });
         }
+        // Every started instance is busy: sizing may start another (never past count).
+        sizing::before_wait(p, &mut grow)?;
         if !waited {
             waited = true;
             c.waited_total += 1;
@@ -270,7 +278,8 @@ pub(crate) fn take(
     if start {
         p.ensure_started(index, cancel)?;
     }
-    let incarnation = p.incarnation(index, false)?;
+    // (Claimed: a shrink since the pick must not fail it; see sizing.)
+    let incarnation = p.claimed_incarnation(index, false)?;
     if let Some(k) = key {
         p.admission.lock().remember(k, index, incarnation.pid());
     }

@@ -9,6 +9,7 @@ use crate::error::ExitInfo;
 use crate::incarnation::State;
 use crate::lifecycle::PoolCore;
 use crate::metrics::{InstanceMetrics, MetricsSnapshot};
+use crate::sizing;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -88,6 +89,12 @@ pub struct PoolStatus {
     pub waited_for_instance: u64,
     /// Callers waiting for a free instance now.
     pub waiting: usize,
+    /// Instances with a process now (starting or ready).
+    pub started: usize,
+    /// The most instances it may run: its `count` (what [`crate::Pool::resize`] changes).
+    pub max_instances: usize,
+    /// The fewest it keeps started: `min_instances`, or `count` when the spec has none.
+    pub min_instances: usize,
     /// Per instance.
     pub instances: Vec<InstanceStatus>,
 }
@@ -124,6 +131,8 @@ fn pull_output(core: &PoolCore) {
 /// The status of every instance.
 pub(crate) fn status(core: &PoolCore) -> PoolStatus {
     pull_output(core);
+    let started = sizing::started(core);
+    let max_instances = core.instances.len();
     let counts = core.admission.lock();
     let instances = (0..core.instances.len())
         .map(|i| instance_status(core, i, &counts))
@@ -136,6 +145,9 @@ pub(crate) fn status(core: &PoolCore) -> PoolStatus {
         command: core.spec.command.clone(),
         waited_for_instance: counts.waited_total,
         waiting: counts.waiting,
+        started,
+        max_instances,
+        min_instances: core.size.spec().min_instances.unwrap_or(max_instances),
         instances,
     }
 }
@@ -260,6 +272,8 @@ pub(crate) fn metrics(core: &PoolCore) -> MetricsSnapshot {
         in_flight: counts.in_flight_total(),
         queue_depth: counts.waiting,
         waited_for_instance: counts.waited_total,
+        grow_events: core.size.grows.load(Relaxed),
+        shrink_events: core.size.shrinks.load(Relaxed),
         latency: m.latency.snapshot(),
         instances,
     }

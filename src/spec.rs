@@ -85,6 +85,12 @@ pub struct ToolSpec {
     /// -32601 "method not found", so the tool never waits for the host.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub client_replies: BTreeMap<String, serde_json::Value>,
+    /// Elastic sizing: instances kept started (at least this many; default `count`). With
+    /// fewer than `count`, `count` is the maximum: the pool starts this many, starts
+    /// another only when every started one is busy and a caller would wait, and stops
+    /// instances idle longer than `idle_timeout_ms` down to this many. 0: on demand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<usize>,
 }
 
 impl Default for ToolSpec {
@@ -114,6 +120,7 @@ impl Default for ToolSpec {
             health: None,
             cancel_notification: None,
             client_replies: BTreeMap::new(),
+            min_instances: None,
         }
     }
 }
@@ -506,6 +513,12 @@ impl ToolSpec {
     fn check_numbers(&self) -> std::result::Result<(), (String, String)> {
         if self.count == 0 || self.count > MAX_COUNT {
             return bad("count", format!("must be between 1 and {MAX_COUNT}"));
+        }
+        if self.min_instances.is_some_and(|m| m > self.count) {
+            return bad(
+                "min_instances",
+                format!("must be at most count ({})", self.count),
+            );
         }
         if self.limits.max_line_bytes == 0 {
             return bad("limits.max_line_bytes", "must be at least 1");

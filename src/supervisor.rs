@@ -11,6 +11,7 @@ use crate::error::{Error, ExitInfo, Result};
 use crate::exchange::{self as framing, leaves_late_reply, Until};
 use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
+use crate::sizing;
 use crate::spec::{Protocol, RestartPolicy};
 use crate::util::deadline_in;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -205,8 +206,13 @@ fn supervise(p: &Arc<PoolCore>, i: usize) {
     let idle = p.admission.lock().idle(i);
     if let Some(ms) = p.spec.idle_timeout_ms {
         let last_used = inst.supervision().last_used.unwrap_or(now);
-        if idle && now.duration_since(last_used) >= Duration::from_millis(ms) && reserve(p, i) {
+        if idle
+            && now.duration_since(last_used) >= Duration::from_millis(ms)
+            && sizing::may_stop_idle(p)
+            && reserve(p, i)
+        {
             // Reserved, so no request can take it while it stops.
+            sizing::stopping_idle(p);
             p.stop_instance(i);
             unreserve(p, i);
             return;

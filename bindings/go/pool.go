@@ -26,7 +26,7 @@ type Pool struct {
 	h      *C.ToolpoolPool
 	closed atomic.Bool
 	once   sync.Once
-	size   int
+	size   atomic.Int64
 }
 
 // New starts a pool from a standalone tool spec in JSON: the keys of a registry entry
@@ -94,7 +94,8 @@ func wrapPool(op string, h *C.ToolpoolPool) (*Pool, error) {
 		C.toolpool_pool_free(h)
 		return nil, err
 	}
-	p := &Pool{h: h, size: int(n)}
+	p := &Pool{h: h}
+	p.size.Store(int64(n))
 	runtime.SetFinalizer(p, (*Pool).finalize)
 	return p, nil
 }
@@ -146,12 +147,60 @@ func (p *Pool) useJSON(op string, v any, f func(h *C.ToolpoolPool, out **C.char)
 	return decodeJSON(op, s, v)
 }
 
-// Size is the number of instances (fixed for the pool's life; also after Close).
+// Size is the number of instances (as of the last Resize or Reload; also after Close).
 func (p *Pool) Size() int {
 	if p == nil {
 		return 0
 	}
-	return p.size
+	return int(p.size.Load())
+}
+
+// Resize changes the number of instances to n (1 to 4096) at run time. Indices stay
+// 0..n-1: growing adds indices at the top (a fixed pool starts them and returns once they
+// are ready; an elastic or lazy pool starts them on demand); shrinking removes the top
+// ones at once (they return ErrIndexOutOfRange): idle ones stop before Resize returns, a
+// busy or leased one after its last request or lease, so no request in flight fails.
+// Errors: ErrInvalidArgument (n out of range), ErrShutDown, and for a fixed pool that
+// cannot start its new instances ErrSpawnFailed or ErrLimitReached (the size is then
+// unchanged).
+func (p *Pool) Resize(n int) error {
+	const op = "Resize"
+	if n < 0 || uint64(n) > math.MaxUint32 {
+		return newError(CodeInvalidArgument, op, "count %d is out of range (1 to 4096)", n)
+	}
+	err := p.use(op, func(h *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_resize(h, C.uint32_t(n)) })
+	p.refreshSize()
+	return err
+}
+
+// Reload replaces the pool's spec (standalone spec JSON, as for New; without "id" or
+// "count" the pool keeps its id or count) one instance at a time: each new process starts and prints its
+// ready line before the old one is swapped out, and the old one stops once the requests
+// using it are over, so requests keep being served. Only how a process starts (command,
+// env, env_clear, cwd, startup, the per-process limits) and the sizes (count,
+// min_instances, lazy) may change. Errors, before anything changes: ErrConfig (bad JSON,
+// an invalid spec, or another key changed: the message names each). When a new process
+// cannot start: ErrSpawnFailed or ErrLimitReached with the reason; the reload stops, the
+// instances it replaced go back to the old spec (as far as the process limit allows), and
+// the pool keeps serving. ErrShutDown after Shutdown or Close.
+func (p *Pool) Reload(spec string) error {
+	const op = "Reload"
+	cs, err := cString(op, "spec", spec)
+	if err != nil {
+		return err
+	}
+	defer freeC(cs)
+	err = p.use(op, func(h *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_reload(h, cs) })
+	p.refreshSize()
+	return err
+}
+
+// refreshSize caches the count after a Resize or Reload (Size answers after Close too).
+func (p *Pool) refreshSize() {
+	var n C.uint32_t
+	if p.use("Size", func(h *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_size(h, &n) }) == nil {
+		p.size.Store(int64(n))
+	}
 }
 
 // Notify sends a JSON-RPC notification to instance i (protocols ProtocolJSONRPC and

@@ -32,6 +32,10 @@ type Spec struct {
 	Health        *HealthProbe      `json:"health,omitempty"`
 	// ClientReplies: fixed results for requests from the tool, by method (jsonrpc, lsp).
 	ClientReplies map[string]json.RawMessage `json:"client_replies,omitempty"`
+	// MinInstances makes the pool elastic: it keeps at least this many started and
+	// starts more (up to Count) only when every started one is busy. nil: Count (a fixed
+	// pool); a pointer to 0: on demand.
+	MinInstances *int `json:"min_instances,omitempty"`
 }
 
 // StartupSpec is the spec's "startup" object.

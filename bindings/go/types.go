@@ -27,6 +27,9 @@ type Status struct {
 	Command           []string         `json:"command"` // the argv the pool runs (dry: would run)
 	WaitedForInstance uint64           `json:"waited_for_instance"`
 	Waiting           int              `json:"waiting"`
+	Started           int              `json:"started"`       // instances with a process now
+	MaxInstances      int              `json:"max_instances"` // the count (Resize changes it)
+	MinInstances      int              `json:"min_instances"` // min_instances, or the count
 	Instances         []InstanceStatus `json:"instances"`
 }
 
@@ -100,6 +103,8 @@ type Metrics struct {
 	InFlight           int               `json:"in_flight"`
 	QueueDepth         int               `json:"queue_depth"`
 	WaitedForInstance  uint64            `json:"waited_for_instance"`
+	GrowEvents         uint64            `json:"grow_events"`   // instances started because every started one was busy
+	ShrinkEvents       uint64            `json:"shrink_events"` // instances stopped after idle_timeout_ms
 	Latency            Latency           `json:"latency"`
 	Instances          []InstanceMetrics `json:"instances"`
 }

@@ -82,6 +82,10 @@ static const struct test TESTS[] = {
     {"cancel_jsonrpc", test_cancel_jsonrpc},
     {"protocols_lsp_and_notify", test_protocols_lsp_and_notify},
     {"protocols_handshake_errors", test_protocols_handshake_errors},
+    {"elastic_sequential", test_elastic_sequential},
+    {"elastic_grow_shrink", test_elastic_grow_shrink},
+    {"resize", test_resize},
+    {"reload", test_reload},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here

@@ -107,6 +107,8 @@ FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
     ("toolpool_pool_status_json", c_int32, (c_void_p, POINTER(c_void_p))),
     ("toolpool_pool_metrics_json", c_int32, (c_void_p, POINTER(c_void_p))),
     ("toolpool_pool_restart", c_int32, (c_void_p, c_uint32)),
+    ("toolpool_pool_resize", c_int32, (c_void_p, c_uint32)),
+    ("toolpool_pool_reload", c_int32, (c_void_p, c_char_p)),
     ("toolpool_pool_shutdown", c_int32, (c_void_p, c_uint32)),
     ("toolpool_pool_free", None, (c_void_p,)),
     ("toolpool_last_error_message", c_char_p, ()),

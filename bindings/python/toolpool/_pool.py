@@ -431,7 +431,8 @@ class Pool(Managed):
         return self._json(lib.toolpool_pool_health_json)
 
     def status(self) -> Dict[str, Any]:
-        """``{"tool", "shut_down", "disabled", "waiting", "instances": [...], ...}``."""
+        """``{"tool", "shut_down", "disabled", "waiting", "started", "max_instances",
+        "min_instances", "instances": [...], ...}``."""
         return self._json(lib.toolpool_pool_status_json)
 
     def metrics(self) -> Dict[str, Any]:
@@ -443,6 +444,54 @@ class Pool(Managed):
         mark. Returns once the new process is ready."""
         with self._borrow() as p:
             call(lib.toolpool_pool_restart, p, _index(i))
+
+    def resize(self, n: int) -> None:
+        """Change the number of instances to ``n`` (1 to 4096) at run time.
+
+        Indices stay ``0..n-1``: growing adds indices at the top (a fixed pool starts them
+        and returns once they are ready; an elastic or lazy pool starts them on demand);
+        shrinking removes the top ones at once (they raise ``IndexOutOfRange``): idle ones
+        stop before this returns, a busy or leased one after its last request or lease, so
+        no request in flight fails. Raises ``InvalidArgument`` (``n`` out of range),
+        ``ShutDown``, and for a fixed pool that cannot start its new instances
+        ``SpawnFailed`` or ``LimitReached`` (the size is then unchanged)."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if not 0 <= n <= _U32_MAX:
+            raise InvalidArgument(f"resize to {n}: the count must be between 1 and 4096")
+        try:
+            with self._borrow() as p:
+                call(lib.toolpool_pool_resize, p, n)
+        finally:
+            self._refresh_size()
+
+    def reload(self, spec: Spec) -> None:
+        """Replace the pool's spec (a dict, JSON text or a command list, as for the
+        constructor; without ``"id"`` or ``"count"`` the pool keeps its id or count) one instance at a time: each
+        new process starts and prints its ready line before the old one is swapped out,
+        and the old one stops once the requests using it are over, so requests keep being
+        served. Only how a process starts (``command``, ``env``, ``env_clear``, ``cwd``,
+        ``startup``, the per-process ``limits``) and the sizes (``count``,
+        ``min_instances``, ``lazy``) may change. Raises ``ConfigError`` before anything
+        changes (bad JSON, an invalid spec, or another key changed: the message names
+        each); ``SpawnFailed`` or ``LimitReached`` when a new process cannot start (the
+        reload stops, the instances it replaced go back to the old spec as far as the
+        process limit allows, and the pool keeps serving); ``ShutDown`` after shutdown."""
+        try:
+            with self._borrow() as p:
+                call(lib.toolpool_pool_reload, p, _cstr(self._spec_json(spec, None), "spec"))
+        finally:
+            self._refresh_size()
+
+    def _refresh_size(self) -> None:
+        # len() answers after close() too, so the count is cached after each change.
+        n = c_uint32()
+        try:
+            with self._borrow() as p:
+                call(lib.toolpool_pool_size, p, byref(n))
+        except ToolpoolError:
+            return
+        self._size = n.value
 
     def shutdown(self, grace: float = DEFAULT_GRACE) -> None:
         """Close every stdin, SIGTERM each process group, wait up to ``grace`` seconds,
