@@ -64,6 +64,9 @@
 //! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` →
 //! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
 //! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
+//! [`remote`] sits beside `incarnation` (it builds the launcher argv that `process`
+//! spawns and runs the ssh master connections; `lifecycle` asks it for each start), and
+//! its data, [`remote::spec`], beside `spec`.
 
 mod admission;
 pub mod error;
@@ -81,6 +84,7 @@ pub mod pool;
 pub mod pools;
 mod process;
 mod reader;
+pub mod remote;
 pub mod router;
 mod rpc;
 mod snapshot;
@@ -98,9 +102,10 @@ pub use lease::Lease;
 pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
-pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
+pub use pool::{Health, HostStatus, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
 pub use router::{MapResult, Reply, ServedBy};
+pub use remote::{Launcher, RemoteSpec};
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
     Routing, Shutdown, Startup, ToolSpec,

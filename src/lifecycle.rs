@@ -13,6 +13,7 @@ use crate::incarnation::{Incarnation, State};
 use crate::instance::Instance;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
+use crate::remote::Remote;
 use crate::spec::ToolSpec;
 use crate::util::deadline_in;
 use crossbeam_channel::Sender;
@@ -36,6 +37,8 @@ pub(crate) struct PoolCore {
     shut_down: AtomicBool,
     /// Wakes the supervisor thread (set once it runs).
     supervisor_wake: Mutex<Option<Sender<()>>>,
+    /// The launcher and ssh connections of a pool on other hosts (`remote`).
+    pub remote: Option<Remote>,
 }
 
 impl PoolCore {
@@ -51,6 +54,7 @@ impl PoolCore {
             read_any_next: AtomicUsize::new(0),
             shut_down: AtomicBool::new(false),
             supervisor_wake: Mutex::new(None),
+            remote: Remote::new(&spec),
             spec,
         }
     }
@@ -134,6 +138,9 @@ impl PoolCore {
     /// Start every instance: spawn all, then wait for all to be ready (in parallel). On
     /// any failure every process started here is stopped.
     pub fn start_all(self: &Arc<Self>) -> Result<()> {
+        if self.remote.is_some() {
+            return self.start_all_remote();
+        }
         let deadline = self.start_deadline();
         let mut started = Vec::new();
         let mut failure = None;
@@ -158,6 +165,51 @@ impl PoolCore {
             return Err(e);
         }
         for (i, c) in started.into_iter().enumerate() {
+            self.install(i, c);
+        }
+        Ok(())
+    }
+
+    /// [`PoolCore::start_all`] for a pool on other hosts: one host that cannot be reached
+    /// must not stop the others, so an instance that fails to start is left dead with
+    /// its error (the supervisor retries it with backoff); only when none starts is it an
+    /// error (the first one, naming its host).
+    fn start_all_remote(self: &Arc<Self>) -> Result<()> {
+        let deadline = self.start_deadline();
+        if let Some(r) = &self.remote {
+            r.prepare(deadline);
+        }
+        let mut first = None;
+        let mut started = Vec::new();
+        for i in 0..self.instances.len() {
+            match self.spawn(i) {
+                Ok(c) => started.push((i, c)),
+                Err(e) => {
+                    self.instances[i].supervision().start_failed = true;
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        let mut ready = Vec::new();
+        for (i, c) in started {
+            match self.await_ready(&c, deadline) {
+                Ok(()) => ready.push((i, c)),
+                Err(e) => {
+                    if let Some(r) = &self.remote {
+                        r.record_error(i, &e);
+                    }
+                    self.instances[i].supervision().start_failed = true;
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if ready.is_empty() {
+            if let Some(r) = &self.remote {
+                r.shutdown();
+            }
+            return Err(first.unwrap_or_else(|| Error::Spawn("no instance started".into())));
+        }
+        for (i, c) in ready {
             self.install(i, c);
         }
         Ok(())
@@ -199,6 +251,9 @@ impl PoolCore {
             if let Err(e) = c.wait_ready(self.start_deadline(), line) {
                 // It stays in the instance as dead, with its stderr tail, until replaced.
                 c.kill();
+                if let Some(r) = &self.remote {
+                    r.record_error(index, &e);
+                }
                 return Err(e);
             }
             // Ready now: callers waiting for an instance may take it.
@@ -264,8 +319,16 @@ impl PoolCore {
                 p.on_exit(index, exit);
             }
         });
+        let remote_spec;
+        let spec = match &self.remote {
+            Some(r) => {
+                remote_spec = r.local_spec(&self.spec, index, self.start_deadline())?;
+                &remote_spec
+            }
+            None => &self.spec,
+        };
         Incarnation::start(
-            &self.spec,
+            spec,
             index,
             &self.limiter,
             Arc::clone(&self.instances[index].counters),
@@ -313,6 +376,9 @@ impl PoolCore {
         wait_all(&all, end);
         for c in &all {
             c.stop();
+        }
+        if let Some(r) = &self.remote {
+            r.shutdown();
         }
     }
 }

@@ -62,6 +62,30 @@ pub struct InstanceStatus {
     pub stderr_tail: Vec<String>,
     /// The last lines that broke the JSON-RPC framing.
     pub protocol_errors_tail: Vec<String>,
+    /// The host it runs on (`remote` pools; `None` for a local pool).
+    pub host: Option<String>,
+    /// Why its last start failed (`remote` pools): the host and the launcher's message.
+    /// Cleared by the next start that reaches the host.
+    pub host_error: Option<String>,
+}
+
+/// Instances of one host by state (`remote` pools).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostStatus {
+    /// The host, as named in `remote.hosts`.
+    pub host: String,
+    /// Instances placed on it.
+    pub instances: usize,
+    /// Ready for work.
+    pub ready: usize,
+    /// Started, waiting for the ready line.
+    pub starting: usize,
+    /// Dead (ended, or could not start) and not failed.
+    pub dead: usize,
+    /// Stopped on purpose or not started yet.
+    pub stopped: usize,
+    /// Failed (restart cap reached).
+    pub failed: usize,
 }
 
 /// Status of the whole pool.
@@ -79,6 +103,8 @@ pub struct PoolStatus {
     pub waiting: usize,
     /// Per instance.
     pub instances: Vec<InstanceStatus>,
+    /// Instances by host and state, in the order of `remote.hosts` (empty for a local pool).
+    pub hosts: Vec<HostStatus>,
 }
 
 /// Health summary.
@@ -114,7 +140,7 @@ fn pull_output(core: &PoolCore) {
 pub(crate) fn status(core: &PoolCore) -> PoolStatus {
     pull_output(core);
     let counts = core.admission.lock();
-    let instances = (0..core.instances.len())
+    let instances: Vec<InstanceStatus> = (0..core.instances.len())
         .map(|i| instance_status(core, i, &counts))
         .collect();
     PoolStatus {
@@ -123,8 +149,37 @@ pub(crate) fn status(core: &PoolCore) -> PoolStatus {
         disabled: core.disabled,
         waited_for_instance: counts.waited_total,
         waiting: counts.waiting,
+        hosts: by_host(&instances),
         instances,
     }
+}
+
+/// Count instances by host and state, hosts in order of first appearance.
+fn by_host(instances: &[InstanceStatus]) -> Vec<HostStatus> {
+    let mut hosts: Vec<HostStatus> = Vec::new();
+    for s in instances {
+        let Some(h) = &s.host else { continue };
+        let pos = match hosts.iter().position(|x| &x.host == h) {
+            Some(p) => p,
+            None => {
+                hosts.push(HostStatus {
+                    host: h.clone(),
+                    ..HostStatus::default()
+                });
+                hosts.len() - 1
+            }
+        };
+        let e = &mut hosts[pos];
+        e.instances += 1;
+        match s.state {
+            State::Ready => e.ready += 1,
+            State::Starting => e.starting += 1,
+            State::Dead => e.dead += 1,
+            State::Stopped => e.stopped += 1,
+            State::Failed => e.failed += 1,
+        }
+    }
+    hosts
 }
 
 /// Counts by state, from a status.
@@ -193,6 +248,8 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
             .as_ref()
             .and_then(|c| c.rpc().map(|d| d.bad_lines()))
             .unwrap_or_default(),
+        host: core.remote.as_ref().map(|r| r.host(i).to_string()),
+        host_error: core.remote.as_ref().and_then(|r| r.last_error(i)),
     }
 }
 
