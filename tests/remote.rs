@@ -240,7 +240,8 @@ fn dropped_connection_ends_the_remote_tool_and_the_instance_restarts() {
     unsafe { libc::kill(masters[0], libc::SIGKILL) };
     assert!(
         eventually(CLEANUP, || !tool.alive()),
-        "remote tool left after the connection dropped"
+        "remote tool {} left after the connection dropped",
+        tool.pid
     );
     // the instance comes back through a new master
     assert!(

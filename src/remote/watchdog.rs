@@ -18,6 +18,10 @@
 //! - when the tool exits on its own, passes its exit status on, and kills what it left in
 //!   the group (SIGTERM now, SIGKILL after 1 s).
 //!
+//! During that clean-up it ignores SIGTERM and SIGPIPE itself (a dropped connection has
+//! closed its stderr: a message there must not kill it before the tool is gone); the tool
+//! starts with the dispositions the wrapper was given.
+//!
 //! It leads its process group: `sshd` starts every session with `setsid`; under `srun` or
 //! `kubectl exec` it re-executes itself under `setsid` when it is not a group leader. On a
 //! host without `setsid` it falls back to signalling the tool's pid only (descendants the
@@ -58,7 +62,7 @@ pub const SCRIPT: &str = concat!(
     r#"exec 3<&- </dev/null; "#,
     r#"wait "$j"; st=$?; "#,
     r#"if kill -0 "$j" 2>/dev/null; then kill "$f" "$w" 2>/dev/null; ( sleep 1; kill -USR1 $$ ) </dev/null >/dev/null 2>&1 & wait "$j"; st=$?; fi; "#,
-    r#"rm -rf "$t"; trap '' TERM; "#,
+    r#"rm -rf "$t"; trap '' TERM PIPE; "#,
     r#"if kill -0 "$j" 2>/dev/null; then "#,
     r#"echo "toolpool-watchdog: the launcher is gone and the tool did not exit at end of input: SIGTERM, then SIGKILL in 1 s" >&2; "#,
     r#"if [ "$L" = 1 ]; then kill -TERM 0; else kill -TERM "$j"; fi 2>/dev/null; "#,

@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// `SetEnv SHLVL=1`: Debian's bash sources ~/.bashrc for a command run by sshd only at
+// shell level 1; this machine's root ~/.bashrc runs `pyenv init` (about 0.25 s of CPU
+// per session), a cost of the account, not of toolpool. With SHLVL=1 in the session
+// environment the login shell skips it, as on a host whose rc files are light.
+
 /// Where Debian's openssh-server puts the daemon.
 pub const SSHD: &str = "/usr/sbin/sshd";
 
@@ -77,7 +82,7 @@ impl Sshd {
                     "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
                      AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n\
-                     MaxStartups 100:30:200\nLogLevel ERROR\n",
+                     MaxStartups 100:30:200\nLogLevel ERROR\nSetEnv SHLVL=1\n",
                     d = dir.display()
                 ),
             )
