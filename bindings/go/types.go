@@ -24,6 +24,18 @@ type Status struct {
 	WaitedForInstance uint64           `json:"waited_for_instance"`
 	Waiting           int              `json:"waiting"`
 	Instances         []InstanceStatus `json:"instances"`
+	Hosts             []HostStatus     `json:"hosts"` // instances by host and state (remote pools; empty otherwise)
+}
+
+// HostStatus counts the instances of one host of a remote pool by state.
+type HostStatus struct {
+	Host      string `json:"host"`
+	Instances int    `json:"instances"`
+	Ready     int    `json:"ready"`
+	Starting  int    `json:"starting"`
+	Dead      int    `json:"dead"`
+	Stopped   int    `json:"stopped"`
+	Failed    int    `json:"failed"`
 }
 
 // Instance states, as in InstanceStatus.State.
@@ -66,6 +78,8 @@ type InstanceStatus struct {
 	LastProbeUS         uint64   `json:"last_probe_us"`
 	StderrTail          []string `json:"stderr_tail"`
 	ProtocolErrorsTail  []string `json:"protocol_errors_tail"`
+	Host                string   `json:"host"`       // remote pools: the host it runs on
+	HostError           string   `json:"host_error"` // remote pools: why its last start failed
 }
 
 // Latency is a latency summary in microseconds (0 when Count is 0).
