@@ -104,8 +104,8 @@ pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::{Health, HostStatus, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
-pub use router::{MapResult, Reply, ServedBy};
 pub use remote::{Launcher, RemoteSpec};
+pub use router::{MapResult, Reply, ServedBy};
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
     Routing, Shutdown, Startup, ToolSpec,

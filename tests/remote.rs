@@ -70,7 +70,9 @@ fn processes_with_arg(needle: &str) -> Vec<i32> {
 fn reply_pid(pool: &Pool, index: usize, cmd: &str) -> i32 {
     pool.send(index, cmd).unwrap();
     let line = pool.read_line(index, T).unwrap();
-    line.trim().parse().unwrap_or_else(|_| panic!("a pid, got {line:?}"))
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("a pid, got {line:?}"))
 }
 
 #[test]
@@ -136,10 +138,17 @@ fn ssh_pool_on_two_host_names_serves_and_shows_hosts() {
         assert_eq!(r.text, format!("{weird}hello {i}"));
     }
     // (these two commands reply without the prefix)
-    assert_eq!(p.request("env:TP_VAR", T).unwrap().text, "two words; 'q' $x");
+    assert_eq!(
+        p.request("env:TP_VAR", T).unwrap().text,
+        "two words; 'q' $x"
+    );
     assert_eq!(p.request("cwd", T).unwrap().text, "/usr");
     let st = p.status();
-    let hosts: Vec<_> = st.instances.iter().map(|i| i.host.clone().unwrap()).collect();
+    let hosts: Vec<_> = st
+        .instances
+        .iter()
+        .map(|i| i.host.clone().unwrap())
+        .collect();
     assert_eq!(hosts, ["127.0.0.1", "localhost", "127.0.0.1", "localhost"]);
     assert_eq!(st.hosts.len(), 2);
     for h in &st.hosts {
@@ -196,7 +205,13 @@ fn killed_local_launcher_ends_the_remote_tool() {
 #[test]
 fn stubborn_remote_tool_is_gone_after_shutdown() {
     let sshd = Sshd::start();
-    let p = pool(ssh_spec(&sshd, &["127.0.0.1", "localhost"], 2, &["--ignore-term"])).unwrap();
+    let p = pool(ssh_spec(
+        &sshd,
+        &["127.0.0.1", "localhost"],
+        2,
+        &["--ignore-term"],
+    ))
+    .unwrap();
     let mut seen = Vec::new();
     for i in 0..2 {
         seen.push(Seen::of(reply_pid(&p, i, "pid")));
@@ -211,7 +226,10 @@ fn stubborn_remote_tool_is_gone_after_shutdown() {
         "remote processes left after shutdown: {:?}",
         seen.iter().filter(|s| s.alive()).collect::<Vec<_>>()
     );
-    eprintln!("stubborn remote tools gone {:?} after shutdown began", t0.elapsed());
+    eprintln!(
+        "stubborn remote tools gone {:?} after shutdown began",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -246,7 +264,8 @@ fn dropped_connection_ends_the_remote_tool_and_the_instance_restarts() {
     // the instance comes back through a new master
     assert!(
         eventually(T, || p.status().instances[0].state == State::Ready
-            && p.request("again", Duration::from_secs(2)).is_ok_and(|r| r.text == "again")),
+            && p.request("again", Duration::from_secs(2))
+                .is_ok_and(|r| r.text == "again")),
         "instance restarted: {:?}",
         p.status().instances[0]
     );
@@ -273,13 +292,19 @@ fn unreachable_host_fails_clearly_while_the_other_serves() {
     let p = pool(spec.clone()).expect("one good host is enough");
     for i in 0..6 {
         let r = p.request(&format!("r{i}"), T).unwrap();
-        assert!(matches!(r.instance, Some(0) | Some(2)), "routed to a live instance: {r:?}");
+        assert!(
+            matches!(r.instance, Some(0) | Some(2)),
+            "routed to a live instance: {r:?}"
+        );
     }
     let st = p.status();
     for i in [1, 3] {
         let s = &st.instances[i];
         assert_ne!(s.state, State::Ready);
-        let e = s.host_error.as_deref().expect("the failed start is in the status");
+        let e = s
+            .host_error
+            .as_deref()
+            .expect("the failed start is in the status");
         assert!(e.contains(&bad), "names the host: {e}");
         assert!(e.contains("Connection refused"), "has ssh's stderr: {e}");
     }
@@ -291,7 +316,11 @@ fn unreachable_host_fails_clearly_while_the_other_serves() {
     // the policy retries the dead host per instance, with backoff, up to its cap; the
     // good host serves all along
     assert!(
-        eventually(T, || p.status().hosts.iter().any(|h| h.host == bad && h.failed == 2)),
+        eventually(T, || p
+            .status()
+            .hosts
+            .iter()
+            .any(|h| h.host == bad && h.failed == 2)),
         "{:?}",
         p.status().hosts
     );

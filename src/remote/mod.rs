@@ -1,9 +1,9 @@
 //! Instances on other hosts (the spec's `remote` key): turns a spec and an instance's
 //! host into the local argv that starts the tool there through the launcher (`ssh`,
 //! `srun`, `kubectl exec`, or an argv template), and owns the pool's shared ssh
-//! connections ([`ssh`]). It sits above `process` (it only builds the argv that
+//! connections (`remote::ssh`). It sits above `process` (it only builds the argv that
 //! `process` spawns, and runs the ssh masters) and below `lifecycle`, which asks it for
-//! the local spec of each start ([`Remote::local_spec`]).
+//! the local spec of each start (`Remote::local_spec`).
 //!
 //! On the remote side the tool always runs under the [`watchdog`], which ends it and its
 //! descendants once the launcher is gone. The spec's `env` and `cwd` apply on the remote
@@ -216,7 +216,10 @@ impl Remote {
     fn masters(&self) -> Result<Arc<ssh::Masters>> {
         let mut m = self.masters.lock();
         if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Error::ShutDown(format!("{} (ssh connections closed)", self.spec.host(0))));
+            return Err(Error::ShutDown(format!(
+                "{} (ssh connections closed)",
+                self.spec.host(0)
+            )));
         }
         if let Some(m) = m.as_ref() {
             return Ok(Arc::clone(m));

@@ -52,6 +52,9 @@ struct Slot {
     failed: Option<(Instant, String)>,
 }
 
+/// A slot shared by the starts that use it.
+type SharedSlot = Arc<Mutex<Slot>>;
+
 struct Master {
     process: Arc<Process>,
     stderr: Arc<Mutex<VecDeque<u8>>>,
@@ -95,7 +98,7 @@ pub(crate) struct Masters {
     dir: PathBuf,
     options: Vec<String>,
     /// By (host, shard): the socket's master, if started.
-    masters: Mutex<BTreeMap<(String, usize), Arc<Mutex<Slot>>>>,
+    masters: Mutex<BTreeMap<(String, usize), SharedSlot>>,
 }
 
 impl Masters {
@@ -148,7 +151,12 @@ impl Masters {
 
     /// Start a master for `host` on `path` and wait until it is ready; the message of a
     /// failure names the host and has ssh's stderr.
-    fn connect(&self, host: &str, path: &Path, deadline: Instant) -> std::result::Result<Master, String> {
+    fn connect(
+        &self,
+        host: &str,
+        path: &Path,
+        deadline: Instant,
+    ) -> std::result::Result<Master, String> {
         let master = self.start(host, path).map_err(|e| e.to_string())?;
         loop {
             if path.exists() {
@@ -206,9 +214,8 @@ impl Masters {
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let keep = Arc::clone(&stderr);
         let mut src = sp.stderr;
-        let drainer = process::spawn_thread(
-            format!("toolpool-ssh-{}", sp.process.pid()),
-            move || {
+        let drainer =
+            process::spawn_thread(format!("toolpool-ssh-{}", sp.process.pid()), move || {
                 let mut buf = [0u8; 1024];
                 loop {
                     match src.read(&mut buf) {
@@ -224,8 +231,7 @@ impl Masters {
                         Err(_) => break,
                     }
                 }
-            },
-        );
+            });
         Ok(Master {
             process: sp.process,
             stderr,

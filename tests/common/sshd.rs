@@ -96,7 +96,11 @@ impl Sshd {
                 .stderr(log)
                 .spawn()
                 .expect("sshd starts");
-            let mut me = Sshd { dir: dir.clone(), port, child };
+            let mut me = Sshd {
+                dir: dir.clone(),
+                port,
+                child,
+            };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -129,7 +133,10 @@ impl Sshd {
             "-o".into(),
             "IdentitiesOnly=yes".into(),
             "-o".into(),
-            format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display()),
+            format!(
+                "UserKnownHostsFile={}",
+                self.dir.join("known_hosts").display()
+            ),
             "-o".into(),
             "GlobalKnownHostsFile=/dev/null".into(),
             "-o".into(),
