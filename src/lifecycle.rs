@@ -176,13 +176,30 @@ impl PoolCore {
     /// error (the first one, naming its host).
     fn start_all_remote(self: &Arc<Self>) -> Result<()> {
         let deadline = self.start_deadline();
-        if let Some(r) = &self.remote {
-            r.prepare(deadline);
-        }
+        let groups = self.remote.as_ref().map(|r| r.groups()).unwrap_or_default();
+        // One thread per host connection: each connects (ssh: its master) and spawns its
+        // instances, so the hosts' connection times overlap each other and the spawns.
+        let spawned: Vec<(usize, Result<Arc<Incarnation>>)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = groups
+                .iter()
+                .map(|group| {
+                    scope.spawn(move || {
+                        group
+                            .iter()
+                            .map(|&i| (i, self.spawn(i)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap_or_default())
+                .collect()
+        });
         let mut first = None;
         let mut started = Vec::new();
-        for i in 0..self.instances.len() {
-            match self.spawn(i) {
+        for (i, r) in spawned {
+            match r {
                 Ok(c) => started.push((i, c)),
                 Err(e) => {
                     self.instances[i].supervision().start_failed = true;

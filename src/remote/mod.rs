@@ -93,31 +93,15 @@ impl Remote {
         })
     }
 
-    /// Connect to every host at once before the instances start (ssh: one master per
-    /// host and shard, in parallel), so a pool's start costs one connection time, not one
-    /// per host. Failures are kept for the starts of the instances to report.
-    pub fn prepare(&self, deadline: Instant) {
-        if self.spec.launcher != spec::Launcher::Ssh {
-            return;
+    /// The instances grouped by the connection they use (host, and for ssh the master
+    /// of every [`SESSIONS_PER_CONNECTION`]), in index order within each group: a pool's
+    /// start runs the groups in parallel.
+    pub fn groups(&self) -> Vec<Vec<usize>> {
+        let mut by: BTreeMap<(&str, usize), Vec<usize>> = BTreeMap::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            by.entry((self.host(i), *shard)).or_default().push(i);
         }
-        let Ok(masters) = self.masters() else { return };
-        let mut wanted: Vec<(String, usize)> = (0..self.shards.len())
-            .map(|i| (self.host(i).to_string(), self.shards[i]))
-            .collect();
-        wanted.sort();
-        wanted.dedup();
-        let threads: Vec<_> = wanted
-            .into_iter()
-            .map(|(host, shard)| {
-                let m = Arc::clone(&masters);
-                crate::process::spawn_thread(format!("toolpool-ssh-{host}"), move || {
-                    let _ = m.socket(&host, shard, deadline);
-                })
-            })
-            .collect();
-        for t in threads {
-            let _ = t.join();
-        }
+        by.into_values().collect()
     }
 
     /// Record why the start of `index` failed after the launcher ran (no ready line).

@@ -251,16 +251,6 @@ impl Masters {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-
-    /// Pids of the running masters (for tests and status).
-    #[allow(dead_code)]
-    pub fn pids(&self) -> Vec<i32> {
-        self.masters
-            .lock()
-            .values()
-            .filter_map(|s| s.lock().master.as_ref().map(|m| m.process.pid()))
-            .collect()
-    }
 }
 
 impl Drop for Masters {

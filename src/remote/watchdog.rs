@@ -48,8 +48,8 @@ pub const TERM_GRACE: std::time::Duration = std::time::Duration::from_secs(TERM_
 /// quoted argument). The `sleep 1` lines are [`EOF_GRACE_S`] and [`TERM_GRACE_S`].
 pub const SCRIPT: &str = concat!(
     r#"s=$1; m=$2; c=$3; shift 3; "#,
-    r#"pg() { set -- $1; echo "$3"; }; "#,
-    r#"if read -r st </proc/$$/stat 2>/dev/null; then g=$(pg "${st##*) }"); else g=$(ps -o pgid= -p $$ 2>/dev/null); g=${g#"${g%%[! ]*}"}; fi; "#,
+    r#"pg() { set -- $1; g=$3; }; "#,
+    r#"if read -r st </proc/$$/stat 2>/dev/null; then pg "${st##*) }"; else g=$(ps -o pgid= -p $$ 2>/dev/null); g=${g#"${g%%[! ]*}"}; fi; "#,
     r#"if [ "$g" = "$$" ]; then L=1; else L=0; fi; "#,
     r#"if [ "$m" = 0 ] && [ "$L" = 0 ] && command -v setsid >/dev/null 2>&1; then exec setsid sh -c 'eval "$1"' toolpool-watchdog "$s" 1 "$c" "$@"; fi; "#,
     r#"if [ -n "$c" ]; then cd -- "$c" || { echo "toolpool-watchdog: cannot change to directory $c" >&2; exit 126; }; fi; "#,
