@@ -172,6 +172,29 @@ fn ssh_pool_on_two_host_names_serves_and_shows_hosts() {
     for h in &st.hosts {
         assert_eq!((h.instances, h.ready, h.dead), (2, 2, 0), "{h:?}");
     }
+    // the local launcher: shared connection, no prompt, host keys checked as the options say
+    let argv: Vec<String> =
+        std::fs::read(format!("/proc/{}/cmdline", st.instances[0].pid.unwrap()))
+            .unwrap()
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+    assert_eq!(argv[..3], ["ssh", "-o", "ControlMaster=no"]);
+    for want in [
+        "BatchMode=yes",
+        "StrictHostKeyChecking=yes",
+        "-T",
+        "--",
+        "127.0.0.1",
+    ] {
+        assert!(argv.iter().any(|a| a == want), "{want} in {argv:?}");
+    }
+    assert!(!argv.iter().any(|a| a.contains("StrictHostKeyChecking=no")));
+    let line = argv.iter().rev().find(|a| !a.is_empty()).unwrap();
+    assert!(
+        line.starts_with("'sh' '-c' 'eval \"$1\"' 'toolpool-watchdog' "),
+        "{line}"
+    );
     let json = serde_json::to_value(&st).unwrap();
     assert_eq!(json["instances"][1]["host"], "localhost");
     assert_eq!(json["hosts"][0]["host"], "127.0.0.1");

@@ -99,6 +99,8 @@ pub(crate) struct Masters {
     options: Vec<String>,
     /// By (host, shard): the socket's master, if started.
     masters: Mutex<BTreeMap<(String, usize), SharedSlot>>,
+    /// Set by [`Masters::shutdown`]: no master starts after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Masters {
@@ -108,18 +110,22 @@ impl Masters {
             dir: private_dir()?,
             options: options.to_vec(),
             masters: Mutex::new(BTreeMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// The control socket of `shard` of `host`, its master started (or restarted) if
     /// needed and ready (authenticated) before `deadline`.
     pub fn socket(&self, host: &str, shard: usize, deadline: Instant) -> Result<PathBuf> {
-        let slot = Arc::clone(
-            self.masters
-                .lock()
-                .entry((host.to_string(), shard))
-                .or_default(),
-        );
+        let slot = {
+            let mut all = self.masters.lock();
+            if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Spawn(format!(
+                    "host '{host}': the pool is shutting down"
+                )));
+            }
+            Arc::clone(all.entry((host.to_string(), shard)).or_default())
+        };
         let mut slot = slot.lock();
         let path = self.socket_path(host, shard);
         if let Some(m) = slot.master.as_ref() {
@@ -241,9 +247,14 @@ impl Masters {
 
     /// Stop every master, remove the directory. Idempotent.
     pub fn shutdown(&self) {
-        let all: Vec<_> = std::mem::take(&mut *self.masters.lock())
-            .into_values()
-            .collect();
+        let all: Vec<_> = std::mem::take(&mut *{
+            let m = self.masters.lock();
+            self.closed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            m
+        })
+        .into_values()
+        .collect();
         for slot in all {
             if let Some(m) = slot.lock().master.take() {
                 m.stop();
