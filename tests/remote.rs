@@ -150,6 +150,8 @@ fn ssh_pool_on_two_host_names_serves_and_shows_hosts() {
     let mut spec = ssh_spec(&sshd, &["127.0.0.1", "localhost"], 4, &["--prefix", weird]);
     spec.env.insert("TP_VAR".into(), "two words; 'q' $x".into());
     spec.cwd = Some("/usr".into());
+    // the tests of this file run one at a time, so these counts are this test's own
+    let (fds0, threads0) = (common::fd_count(), common::thread_count());
     let p = pool(spec).expect("pool starts over ssh");
     for i in 0..8 {
         let r = p.request(&format!("hello {i}"), T).unwrap();
