@@ -233,6 +233,16 @@ fn ssh_pool_on_two_host_names_serves_and_shows_hosts() {
         "control socket dir {} removed",
         dir.display()
     );
+    drop(p);
+    assert!(
+        eventually(Duration::from_secs(3), || common::fd_count() == fds0
+            && common::thread_count() == threads0),
+        "fds {} -> {}, threads {} -> {}",
+        fds0,
+        common::fd_count(),
+        threads0,
+        common::thread_count()
+    );
     assert!(
         eventually(Duration::from_secs(3), || ours
             .iter()
