@@ -453,12 +453,18 @@ fn thirty_two_instances_on_one_host_start_within_two_seconds() {
     assert!(replies.iter().all(|r| r.is_ok()));
 }
 
-/// A stand-in launcher: records its argv (NUL-separated) in `$TOOLPOOL_STANDIN_LOG/NAME.PID`,
-/// drops its own arguments as the real one would, and runs the rest here.
-fn standins() -> std::path::PathBuf {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
+/// Stand-in launchers on PATH for one test (the tests of this file run one at a time):
+/// each records its argv (NUL-separated) in `DIR/log/NAME.PID`, drops its own arguments as
+/// the real one would, and runs the rest here. Dropping it restores PATH and removes DIR.
+struct Standins {
+    dir: std::path::PathBuf,
+    old_path: std::ffi::OsString,
+}
+
+impl Standins {
+    fn install() -> Standins {
         let dir = std::env::temp_dir().join(format!("toolpool-standins-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("log")).unwrap();
         let write = |name: &str, skip: &str| {
             let path = dir.join(name);
@@ -476,12 +482,21 @@ fn standins() -> std::path::PathBuf {
         // srun: options up to the program; kubectl exec: everything up to `--`
         write("srun", r#"while [ "$1" != sh ]; do shift; done"#);
         write("kubectl", r#"while [ "$1" != -- ]; do shift; done; shift"#);
-        let path = std::env::var("PATH").unwrap_or_default();
-        // Only `srun` and `kubectl` live there, so other tests' lookups are unchanged.
-        std::env::set_var("PATH", format!("{}:{path}", dir.display()));
-        dir
-    })
-    .clone()
+        let old_path = std::env::var_os("PATH").unwrap_or_default();
+        let mut path = std::ffi::OsString::from(&dir);
+        path.push(":");
+        path.push(&old_path);
+        // Only `srun` and `kubectl` live there, so no other lookup changes.
+        std::env::set_var("PATH", path);
+        Standins { dir, old_path }
+    }
+}
+
+impl Drop for Standins {
+    fn drop(&mut self) {
+        std::env::set_var("PATH", &self.old_path);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn standin_argv(dir: &std::path::Path, name: &str, pid: i32) -> Vec<String> {
@@ -526,7 +541,8 @@ fn expected_tail() -> Vec<String> {
 #[test]
 fn srun_argv_through_a_stand_in() {
     let _serial = serial();
-    let dir = standins();
+    let standins = Standins::install();
+    let dir = standins.dir.clone();
     let p = standin_pool(Launcher::Srun, &["--partition=debug", "--time=5"]);
     assert_eq!(p.request("x", T).unwrap().text, "a b 'c'x");
     assert_eq!(p.request("env:TP_VAR", T).unwrap().text, "v w");
@@ -551,7 +567,8 @@ fn srun_argv_through_a_stand_in() {
 #[test]
 fn kubectl_argv_through_a_stand_in() {
     let _serial = serial();
-    let dir = standins();
+    let standins = Standins::install();
+    let dir = standins.dir.clone();
     let p = standin_pool(Launcher::Kubectl, &["-n", "tools", "-c", "main"]);
     assert_eq!(p.request("y", T).unwrap().text, "a b 'c'y");
     let st = p.status();
