@@ -1,10 +1,10 @@
 # toolpool: one entry point for Rust, C, Go and Python.
 #   make demo   - a real pool of real tools doing real work (the main job)
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
-# Both install what the machine lacks (apt-get: bc, sqlite3, valgrind, pkg-config;
-# pip: pytest, mypy), and target/protocol-venv, a virtual environment with protocol servers
-# from PyPI (mcp-server-time, jedi-language-server, ruff) for the protocol tests and the demo.
-# Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
+# Both install what the machine lacks (apt-get: bc, sqlite3, valgrind, pkg-config,
+# openssh-server; pip: pytest, mypy), and target/protocol-venv, a virtual environment with
+# protocol servers from PyPI (mcp-server-time, jedi-language-server, ruff) for the protocol
+# tests and the demo. Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
 CARGO        ?= cargo
 PYTHON       ?= python3
 PREFIX       ?= /usr/local
@@ -43,6 +43,9 @@ apt-deps:
 	@missing=""; for p in bc sqlite3 valgrind pkg-config; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+	@# tests/remote.rs, the Python remote test and the ssh bench row start a throwaway sshd on 127.0.0.1
+	@[ -x /usr/sbin/sshd ] || { echo "installing openssh-server"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssh-server >/dev/null; }
 py-deps:
 	@$(PYTHON) -c 'import pytest, mypy' 2>/dev/null || { echo "installing pytest mypy"; \
 	  $(PYTHON) -m pip install -q pytest mypy 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages pytest mypy; }

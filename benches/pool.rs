@@ -40,6 +40,12 @@
 //!   alive) and routed `request`s from one caller (`p50_us`); ratio = p50 / floor_p50.
 //!   Then `shutdown_ms` (shutdown and drop of the pool).
 //!
+//! - `ssh_roundtrip` (issue 16): `request` on a pool of the test tool over ssh to
+//!   127.0.0.1 (a throwaway sshd this bench starts, tests/common/sshd.rs), in blocks
+//!   interleaved with the same `request` on a local pool (`local_p50_us`); ratio = p50 /
+//!   local p50. Skipped with a note when `/usr/sbin/sshd` is missing (`make bench`
+//!   installs it).
+//!
 //! floor, roundtrip, spawn_per_call, the `_c`, 4x4 and `scale_N` figures run twice:
 //! unpinned, and pinned to one CPU. The pinned run is this binary re-executed with
 //! `TOOLPOOL_BENCH_PINNED=1`; it pins its whole process with `sched_setaffinity` before it
@@ -56,6 +62,9 @@ use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 use toolpool::{Pool, Protocol, Routing, ToolSpec};
+
+#[path = "../tests/common/sshd.rs"]
+mod sshd;
 
 const TESTTOOL: &str = env!("CARGO_BIN_EXE_toolpool-testtool");
 const RPC_TOOL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tools/rpc_tool.py");
@@ -1114,6 +1123,7 @@ fn main() {
     scale_suite(false);
     jsonrpc_suite();
     routing_suite();
+    ssh_suite();
     let rows = ROWS.lock().expect("rows");
     if smoke() {
         smoke_check(&rows);
@@ -1126,6 +1136,54 @@ fn main() {
     }
     summary(&rows);
     eprintln!("total bench time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Issue 16: the round trip over ssh to 127.0.0.1 next to the local one.
+fn ssh_suite() {
+    if !sshd::available() {
+        emit(&skipped("ssh_roundtrip", false, "sshd not installed"));
+        return;
+    }
+    let server = sshd::Sshd::start();
+    let spec = |remote: bool| ToolSpec {
+        remote: remote.then(|| toolpool::RemoteSpec {
+            launcher: toolpool::Launcher::Ssh,
+            hosts: vec!["127.0.0.1".into()],
+            options: server.options(),
+            per_host: None,
+        }),
+        ..ToolSpec::new([TESTTOOL])
+    };
+    let local = Pool::from_spec(spec(false)).expect("local pool");
+    let remote = Pool::from_spec(spec(true)).expect("pool over ssh to 127.0.0.1");
+    let call = |pool: &Pool| {
+        let r = pool.request(LINE, TIMEOUT).expect("request");
+        assert_eq!(r.text, LINE);
+    };
+    for _ in 0..scale(WARMUP) {
+        call(&local);
+        call(&remote);
+    }
+    let mut loc = Stats::new("ssh_local_request");
+    let mut ssh = Stats::new("ssh_roundtrip");
+    for _ in 0..scale(ROUNDS) {
+        measure(&mut loc, scale(JSONRPC_BLOCK), || call(&local));
+        measure(&mut ssh, scale(JSONRPC_BLOCK), || call(&remote));
+    }
+    local.shutdown(GRACE);
+    remote.shutdown(GRACE);
+    let mut row = ssh.json(
+        false,
+        "request on a local pool (same run)",
+        ssh.p50() / loc.p50(),
+        "p50 / p50(local request)",
+    );
+    row["local_p50_us"] = json!(round2(loc.p50()));
+    if smoke() && !row["ratio"].as_f64().is_some_and(f64::is_finite) {
+        eprintln!("bench smoke failed: ssh_roundtrip has no ratio: {row}");
+        std::process::exit(1);
+    }
+    emit(&row);
 }
 
 /// Smoke mode: every figure has its unpinned row with numbers in it.

@@ -78,6 +78,9 @@
 //! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot`, `dry` → `lsp` →
 //! `incarnation` → `instance`, `admission`, `exchange` → `handshake`, `roster` → `lifecycle` →
 //! `sizing` → `supervisor`, `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
+//! [`remote`] sits beside `incarnation` (it builds the launcher argv that `process`
+//! spawns and runs the ssh master connections; `lifecycle` asks it for each start), and
+//! its data, [`remote::spec`], beside `spec`.
 
 mod admission;
 pub mod cancel;
@@ -99,6 +102,7 @@ pub mod pool;
 pub mod pools;
 mod process;
 mod reader;
+pub mod remote;
 mod roster;
 pub mod router;
 mod rpc;
@@ -121,8 +125,9 @@ pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use lsp::MAX_LSP_HEADER_BYTES;
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
-pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
+pub use pool::{Health, HostStatus, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
+pub use remote::{Launcher, RemoteSpec};
 pub use router::{MapResult, Reply, ServedBy};
 pub use spec::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV};
 pub use spec::{

@@ -14,6 +14,7 @@ use crate::handshake;
 use crate::incarnation::{Incarnation, State};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
+use crate::remote::Remote;
 use crate::roster::{Instances, SizeState};
 use crate::spec::ToolSpec;
 use crate::util::deadline_in;
@@ -44,6 +45,8 @@ pub(crate) struct PoolCore {
     shut_down: AtomicBool,
     /// Wakes the supervisor thread (set once it runs).
     supervisor_wake: Mutex<Option<Sender<()>>>,
+    /// The launcher and ssh connections of a pool on other hosts (`remote`).
+    pub remote: Option<Remote>,
 }
 
 impl PoolCore {
@@ -60,6 +63,7 @@ impl PoolCore {
             read_any_next: AtomicUsize::new(0),
             shut_down: AtomicBool::new(false),
             supervisor_wake: Mutex::new(None),
+            remote: Remote::new(&spec),
             spec,
         }
     }
@@ -154,6 +158,9 @@ impl PoolCore {
     /// Start every instance: spawn all, then wait for all to be ready (in parallel). On
     /// any failure every process started here is stopped.
     pub fn start_all(self: &Arc<Self>) -> Result<()> {
+        if self.remote.is_some() {
+            return self.start_all_remote();
+        }
         let deadline = self.start_deadline();
         let mut started = Vec::new();
         let mut failure = None;
@@ -180,6 +187,68 @@ impl PoolCore {
             return Err(e);
         }
         for (i, c) in started.into_iter().enumerate() {
+            self.install(i, c);
+        }
+        Ok(())
+    }
+
+    /// [`PoolCore::start_all`] for a pool on other hosts: one host that cannot be reached
+    /// must not stop the others, so an instance that fails to start is left dead with
+    /// its error (the supervisor retries it with backoff); only when none starts is it an
+    /// error (the first one, naming its host).
+    fn start_all_remote(self: &Arc<Self>) -> Result<()> {
+        let deadline = self.start_deadline();
+        let groups = self.remote.as_ref().map(|r| r.groups()).unwrap_or_default();
+        // One thread per host connection: each connects (ssh: its master) and spawns its
+        // instances, so the hosts' connection times overlap each other and the spawns.
+        let spawned: Vec<(usize, Result<Arc<Incarnation>>)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = groups
+                .iter()
+                .map(|group| {
+                    scope.spawn(move || {
+                        group
+                            .iter()
+                            .map(|&i| (i, self.spawn(i, None)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap_or_default())
+                .collect()
+        });
+        let mut first = None;
+        let mut started = Vec::new();
+        for (i, r) in spawned {
+            match r {
+                Ok(c) => started.push((i, c)),
+                Err(e) => {
+                    self.instances[i].supervision().start_failed = true;
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        let mut ready = Vec::new();
+        for (i, c) in started {
+            match self.await_ready(&c, deadline) {
+                Ok(()) => ready.push((i, c)),
+                Err(e) => {
+                    if let Some(r) = &self.remote {
+                        r.record_error(i, &e);
+                    }
+                    self.instances[i].supervision().start_failed = true;
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if ready.is_empty() {
+            if let Some(r) = &self.remote {
+                r.shutdown();
+            }
+            return Err(first.unwrap_or_else(|| Error::Spawn("no instance started".into())));
+        }
+        for (i, c) in ready {
             self.install(i, c);
         }
         Ok(())
@@ -242,6 +311,9 @@ impl PoolCore {
             } else {
                 // It stays in the instance as dead, with its stderr tail, until replaced.
                 c.kill();
+                if let Some(r) = &self.remote {
+                    r.record_error(index, &e);
+                }
             }
             return Err(e);
         }
@@ -377,8 +449,18 @@ impl PoolCore {
                 p.on_exit(index, exit);
             }
         });
+        // The spec now (a reload changes it); for a remote pool, its launcher argv.
+        let current = self.size.spec();
+        let remote_spec;
+        let spec = match &self.remote {
+            Some(r) => {
+                remote_spec = r.local_spec(&current, index, self.start_deadline())?;
+                &remote_spec
+            }
+            None => &*current,
+        };
         Incarnation::start(
-            &self.size.spec(),
+            spec,
             index,
             &self.limiter,
             Arc::clone(&self.instances[index].counters),
@@ -422,6 +504,9 @@ impl PoolCore {
         wait_all(&all, end);
         for c in &all {
             c.stop();
+        }
+        if let Some(r) = &self.remote {
+            r.shutdown();
         }
     }
 }

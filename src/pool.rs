@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::sizing::{RELOADABLE, RETIRE_POLL};
-pub use crate::snapshot::{Health, InstanceStatus, PoolStatus};
+pub use crate::snapshot::{Health, HostStatus, InstanceStatus, PoolStatus};
 
 /// Environment variable that disables every pool (requests go to `oneshot`).
 pub const DISABLE_ENV: &str = "TOOLPOOL_DISABLE";

@@ -136,8 +136,12 @@ fn available(p: &PoolCore, i: usize) -> Option<bool> {
     if inst.is_failed() {
         return None;
     }
+    // A remote instance whose host could not be reached waits for the supervisor's
+    // backoff instead of being started by every caller.
+    let host_down = p.remote.is_some() && inst.supervision().will_start();
     inst.with_current(|c| match c {
         Some(c) => c.usable().then_some(false),
+        None if host_down => None,
         None => Some(true),
     })
 }

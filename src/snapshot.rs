@@ -70,6 +70,30 @@ pub struct InstanceStatus {
     /// Requests from the tool answered by toolpool (`client_replies` or "method not
     /// found"), current incarnation.
     pub client_requests: u64,
+    /// The host it runs on (`remote` pools; `None` for a local pool).
+    pub host: Option<String>,
+    /// Why its last start failed (`remote` pools): the host and the launcher's message.
+    /// Cleared by the next start that reaches the host.
+    pub host_error: Option<String>,
+}
+
+/// Instances of one host by state (`remote` pools).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostStatus {
+    /// The host, as named in `remote.hosts`.
+    pub host: String,
+    /// Instances placed on it.
+    pub instances: usize,
+    /// Ready for work.
+    pub ready: usize,
+    /// Started, waiting for the ready line.
+    pub starting: usize,
+    /// Dead (ended, or could not start) and not failed.
+    pub dead: usize,
+    /// Stopped on purpose or not started yet.
+    pub stopped: usize,
+    /// Failed (restart cap reached).
+    pub failed: usize,
 }
 
 /// Status of the whole pool.
@@ -97,6 +121,8 @@ pub struct PoolStatus {
     pub min_instances: usize,
     /// Per instance.
     pub instances: Vec<InstanceStatus>,
+    /// Instances by host and state, in the order of `remote.hosts` (empty for a local pool).
+    pub hosts: Vec<HostStatus>,
 }
 
 /// Health summary.
@@ -134,7 +160,7 @@ pub(crate) fn status(core: &PoolCore) -> PoolStatus {
     let started = sizing::started(core);
     let max_instances = core.instances.len();
     let counts = core.admission.lock();
-    let instances = (0..core.instances.len())
+    let instances: Vec<InstanceStatus> = (0..core.instances.len())
         .map(|i| instance_status(core, i, &counts))
         .collect();
     PoolStatus {
@@ -148,8 +174,37 @@ pub(crate) fn status(core: &PoolCore) -> PoolStatus {
         started,
         max_instances,
         min_instances: core.size.spec().min_instances.unwrap_or(max_instances),
+        hosts: by_host(&instances),
         instances,
     }
+}
+
+/// Count instances by host and state, hosts in order of first appearance.
+fn by_host(instances: &[InstanceStatus]) -> Vec<HostStatus> {
+    let mut hosts: Vec<HostStatus> = Vec::new();
+    for s in instances {
+        let Some(h) = &s.host else { continue };
+        let pos = match hosts.iter().position(|x| &x.host == h) {
+            Some(p) => p,
+            None => {
+                hosts.push(HostStatus {
+                    host: h.clone(),
+                    ..HostStatus::default()
+                });
+                hosts.len() - 1
+            }
+        };
+        let e = &mut hosts[pos];
+        e.instances += 1;
+        match s.state {
+            State::Ready => e.ready += 1,
+            State::Starting => e.starting += 1,
+            State::Dead => e.dead += 1,
+            State::Stopped => e.stopped += 1,
+            State::Failed => e.failed += 1,
+        }
+    }
+    hosts
 }
 
 /// Counts by state, from a status.
@@ -226,6 +281,8 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
             .as_ref()
             .and_then(|c| c.rpc().map(|d| d.client_requests.load(Relaxed)))
             .unwrap_or(0),
+        host: core.remote.as_ref().map(|r| r.host(i).to_string()),
+        host_error: core.remote.as_ref().and_then(|r| r.last_error(i)),
     }
 }
 

@@ -91,6 +91,9 @@ pub struct ToolSpec {
     /// instances idle longer than `idle_timeout_ms` down to this many. 0: on demand.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_instances: Option<usize>,
+    /// Run the instances on other hosts through a launcher (ssh, srun, kubectl exec);
+    /// see [`crate::remote`].
+    pub remote: Option<crate::remote::RemoteSpec>,
 }
 
 impl Default for ToolSpec {
@@ -121,6 +124,7 @@ impl Default for ToolSpec {
             cancel_notification: None,
             client_replies: BTreeMap::new(),
             min_instances: None,
+            remote: None,
         }
     }
 }
@@ -380,6 +384,7 @@ impl ToolSpec {
                 "tool '{name}': a spec must be a JSON object"
             )));
         }
+        let count_given = value.get("count").is_some();
         let mut spec: ToolSpec = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let key = if path == "." {
@@ -400,6 +405,14 @@ impl ToolSpec {
             spec.id = id.to_string();
         } else if spec.id.is_empty() {
             spec.id = spec.default_id();
+        }
+        if let Some(n) = spec.remote.as_ref().and_then(|r| r.per_host) {
+            if count_given {
+                return Err(Error::Config(format!(
+                    "tool '{name}': key 'remote.per_host': cannot be used with 'count' (give one of them)"
+                )));
+            }
+            spec.count = n.saturating_mul(spec.remote.as_ref().map_or(1, |r| r.hosts.len()));
         }
         spec.validate()?;
         Ok(spec)
@@ -506,6 +519,33 @@ impl ToolSpec {
         }
         if let Some(o) = &self.oneshot {
             check_argv("oneshot.command", &o.command)?;
+        }
+        self.check_remote()
+    }
+
+    /// The `remote` key, and what must reach a remote shell as one line.
+    fn check_remote(&self) -> std::result::Result<(), (String, String)> {
+        let Some(r) = &self.remote else {
+            return Ok(());
+        };
+        r.check(self.count)?;
+        if r.shell_line() {
+            let why = "contains a newline, which cannot pass through the remote shell line (remote.launcher)";
+            if let Some(i) = self.command.iter().position(|a| a.contains('\n')) {
+                return bad(&format!("command[{i}]"), why);
+            }
+            for (k, v) in &self.env {
+                if k.contains('\n') || v.contains('\n') {
+                    return bad(&format!("env.{}", sanitize(k)), why);
+                }
+            }
+            if self
+                .cwd
+                .as_ref()
+                .is_some_and(|c| c.as_os_str().as_encoded_bytes().contains(&b'\n'))
+            {
+                return bad("cwd", why);
+            }
         }
         Ok(())
     }

@@ -31,6 +31,18 @@ type Status struct {
 	MaxInstances      int              `json:"max_instances"` // the count (Resize changes it)
 	MinInstances      int              `json:"min_instances"` // min_instances, or the count
 	Instances         []InstanceStatus `json:"instances"`
+	Hosts             []HostStatus     `json:"hosts"` // instances by host and state (remote pools; empty otherwise)
+}
+
+// HostStatus counts the instances of one host of a remote pool by state.
+type HostStatus struct {
+	Host      string `json:"host"`
+	Instances int    `json:"instances"`
+	Ready     int    `json:"ready"`
+	Starting  int    `json:"starting"`
+	Dead      int    `json:"dead"`
+	Stopped   int    `json:"stopped"`
+	Failed    int    `json:"failed"`
 }
 
 // Instance states, as in InstanceStatus.State.
@@ -77,6 +89,8 @@ type InstanceStatus struct {
 	HandshakeReply json.RawMessage `json:"handshake_reply,omitempty"`
 	// ClientRequests counts requests from the tool that toolpool answered.
 	ClientRequests uint64 `json:"client_requests"`
+	Host                string   `json:"host"`       // remote pools: the host it runs on
+	HostError           string   `json:"host_error"` // remote pools: why its last start failed
 }
 
 // Latency is a latency summary in microseconds (0 when Count is 0).

@@ -97,5 +97,5 @@ export GOFLAGS=-mod=mod GOPROXY=off GOWORK=off GOTOOLCHAIN=local
 out="$("$tmp/app/app")" || fail "the Go program failed: $out"
 [ "$out" = "$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1) hello from another module" ] \
   || fail "the Go program printed: $out"
-ldd "$tmp/app/app" | grep -q "$prefix/lib/libtoolpool.so" || fail "the Go program does not load the installed libtoolpool.so: $(ldd "$tmp/app/app")"
+grep -q "$prefix/lib/libtoolpool.so" <<<"$(ldd "$tmp/app/app")" || fail "the Go program does not load the installed libtoolpool.so: $(ldd "$tmp/app/app")"
 echo "test-install: Go program in its own module against the installed copy ok"
