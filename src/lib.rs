@@ -64,6 +64,9 @@
 //! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` →
 //! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
 //! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
+//! Observability (issue 14) adds `procstat` (memory and CPU from `/proc`, beside
+//! `process`), [`log_bridge`] (the `log` sink for C, Go and Python hosts, a leaf) and
+//! `prometheus` (the text exposition and the list of live pools, above `snapshot`).
 
 mod admission;
 pub mod error;
@@ -75,11 +78,14 @@ mod instance;
 mod lease;
 mod lifecycle;
 pub mod limiter;
+pub mod log_bridge;
 pub mod metrics;
 mod oneshot;
 pub mod pool;
 pub mod pools;
 mod process;
+mod prometheus;
+mod procstat;
 mod reader;
 pub mod router;
 mod rpc;
@@ -99,9 +105,11 @@ pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
+pub use pool::metrics_prometheus_all;
 pub use pools::Pools;
 pub use router::{MapResult, Reply, ServedBy};
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
     Routing, Shutdown, Startup, ToolSpec,
 };
+pub use spec::StderrMode;

@@ -200,8 +200,24 @@ impl Limiter {
     fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Permit> {
         let deadline = crate::util::deadline_in(wait);
         let mut st = self.state.lock();
+        if !st.has_room() {
+            log::info!(
+                target: "toolpool",
+                "waiting for a process slot limit={} running={} wait_ms={}",
+                st.max,
+                st.running(),
+                wait.as_millis()
+            );
+        }
         while !st.has_room() {
             if self.freed.wait_until(&mut st, deadline).timed_out() && !st.has_room() {
+                log::warn!(
+                    target: "toolpool",
+                    "limit reached limit={} running={} waited_ms={}",
+                    st.max,
+                    st.running(),
+                    wait.as_millis()
+                );
                 return Err(Error::LimitReached {
                     limit: st.max,
                     running: st.running(),

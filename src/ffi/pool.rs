@@ -571,6 +571,29 @@ pub unsafe extern "C" fn toolpool_pool_metrics_json(
     })
 }
 
+/// The pool's metrics in the Prometheus text exposition format 0.0.4 (families listed in
+/// the README, "Metrics"), with this pool's process limit. Works after shutdown.
+///
+/// NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `p` is borrowed; on success `*out` receives a new string that the caller
+/// frees with `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_metrics_prometheus(
+    p: *mut ToolpoolPool,
+    out: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_metrics_prometheus", || {
+        let pool = try_handle!(p);
+        let out = try_out!(out);
+        out.write(c_string(pool.metrics_prometheus()));
+        Ok(())
+    })
+}
+
 /// Stop instance `instance` (its whole process group) and start it again with the same
 /// spec; also clears a `failed` mark. Returns once the new process is ready.
 ///
