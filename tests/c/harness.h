@@ -86,5 +86,7 @@ void test_errors_config(void);
 void test_errors_pool(void);
 void test_dead_child_no_sigpipe(void);
 void test_hostile_specs(void);
+void test_log_callback(void);
+void test_metrics_prometheus(void);
 
 #endif

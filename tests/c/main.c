@@ -75,6 +75,8 @@ static const struct test TESTS[] = {
     {"threads", test_threads},
     {"limit_and_kill_all", test_limit_and_kill_all},
     {"kill_all_json", test_kill_all_json},
+    {"log_callback", test_log_callback},
+    {"metrics_prometheus", test_metrics_prometheus},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here
