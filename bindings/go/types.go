@@ -66,6 +66,9 @@ type InstanceStatus struct {
 	LastProbeUS         uint64   `json:"last_probe_us"`
 	StderrTail          []string `json:"stderr_tail"`
 	ProtocolErrorsTail  []string `json:"protocol_errors_tail"`
+	RSSBytes            uint64   `json:"rss_bytes"`   // resident memory of the process group; 0 when not running
+	CPUSeconds          float64  `json:"cpu_seconds"` // user + system CPU of the process group
+	Recycles            uint64   `json:"recycles"`    // replaced while working (requests, age, memory, timeout)
 }
 
 // Latency is a latency summary in microseconds (0 when Count is 0).
@@ -93,6 +96,8 @@ type Metrics struct {
 	QueueDepth         int               `json:"queue_depth"`
 	WaitedForInstance  uint64            `json:"waited_for_instance"`
 	Latency            Latency           `json:"latency"`
+	RSSBytes           uint64            `json:"rss_bytes"` // all running instances
+	Recycles           map[string]uint64 `json:"recycles"`  // by reason: requests, age, memory, memory_budget, timeout
 	Instances          []InstanceMetrics `json:"instances"`
 }
 
@@ -110,6 +115,9 @@ type InstanceMetrics struct {
 	InFlight           int     `json:"in_flight"`
 	StdinQueue         int     `json:"stdin_queue"`
 	Latency            Latency `json:"latency"`
+	RSSBytes           uint64  `json:"rss_bytes"`
+	CPUSeconds         float64 `json:"cpu_seconds"`
+	Recycles           uint64  `json:"recycles"`
 }
 
 // LimiterStatus is the host-wide process limiter (toolpool_limit_status_json).
