@@ -2,7 +2,7 @@
 #   make demo   - a real pool of real tools doing real work (the main job)
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
 # Both install what the machine lacks (apt-get: bc, sqlite3, valgrind, pkg-config;
-# pip: pytest, mypy). Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip.
+# pip: pytest, mypy, prometheus_client). Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip.
 CARGO        ?= cargo
 PYTHON       ?= python3
 PREFIX       ?= /usr/local
@@ -43,6 +43,8 @@ apt-deps:
 py-deps:
 	@$(PYTHON) -c 'import pytest, mypy' 2>/dev/null || { echo "installing pytest mypy"; \
 	  $(PYTHON) -m pip install -q pytest mypy 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages pytest mypy; }
+	@$(PYTHON) -c 'import prometheus_client' 2>/dev/null || { echo "installing prometheus_client (the Prometheus text parser of the tests)"; \
+	  $(PYTHON) -m pip install -q prometheus_client 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages prometheus_client; }
 deps: apt-deps
 
 demo: deps
