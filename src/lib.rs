@@ -84,8 +84,8 @@ mod oneshot;
 pub mod pool;
 pub mod pools;
 mod process;
-mod prometheus;
 mod procstat;
+mod prometheus;
 mod reader;
 pub mod router;
 mod rpc;
@@ -104,12 +104,12 @@ pub use lease::Lease;
 pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
-pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pool::metrics_prometheus_all;
+pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
 pub use router::{MapResult, Reply, ServedBy};
+pub use spec::StderrMode;
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
     Routing, Shutdown, Startup, ToolSpec,
 };
-pub use spec::StderrMode;

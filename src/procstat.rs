@@ -51,7 +51,10 @@ fn children(pid: i32, out: &mut Vec<i32>) {
     for t in tasks.flatten() {
         let path = t.path().join("children");
         if let Ok(s) = fs::read_to_string(path) {
-            out.extend(s.split_ascii_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+            out.extend(
+                s.split_ascii_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
         }
     }
 }

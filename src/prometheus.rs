@@ -182,7 +182,12 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
             sample(&mut out, "toolpool_request_duration_seconds_bucket", &l, n);
         }
         let l = labels(&r.labels, &[("le", "+Inf".into())]);
-        sample(&mut out, "toolpool_request_duration_seconds_bucket", &l, count);
+        sample(
+            &mut out,
+            "toolpool_request_duration_seconds_bucket",
+            &l,
+            count,
+        );
         let l = labels(&r.labels, &[]);
         sample(
             &mut out,
@@ -190,7 +195,12 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
             &l,
             float(*sum_us as f64 / 1e6),
         );
-        sample(&mut out, "toolpool_request_duration_seconds_count", &l, count);
+        sample(
+            &mut out,
+            "toolpool_request_duration_seconds_count",
+            &l,
+            count,
+        );
     }
     family(
         &mut out,
@@ -200,7 +210,12 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
     );
     for r in &rows {
         let l = labels(&r.labels, &[]);
-        sample(&mut out, "toolpool_requests_in_flight", &l, r.metrics.in_flight);
+        sample(
+            &mut out,
+            "toolpool_requests_in_flight",
+            &l,
+            r.metrics.in_flight,
+        );
     }
     family(
         &mut out,
@@ -210,7 +225,12 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
     );
     for r in &rows {
         let l = labels(&r.labels, &[]);
-        sample(&mut out, "toolpool_requests_waiting", &l, r.metrics.queue_depth);
+        sample(
+            &mut out,
+            "toolpool_requests_waiting",
+            &l,
+            r.metrics.queue_depth,
+        );
     }
     family(
         &mut out,
@@ -323,7 +343,12 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
         for i in &r.status.instances {
             if let Some(c) = i.cpu_seconds {
                 let l = labels(&r.labels, &[("instance", i.index.to_string())]);
-                sample(&mut out, "toolpool_instance_cpu_seconds_total", &l, float(c));
+                sample(
+                    &mut out,
+                    "toolpool_instance_cpu_seconds_total",
+                    &l,
+                    float(c),
+                );
             }
         }
     }
@@ -341,7 +366,12 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
         "gauge",
         "Tool processes running under the limit (and starts in progress).",
     );
-    sample(&mut out, "toolpool_processes_active", "", st.active_processes);
+    sample(
+        &mut out,
+        "toolpool_processes_active",
+        "",
+        st.active_processes,
+    );
     out
 }
 

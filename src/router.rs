@@ -155,7 +155,11 @@ fn log_saturation(tool: &str, waiting: usize, max_waiting: usize) {
     let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64;
     let next = NEXT_MS.load(Relaxed);
     let interval = SATURATION_LOG_INTERVAL.as_millis() as u64;
-    if now < next || NEXT_MS.compare_exchange(next, now + interval, Relaxed, Relaxed).is_err() {
+    if now < next
+        || NEXT_MS
+            .compare_exchange(next, now + interval, Relaxed, Relaxed)
+            .is_err()
+    {
         LEFT_OUT.fetch_add(1, Relaxed);
         return;
     }

@@ -314,15 +314,20 @@ fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
             r.backoff_max_ms.max(r.backoff_initial_ms),
         )));
         s.restart_due = true;
+        let backoff_ms = s
+            .next_restart
+            .map_or(0, |t| t.saturating_duration_since(now).as_millis());
+        let in_window = s.restart_times.len();
+        // Not under the supervision lock: a host's log callback may take its time.
+        drop(s);
         log::info!(
             target: "toolpool",
-            "restart scheduled tool={} instance={i} backoff_ms={} restarts_in_window={} max_restarts={} window_ms={}",
+            "restart scheduled tool={} instance={i} backoff_ms={backoff_ms} restarts_in_window={in_window} max_restarts={} window_ms={}",
             p.spec.id,
-            s.next_restart.map_or(0, |t| t.saturating_duration_since(now).as_millis()),
-            s.restart_times.len(),
             r.max_restarts,
             r.window_ms
         );
+        s = inst.supervision();
     }
     if s.next_restart.is_some_and(|t| now >= t) {
         s.restart_times.push_back(now);

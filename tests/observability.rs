@@ -24,7 +24,8 @@ fn records() -> Records {
             toolpool::log_bridge::set_sink(
                 log::LevelFilter::Trace,
                 Some(Box::new(move |level, target: &str, msg: &str| {
-                    sink.lock().push((level, target.to_string(), msg.to_string()))
+                    sink.lock()
+                        .push((level, target.to_string(), msg.to_string()))
                 })),
             )
             .expect("no other logger in this test binary");
@@ -86,20 +87,34 @@ fn crash_is_a_warning_restart_is_info_and_success_is_silent() {
     // The path of a successful request emits nothing.
     let before = of_tool("obs_crash").len();
     for k in 0..50 {
-        assert_eq!(pool.request(&format!("r{k}"), T).unwrap().text, format!("r{k}"));
+        assert_eq!(
+            pool.request(&format!("r{k}"), T).unwrap().text,
+            format!("r{k}")
+        );
     }
-    assert_eq!(of_tool("obs_crash").len(), before, "{:#?}", of_tool("obs_crash"));
+    assert_eq!(
+        of_tool("obs_crash").len(),
+        before,
+        "{:#?}",
+        of_tool("obs_crash")
+    );
 
     pool.send(0, "crash:3").unwrap();
     let (level, _, msg) = wait_record("obs_crash", T, |(_, _, m)| m.starts_with("exited"));
     assert_eq!(level, log::Level::Warn, "{msg}");
     assert!(msg.contains("code=3"), "{msg}");
-    assert!(msg.contains("crash requested with code 3"), "stderr tail in {msg}");
+    assert!(
+        msg.contains("crash requested with code 3"),
+        "stderr tail in {msg}"
+    );
     let (level, _, msg) = wait_record("obs_crash", T, |(_, _, m)| {
         m.starts_with("restart scheduled")
     });
     assert_eq!(level, log::Level::Info);
-    assert!(msg.contains("backoff_ms=") && msg.contains("restarts_in_window=0"), "{msg}");
+    assert!(
+        msg.contains("backoff_ms=") && msg.contains("restarts_in_window=0"),
+        "{msg}"
+    );
     let (level, _, _) = wait_record("obs_crash", T, |(_, _, m)| m.starts_with("restarted"));
     assert_eq!(level, log::Level::Info);
     assert_eq!(pool.request("after", T).unwrap().text, "after");
@@ -136,9 +151,7 @@ fn giving_up_and_timeout_kills_are_warnings() {
         .request("delay:2000:late", Duration::from_millis(100))
         .unwrap_err();
     assert!(e.is_timeout(), "{e}");
-    let (level, _, msg) = wait_record("obs_timeout", T, |(_, _, m)| {
-        m.starts_with("timeout kill")
-    });
+    let (level, _, msg) = wait_record("obs_timeout", T, |(_, _, m)| m.starts_with("timeout kill"));
     assert_eq!(level, log::Level::Warn);
     assert!(msg.contains("timeout_ms=100"), "{msg}");
     let m = pool.metrics();
@@ -156,7 +169,10 @@ fn stderr_lines_become_records_when_asked() {
         let (level, target, _) = wait_record("obs_stderr", T, |(_, _, m)| {
             m.ends_with(&format!(": stderr line {k}"))
         });
-        assert_eq!((level, target.as_str()), (log::Level::Info, "toolpool::stderr"));
+        assert_eq!(
+            (level, target.as_str()),
+            (log::Level::Info, "toolpool::stderr")
+        );
     }
     // Without the key, stderr stays out of the log.
     let pool2 = private(named("obs_stderr_keep", 1, &[]));
@@ -193,7 +209,11 @@ fn status_and_metrics_show_memory_and_cpu_of_the_group() {
     pool.send(1, "alloc:48").unwrap();
     assert_eq!(pool.read_line(1, T).unwrap(), "allocated 48");
     let st = pool.status();
-    assert!(st.instances[1].rss_bytes.unwrap() >= 48 << 20, "{:?}", st.instances[1]);
+    assert!(
+        st.instances[1].rss_bytes.unwrap() >= 48 << 20,
+        "{:?}",
+        st.instances[1]
+    );
     assert!(st.instances[0].rss_bytes.unwrap() < 32 << 20);
     // A grandchild in the group counts too.
     let before = pool.status().instances[0].rss_bytes.unwrap();
@@ -206,7 +226,11 @@ fn status_and_metrics_show_memory_and_cpu_of_the_group() {
     assert!(m.rss_bytes >= 48 << 20);
     assert!(m.instances[1].rss_bytes.unwrap() >= 48 << 20);
     pool.shutdown(Duration::from_secs(1));
-    assert!(pool.status().instances.iter().all(|i| i.rss_bytes.is_none()));
+    assert!(pool
+        .status()
+        .instances
+        .iter()
+        .all(|i| i.rss_bytes.is_none()));
 }
 
 #[test]
@@ -223,7 +247,9 @@ fn an_instance_over_max_rss_is_recycled_and_no_request_fails() {
     let load = std::thread::spawn(move || {
         let mut n = 0;
         while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-            let r = p2.request(&format!("delay:5:q{n}"), T).expect("no request fails");
+            let r = p2
+                .request(&format!("delay:5:q{n}"), T)
+                .expect("no request fails");
             assert_eq!(r.text, format!("q{n}"));
             n += 1;
         }
@@ -239,7 +265,10 @@ fn an_instance_over_max_rss_is_recycled_and_no_request_fails() {
     let (_, _, msg) = wait_record("obs_maxrss", T, |(_, _, m)| {
         m.starts_with("recycle scheduled")
     });
-    assert!(msg.contains("reason=memory") && msg.contains("limit_mb=40"), "{msg}");
+    assert!(
+        msg.contains("reason=memory") && msg.contains("limit_mb=40"),
+        "{msg}"
+    );
     let rss: u64 = msg
         .split("rss_bytes=")
         .nth(1)
@@ -274,7 +303,11 @@ fn over_the_memory_budget_the_largest_idle_instance_goes_first() {
     assert_eq!(pool.read_line(1, T).unwrap(), "allocated 40");
     let end = Instant::now() + Duration::from_secs(15);
     while pids(&pool)[0] == before[0] {
-        assert!(Instant::now() < end, "largest not recycled: {:?}", pool.status());
+        assert!(
+            Instant::now() < end,
+            "largest not recycled: {:?}",
+            pool.status()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Back under budget with the largest gone: the others stay.
@@ -290,7 +323,10 @@ fn over_the_memory_budget_the_largest_idle_instance_goes_first() {
 #[test]
 fn memory_keys_are_validated() {
     for (json, key) in [
-        (r#"{"command": ["cat"], "limits": {"max_rss_mb": 0}}"#, "limits.max_rss_mb"),
+        (
+            r#"{"command": ["cat"], "limits": {"max_rss_mb": 0}}"#,
+            "limits.max_rss_mb",
+        ),
         (
             r#"{"command": ["cat"], "limits": {"memory_budget_mb": 0}}"#,
             "limits.memory_budget_mb",
@@ -327,7 +363,10 @@ fn parse(text: &str) -> HashMap<String, f64> {
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "{line}");
             }
-            assert!(typed.insert(name.into(), kind.into()).is_none(), "TYPE twice: {line}");
+            assert!(
+                typed.insert(name.into(), kind.into()).is_none(),
+                "TYPE twice: {line}"
+            );
             continue;
         }
         let (series, value) = line.rsplit_once(' ').expect(line);
@@ -339,10 +378,16 @@ fn parse(text: &str) -> HashMap<String, f64> {
         );
         let fam = ["_bucket", "_sum", "_count"]
             .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| typed.get(*f).is_some_and(|k| k == "histogram")))
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+            })
             .unwrap_or(name);
         assert!(typed.contains_key(fam), "sample before its TYPE: {line}");
-        assert!(samples.insert(series.to_string(), v).is_none(), "duplicate: {line}");
+        assert!(
+            samples.insert(series.to_string(), v).is_none(),
+            "duplicate: {line}"
+        );
     }
     samples
 }
@@ -367,9 +412,18 @@ fn prometheus_text_of_one_pool_and_of_all() {
     let text = pool.metrics_prometheus();
     let s = parse(&text);
     let get = |k: &str| *s.get(k).unwrap_or_else(|| panic!("{k} missing in\n{text}"));
-    assert_eq!(get(r#"toolpool_requests_total{tool="obs_prom",outcome="ok"}"#), 20.0);
-    assert_eq!(get(r#"toolpool_requests_total{tool="obs_prom",outcome="timeout"}"#), 1.0);
-    assert_eq!(get(r#"toolpool_request_duration_seconds_count{tool="obs_prom"}"#), 20.0);
+    assert_eq!(
+        get(r#"toolpool_requests_total{tool="obs_prom",outcome="ok"}"#),
+        20.0
+    );
+    assert_eq!(
+        get(r#"toolpool_requests_total{tool="obs_prom",outcome="timeout"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"toolpool_request_duration_seconds_count{tool="obs_prom"}"#),
+        20.0
+    );
     assert_eq!(
         get(r#"toolpool_request_duration_seconds_bucket{tool="obs_prom",le="+Inf"}"#),
         20.0
@@ -388,8 +442,14 @@ fn prometheus_text_of_one_pool_and_of_all() {
     let counts: Vec<f64> = buckets.values().copied().collect();
     assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
     assert!(get(r#"toolpool_request_duration_seconds_sum{tool="obs_prom"}"#) > 0.0);
-    assert_eq!(get(r#"toolpool_instances{tool="obs_prom",state="ready"}"#), 2.0);
-    assert_eq!(get(r#"toolpool_recycles_total{tool="obs_prom",reason="timeout"}"#), 1.0);
+    assert_eq!(
+        get(r#"toolpool_instances{tool="obs_prom",state="ready"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"toolpool_recycles_total{tool="obs_prom",reason="timeout"}"#),
+        1.0
+    );
     assert!(get(r#"toolpool_instance_rss_bytes{tool="obs_prom",instance="0"}"#) > 0.0);
     assert!(get(r#"toolpool_rss_bytes{tool="obs_prom"}"#) > 0.0);
     assert!(s.contains_key("toolpool_process_limit"));
@@ -409,4 +469,47 @@ fn prometheus_text_of_one_pool_and_of_all() {
     );
     assert!(!all.contains("obs_prom_gone"));
     drop(twin);
+}
+
+#[test]
+fn waiting_for_a_process_slot_and_saturation_are_logged() {
+    records();
+    let limiter = toolpool::Limiter::new(1);
+    let mut spec = named("obs_limit", 2, &[]);
+    spec.startup.timeout_ms = 200;
+    let e = Pool::with_options(
+        spec,
+        toolpool::PoolOptions {
+            limiter: Some(limiter),
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("the second start cannot get a slot");
+    assert!(matches!(e, toolpool::Error::LimitReached { .. }), "{e}");
+    let find = |level, prefix: &str| {
+        records()
+            .lock()
+            .iter()
+            .any(|(l, _, m)| *l == level && m.starts_with(prefix) && m.contains("limit=1 "))
+    };
+    assert!(find(log::Level::Info, "waiting for a process slot"));
+    assert!(find(log::Level::Warn, "limit reached"));
+
+    let mut spec = named("obs_saturated", 1, &[]);
+    spec.limits.max_waiting = 0;
+    let pool = Arc::new(private(spec));
+    let p2 = Arc::clone(&pool);
+    let busy = std::thread::spawn(move || p2.request("delay:500:done", T));
+    let end = Instant::now() + T;
+    while pool.status().instances[0].in_flight == 0 {
+        assert!(Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let e = pool.request("more", T).unwrap_err();
+    assert!(matches!(e, toolpool::Error::Saturated { .. }), "{e}");
+    let (level, _, msg) = wait_record("obs_saturated", T, |(_, _, m)| m.starts_with("saturated"));
+    assert_eq!(level, log::Level::Warn);
+    assert!(msg.contains("max_waiting=0"), "{msg}");
+    assert_eq!(busy.join().unwrap().unwrap().text, "done");
 }
