@@ -477,15 +477,16 @@ fn waiting_for_a_process_slot_and_saturation_are_logged() {
     let limiter = toolpool::Limiter::new(1);
     let mut spec = named("obs_limit", 2, &[]);
     spec.startup.timeout_ms = 200;
-    let e = Pool::with_options(
+    let started = Pool::with_options(
         spec,
         toolpool::PoolOptions {
             limiter: Some(limiter),
             ..Default::default()
         },
-    )
-    .err()
-    .expect("the second start cannot get a slot");
+    );
+    let Err(e) = started else {
+        panic!("the second start cannot get a slot")
+    };
     assert!(matches!(e, toolpool::Error::LimitReached { .. }), "{e}");
     let find = |level, prefix: &str| {
         records()
