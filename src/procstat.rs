@@ -59,23 +59,14 @@ fn children(pid: i32, out: &mut Vec<i32>) {
     }
 }
 
-fn page_size() -> u64 {
+/// `sysconf(name)`, or `default` when it is not known.
+fn sysconf_or(name: libc::c_int, default: u64) -> u64 {
     // SAFETY: plain libc call without pointers.
-    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let v = unsafe { libc::sysconf(name) };
     if v > 0 {
         v as u64
     } else {
-        4096
-    }
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: plain libc call without pointers.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 {
-        v as f64
-    } else {
-        100.0
+        default
     }
 }
 
@@ -102,8 +93,8 @@ pub(crate) fn group_usage(leader: i32) -> Option<Usage> {
         children(pid, &mut todo);
     }
     Some(Usage {
-        rss_bytes: pages * page_size(),
-        cpu_seconds: ticks as f64 / clock_ticks(),
+        rss_bytes: pages * sysconf_or(libc::_SC_PAGESIZE, 4096),
+        cpu_seconds: ticks as f64 / sysconf_or(libc::_SC_CLK_TCK, 100) as f64,
     })
 }
 

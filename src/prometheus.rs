@@ -118,6 +118,19 @@ fn float(v: f64) -> String {
     }
 }
 
+/// A family with one sample per pool, `value` of its row.
+fn per_pool<V: std::fmt::Display>(
+    out: &mut String,
+    rows: &[Row],
+    (name, kind, help): (&str, &str, &str),
+    value: impl Fn(&Row) -> V,
+) {
+    family(out, name, kind, help);
+    for r in rows {
+        sample(out, name, &labels(&r.labels, &[]), value(r));
+    }
+}
+
 fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> String {
     let rows: Vec<Row> = pools
         .iter()
@@ -153,21 +166,16 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
             sample(&mut out, "toolpool_requests_total", &l, n);
         }
     }
-    family(
+    per_pool(
         &mut out,
-        "toolpool_requests_fallback_total",
-        "counter",
-        "Requests served by the one-shot fallback (also in toolpool_requests_total).",
-    );
-    for r in &rows {
-        let l = labels(&r.labels, &[]);
-        sample(
-            &mut out,
+        &rows,
+        (
             "toolpool_requests_fallback_total",
-            &l,
-            r.metrics.requests_fallback,
-        );
-    }
+            "counter",
+            "Requests served by the one-shot fallback (also in toolpool_requests_total).",
+        ),
+        |r| r.metrics.requests_fallback,
+    );
     family(
         &mut out,
         "toolpool_request_duration_seconds",
@@ -202,36 +210,26 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
             count,
         );
     }
-    family(
+    per_pool(
         &mut out,
-        "toolpool_requests_in_flight",
-        "gauge",
-        "Requests in flight now.",
-    );
-    for r in &rows {
-        let l = labels(&r.labels, &[]);
-        sample(
-            &mut out,
+        &rows,
+        (
             "toolpool_requests_in_flight",
-            &l,
-            r.metrics.in_flight,
-        );
-    }
-    family(
-        &mut out,
-        "toolpool_requests_waiting",
-        "gauge",
-        "Callers waiting for a free instance now.",
+            "gauge",
+            "Requests in flight now.",
+        ),
+        |r| r.metrics.in_flight,
     );
-    for r in &rows {
-        let l = labels(&r.labels, &[]);
-        sample(
-            &mut out,
+    per_pool(
+        &mut out,
+        &rows,
+        (
             "toolpool_requests_waiting",
-            &l,
-            r.metrics.queue_depth,
-        );
-    }
+            "gauge",
+            "Callers waiting for a free instance now.",
+        ),
+        |r| r.metrics.queue_depth,
+    );
     family(
         &mut out,
         "toolpool_instances",
@@ -256,16 +254,16 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
             sample(&mut out, "toolpool_instances", &l, n);
         }
     }
-    family(
+    per_pool(
         &mut out,
-        "toolpool_restarts_total",
-        "counter",
-        "Restarts of instances (by restart(), the restart policy, probes, recycling).",
+        &rows,
+        (
+            "toolpool_restarts_total",
+            "counter",
+            "Restarts of instances (by restart(), the restart policy, probes, recycling).",
+        ),
+        |r| r.metrics.restarts,
     );
-    for r in &rows {
-        let l = labels(&r.labels, &[]);
-        sample(&mut out, "toolpool_restarts_total", &l, r.metrics.restarts);
-    }
     family(
         &mut out,
         "toolpool_recycles_total",
@@ -279,46 +277,36 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
             sample(&mut out, "toolpool_recycles_total", &l, n);
         }
     }
-    family(
+    per_pool(
         &mut out,
-        "toolpool_protocol_errors_total",
-        "counter",
-        "Output lines that broke the JSON-RPC framing.",
-    );
-    for r in &rows {
-        let l = labels(&r.labels, &[]);
-        sample(
-            &mut out,
+        &rows,
+        (
             "toolpool_protocol_errors_total",
-            &l,
-            r.metrics.protocol_errors,
-        );
-    }
-    family(
-        &mut out,
-        "toolpool_late_replies_dropped_total",
-        "counter",
-        "JSON-RPC replies that came after their request had timed out (dropped).",
+            "counter",
+            "Output lines that broke the JSON-RPC framing.",
+        ),
+        |r| r.metrics.protocol_errors,
     );
-    for r in &rows {
-        let l = labels(&r.labels, &[]);
-        sample(
-            &mut out,
+    per_pool(
+        &mut out,
+        &rows,
+        (
             "toolpool_late_replies_dropped_total",
-            &l,
-            r.metrics.late_replies_dropped,
-        );
-    }
-    family(
-        &mut out,
-        "toolpool_rss_bytes",
-        "gauge",
-        "Resident memory of every running instance's process group, in bytes.",
+            "counter",
+            "JSON-RPC replies that came after their request had timed out (dropped).",
+        ),
+        |r| r.metrics.late_replies_dropped,
     );
-    for r in &rows {
-        let l = labels(&r.labels, &[]);
-        sample(&mut out, "toolpool_rss_bytes", &l, r.metrics.rss_bytes);
-    }
+    per_pool(
+        &mut out,
+        &rows,
+        (
+            "toolpool_rss_bytes",
+            "gauge",
+            "Resident memory of every running instance's process group, in bytes.",
+        ),
+        |r| r.metrics.rss_bytes,
+    );
     family(
         &mut out,
         "toolpool_instance_rss_bytes",

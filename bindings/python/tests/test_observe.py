@@ -8,16 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import toolpool
+from test_lifecycle import wait_for
 from toolpool import Pool
-
-
-def wait_for(cond, within=5.0):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 class Keep(logging.Handler):
