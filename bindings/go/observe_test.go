@@ -165,3 +165,35 @@ func TestMetricsPrometheus(t *testing.T) {
 		t.Errorf("metrics rss %d recycles %v", m.RSSBytes, m.Recycles)
 	}
 }
+
+func TestMaxRSSRecyclesWithoutFailingTheRequest(t *testing.T) {
+	p, err := toolpool.NewFromSpec(toolpool.Spec{
+		ID:      "go_rss",
+		Command: []string{testTool(t)},
+		Limits:  &toolpool.LimitsSpec{MaxRSSMB: 40},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	st, err := p.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := st.Instances[0].PID
+	reply, err := p.Request(context.Background(), "alloc:64")
+	if err != nil || reply != "allocated 64" {
+		t.Fatalf("the request that grows it: %q %v", reply, err)
+	}
+	waitFor(t, "the recycle", 15*time.Second, func() bool {
+		m, err := p.Metrics()
+		return err == nil && m.Recycles["memory"] == 1
+	})
+	st, _ = p.Status()
+	if st.Instances[0].PID == old {
+		t.Errorf("pid %d not replaced", old)
+	}
+	if _, err := p.Request(context.Background(), "after"); err != nil {
+		t.Fatal(err)
+	}
+}
