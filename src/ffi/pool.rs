@@ -522,8 +522,9 @@ pub unsafe extern "C" fn toolpool_pool_health_json(
 
 /// The pool's status as JSON: `tool`, `shut_down`, `disabled`, `waiting`,
 /// `waited_for_instance` and `instances` (per instance: `index`, `pid`, `state`, `exit`,
-/// `restarts`, line counters, `in_flight`, `leased`, `stderr_tail`, ...). Works after
-/// shutdown.
+/// `restarts`, line counters, `in_flight`, `leased`, `stderr_tail`, `rss_bytes` and
+/// `cpu_seconds` of its process group (null when not running), `recycles`, ...). Works
+/// after shutdown.
 ///
 /// NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
 /// Ownership: on success `*out_json` receives a new string that the caller frees with
@@ -548,7 +549,8 @@ pub unsafe extern "C" fn toolpool_pool_status_json(
 
 /// The pool's request metrics as JSON: counts of ok, error, timeout and fallback
 /// requests, lines in and out, restarts, in-flight and queue depth, latency quantiles,
-/// and the same per instance. Works after shutdown.
+/// `rss_bytes` and `recycles` by reason, and the same per instance (with `cpu_seconds`).
+/// Works after shutdown.
 ///
 /// NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
 /// Ownership: on success `*out_json` receives a new string that the caller frees with
