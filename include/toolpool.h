@@ -102,6 +102,10 @@ enum ToolpoolStatus
    */
   TOOLPOOL_IO = 16,
   /**
+   * The call was stopped by its cancel token (`toolpool_cancel_trigger`).
+   */
+  TOOLPOOL_CANCELLED = 17,
+  /**
    * A panic inside toolpool was caught at the boundary. A bug: please report it.
    */
   TOOLPOOL_PANIC = 99,
@@ -118,6 +122,12 @@ typedef int32_t ToolpoolStatus;
  * Why an incarnation was recycled (replaced while it worked), for the counters and logs.
  */
 typedef struct RecycleReason RecycleReason;
+
+/**
+ * An opaque cancel token, from `toolpool_cancel_new`, freed with `toolpool_cancel_free`.
+ * `toolpool_cancel_trigger` may be called from any thread, also while calls wait on it.
+ */
+typedef struct ToolpoolCancel ToolpoolCancel;
 
 /**
  * An opaque lease handle, from `toolpool_pool_lease`, freed with `toolpool_lease_free`.
@@ -166,6 +176,253 @@ typedef struct ToolpoolHealth {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Create a cancel token (not triggered). Makes no system call; the first call that waits
+ * in `poll` with it creates one eventfd, closed by `toolpool_cancel_free`.
+ *
+ * NULL handling: `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out` receives a new token that the caller owns and frees with
+ * `toolpool_cancel_free`, after every call that uses it has returned.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+int32_t toolpool_cancel_new(struct ToolpoolCancel **out);
+
+/**
+ * Trigger the token: every call waiting with it returns `TOOLPOOL_CANCELLED` within
+ * milliseconds, and every later call with it returns `TOOLPOOL_CANCELLED` at once.
+ * Idempotent. Not async-signal-safe (it takes locks): do not call it from a signal
+ * handler; a thread (or Go's goroutine, Python's main thread) is fine.
+ *
+ * NULL handling: `c` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `c` is borrowed.
+ * Thread safety: safe from any thread, also while calls on other threads wait on `c`.
+ *
+ * # Safety
+ * `c` must be NULL or a live token.
+ */
+int32_t toolpool_cancel_trigger(const struct ToolpoolCancel *c);
+
+/**
+ * Whether the token was triggered: `*out_cancelled` receives 1 or 0.
+ *
+ * NULL handling: `c` or `out_cancelled` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `c` is borrowed; nothing is allocated.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `c` must be NULL or a live token; `out_cancelled` NULL or writable.
+ */
+int32_t toolpool_cancel_is_triggered(const struct ToolpoolCancel *c, uint32_t *out_cancelled);
+
+/**
+ * Free a token (and its eventfd, if one was made).
+ *
+ * NULL handling: NULL is ignored.
+ * Ownership: takes back ownership of `c`; `c` must not be used afterwards. Freeing a
+ * token while a call still waits on it is the caller's bug (undefined behaviour): join
+ * the calls first; to stop them, trigger, then free after they returned.
+ * Thread safety: must not race another call using the same token.
+ *
+ * # Safety
+ * `c` must be NULL or a token from `toolpool_cancel_new` not yet freed, with no call
+ * using it in progress.
+ */
+void toolpool_cancel_free(struct ToolpoolCancel *c);
+
+/**
+ * `toolpool_pool_request`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_request`, plus `TOOLPOOL_CANCELLED` (at whichever stage:
+ * waiting for an instance, for its start or a process-limit slot, for the reply). After a
+ * cancelled request in `lines`/`marker` framing the instance is recycled; in `jsonrpc`
+ * its late reply is dropped and counted (and the spec's `cancel_notification` is sent).
+ * NULL handling: `p`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+ * may be NULL.
+ * Ownership: `payload` and `c` are borrowed for the call (`c` must outlive it); on
+ * success `*out_reply` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same pool and the same token;
+ * `toolpool_cancel_trigger(c)` may be called from any thread meanwhile.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `payload` NULL or NUL-terminated; `c` NULL or a
+ * live token; `out_reply` NULL or writable.
+ */
+int32_t toolpool_pool_request_cancellable(struct ToolpoolPool *p,
+                                          const char *payload,
+                                          uint32_t timeout_ms,
+                                          const struct ToolpoolCancel *c,
+                                          char **out_reply);
+
+/**
+ * `toolpool_pool_request_sticky`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_request_sticky`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p`, `key`, `payload` or `out_reply` NULL is
+ * `TOOLPOOL_INVALID_ARGUMENT`; `c`, `out_instance` and `out_moved` may be NULL.
+ * Ownership: `key`, `payload` and `c` are borrowed for the call; on success
+ * `*out_reply` receives a new string that the caller frees with `toolpool_string_free`,
+ * `*out_instance` (if not NULL) the instance index (`UINT32_MAX` when served by the
+ * one-shot fallback) and `*out_moved` (if not NULL) whether the key moved.
+ * Thread safety: as `toolpool_pool_request_cancellable`.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `key` and `payload` NULL or NUL-terminated;
+ * `c` NULL or a live token; the out-pointers NULL or writable.
+ */
+int32_t toolpool_pool_request_sticky_cancellable(struct ToolpoolPool *p,
+                                                 const char *key,
+                                                 const char *payload,
+                                                 uint32_t timeout_ms,
+                                                 const struct ToolpoolCancel *c,
+                                                 char **out_reply,
+                                                 uint32_t *out_instance,
+                                                 bool *out_moved);
+
+/**
+ * `toolpool_pool_read_line`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_read_line`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+ * that the caller frees with `toolpool_string_free`.
+ * Thread safety: as `toolpool_pool_read_line`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_line` NULL or
+ * writable.
+ */
+int32_t toolpool_pool_read_line_cancellable(struct ToolpoolPool *p,
+                                            uint32_t instance,
+                                            uint32_t timeout_ms,
+                                            const struct ToolpoolCancel *c,
+                                            char **out_line);
+
+/**
+ * `toolpool_pool_read_line_bytes`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_read_line_bytes`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+ * may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_data` receives a new buffer
+ * of `*out_len` bytes that the caller frees with `toolpool_bytes_free(data, len)`.
+ * Thread safety: as `toolpool_pool_read_line_bytes`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_data` and
+ * `out_len` NULL or writable.
+ */
+int32_t toolpool_pool_read_line_bytes_cancellable(struct ToolpoolPool *p,
+                                                  uint32_t instance,
+                                                  uint32_t timeout_ms,
+                                                  const struct ToolpoolCancel *c,
+                                                  uint8_t **out_data,
+                                                  size_t *out_len);
+
+/**
+ * `toolpool_pool_read_any`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_read_any`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p`, `out_instance` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`;
+ * `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+ * that the caller frees with `toolpool_string_free`.
+ * Thread safety: as `toolpool_pool_read_any`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; the out-pointers
+ * NULL or writable.
+ */
+int32_t toolpool_pool_read_any_cancellable(struct ToolpoolPool *p,
+                                           uint32_t timeout_ms,
+                                           const struct ToolpoolCancel *c,
+                                           uint32_t *out_instance,
+                                           char **out_line);
+
+/**
+ * `toolpool_pool_map_json`, cancellable by `c` (NULL: not cancellable): triggering `c`
+ * fails every request not yet answered with `TOOLPOOL_CANCELLED` in its result, and the
+ * call returns (successfully, with every result).
+ *
+ * Errors: as `toolpool_pool_map_json`.
+ * NULL handling: `p`, `payloads_json` or `out_results_json` NULL is
+ * `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `payloads_json` and `c` are borrowed for the call; on success
+ * `*out_results_json` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: as `toolpool_pool_map_json`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `payloads_json` NULL or NUL-terminated; `c`
+ * NULL or a live token; `out_results_json` NULL or writable.
+ */
+int32_t toolpool_pool_map_json_cancellable(struct ToolpoolPool *p,
+                                           const char *payloads_json,
+                                           uint32_t timeout_ms,
+                                           const struct ToolpoolCancel *c,
+                                           char **out_results_json);
+
+/**
+ * `toolpool_pool_lease`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_lease`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out` receives a new lease that
+ * the caller frees with `toolpool_lease_free`.
+ * Thread safety: as `toolpool_pool_lease`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out` NULL or
+ * writable.
+ */
+int32_t toolpool_pool_lease_cancellable(struct ToolpoolPool *p,
+                                        uint32_t timeout_ms,
+                                        const struct ToolpoolCancel *c,
+                                        struct ToolpoolLease **out);
+
+/**
+ * `toolpool_lease_request`, cancellable by `c` (NULL: not cancellable). A cancelled
+ * request in `lines`/`marker` framing recycles the leased instance: the lease's later
+ * calls fail with `TOOLPOOL_DEAD`; free it and take a new one.
+ *
+ * Errors: as `toolpool_lease_request`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `l`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+ * may be NULL.
+ * Ownership: `payload` and `c` are borrowed for the call; on success `*out_reply`
+ * receives a new string that the caller frees with `toolpool_string_free`.
+ * Thread safety: one thread at a time per lease; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `l` must be NULL or a live lease handle; `payload` NULL or NUL-terminated; `c` NULL or
+ * a live token; `out_reply` NULL or writable.
+ */
+int32_t toolpool_lease_request_cancellable(struct ToolpoolLease *l,
+                                           const char *payload,
+                                           uint32_t timeout_ms,
+                                           const struct ToolpoolCancel *c,
+                                           char **out_reply);
+
+/**
+ * `toolpool_lease_read_line`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_lease_read_line`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `l` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+ * that the caller frees with `toolpool_string_free`.
+ * Thread safety: one thread at a time per lease; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `l` must be NULL or a live lease handle; `c` NULL or a live token; `out_line` NULL or
+ * writable.
+ */
+int32_t toolpool_lease_read_line_cancellable(struct ToolpoolLease *l,
+                                             uint32_t timeout_ms,
+                                             const struct ToolpoolCancel *c,
+                                             char **out_line);
 
 /**
  * The index of the leased instance.

@@ -168,6 +168,11 @@ pub enum Error {
     /// An I/O error outside a spawn (reading a registry file, and so on).
     #[error("i/o error: {0}")]
     Io(String),
+    /// The call was stopped by its [`CancelToken`](crate::CancelToken) (the message says
+    /// what it was waiting for). As after a timeout, no reply of the abandoned request
+    /// ever reaches another caller.
+    #[error("cancelled while waiting for {0}")]
+    Cancelled(String),
 }
 
 /// The result type of toolpool.
@@ -195,6 +200,7 @@ impl Error {
             Error::Failed { .. } => S::TOOLPOOL_FAILED,
             Error::Unavailable { .. } => S::TOOLPOOL_UNAVAILABLE,
             Error::Io(_) => S::TOOLPOOL_IO,
+            Error::Cancelled(_) => S::TOOLPOOL_CANCELLED,
         }
     }
 
@@ -220,6 +226,11 @@ impl Error {
     /// True for [`Error::Timeout`].
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
+    }
+
+    /// True for [`Error::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled(_))
     }
 }
 
@@ -304,6 +315,7 @@ mod tests {
             ),
             (Error::unavailable("t", "r"), "TOOLPOOL_UNAVAILABLE"),
             (Error::Io(s()), "TOOLPOOL_IO"),
+            (Error::Cancelled(s()), "TOOLPOOL_CANCELLED"),
         ];
         for (e, _) in &all {
             // Exhaustive: a new variant is a compile error until it is added above.
@@ -323,7 +335,8 @@ mod tests {
                 | Error::QueueFull { .. }
                 | Error::Failed { .. }
                 | Error::Unavailable { .. }
-                | Error::Io(_) => {}
+                | Error::Io(_)
+                | Error::Cancelled(_) => {}
             }
         }
         all
@@ -332,7 +345,7 @@ mod tests {
     #[test]
     fn every_variant_has_its_status_by_name() {
         let all = every_variant();
-        assert_eq!(all.len(), 16);
+        assert_eq!(all.len(), 17);
         for (e, name) in &all {
             assert_eq!(e.status().name().to_str().unwrap(), *name, "{e:?}");
             assert_eq!(e.code(), e.status() as i32);
@@ -342,7 +355,7 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), all.len());
-        assert_eq!(codes, (1..=16).collect::<Vec<_>>());
+        assert_eq!(codes, (1..=17).collect::<Vec<_>>());
         assert_eq!(ToolpoolStatus::ALL.len(), all.len() + 2);
     }
 

@@ -12,10 +12,12 @@
 //!   and the last `limits.stderr_tail_lines` are kept for diagnosis.
 //! - A line longer than `limits.max_line_bytes` is cut into pieces of that size (counted).
 
+use crate::cancel::CancelToken;
+use crate::dry::{self, Child, Started};
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::limiter::Limiter;
 use crate::metrics::Counters;
-use crate::process::{self, Launch, Process};
+use crate::process::{self, Launch};
 use crate::reader::{LineBuf, OutState, StdoutFilter, StdoutReader, WaitEnd};
 use crate::rpc::Dispatcher;
 use crate::spec::{Protocol, StderrMode, ToolSpec};
@@ -66,7 +68,8 @@ pub enum State {
 pub(crate) struct Incarnation {
     tool: String,
     index: usize,
-    process: Arc<Process>,
+    /// The child process, or for a dry-run pool the responder that stands in for it.
+    process: Child,
     stdin: StdinWriter,
     stdout: StdoutReader,
     /// The JSON-RPC dispatcher on stdout (`jsonrpc` only).
@@ -90,6 +93,7 @@ impl Incarnation {
         index: usize,
         limiter: &Arc<Limiter>,
         counters: Arc<Counters>,
+        cancel: Option<&CancelToken>,
         on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
     ) -> Result<Arc<Incarnation>> {
         let rpc = (spec.protocol == Protocol::Jsonrpc).then(|| Arc::new(Dispatcher::new(index)));
@@ -122,18 +126,28 @@ impl Incarnation {
             })
         };
         let wait = Duration::from_millis(spec.startup.timeout_ms);
-        let sp = limiter.spawn(&launch, wait, on_exit).map_err(|e| match e {
-            Error::Spawn(m) => Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id)),
-            other => other,
-        })?;
-        pid_cell.store(sp.process.pid(), Relaxed);
-        log::info!(
-            target: "toolpool",
-            "spawned tool={} instance={index} pid={} argv={:?}",
-            spec.id,
-            sp.process.pid(),
-            spec.command
-        );
+        let sp: Started = match &spec.dry_run {
+            // No process: a responder thread at the far end of real pipes.
+            Some(d) => dry::spawn(spec, d, index, on_exit)?,
+            None => limiter
+                .spawn(&launch, wait, cancel, on_exit)
+                .map_err(|e| match e {
+                    Error::Spawn(m) => {
+                        Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id))
+                    }
+                    other => other,
+                })?
+                .into(),
+        };
+        if let Some(os_pid) = sp.process.os_pid() {
+            pid_cell.store(os_pid, Relaxed);
+            log::info!(
+                target: "toolpool",
+                "spawned tool={} instance={index} pid={os_pid} argv={:?}",
+                spec.id,
+                spec.command
+            );
+        }
         let pid = sp.process.pid();
         let q = spec.limits.queue_lines;
         let (stderr_tx, stderr_rx) = bounded::<Vec<u8>>(q);
@@ -194,10 +208,16 @@ impl Incarnation {
 
     /// Wait until the ready line was seen (or there is none), up to `deadline`. Reads
     /// stdout meanwhile; lines before the ready line are start-up output.
-    pub fn wait_ready(&self, deadline: Instant, ready_line: &str) -> Result<()> {
+    /// A triggered `cancel` ends the wait with [`Error::Cancelled`].
+    pub fn wait_ready(
+        &self,
+        deadline: Instant,
+        ready_line: &str,
+        cancel: Option<&CancelToken>,
+    ) -> Result<()> {
         match self
             .stdout
-            .wait_for(deadline, |st| st.ready().then_some(()))
+            .wait_for(deadline, cancel, |st| st.ready().then_some(()))
         {
             Ok(()) => {
                 log::info!(
@@ -210,13 +230,17 @@ impl Incarnation {
                 );
                 Ok(())
             }
+            Err(WaitEnd::Cancelled) => Err(Error::Cancelled(format!(
+                "the ready line of instance {} of '{}'",
+                self.index, self.tool
+            ))),
             Err(end) => Err(Error::Spawn(format!(
                 "tool '{}' instance {} {}{}",
                 self.tool,
                 self.index,
                 match end {
                     WaitEnd::Eof => format!("closed stdout before the ready line '{ready_line}'"),
-                    WaitEnd::Timeout =>
+                    WaitEnd::Timeout | WaitEnd::Cancelled =>
                         format!("did not print its ready line '{ready_line}' in time"),
                 },
                 self.tail_suffix()
@@ -311,19 +335,37 @@ impl Incarnation {
         }
     }
 
-    /// The next stdout line, waiting up to `timeout`.
-    pub fn read_line(&self, timeout: Duration) -> Result<Vec<u8>> {
+    /// The next stdout line, waiting up to `timeout` (or until `cancel`).
+    pub fn read_line(&self, timeout: Duration, cancel: Option<&CancelToken>) -> Result<Vec<u8>> {
+        self.read_piece(timeout, cancel).map(|(line, _)| line)
+    }
+
+    /// [`Incarnation::read_line`], and whether the line is a piece of a line longer than
+    /// `limits.max_line_bytes` that goes on in the next one.
+    pub fn read_piece(
+        &self,
+        timeout: Duration,
+        cancel: Option<&CancelToken>,
+    ) -> Result<(Vec<u8>, bool)> {
         match self
             .stdout
-            .wait_for(crate::util::deadline_in(timeout), |st| st.queue.pop_front())
-        {
-            Ok(line) => Ok(line),
-            Err(WaitEnd::Timeout) => Err(Error::timeout(
-                format!("stdout of instance {} of '{}'", self.index, self.tool),
-                timeout,
-            )),
+            .wait_for(crate::util::deadline_in(timeout), cancel, |st| {
+                st.pop_piece()
+            }) {
+            Ok(piece) => Ok(piece),
+            Err(WaitEnd::Timeout) => Err(Error::timeout(self.stdout_what(), timeout)),
+            Err(WaitEnd::Cancelled) => Err(Error::Cancelled(self.stdout_what())),
             Err(WaitEnd::Eof) => Err(self.death(Duration::from_millis(200))),
         }
+    }
+
+    fn stdout_what(&self) -> String {
+        format!("stdout of instance {} of '{}'", self.index, self.tool)
+    }
+
+    /// `limits.max_line_bytes` of its stdout.
+    pub fn max_line_bytes(&self) -> usize {
+        self.stdout.max_line()
     }
 
     /// Drop (and count) stdout lines nobody asked for, taking in what is in the pipe now
@@ -396,9 +438,14 @@ impl Incarnation {
         self.process.wait_timeout(timeout)
     }
 
-    /// The pid (= process group id).
+    /// The pid (= process group id); for a dry incarnation a negative id (no process).
     pub fn pid(&self) -> i32 {
         self.process.pid()
+    }
+
+    /// The OS pid; `None` for a dry incarnation.
+    pub fn os_pid(&self) -> Option<i32> {
+        self.process.os_pid()
     }
 
     /// How the process ended, once reaped.
@@ -415,10 +462,12 @@ impl Incarnation {
 
     /// Memory and CPU of its process group, from `/proc` (`None` once it has been reaped).
     pub(crate) fn usage(&self) -> Option<crate::procstat::Usage> {
+        // A dry incarnation has no process (and its id is no pid).
+        let pid = self.process.os_pid()?;
         if !self.process.is_alive() {
             return None;
         }
-        crate::procstat::group_usage(self.pid())
+        crate::procstat::group_usage(pid)
     }
 
     /// The JSON-RPC dispatcher (`jsonrpc` only).
@@ -430,9 +479,10 @@ impl Incarnation {
     pub fn wait_stdout<T>(
         &self,
         deadline: Instant,
+        cancel: Option<&CancelToken>,
         check: impl FnMut(&mut OutState) -> Option<T>,
     ) -> std::result::Result<T, WaitEnd> {
-        self.stdout.wait_for(deadline, check)
+        self.stdout.wait_for(deadline, cancel, check)
     }
 
     /// Take in what is in the stdout pipe now, without waiting (bounded by the queue).

@@ -1,9 +1,10 @@
 //! A lease: exclusive use of one instance for a multi-step conversation.
 
+use crate::cancel::Wait;
 use crate::error::Result;
+use crate::exchange::Until;
 use crate::router::{self, Hold};
 use crate::util::{deadline_in, lossy};
-use std::time::Duration;
 
 /// Exclusive use of one instance for a multi-step conversation; returned when dropped.
 /// A leased instance gets no routed work.
@@ -29,17 +30,23 @@ impl Lease {
         self.hold.claim.index
     }
 
-    /// The leased instance's pid.
+    /// The leased instance's pid (negative for a dry-run instance, which has no process).
     pub fn pid(&self) -> i32 {
         self.hold.incarnation.pid()
     }
 
-    /// A framed request on the leased instance.
-    pub fn request(&self, payload: &str, timeout: Duration) -> Result<String> {
+    /// A framed request on the leased instance, waiting up to the timeout (a `Duration`,
+    /// or a [`Wait`] with a cancel token).
+    pub fn request(&self, payload: &str, wait: impl Into<Wait>) -> Result<String> {
+        let wait = wait.into();
         let p = &self.hold.claim.pool;
         p.check_open()?;
-        let deadline = deadline_in(timeout);
-        router::exchange_counted(p, &self.hold.incarnation, payload, deadline, timeout)
+        let until = Until {
+            deadline: deadline_in(wait.timeout()),
+            timeout: wait.timeout(),
+            cancel: wait.token(),
+        };
+        router::exchange_counted(p, &self.hold.incarnation, payload, until)
     }
 
     /// Send a raw line to the leased instance.
@@ -48,9 +55,14 @@ impl Lease {
         self.hold.incarnation.send(line.as_bytes())
     }
 
-    /// Read a raw stdout line of the leased instance.
-    pub fn read_line(&self, timeout: Duration) -> Result<String> {
+    /// Read a raw stdout line of the leased instance, waiting up to the timeout (a
+    /// `Duration`, or a [`Wait`] with a cancel token).
+    pub fn read_line(&self, wait: impl Into<Wait>) -> Result<String> {
+        let wait = wait.into();
         self.hold.claim.pool.check_open()?;
-        self.hold.incarnation.read_line(timeout).map(lossy)
+        self.hold
+            .incarnation
+            .read_line(wait.timeout(), wait.token())
+            .map(lossy)
     }
 }

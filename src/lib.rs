@@ -24,7 +24,9 @@
 //! An **instance** is one of a pool's `count` indices (`0..count`), the unit the API talks
 //! about ([`InstanceStatus`], [`Reply::instance`]). The process that serves an instance now
 //! is its **incarnation**; a restart, a recycle or an idle stop ends one incarnation, and
-//! the next start makes a new one (a new pid) for the same instance.
+//! the next start makes a new one (a new pid) for the same instance. In a dry-run pool
+//! ([`ToolSpec::dry_run`]) an incarnation has no process: a responder thread at the far
+//! end of the same pipes answers with canned replies (`dry`), and it has no pid.
 //!
 //! # Life of a request
 //!
@@ -60,8 +62,14 @@
 //!    [`ToolSpec::max_requests`], an [`Error::InstanceDead`] falls back to the one-shot
 //!    run when [`ToolSpec::fallback`] says so, and the [`Reply`] returns.
 //!
-//! Layers, each importing only those below it: `spec`, `error`, `status`, `util` →
-//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` →
+//! **Cancellation.** Every blocking call takes `impl Into<`[`Wait`]`>`: a `Duration`, or a
+//! timeout with a [`CancelToken`] that another thread may trigger. The token travels down
+//! with the deadline to whatever waits (admission, the limiter, the start, the stdout
+//! leader's `poll`, a follower's condvar) and wakes it; the call returns
+//! [`Error::Cancelled`] and the request ends as a timed-out one would (step 6).
+//!
+//! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, [`cancel`] →
+//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot`, `dry` →
 //! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
 //! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 //! Observability (issue 14) adds `procstat` (memory and CPU from `/proc`, beside
@@ -69,6 +77,8 @@
 //! `prometheus` (the text exposition and the list of live pools, above `snapshot`).
 
 mod admission;
+pub mod cancel;
+mod dry;
 pub mod error;
 mod exchange;
 #[cfg(feature = "capi")]
@@ -96,9 +106,11 @@ mod supervisor;
 mod util;
 mod writer;
 
+pub use cancel::{CancelToken, Wait};
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 
+pub use dry::{MAX_DRY_OUT_BYTES, MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
 pub use incarnation::{leaked_threads, State, STREAM_JOIN_WAIT};
 pub use lease::Lease;
 pub use limiter::{KillReport, Limiter, LimiterStatus};
@@ -109,6 +121,7 @@ pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_EN
 pub use pools::Pools;
 pub use router::{MapResult, Reply, ServedBy};
 pub use spec::StderrMode;
+pub use spec::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV};
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,
     Routing, Shutdown, Startup, ToolSpec,

@@ -8,6 +8,7 @@
 //! (the modules above) build on it.
 
 use crate::admission::Admission;
+use crate::cancel::CancelToken;
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::incarnation::{Incarnation, State};
 use crate::instance::Instance;
@@ -118,7 +119,7 @@ impl PoolCore {
             return Err(Error::unavailable(&self.spec.id, "the pool is disabled"));
         }
         if start {
-            self.ensure_started(index)?;
+            self.ensure_started(index, None)?;
             if let Some(c) = inst.current() {
                 return Ok(c);
             }
@@ -138,7 +139,7 @@ impl PoolCore {
         let mut started = Vec::new();
         let mut failure = None;
         for i in 0..self.instances.len() {
-            match self.spawn(i) {
+            match self.spawn(i, None) {
                 Ok(c) => started.push(c),
                 Err(e) => {
                     failure = Some(e);
@@ -164,14 +165,22 @@ impl PoolCore {
     }
 
     /// Start `index` if it has no live process (lazy start, after idle stop, after death).
-    pub fn ensure_started(self: &Arc<Self>, index: usize) -> Result<()> {
+    /// `cancel` stops the wait for room under the limit and for the ready line (the
+    /// half-started incarnation is killed; the next use starts another). The wait for
+    /// another caller's start of the same instance is not cancellable; it is bounded by
+    /// `startup.timeout_ms`.
+    pub fn ensure_started(
+        self: &Arc<Self>,
+        index: usize,
+        cancel: Option<&CancelToken>,
+    ) -> Result<()> {
         let inst = &self.instances[index];
         let _g = inst.start_lock.lock();
         if inst.current().is_some_and(|c| c.state() != State::Dead) {
             return Ok(());
         }
         self.check_open()?;
-        self.replace_locked(index)
+        self.replace_locked(index, cancel)
     }
 
     /// Kill whatever runs at `index` and start a fresh process (counts as a restart), with
@@ -180,25 +189,37 @@ impl PoolCore {
         let inst = &self.instances[index];
         let _g = inst.start_lock.lock();
         inst.clear_failure();
-        self.replace_locked(index)
+        self.replace_locked(index, None)
     }
 
     /// With the instance's start lock held: retire the current incarnation, start a new
     /// one, wait for it to be ready.
-    pub fn replace_locked(self: &Arc<Self>, index: usize) -> Result<()> {
+    pub fn replace_locked(
+        self: &Arc<Self>,
+        index: usize,
+        cancel: Option<&CancelToken>,
+    ) -> Result<()> {
         let inst = &self.instances[index];
         if let Some(old) = inst.take_current() {
             inst.retire(old);
             inst.count_restart();
         }
         self.check_open()?;
-        let c = self.spawn(index)?;
+        let c = self.spawn(index, cancel)?;
         // Installed at once, so status shows it `starting` (routing takes it once ready).
         self.install(index, Arc::clone(&c));
         if let Some(line) = &self.spec.startup.ready_line {
-            if let Err(e) = c.wait_ready(self.start_deadline(), line) {
-                // It stays in the instance as dead, with its stderr tail, until replaced.
-                c.kill();
+            if let Err(e) = c.wait_ready(self.start_deadline(), line, cancel) {
+                if e.is_cancelled() {
+                    // Back to not started (no failure, no restart counted): the next use
+                    // starts it again.
+                    if let Some(old) = inst.take_current() {
+                        inst.retire(old);
+                    }
+                } else {
+                    // It stays in the instance as dead, with its stderr tail, until replaced.
+                    c.kill();
+                }
                 return Err(e);
             }
             // Ready now: callers waiting for an instance may take it.
@@ -220,7 +241,7 @@ impl PoolCore {
 
     /// Spawn an incarnation for `index` and wait until it is ready (not installed).
     pub fn spawn_ready(self: &Arc<Self>, index: usize) -> Result<Arc<Incarnation>> {
-        let c = self.spawn(index)?;
+        let c = self.spawn(index, None)?;
         self.await_ready(&c, self.start_deadline())?;
         Ok(c)
     }
@@ -257,7 +278,11 @@ impl PoolCore {
         deadline_in(Duration::from_millis(self.spec.startup.timeout_ms))
     }
 
-    fn spawn(self: &Arc<Self>, index: usize) -> Result<Arc<Incarnation>> {
+    fn spawn(
+        self: &Arc<Self>,
+        index: usize,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Arc<Incarnation>> {
         let weak: Weak<PoolCore> = Arc::downgrade(self);
         let on_exit = Box::new(move |exit: ExitInfo| {
             if let Some(p) = weak.upgrade() {
@@ -269,13 +294,14 @@ impl PoolCore {
             index,
             &self.limiter,
             Arc::clone(&self.instances[index].counters),
+            cancel,
             on_exit,
         )
     }
 
     fn await_ready(&self, c: &Incarnation, deadline: Instant) -> Result<()> {
         if let Some(line) = &self.spec.startup.ready_line {
-            if let Err(e) = c.wait_ready(deadline, line) {
+            if let Err(e) = c.wait_ready(deadline, line, None) {
                 c.stop();
                 return Err(e);
             }

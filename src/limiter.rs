@@ -5,6 +5,7 @@
 //! [`Error::LimitReached`]. Lowering the limit never kills; it only holds back new starts.
 //! A reaped child leaves the count at once (the waiter thread releases it).
 
+use crate::cancel::{cancelled, CancelToken};
 use crate::error::ExitInfo;
 use crate::error::{Error, Result};
 use crate::process::{self, Launch, Process, Spawned};
@@ -175,15 +176,16 @@ impl Limiter {
         }
     }
 
-    /// Start `launch` within the limit (waiting up to `wait` for room). The process counts
-    /// until it is reaped; then `on_exit` runs on its waiter thread.
+    /// Start `launch` within the limit (waiting up to `wait` for room, or until `cancel`).
+    /// The process counts until it is reaped; then `on_exit` runs on its waiter thread.
     pub(crate) fn spawn(
         self: &Arc<Self>,
         launch: &Launch,
         wait: Duration,
+        cancel: Option<&CancelToken>,
         on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
     ) -> Result<Spawned> {
-        let permit = self.acquire(wait)?;
+        let permit = self.acquire(wait, cancel)?;
         let sp = process::spawn(launch)?;
         // Registered before the waiter starts, so a child that exits at once is released
         // after it was counted, never before.
@@ -197,8 +199,17 @@ impl Limiter {
         Ok(sp)
     }
 
-    fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Permit> {
+    fn acquire(self: &Arc<Self>, wait: Duration, cancel: Option<&CancelToken>) -> Result<Permit> {
         let deadline = crate::util::deadline_in(wait);
+        let _registered = cancel.map(|c| {
+            let me = Arc::downgrade(self);
+            c.on_cancel(Arc::new(move || {
+                if let Some(l) = me.upgrade() {
+                    drop(l.state.lock());
+                    l.freed.notify_all();
+                }
+            }))
+        });
         let mut st = self.state.lock();
         if !st.has_room() {
             let (limit, running) = (st.max, st.running());
@@ -212,6 +223,13 @@ impl Limiter {
             st = self.state.lock();
         }
         while !st.has_room() {
+            if cancelled(cancel) {
+                return Err(Error::Cancelled(format!(
+                    "room under the process limit ({} of {} running)",
+                    st.running(),
+                    st.max
+                )));
+            }
             if self.freed.wait_until(&mut st, deadline).timed_out() && !st.has_room() {
                 let (limit, running) = (st.max, st.running());
                 drop(st);

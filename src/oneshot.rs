@@ -40,7 +40,7 @@ pub(crate) fn run(
         cwd: spec.cwd.clone(),
     };
     let sp = limiter
-        .spawn(&launch, timeout, Box::new(|_: ExitInfo| {}))
+        .spawn(&launch, timeout, None, Box::new(|_: ExitInfo| {}))
         .map_err(|e| match e {
             Error::Spawn(m) => Error::Spawn(format!("tool '{}' one-shot: {m}", spec.id)),
             other => other,

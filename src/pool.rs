@@ -5,7 +5,9 @@
 //! It owns the supervisor thread (the supervisor module) and shares the pool's core
 //! (the lifecycle module) with leases and that thread.
 
+use crate::cancel::{cancelled, CancelToken, Wait, CANCEL_POLL_SLICE};
 use crate::error::{Error, Result};
+use crate::exchange::Until;
 use crate::incarnation::Incarnation;
 use crate::lease::Lease;
 use crate::lifecycle::PoolCore;
@@ -77,11 +79,17 @@ impl Pool {
     /// A pool from a spec with options. Starts every instance in parallel (unless `lazy`)
     /// and returns once all are ready; if one cannot start, the others are stopped and the
     /// error is returned. With `disabled` (or `TOOLPOOL_DISABLE=1`) nothing is started.
+    /// With `dry_run` (or `TOOLPOOL_DRY_RUN=1`) no process ever starts: responders stand
+    /// in for the tool, and `disabled` is ignored.
     pub fn with_options(spec: ToolSpec, opts: PoolOptions) -> Result<Pool> {
+        let mut spec = spec;
+        if spec.dry_run.is_none() && env_set(crate::spec::DRY_RUN_ENV) {
+            spec.dry_run = Some(crate::spec::DryRun::echo());
+        }
         spec.validate()?;
-        let disabled = opts.disabled
-            || spec.disabled
-            || std::env::var(DISABLE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+        // A dry pool runs no process at all, one-shot runs included.
+        let disabled =
+            spec.dry_run.is_none() && (opts.disabled || spec.disabled || env_set(DISABLE_ENV));
         let limiter = opts
             .limiter
             .unwrap_or_else(|| Arc::clone(Limiter::global()));
@@ -135,14 +143,24 @@ impl Pool {
     }
 
     /// The next stdout line of instance `index` (invalid UTF-8 replaced), waiting up to
-    /// `timeout`.
-    pub fn read_line(&self, index: usize, timeout: Duration) -> Result<String> {
+    /// `timeout` (a `Duration`, or a [`Wait`] with a cancel token). A line longer than
+    /// `limits.max_line_bytes` arrives in pieces of that size.
+    pub fn read_line(&self, index: usize, timeout: impl Into<Wait>) -> Result<String> {
         self.read_line_bytes(index, timeout).map(lossy)
     }
 
     /// The next stdout line of instance `index`, exact bytes without the newline.
-    pub fn read_line_bytes(&self, index: usize, timeout: Duration) -> Result<Vec<u8>> {
-        self.core.incarnation(index, false)?.read_line(timeout)
+    pub fn read_line_bytes(&self, index: usize, timeout: impl Into<Wait>) -> Result<Vec<u8>> {
+        let wait = timeout.into();
+        if wait.is_cancelled() {
+            return Err(Error::Cancelled(format!(
+                "stdout of instance {index} of '{}'",
+                self.core.spec.id
+            )));
+        }
+        self.core
+            .incarnation(index, false)?
+            .read_line(wait.timeout(), wait.token())
     }
 
     /// The next stderr line of instance `index`, waiting up to `timeout`.
@@ -153,16 +171,27 @@ impl Pool {
             .map(lossy)
     }
 
-    /// The first stdout line from any instance, with its index, waiting up to `timeout`.
-    pub fn read_any(&self, timeout: Duration) -> Result<(usize, String)> {
+    /// The first stdout line from any instance, with its index, waiting up to `timeout`
+    /// (a `Duration`, or a [`Wait`] with a cancel token).
+    pub fn read_any(&self, timeout: impl Into<Wait>) -> Result<(usize, String)> {
         self.read_any_bytes(timeout).map(|(i, l)| (i, lossy(l)))
     }
 
     /// [`Pool::read_any`] with exact bytes.
-    pub fn read_any_bytes(&self, timeout: Duration) -> Result<(usize, Vec<u8>)> {
+    pub fn read_any_bytes(&self, timeout: impl Into<Wait>) -> Result<(usize, Vec<u8>)> {
+        let wait = timeout.into();
+        let (timeout, cancel) = (wait.timeout(), wait.token());
         let deadline = deadline_in(timeout);
+        // With a token, its eventfd joins the poll set (made before the first look).
+        let cancel_fd = cancel.map(CancelToken::poll_fd);
         loop {
             self.core.check_open()?;
+            if cancelled(cancel) {
+                return Err(Error::Cancelled(format!(
+                    "stdout of any instance of '{}'",
+                    self.core.spec.id
+                )));
+            }
             let running: Vec<(usize, Arc<Incarnation>)> = (0..self.len())
                 .filter_map(|i| Some((i, self.core.instances[i].current()?)))
                 .collect();
@@ -185,26 +214,47 @@ impl Pool {
             }
             // Wait for any pipe to become readable (a short slice, so restarted instances
             // and lines queued by another reader are noticed).
-            wait_readable(&running, (deadline - now).min(READ_ANY_SLICE));
+            let slice = match cancel_fd {
+                Some(None) => CANCEL_POLL_SLICE, // no eventfd: look at the token often
+                _ => READ_ANY_SLICE,
+            };
+            wait_readable(&running, (deadline - now).min(slice), cancel_fd.flatten());
         }
     }
 
     /// Send `payload` to an instance picked by the spec's `routing` and wait up to `timeout`
     /// (waiting for a free instance included) for its reply.
-    pub fn request(&self, payload: &str, timeout: Duration) -> Result<Reply> {
-        router::request(&self.core, payload, None, timeout)
+    ///
+    /// `timeout` is a `Duration` or a [`Wait`] that also carries a [`CancelToken`]: a
+    /// cancelled request returns [`Error::Cancelled`] within milliseconds, whichever stage
+    /// it is in (waiting for an instance, for a start, for the reply); its late reply never
+    /// reaches another caller (the instance is recycled in `lines`/`marker` framing, the
+    /// reply dropped and counted in `jsonrpc`).
+    pub fn request(&self, payload: &str, timeout: impl Into<Wait>) -> Result<Reply> {
+        router::request(&self.core, payload, None, &timeout.into())
     }
 
     /// Like [`Pool::request`], but `key` maps to the same instance while that instance
     /// lives; when it has died, the key moves and [`Reply::moved`] is set.
-    pub fn request_sticky(&self, key: &str, payload: &str, timeout: Duration) -> Result<Reply> {
-        router::request(&self.core, payload, Some(key), timeout)
+    pub fn request_sticky(
+        &self,
+        key: &str,
+        payload: &str,
+        timeout: impl Into<Wait>,
+    ) -> Result<Reply> {
+        router::request(&self.core, payload, Some(key), &timeout.into())
     }
 
-    /// Lease one idle instance for exclusive use, waiting up to `timeout` for one.
-    pub fn lease(&self, timeout: Duration) -> Result<Lease> {
-        let deadline = deadline_in(timeout);
-        match router::take(&self.core, Use::Lease, None, deadline, timeout)? {
+    /// Lease one idle instance for exclusive use, waiting up to `timeout` (a `Duration`,
+    /// or a [`Wait`] with a cancel token) for one.
+    pub fn lease(&self, timeout: impl Into<Wait>) -> Result<Lease> {
+        let wait = timeout.into();
+        let until = Until {
+            deadline: deadline_in(wait.timeout()),
+            timeout: wait.timeout(),
+            cancel: wait.token(),
+        };
+        match router::take(&self.core, Use::Lease, None, until)? {
             Some((hold, _)) => Ok(Lease::new(hold)),
             None => Err(Error::unavailable(
                 &self.core.spec.id,
@@ -227,12 +277,16 @@ impl Pool {
     /// On a shut-down pool every result is [`Error::ShutDown`] (in every language: the
     /// C call `toolpool_pool_map_json` succeeds and each item says so; see [`MapResult`](crate::MapResult)).
     /// Runs as many requests at once as the pool can take (instances × `max_in_flight`,
-    /// at most [`MAX_MAP_THREADS`]), each on a scoped thread.
+    /// at most [`MAX_MAP_THREADS`]), each on a scoped thread. With a cancel token (a
+    /// [`Wait`]), cancelling fails every request not yet answered with
+    /// [`Error::Cancelled`] (each its own result) and the call returns.
     pub fn map<S: AsRef<str> + Sync>(
         &self,
         payloads: &[S],
-        timeout: Duration,
+        timeout: impl Into<Wait>,
     ) -> Vec<Result<Reply>> {
+        let wait = timeout.into();
+        let timeout = &wait;
         let width = (self.len() * self.core.spec.max_in_flight)
             .min(MAX_MAP_THREADS)
             .clamp(1, payloads.len().max(1));
@@ -328,11 +382,18 @@ impl Pool {
     }
 }
 
-/// Poll the stdout pipes of `running` until one is readable or `slice` passes.
-fn wait_readable(running: &[(usize, Arc<Incarnation>)], slice: Duration) {
+/// True when the environment variable `name` is set, not empty and not "0".
+fn env_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Poll the stdout pipes of `running` (and `cancel_fd`) until one is readable or `slice`
+/// passes.
+fn wait_readable(running: &[(usize, Arc<Incarnation>)], slice: Duration, cancel_fd: Option<i32>) {
     let mut fds: Vec<libc::pollfd> = running
         .iter()
         .filter_map(|(_, c)| c.poll_fd())
+        .chain(cancel_fd)
         .map(|fd| libc::pollfd {
             fd,
             events: libc::POLLIN,

@@ -14,6 +14,7 @@
 //! filter (JSON-RPC), lines the filter passes on (notifications) drop the oldest queued
 //! one when the queue is full, counted, so replies keep flowing.
 
+use crate::cancel::{cancelled, CancelToken, CANCEL_POLL_SLICE};
 use crate::metrics::Counters;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
@@ -42,6 +43,8 @@ pub(crate) enum WaitEnd {
     Timeout,
     /// stdout is closed and drained.
     Eof,
+    /// The wait's cancel token was triggered.
+    Cancelled,
 }
 
 /// Bytes read but not yet split into lines (`buf[start..]`), and the splitting rule
@@ -69,13 +72,19 @@ impl LineBuf {
 
     /// The next complete line or piece, if the buffer holds one.
     pub fn next_line(&mut self, max: usize, split: &AtomicU64) -> Option<Vec<u8>> {
+        self.next_piece(max, split).map(|(line, _)| line)
+    }
+
+    /// [`LineBuf::next_line`], and whether it is a piece of a cut line that goes on in
+    /// the next one.
+    pub fn next_piece(&mut self, max: usize, split: &AtomicU64) -> Option<(Vec<u8>, bool)> {
         let avail = &self.buf[self.start..];
         let window = &avail[..avail.len().min(max + 1)];
         let (line, used) = match window.iter().position(|&b| b == b'\n') {
-            Some(pos) if pos <= max => (avail[..pos].to_vec(), pos + 1),
+            Some(pos) if pos <= max => ((avail[..pos].to_vec(), false), pos + 1),
             _ if avail.len() >= max => {
                 split.fetch_add(1, Relaxed);
-                (avail[..max].to_vec(), max)
+                ((avail[..max].to_vec(), true), max)
             }
             _ => return None,
         };
@@ -103,6 +112,10 @@ pub(crate) struct OutState {
     lines: LineBuf,
     /// Lines for `read_line`.
     pub queue: VecDeque<Vec<u8>>,
+    /// Lines ever pushed onto `queue` (so the front one is number `pushed - queue.len()`).
+    pushed: u64,
+    /// Numbers of the queued lines that are pieces of a cut line (more of it follows).
+    cut: VecDeque<u64>,
     eof: bool,
     /// Waiting for this ready line; start-up output until it is seen.
     ready_line: Option<Vec<u8>>,
@@ -113,13 +126,34 @@ impl OutState {
     pub fn ready(&self) -> bool {
         self.ready_line.is_none()
     }
+
+    /// Pop the next queued line, and whether it is a piece of a line longer than
+    /// `limits.max_line_bytes` that goes on in the next queued line.
+    pub fn pop_piece(&mut self) -> Option<(Vec<u8>, bool)> {
+        let number = self.pushed - self.queue.len() as u64;
+        let line = self.queue.pop_front()?;
+        self.forget_cut_before(number);
+        let continues = self.cut.front() == Some(&number);
+        if continues {
+            self.cut.pop_front();
+        }
+        Some((line, continues))
+    }
+
+    /// Drop the cut marks of lines no longer queued (popped, dropped, cleared).
+    fn forget_cut_before(&mut self, number: u64) {
+        while self.cut.front().is_some_and(|&n| n < number) {
+            self.cut.pop_front();
+        }
+    }
 }
 
 /// The parent's end of a child's stdout.
 pub(crate) struct StdoutReader {
     file: File,
-    st: Mutex<OutState>,
-    cv: Condvar,
+    /// Shared (`Arc`) with the wakers of cancel tokens, which take the lock and notify.
+    st: Arc<Mutex<OutState>>,
+    cv: Arc<Condvar>,
     max_line: usize,
     cap: usize,
     filter: Option<Arc<dyn StdoutFilter>>,
@@ -143,14 +177,16 @@ impl StdoutReader {
         }
         StdoutReader {
             file,
-            st: Mutex::new(OutState {
+            st: Arc::new(Mutex::new(OutState {
                 leader: false,
                 lines: LineBuf::default(),
                 queue: VecDeque::new(),
+                pushed: 0,
+                cut: VecDeque::new(),
                 eof: false,
                 ready_line,
-            }),
-            cv: Condvar::new(),
+            })),
+            cv: Arc::new(Condvar::new()),
             max_line,
             cap,
             filter,
@@ -161,6 +197,11 @@ impl StdoutReader {
     /// The pipe's fd, for polling several incarnations at once (never read it directly).
     pub fn raw_fd(&self) -> i32 {
         self.file.as_raw_fd()
+    }
+
+    /// `limits.max_line_bytes`: longer lines are cut into pieces of this size.
+    pub fn max_line(&self) -> usize {
+        self.max_line
     }
 
     /// True once stdout reached EOF.
@@ -174,12 +215,24 @@ impl StdoutReader {
     }
 
     /// Wait until `check` returns something, reading the pipe as needed, until
-    /// `deadline`. `check` runs under the state lock after every step.
+    /// `deadline` or until `cancel` is triggered. `check` runs under the state lock after
+    /// every step (so what is already there is taken even when cancelled).
     pub fn wait_for<T>(
         &self,
         deadline: Instant,
+        cancel: Option<&CancelToken>,
         mut check: impl FnMut(&mut OutState) -> Option<T>,
     ) -> Result<T, WaitEnd> {
+        // With a token: wake followers on the condvar, and the leader through the token's
+        // eventfd in its poll set (both before the first look at the token).
+        let _registered = cancel.map(|c| {
+            let (st, cv) = (Arc::clone(&self.st), Arc::clone(&self.cv));
+            c.on_cancel(Arc::new(move || {
+                drop(st.lock());
+                cv.notify_all();
+            }))
+        });
+        let cancel_fd = cancel.map(CancelToken::poll_fd);
         let mut st = self.st.lock();
         loop {
             if let Some(v) = check(&mut st) {
@@ -191,12 +244,15 @@ impl StdoutReader {
             if st.eof {
                 return Err(WaitEnd::Eof);
             }
+            if cancelled(cancel) {
+                return Err(WaitEnd::Cancelled);
+            }
             if !st.leader {
                 st.leader = true;
-                let got = self.lead(&mut st, deadline);
+                let got = self.lead(&mut st, deadline, cancel_fd);
                 st.leader = false;
                 self.cv.notify_all();
-                if got {
+                if got || cancelled(cancel) {
                     continue;
                 }
                 if Instant::now() >= deadline {
@@ -204,7 +260,15 @@ impl StdoutReader {
                 }
                 // Nothing to read for now (the queue is full): wait for a change.
             }
-            if self.cv.wait_until(&mut st, deadline).timed_out() {
+            // A token without an eventfd is looked at every slice.
+            let until = match cancel_fd {
+                Some(None) => deadline.min(Instant::now() + CANCEL_POLL_SLICE),
+                _ => deadline,
+            };
+            if self.cv.wait_until(&mut st, until).timed_out() {
+                if until < deadline {
+                    continue;
+                }
                 return check(&mut st).ok_or(if st.eof {
                     WaitEnd::Eof
                 } else {
@@ -220,7 +284,7 @@ impl StdoutReader {
         let mut st = self.st.lock();
         if !st.leader {
             st.leader = true;
-            self.lead(&mut st, Instant::now());
+            self.lead(&mut st, Instant::now(), None);
             st.leader = false;
             self.cv.notify_all();
         }
@@ -228,15 +292,22 @@ impl StdoutReader {
     }
 
     /// As leader: split buffered bytes; if that gives nothing, poll (lock released) until
-    /// `deadline` and read once. Returns true when something happened (lines, EOF).
-    fn lead(&self, st: &mut MutexGuard<'_, OutState>, deadline: Instant) -> bool {
+    /// `deadline` (or the cancel token's eventfd: `cancel` is `Some(fd)` with a token,
+    /// `Some(None)` when its eventfd could not be made) and read once. Returns true when
+    /// something happened (lines, EOF).
+    fn lead(
+        &self,
+        st: &mut MutexGuard<'_, OutState>,
+        deadline: Instant,
+        cancel: Option<Option<i32>>,
+    ) -> bool {
         if self.split(st) {
             return true;
         }
         if !self.room(st) {
             return false; // the queue is full: nothing more is read until it drains
         }
-        let readable = MutexGuard::unlocked(st, || self.poll_until(deadline));
+        let readable = MutexGuard::unlocked(st, || self.poll_until(deadline, cancel));
         if !readable {
             return false;
         }
@@ -248,22 +319,34 @@ impl StdoutReader {
         self.filter.is_some() || st.queue.len() < self.cap
     }
 
-    /// poll(2) the pipe until readable (or closed) or `deadline`.
-    fn poll_until(&self, deadline: Instant) -> bool {
+    /// poll(2) the pipe until readable (or closed) or `deadline`; with a cancel token
+    /// (see [`StdoutReader::lead`]) also until its eventfd is readable (false then).
+    fn poll_until(&self, deadline: Instant, cancel: Option<Option<i32>>) -> bool {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let mut left = deadline.saturating_duration_since(Instant::now());
+            if cancel == Some(None) {
+                left = left.min(CANCEL_POLL_SLICE); // no eventfd: look at the token often
+            }
             let ms = left.as_millis().min(i32::MAX as u128) as i32;
             // Round up so a wait of 0.4 ms is not a busy zero-timeout poll.
             let ms = if ms == 0 && !left.is_zero() { 1 } else { ms };
-            let mut p = libc::pollfd {
+            let pipe = libc::pollfd {
                 fd: self.file.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
-            // SAFETY: poll on one valid pollfd.
-            let r = unsafe { libc::poll(&mut p, 1, ms) };
+            let mut p = [pipe, pipe];
+            let n = match cancel.flatten() {
+                Some(fd) => {
+                    p[1].fd = fd;
+                    2
+                }
+                None => 1,
+            };
+            // SAFETY: poll on `n` valid pollfds.
+            let r = unsafe { libc::poll(p.as_mut_ptr(), n, ms) };
             if r > 0 {
-                return true;
+                return p[0].revents != 0;
             }
             if r == 0 {
                 return false;
@@ -305,19 +388,24 @@ impl StdoutReader {
     fn split(&self, st: &mut OutState) -> bool {
         let mut any = false;
         while self.room(st) {
-            let Some(line) = st
+            let Some((line, continues)) = st
                 .lines
-                .next_line(self.max_line, &self.counters.lines_split)
+                .next_piece(self.max_line, &self.counters.lines_split)
             else {
                 break;
             };
-            self.emit(st, line);
+            self.emit_piece(st, line, continues);
             any = true;
         }
         any
     }
 
     fn emit(&self, st: &mut OutState, line: Vec<u8>) {
+        self.emit_piece(st, line, false);
+    }
+
+    /// Queue (or filter) one line; `continues` marks a piece of a cut line.
+    fn emit_piece(&self, st: &mut OutState, line: Vec<u8>, continues: bool) {
         self.counters.lines_received.fetch_add(1, Relaxed);
         if let Some(want) = &st.ready_line {
             self.counters.startup_lines.fetch_add(1, Relaxed);
@@ -338,5 +426,11 @@ impl StdoutReader {
             self.counters.stdout_dropped.fetch_add(1, Relaxed);
         }
         st.queue.push_back(line);
+        if continues {
+            st.cut.push_back(st.pushed);
+        }
+        st.pushed += 1;
+        let front = st.pushed - st.queue.len() as u64;
+        st.forget_cut_before(front);
     }
 }

@@ -3,12 +3,15 @@
 //! one-shot fallback.
 //!
 //! Every request ends in exactly one outcome: a reply, a tool error, a timeout, an
-//! instance death, or shut-down. A late reply never reaches the next caller: after a
+//! instance death, shut-down, or cancelled (its [`crate::CancelToken`]; a cancelled
+//! request ends as a timed-out one does). A late reply never reaches the next caller: after a
 //! timeout in `lines` or `marker` framing the incarnation is recycled; in `jsonrpc` a reply
 //! to a forgotten id is dropped and counted.
 
 use crate::admission::Counts;
+use crate::cancel::{cancelled, Wait};
 use crate::error::{Error, Result};
+use crate::exchange::Until;
 use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
 use crate::metrics::Outcome;
@@ -223,15 +226,35 @@ pub(crate) fn take(
     p: &Arc<PoolCore>,
     how: Use,
     key: Option<&str>,
-    deadline: Instant,
-    timeout: Duration,
+    until: Until<'_>,
 ) -> Result<Option<(Hold, bool)>> {
+    let Until {
+        deadline,
+        timeout,
+        cancel,
+    } = until;
+    let what = || match how {
+        Use::Request => format!("a free instance of '{}'", p.spec.id),
+        Use::Lease => format!("an instance of '{}' to lease", p.spec.id),
+    };
     let mut waited = false;
     // Set once a sticky key's instance is found dead and the key is dropped.
     let mut moved = false;
+    // With a token: its cancel wakes this waiter (registered before the first look).
+    let _registered = cancel.map(|t| {
+        let weak = Arc::downgrade(p);
+        t.on_cancel(Arc::new(move || {
+            if let Some(p) = weak.upgrade() {
+                p.admission.wake();
+            }
+        }))
+    });
     let mut c = p.admission.lock();
     let (index, start) = loop {
         p.check_open()?;
+        if cancelled(cancel) {
+            return Err(Error::Cancelled(what()));
+        }
         let had_key = key.is_some_and(|k| c.has_key(k));
         let picked = pick(p, &mut c, how, key);
         moved |= had_key && !key.is_some_and(|k| c.has_key(k));
@@ -263,11 +286,7 @@ pub(crate) fn take(
             // No pick now: the deadline has passed, and an exchange begun now would only
             // time out (and, in `lines` framing, recycle a healthy instance).
             p.check_open()?;
-            let what = match how {
-                Use::Request => format!("a free instance of '{}'", p.spec.id),
-                Use::Lease => format!("an instance of '{}' to lease", p.spec.id),
-            };
-            return Err(Error::timeout(what, timeout));
+            return Err(Error::timeout(what(), timeout));
         }
     };
     match how {
@@ -282,7 +301,7 @@ pub(crate) fn take(
         how,
     };
     if start {
-        p.ensure_started(index)?;
+        p.ensure_started(index, cancel)?;
     }
     let incarnation = p.incarnation(index, false)?;
     if let Some(k) = key {
@@ -297,11 +316,10 @@ pub(crate) fn exchange_counted(
     p: &PoolCore,
     inc: &Incarnation,
     payload: &str,
-    deadline: Instant,
-    timeout: Duration,
+    until: Until<'_>,
 ) -> Result<String> {
     let started = Instant::now();
-    let result = supervisor::exchange(p, inc, payload, deadline, timeout);
+    let result = supervisor::exchange(p, inc, payload, until);
     p.instances[inc.index()]
         .metrics
         .record(Outcome::of(&result), false, started.elapsed());
@@ -313,29 +331,33 @@ pub(crate) fn request(
     p: &Arc<PoolCore>,
     payload: &str,
     key: Option<&str>,
-    timeout: Duration,
+    wait: &Wait,
 ) -> Result<Reply> {
     let started = Instant::now();
-    let deadline = deadline_in(timeout);
-    let result = route(p, payload, key, deadline, timeout);
+    let until = Until {
+        deadline: deadline_in(wait.timeout()),
+        timeout: wait.timeout(),
+        cancel: wait.token(),
+    };
+    let result = route(p, payload, key, until);
     let fallback = matches!(&result, Ok(r) if r.served_by == ServedBy::Oneshot);
     p.metrics
         .record(Outcome::of(&result), fallback, started.elapsed());
     result
 }
 
-fn route(
-    p: &Arc<PoolCore>,
-    payload: &str,
-    key: Option<&str>,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<Reply> {
+fn route(p: &Arc<PoolCore>, payload: &str, key: Option<&str>, until: Until<'_>) -> Result<Reply> {
+    let Until {
+        deadline, timeout, ..
+    } = until;
     p.check_open()?;
+    if cancelled(until.cancel) {
+        return Err(Error::Cancelled(format!("a request to '{}'", p.spec.id)));
+    }
     if p.disabled {
         return oneshot(p, payload, timeout, "the pool is disabled");
     }
-    let (hold, moved) = match take(p, Use::Request, key, deadline, timeout) {
+    let (hold, moved) = match take(p, Use::Request, key, until) {
         Ok(Some(t)) => t,
         Ok(None) => return oneshot(p, payload, timeout, "no instance can serve"),
         Err(e @ (Error::Spawn(_) | Error::LimitReached { .. })) if p.spec.oneshot.is_some() => {
@@ -344,7 +366,7 @@ fn route(
         Err(e) => return Err(e),
     };
     let index = hold.claim.index;
-    let result = exchange_counted(p, &hold.incarnation, payload, deadline, timeout);
+    let result = exchange_counted(p, &hold.incarnation, payload, until);
     let pid = hold.incarnation.pid();
     drop(hold);
     supervisor::after_request(p, index, pid);
@@ -377,6 +399,12 @@ fn oneshot_after(
 }
 
 fn oneshot(p: &PoolCore, payload: &str, timeout: Duration, why: &str) -> Result<Reply> {
+    if p.spec.dry_run.is_some() {
+        return Err(Error::unavailable(
+            &p.spec.id,
+            format!("{why}; a dry-run pool runs no one-shot process"),
+        ));
+    }
     let Some(o) = &p.spec.oneshot else {
         return Err(Error::unavailable(
             &p.spec.id,

@@ -170,6 +170,20 @@ pub(crate) fn encode_request(id: u64, payload: &str) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&Value::Object(req)).expect("a Value always serializes"))
 }
 
+/// The notification that tells the tool request `id` was abandoned (spec key
+/// `cancel_notification`): MCP's `notifications/cancelled` takes `requestId` and a reason,
+/// any other method (LSP's `$/cancelRequest`) takes `id`.
+pub(crate) fn encode_cancel(method: &str, id: u64, reason: &str) -> Vec<u8> {
+    let params = if method == "notifications/cancelled" {
+        serde_json::json!({"requestId": id, "reason": reason})
+    } else {
+        serde_json::json!({"id": id})
+    };
+    let v = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params});
+    // Serialising a `Value` (string keys, no non-finite floats) cannot fail.
+    serde_json::to_vec(&v).expect("a Value always serializes")
+}
+
 /// The outcome delivered to a waiting request: the `result` as JSON text, or the error.
 pub(crate) type RpcOutcome = std::result::Result<String, RpcError>;
 

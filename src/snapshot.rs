@@ -81,6 +81,10 @@ pub struct PoolStatus {
     pub shut_down: bool,
     /// True when requests are served by `oneshot` only.
     pub disabled: bool,
+    /// True when no process runs: canned replies stand in for the tool (`dry_run`).
+    pub dry_run: bool,
+    /// The argv the pool runs (in a dry run: would run).
+    pub command: Vec<String>,
     /// How many times a request had to wait for a free instance.
     pub waited_for_instance: u64,
     /// Callers waiting for a free instance now.
@@ -129,6 +133,8 @@ pub(crate) fn status(core: &PoolCore) -> PoolStatus {
         tool: core.spec.id.clone(),
         shut_down: core.is_shut_down(),
         disabled: core.disabled,
+        dry_run: core.spec.dry_run.is_some(),
+        command: core.spec.command.clone(),
         waited_for_instance: counts.waited_total,
         waiting: counts.waiting,
         instances,
@@ -174,7 +180,7 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
     let usage = cur.as_ref().and_then(|c| c.usage());
     InstanceStatus {
         index: i,
-        pid: cur.as_ref().map(|c| c.pid()),
+        pid: cur.as_ref().and_then(|c| c.os_pid()),
         state,
         exit: cur.as_ref().and_then(|c| c.exit()).or(inst.last_exit()),
         failed_reason: failed,

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod dry_run;
+pub use dry_run::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV, MAX_DRY_EXIT_CODE};
+
 /// Most instances in one pool.
 pub const MAX_COUNT: usize = 4096;
 /// Largest `limits.queue_lines` (queues are allocated up front).
@@ -59,6 +62,10 @@ pub struct ToolSpec {
     /// Never start the pool; serve every request with `oneshot`. `TOOLPOOL_DISABLE=1` in the
     /// environment has the same effect.
     pub disabled: bool,
+    /// Start no process: canned replies stand in for the tool (see [`DryRun`]). A dry
+    /// pool ignores `disabled` and never runs `oneshot`. `TOOLPOOL_DRY_RUN=1` in the
+    /// environment makes a pool without this key dry with [`DryRun::echo`].
+    pub dry_run: Option<DryRun>,
     /// Supervision: restart policy, backoff and intensity cap.
     pub restart: Restart,
     /// Start instances on first use instead of at pool creation.
@@ -71,6 +78,11 @@ pub struct ToolSpec {
     pub max_lifetime_ms: Option<u64>,
     /// Health probes.
     pub health: Option<HealthProbe>,
+    /// `jsonrpc` only: the method of a notification sent to the tool when a request is
+    /// cancelled or times out, so it can stop work early: `$/cancelRequest` (LSP; params
+    /// `{"id": <id>}`) or `notifications/cancelled` (MCP; params
+    /// `{"requestId": <id>, "reason": "..."}`); any other method gets `{"id": <id>}`.
+    pub cancel_notification: Option<String>,
     /// What happens to the tool's stderr lines besides the tail kept for status:
     /// `"keep"` (default) or `"log"` (each line is also a `log` record).
     pub stderr: StderrMode,
@@ -105,12 +117,14 @@ impl Default for ToolSpec {
             oneshot: None,
             fallback: false,
             disabled: false,
+            dry_run: None,
             restart: Restart::default(),
             lazy: false,
             idle_timeout_ms: None,
             max_requests: None,
             max_lifetime_ms: None,
             health: None,
+            cancel_notification: None,
             stderr: StderrMode::Keep,
         }
     }
@@ -391,6 +405,9 @@ impl ToolSpec {
         self.check_durations()?;
         self.check_text()?;
         self.check_numbers()?;
+        if let Some(dry) = &self.dry_run {
+            dry.check(&self.protocol)?;
+        }
         self.check_framing()
     }
 
@@ -500,6 +517,14 @@ impl ToolSpec {
                 "max_in_flight",
                 "only the jsonrpc protocol can match more than one request in flight",
             );
+        }
+        if let Some(m) = &self.cancel_notification {
+            if self.protocol != Protocol::Jsonrpc {
+                return bad("cancel_notification", "needs the jsonrpc protocol");
+            }
+            if m.is_empty() {
+                return bad("cancel_notification", "must not be empty");
+            }
         }
         if let Some(h) = &self.health {
             if self.protocol != Protocol::Jsonrpc && h.probe.is_none() {

@@ -49,6 +49,8 @@ pub enum ToolpoolStatus {
     TOOLPOOL_UNAVAILABLE = 15,
     /// An I/O error outside a spawn (reading a registry file, ...).
     TOOLPOOL_IO = 16,
+    /// The call was stopped by its cancel token (`toolpool_cancel_trigger`).
+    TOOLPOOL_CANCELLED = 17,
     /// A panic inside toolpool was caught at the boundary. A bug: please report it.
     TOOLPOOL_PANIC = 99,
 }
@@ -98,6 +100,7 @@ status_list!(
     TOOLPOOL_FAILED,
     TOOLPOOL_UNAVAILABLE,
     TOOLPOOL_IO,
+    TOOLPOOL_CANCELLED,
     TOOLPOOL_PANIC,
 );
 
@@ -126,6 +129,6 @@ mod tests {
             assert_eq!(s.name().to_str().unwrap(), format!("{s:?}"));
             assert_eq!(ToolpoolStatus::from_code(s.code()), Some(s));
         }
-        assert_eq!(ToolpoolStatus::from_code(17), None);
+        assert_eq!(ToolpoolStatus::from_code(18), None);
     }
 }

@@ -8,7 +8,7 @@
 //! [`after_request`] (which counts requests toward `max_requests`).
 
 use crate::error::{Error, ExitInfo, Result};
-use crate::exchange::{self as framing, leaves_late_reply};
+use crate::exchange::{self as framing, leaves_late_reply, Until};
 use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
 use crate::metrics::RecycleReason;
@@ -127,30 +127,47 @@ pub(crate) fn exchange(
     p: &PoolCore,
     inc: &Incarnation,
     payload: &str,
-    deadline: Instant,
-    timeout: Duration,
+    until: Until<'_>,
 ) -> Result<String> {
+    if crate::cancel::cancelled(until.cancel) {
+        // Nothing sent, nothing left behind: the incarnation stays.
+        return Err(Error::Cancelled(format!(
+            "reply from instance {} of '{}'",
+            inc.index(),
+            p.spec.id
+        )));
+    }
     let result = framing::exchange(
         inc,
         &p.spec.protocol,
         &p.spec.id,
         payload,
-        deadline,
-        timeout,
+        until,
+        p.spec.cancel_notification.as_deref(),
     );
     if leaves_late_reply(&p.spec.protocol, &result) {
-        log::warn!(
-            target: "toolpool",
-            "timeout kill tool={} instance={} pid={} timeout_ms={} (a late reply could reach the next caller)",
-            p.spec.id,
-            inc.index(),
-            inc.pid(),
-            timeout.as_millis()
-        );
-        p.instances[inc.index()]
-            .recycles
-            .count(RecycleReason::Timeout);
-        recycle(p, inc.index(), inc.pid());
+        let (tool, index, pid) = (&p.spec.id, inc.index(), inc.pid());
+        match &result {
+            Err(Error::Timeout { .. }) => {
+                log::warn!(
+                    target: "toolpool",
+                    "timeout kill tool={tool} instance={index} pid={pid} timeout_ms={} (a late reply could reach the next caller)",
+                    until.timeout.as_millis()
+                );
+                p.instances[index].recycles.count(RecycleReason::Timeout);
+            }
+            Err(Error::Cancelled(_)) => log::info!(
+                target: "toolpool",
+                "cancel kill tool={tool} instance={index} pid={pid} (a late reply could reach the next caller)"
+            ),
+            Err(e) => log::warn!(
+                target: "toolpool",
+                "protocol error kill tool={tool} instance={index} pid={pid} error={:?}",
+                e.to_string()
+            ),
+            Ok(_) => {}
+        }
+        recycle(p, index, pid);
     }
     result
 }
@@ -338,7 +355,7 @@ fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
         if p.is_shut_down() {
             return;
         }
-        match p.replace_locked(i) {
+        match p.replace_locked(i, None) {
             Ok(()) => log::info!(target: "toolpool", "restarted tool={} instance={i}", p.spec.id),
             Err(e) => {
                 log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?}", p.spec.id, e.to_string());
@@ -357,7 +374,7 @@ fn restart_now(p: &Arc<PoolCore>, i: usize) {
         return;
     }
     inst.supervision().replace_now = false;
-    if let Err(e) = p.replace_locked(i) {
+    if let Err(e) = p.replace_locked(i, None) {
         log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?}", p.spec.id, e.to_string());
         inst.supervision().start_failed = true;
     }
@@ -495,7 +512,12 @@ fn probe(p: &Arc<PoolCore>, i: usize) {
     };
     let timeout = Duration::from_millis(h.timeout_ms);
     let t0 = Instant::now();
-    let result = exchange(p, &cur, &payload, deadline_in(timeout), timeout);
+    let until = Until {
+        deadline: deadline_in(timeout),
+        timeout,
+        cancel: None,
+    };
+    let result = exchange(p, &cur, &payload, until);
     let took = t0.elapsed();
     let ok = match (&result, &h.expect) {
         (Ok(reply), Some(want)) => reply == want,

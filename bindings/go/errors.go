@@ -32,6 +32,7 @@ const (
 	CodeFailed          Code = C.TOOLPOOL_FAILED
 	CodeUnavailable     Code = C.TOOLPOOL_UNAVAILABLE
 	CodeIO              Code = C.TOOLPOOL_IO
+	CodeCancelled       Code = C.TOOLPOOL_CANCELLED
 	CodePanic           Code = C.TOOLPOOL_PANIC
 )
 
@@ -54,6 +55,7 @@ var (
 	ErrFailed          = &Error{Code: CodeFailed}          // the supervisor marked the instance failed
 	ErrUnavailable     = &Error{Code: CodeUnavailable}     // no instance can take work, no fallback
 	ErrIO              = &Error{Code: CodeIO}              // an I/O error outside a spawn (registry file)
+	ErrCancelled       = &Error{Code: CodeCancelled}       // the call's context was done (see CancelError)
 	ErrPanic           = &Error{Code: CodePanic}           // a bug inside toolpool, caught at the boundary
 )
 
@@ -75,6 +77,7 @@ var descriptions = map[Code]string{
 	CodeFailed:          "instance failed",
 	CodeUnavailable:     "no instance available",
 	CodeIO:              "I/O error",
+	CodeCancelled:       "cancelled",
 	CodePanic:           "panic inside toolpool (a bug)",
 }
 

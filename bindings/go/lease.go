@@ -96,8 +96,10 @@ func (l *Lease) Request(ctx context.Context, payload string) (string, error) {
 	}
 	defer freeC(cs)
 	var out *C.char
-	err = l.use(op, func(h *C.ToolpoolLease) C.int32_t {
-		return C.toolpool_lease_request(h, cs, ms, &out)
+	err = withContext(ctx, func(c *C.ToolpoolCancel) error {
+		return l.use(op, func(h *C.ToolpoolLease) C.int32_t {
+			return C.toolpool_lease_request_cancellable(h, cs, ms, c, &out)
+		})
 	})
 	if err != nil {
 		return "", err

@@ -120,6 +120,7 @@ func TestVersionAndCodes(t *testing.T) {
 		toolpool.ErrFailed:          "TOOLPOOL_FAILED",
 		toolpool.ErrUnavailable:     "TOOLPOOL_UNAVAILABLE",
 		toolpool.ErrIO:              "TOOLPOOL_IO",
+		toolpool.ErrCancelled:       "TOOLPOOL_CANCELLED",
 		toolpool.ErrPanic:           "TOOLPOOL_PANIC",
 	}
 	// Every error constant of the header has its sentinel (the Code constants are
@@ -152,8 +153,8 @@ func TestVersionAndCodes(t *testing.T) {
 			t.Errorf("%s: Is/Error", name)
 		}
 	}
-	if toolpool.CodeOK.String() != "TOOLPOOL_OK" || toolpool.Code(17).String() != "TOOLPOOL_UNKNOWN(17)" {
-		t.Errorf("names: %s %s", toolpool.CodeOK, toolpool.Code(17))
+	if toolpool.CodeOK.String() != "TOOLPOOL_OK" || toolpool.Code(18).String() != "TOOLPOOL_UNKNOWN(18)" {
+		t.Errorf("names: %s %s", toolpool.CodeOK, toolpool.Code(18))
 	}
 
 	// Is matches by code, not by identity; a different code does not match.

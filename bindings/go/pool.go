@@ -281,7 +281,12 @@ func (p *Pool) ReadAny(timeout time.Duration) (int, string, error) {
 // payload is {"method": ..., "params": ...}). The context's deadline is the timeout
 // (waiting for a free instance included); DefaultTimeout without one. Errors:
 // ErrTimeout, ErrToolError, ErrDead, ErrSaturated, ErrUnavailable, ErrProtocol,
-// ErrShutDown, or ctx.Err() when ctx is already done.
+// ErrShutDown, or ctx.Err() when ctx is already done. When ctx is done while the call
+// waits (cancelled, or its deadline passed), the C call stops within milliseconds and
+// the error is a *CancelError: errors.Is(err, context.Canceled) (or
+// context.DeadlineExceeded) holds, and errors.Is(err, ErrCancelled) (or ErrTimeout). The
+// abandoned request's reply never reaches another caller. RequestSticky, Map, Lease and
+// Lease.Request stop the same way.
 func (p *Pool) Request(ctx context.Context, payload string) (string, error) {
 	const op = "Request"
 	ms, err := ctxTimeout(ctx)
@@ -293,9 +298,15 @@ func (p *Pool) Request(ctx context.Context, payload string) (string, error) {
 		return "", err
 	}
 	defer freeC(cs)
-	return p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
-		return C.toolpool_pool_request(h, cs, ms, out)
+	var reply string
+	err = withContext(ctx, func(c *C.ToolpoolCancel) error {
+		var err error
+		reply, err = p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+			return C.toolpool_pool_request_cancellable(h, cs, ms, c, out)
+		})
+		return err
 	})
+	return reply, err
 }
 
 // RequestSticky is Request where requests with the same key go to the same instance
@@ -318,8 +329,13 @@ func (p *Pool) RequestSticky(ctx context.Context, key, payload string) (Reply, e
 	defer freeC(cpayload)
 	var idx C.uint32_t
 	var moved C.bool
-	text, err := p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
-		return C.toolpool_pool_request_sticky(h, ckey, cpayload, ms, out, &idx, &moved)
+	var text string
+	err = withContext(ctx, func(c *C.ToolpoolCancel) error {
+		var err error
+		text, err = p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+			return C.toolpool_pool_request_sticky_cancellable(h, ckey, cpayload, ms, c, out, &idx, &moved)
+		})
+		return err
 	})
 	if err != nil {
 		return Reply{}, err
@@ -361,8 +377,10 @@ func (p *Pool) Map(ctx context.Context, payloads []string) ([]Result, error) {
 		Code     int32  `json:"code"`
 		Error    string `json:"error"`
 	}
-	err = p.useJSON(op, &raw, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
-		return C.toolpool_pool_map_json(h, cs, ms, out)
+	err = withContext(ctx, func(c *C.ToolpoolCancel) error {
+		return p.useJSON(op, &raw, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+			return C.toolpool_pool_map_json_cancellable(h, cs, ms, c, out)
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -374,7 +392,7 @@ func (p *Pool) Map(ctx context.Context, payloads []string) ([]Result, error) {
 	for k, r := range raw {
 		results[k].Instance = -1
 		if !r.OK {
-			results[k].Err = &Error{Code: Code(r.Code), Op: op, Message: r.Error}
+			results[k].Err = contextError(ctx, &Error{Code: Code(r.Code), Op: op, Message: r.Error})
 			continue
 		}
 		results[k].Text = r.Text
@@ -397,7 +415,10 @@ func (p *Pool) Lease(ctx context.Context) (*Lease, error) {
 		return nil, err
 	}
 	var h *C.ToolpoolLease
-	if err := p.use(op, func(ph *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_lease(ph, ms, &h) }); err != nil {
+	err = withContext(ctx, func(c *C.ToolpoolCancel) error {
+		return p.use(op, func(ph *C.ToolpoolPool) C.int32_t { return C.toolpool_pool_lease_cancellable(ph, ms, c, &h) })
+	})
+	if err != nil {
 		return nil, err
 	}
 	return wrapLease(op, h)

@@ -23,6 +23,7 @@ type Spec struct {
 	Oneshot       *OneshotSpec      `json:"oneshot,omitempty"`
 	Fallback      bool              `json:"fallback,omitempty"`
 	Disabled      bool              `json:"disabled,omitempty"`
+	DryRun        *DryRunSpec       `json:"dry_run,omitempty"`
 	Restart       *RestartSpec      `json:"restart,omitempty"`
 	Lazy          bool              `json:"lazy,omitempty"`
 	IdleTimeoutMS uint64            `json:"idle_timeout_ms,omitempty"`

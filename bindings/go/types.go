@@ -21,6 +21,8 @@ type Status struct {
 	Tool              string           `json:"tool"`
 	ShutDown          bool             `json:"shut_down"`
 	Disabled          bool             `json:"disabled"`
+	DryRun            bool             `json:"dry_run"` // no process runs: canned replies stand in for the tool
+	Command           []string         `json:"command"` // the argv the pool runs (dry: would run)
 	WaitedForInstance uint64           `json:"waited_for_instance"`
 	Waiting           int              `json:"waiting"`
 	Instances         []InstanceStatus `json:"instances"`

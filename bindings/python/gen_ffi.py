@@ -47,6 +47,9 @@ TYPES: Dict[str, str] = {
     "ToolpoolLease *": "c_void_p",
     "const ToolpoolLease *": "c_void_p",
     "ToolpoolLease **": "POINTER(c_void_p)",
+    "ToolpoolCancel *": "c_void_p",
+    "const ToolpoolCancel *": "c_void_p",
+    "ToolpoolCancel **": "POINTER(c_void_p)",
     "ToolpoolHealth *": "POINTER(ToolpoolHealth)",
     "void *": "c_void_p",
 }

@@ -7,7 +7,8 @@ inline, in order.
 
 Methods: ping, echo, add [a, b], upper {"text"}, sleep {"ms", "value"}, fail {"code",
 "message"}, notify {"text"} (sends a notification first), garbage (prints a non-JSON line
-first), crash {"code"}, pid, nonce {"nonce"} (returns it with the pid).
+first), crash {"code"}, pid, nonce {"nonce"} (returns it with the pid), cancelled (the ids
+named so far by `$/cancelRequest` or `notifications/cancelled` notifications).
 Flags: --ready LINE (print LINE when started), --start-delay-ms N.
 """
 import json
@@ -17,6 +18,10 @@ import threading
 import time
 
 lock = threading.Lock()
+
+
+# Ids named by cancel notifications, in arrival order.
+CANCELLED = []
 
 
 def emit(obj_or_text):
@@ -60,6 +65,8 @@ def handle(req):
             os._exit(params.get("code", 1) if params else 1)
         elif method == "pid":
             result = os.getpid()
+        elif method == "cancelled":
+            result = list(CANCELLED)
         elif method == "nonce":
             result = {"nonce": params["nonce"], "pid": os.getpid()}
         else:
@@ -85,6 +92,13 @@ def main():
             req = json.loads(line)
         except ValueError:
             emit({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
+            continue
+        if "id" not in req:
+            # A notification: remember the ids of cancelled requests ($/cancelRequest in
+            # LSP, notifications/cancelled in MCP); `cancelled` returns them.
+            params = req.get("params") or {}
+            if req.get("method") in ("$/cancelRequest", "notifications/cancelled"):
+                CANCELLED.append(params.get("id", params.get("requestId")))
             continue
         if req.get("method") == "sleep":
             # Only slow calls get a thread, so replies can overtake them; the rest are

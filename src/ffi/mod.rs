@@ -6,7 +6,8 @@
 //! (`ffi_call`), and the boundary macros (`try_handle!`, `try_str!`, `try_out!`, ...) that
 //! hold the pointer conversions and their SAFETY arguments. The status enum is the core's
 //! [`ToolpoolStatus`] table. One file per C object: [`pool`], [`lease`], [`limiter`],
-//! [`strings`] (errors, strings, version).
+//! [`strings`] (errors, strings, version), [`cancel`] (cancel tokens and the cancellable
+//! forms of the blocking calls).
 //!
 //! Global contract (also in the README, "C API conventions"):
 //! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
@@ -71,6 +72,7 @@ macro_rules! opt_out {
     };
 }
 
+pub mod cancel;
 pub mod lease;
 pub mod limiter;
 pub mod observe;

@@ -78,6 +78,7 @@ void test_jsonrpc(void);
 void test_timeout(void);
 void test_crash_and_restart(void);
 void test_shutdown_grace(void);
+void test_dry_run(void);
 void test_limit_and_kill_all(void);
 void test_kill_all_json(void);
 void test_threads(void);
@@ -86,6 +87,10 @@ void test_errors_config(void);
 void test_errors_pool(void);
 void test_dead_child_no_sigpipe(void);
 void test_hostile_specs(void);
+void test_cancel_request_from_another_thread(void);
+void test_cancel_before_and_null(void);
+void test_cancel_many_waiters(void);
+void test_cancel_jsonrpc(void);
 void test_log_callback(void);
 void test_metrics_prometheus(void);
 

@@ -75,6 +75,11 @@ static const struct test TESTS[] = {
     {"threads", test_threads},
     {"limit_and_kill_all", test_limit_and_kill_all},
     {"kill_all_json", test_kill_all_json},
+    {"dry_run", test_dry_run},
+    {"cancel_request_from_another_thread", test_cancel_request_from_another_thread},
+    {"cancel_before_and_null", test_cancel_before_and_null},
+    {"cancel_many_waiters", test_cancel_many_waiters},
+    {"cancel_jsonrpc", test_cancel_jsonrpc},
     {"log_callback", test_log_callback},
     {"metrics_prometheus", test_metrics_prometheus},
 };

@@ -90,6 +90,17 @@ pub fn zombies() -> Vec<i32> {
     out
 }
 
+/// Children of this process in any state (zombies included).
+pub fn children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| stat_fields(pid).is_some_and(|f| f.get(1) == Some(&me)))
+        .collect()
+}
+
 /// True when no child of this process stays a zombie: a child seen as a zombie now must
 /// be reaped within 2 s (other tests' children may be between exit and reap right now).
 pub fn no_lasting_zombies() -> bool {

@@ -124,7 +124,7 @@ def test_close_wakes_a_blocked_reader(testtool):
 
     th = threading.Thread(target=reader)
     th.start()
-    _wait_inside_c_call(th, "toolpool_pool_read_line")
+    _wait_inside_c_call(th, "toolpool_pool_read_line_cancellable")
     start = time.monotonic()
     pool.close()  # must not free the handle under the reader
     th.join(10)

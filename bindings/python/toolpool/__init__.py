@@ -11,10 +11,13 @@ A ctypes binding of libtoolpool's C ABI (``include/toolpool.h``)::
 
 Every failure raises a :class:`ToolpoolError` subclass carrying ``.code`` (the C status)
 and the library's message. Blocking calls release the GIL, so threads run in parallel.
+Ctrl-C interrupts any blocking call (``KeyboardInterrupt``), a :class:`CancelToken` stops
+calls from another thread, and :mod:`toolpool.aio` serves asyncio programs.
 See ``bindings/python/README.md``.
 """
 
 from ._errors import (
+    Cancelled,
     ConfigError,
     IndexOutOfRange,
     InstanceDead,
@@ -38,8 +41,10 @@ from ._errors import (
 )
 from ._ffi import LIB_PATH
 from ._limit import KillReport, kill_all, limit_status, set_limit, version
+from ._cancel import CancelToken
 from ._log import LOGGER, TRACE, metrics_prometheus_all
 from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, Spec
+from . import aio  # toolpool.aio: the asyncio face
 
 __all__ = [
     "Pool",
@@ -78,6 +83,9 @@ __all__ = [
     "Unavailable",
     "ToolpoolIOError",
     "Panic",
+    "Cancelled",
+    "CancelToken",
+    "aio",
 ]
 
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, Optional, Type
 
 from ._ffi import lib
 from ._generated import (
+    TOOLPOOL_CANCELLED,
     TOOLPOOL_CONFIG,
     TOOLPOOL_DEAD,
     TOOLPOOL_FAILED,
@@ -47,6 +48,7 @@ __all__ = [
     "Unavailable",
     "ToolpoolIOError",
     "Panic",
+    "Cancelled",
     "error_for_code",
     "status_name",
 ]
@@ -175,6 +177,14 @@ class ToolpoolIOError(ToolpoolError):
     CODE = TOOLPOOL_IO
 
 
+class Cancelled(ToolpoolError):
+    """The call was stopped by its cancel token (17): :meth:`CancelToken.cancel` from
+    another thread. (Ctrl-C raises ``KeyboardInterrupt`` instead, and a cancelled asyncio
+    task ``asyncio.CancelledError``.)"""
+
+    CODE = TOOLPOOL_CANCELLED
+
+
 class Panic(ToolpoolError):
     """A panic inside toolpool was caught at the boundary: a bug, please report it (99)."""
 
@@ -200,6 +210,7 @@ _BY_CODE: Dict[int, Type[ToolpoolError]] = {
         InstanceFailed,
         Unavailable,
         ToolpoolIOError,
+        Cancelled,
         Panic,
     )
     if cls.CODE is not None

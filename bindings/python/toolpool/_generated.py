@@ -25,6 +25,7 @@ TOOLPOOL_QUEUE_FULL = 13
 TOOLPOOL_FAILED = 14
 TOOLPOOL_UNAVAILABLE = 15
 TOOLPOOL_IO = 16
+TOOLPOOL_CANCELLED = 17
 TOOLPOOL_PANIC = 99
 
 #: Every ToolpoolStatus constant by name, in the header's order.
@@ -46,6 +47,7 @@ STATUS: Dict[str, int] = {
     "TOOLPOOL_FAILED": TOOLPOOL_FAILED,
     "TOOLPOOL_UNAVAILABLE": TOOLPOOL_UNAVAILABLE,
     "TOOLPOOL_IO": TOOLPOOL_IO,
+    "TOOLPOOL_CANCELLED": TOOLPOOL_CANCELLED,
     "TOOLPOOL_PANIC": TOOLPOOL_PANIC,
 }
 
@@ -66,6 +68,19 @@ ToolpoolLogCallback = CFUNCTYPE(None, c_void_p, c_int32, c_char_p, c_char_p)
 
 #: (name, restype, argtypes) of every function of the C API, in the header's order.
 FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
+    ("toolpool_cancel_new", c_int32, (POINTER(c_void_p),)),
+    ("toolpool_cancel_trigger", c_int32, (c_void_p,)),
+    ("toolpool_cancel_is_triggered", c_int32, (c_void_p, POINTER(c_uint32))),
+    ("toolpool_cancel_free", None, (c_void_p,)),
+    ("toolpool_pool_request_cancellable", c_int32, (c_void_p, c_char_p, c_uint32, c_void_p, POINTER(c_void_p))),
+    ("toolpool_pool_request_sticky_cancellable", c_int32, (c_void_p, c_char_p, c_char_p, c_uint32, c_void_p, POINTER(c_void_p), POINTER(c_uint32), POINTER(c_bool))),
+    ("toolpool_pool_read_line_cancellable", c_int32, (c_void_p, c_uint32, c_uint32, c_void_p, POINTER(c_void_p))),
+    ("toolpool_pool_read_line_bytes_cancellable", c_int32, (c_void_p, c_uint32, c_uint32, c_void_p, POINTER(c_void_p), POINTER(c_size_t))),
+    ("toolpool_pool_read_any_cancellable", c_int32, (c_void_p, c_uint32, c_void_p, POINTER(c_uint32), POINTER(c_void_p))),
+    ("toolpool_pool_map_json_cancellable", c_int32, (c_void_p, c_char_p, c_uint32, c_void_p, POINTER(c_void_p))),
+    ("toolpool_pool_lease_cancellable", c_int32, (c_void_p, c_uint32, c_void_p, POINTER(c_void_p))),
+    ("toolpool_lease_request_cancellable", c_int32, (c_void_p, c_char_p, c_uint32, c_void_p, POINTER(c_void_p))),
+    ("toolpool_lease_read_line_cancellable", c_int32, (c_void_p, c_uint32, c_void_p, POINTER(c_void_p))),
     ("toolpool_lease_index", c_int32, (c_void_p, POINTER(c_uint32))),
     ("toolpool_lease_send", c_int32, (c_void_p, c_char_p)),
     ("toolpool_lease_read_line", c_int32, (c_void_p, c_uint32, POINTER(c_void_p))),

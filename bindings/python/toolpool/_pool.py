@@ -10,6 +10,7 @@ import threading
 from ctypes import byref, c_bool, c_uint32, c_void_p
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
+from ._cancel import CancelToken, run_blocking
 from ._errors import InvalidArgument, IndexOutOfRange, ToolpoolError, call, error_for_code
 from ._ffi import lib
 from ._managed import Managed
@@ -241,25 +242,41 @@ class Pool(Managed):
             call(lib.toolpool_pool_send_routed, p, data, byref(out))
         return out.value
 
-    def read_line(self, i: int, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
+    def read_line(
+        self, i: int, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None
+    ) -> str:
         """The next stdout line of instance ``i`` (no newline), waiting up to ``timeout``
         seconds (0: only what is there; None: no limit). Raises ``Timeout``,
-        ``InstanceDead`` (ended and fully read), ``IndexOutOfRange``, ``ShutDown``."""
-        out = c_void_p()
-        with self._borrow() as p:
-            call(lib.toolpool_pool_read_line, p, _index(i), _ms(timeout), byref(out))
-        return _take(out)
+        ``InstanceDead`` (ended and fully read), ``IndexOutOfRange``, ``ShutDown``,
+        ``Cancelled`` (``cancel`` was triggered). Ctrl-C interrupts it, as every blocking
+        call, with ``KeyboardInterrupt``."""
+        idx, ms = _index(i), _ms(timeout)
 
-    def read_line_bytes(self, i: int, timeout: Optional[float] = DEFAULT_TIMEOUT) -> bytes:
+        def run(c: Optional[int]) -> str:
+            out = c_void_p()
+            with self._borrow() as p:
+                call(lib.toolpool_pool_read_line_cancellable, p, idx, ms, c, byref(out))
+            return _take(out)
+
+        return run_blocking(run, cancel)
+
+    def read_line_bytes(
+        self, i: int, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None
+    ) -> bytes:
         """Like :meth:`read_line`, but the exact bytes the tool wrote (no decoding)."""
-        out = c_void_p()
-        size = ctypes.c_size_t()
-        with self._borrow() as p:
-            call(lib.toolpool_pool_read_line_bytes, p, _index(i), _ms(timeout), byref(out), byref(size))
-        try:
-            return ctypes.string_at(out.value or 0, size.value) if size.value else b""
-        finally:
-            lib.toolpool_bytes_free(out, size)
+        idx, ms = _index(i), _ms(timeout)
+
+        def run(c: Optional[int]) -> bytes:
+            out = c_void_p()
+            size = ctypes.c_size_t()
+            with self._borrow() as p:
+                call(lib.toolpool_pool_read_line_bytes_cancellable, p, idx, ms, c, byref(out), byref(size))
+            try:
+                return ctypes.string_at(out.value or 0, size.value) if size.value else b""
+            finally:
+                lib.toolpool_bytes_free(out, size)
+
+        return run_blocking(run, cancel)
 
     def read_stderr_line(self, i: int, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
         """The next stderr line of instance ``i``, waiting up to ``timeout`` seconds."""
@@ -268,83 +285,123 @@ class Pool(Managed):
             call(lib.toolpool_pool_read_stderr_line, p, _index(i), _ms(timeout), byref(out))
         return _take(out)
 
-    def read_any(self, timeout: Optional[float] = DEFAULT_TIMEOUT) -> Tuple[int, str]:
+    def read_any(
+        self, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None
+    ) -> Tuple[int, str]:
         """The first stdout line from any instance: ``(index, line)``."""
-        idx = c_uint32()
-        out = c_void_p()
-        with self._borrow() as p:
-            call(lib.toolpool_pool_read_any, p, _ms(timeout), byref(idx), byref(out))
-        return idx.value, _take(out)
+        ms = _ms(timeout)
+
+        def run(c: Optional[int]) -> Tuple[int, str]:
+            idx = c_uint32()
+            out = c_void_p()
+            with self._borrow() as p:
+                call(lib.toolpool_pool_read_any_cancellable, p, ms, c, byref(idx), byref(out))
+            return idx.value, _take(out)
+
+        return run_blocking(run, cancel)
 
     # -- requests -----------------------------------------------------------------------
 
-    def request(self, payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
+    def request(
+        self, payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None
+    ) -> str:
         """One request, framed by the spec's ``protocol``, to an instance picked by its
         ``routing``; returns the reply text (for ``jsonrpc``: the JSON text of
         ``result``; the payload is then ``{"method": ..., "params": ...}``, as a dict or
         its JSON text). ``timeout`` covers waiting for a free instance too. Raises
         ``Timeout``, ``ToolError``, ``InstanceDead``, ``Saturated``, ``Unavailable``,
-        ``ProtocolError``, ``ShutDown``."""
-        data = _payload(payload)
-        out = c_void_p()
-        with self._borrow() as p:
-            call(lib.toolpool_pool_request, p, data, _ms(timeout), byref(out))
-        return _take(out)
+        ``ProtocolError``, ``ShutDown``, ``Cancelled`` (``cancel`` was triggered from
+        another thread). Ctrl-C stops it within milliseconds with ``KeyboardInterrupt``;
+        the abandoned request's reply never reaches another caller."""
+        data, ms = _payload(payload), _ms(timeout)
+
+        def run(c: Optional[int]) -> str:
+            out = c_void_p()
+            with self._borrow() as p:
+                call(lib.toolpool_pool_request_cancellable, p, data, ms, c, byref(out))
+            return _take(out)
+
+        return run_blocking(run, cancel)
 
     def request_sticky(
-        self, key: Union[str, bytes], payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT
+        self,
+        key: Union[str, bytes],
+        payload: Payload,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        *,
+        cancel: Optional[CancelToken] = None,
     ) -> Reply:
         """Like :meth:`request`, but requests with the same ``key`` go to the same
         instance while it lives. Returns ``Reply(text, instance, moved)``."""
         k = _cstr(key, "key")
-        data = _payload(payload)
-        out = c_void_p()
-        inst = c_uint32()
-        moved = c_bool()
-        with self._borrow() as p:
-            call(
-                lib.toolpool_pool_request_sticky,
-                p,
-                k,
-                data,
-                _ms(timeout),
-                byref(out),
-                byref(inst),
-                byref(moved),
-            )
-        text = _take(out)
-        return Reply(text, None if inst.value == _U32_MAX else inst.value, bool(moved.value))
+        data, ms = _payload(payload), _ms(timeout)
+
+        def run(c: Optional[int]) -> Reply:
+            out = c_void_p()
+            inst = c_uint32()
+            moved = c_bool()
+            with self._borrow() as p:
+                call(
+                    lib.toolpool_pool_request_sticky_cancellable,
+                    p,
+                    k,
+                    data,
+                    ms,
+                    c,
+                    byref(out),
+                    byref(inst),
+                    byref(moved),
+                )
+            text = _take(out)
+            return Reply(text, None if inst.value == _U32_MAX else inst.value, bool(moved.value))
+
+        return run_blocking(run, cancel)
 
     def map(
-        self, payloads: Iterable[Payload], timeout: Optional[float] = DEFAULT_TIMEOUT
+        self,
+        payloads: Iterable[Payload],
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        *,
+        cancel: Optional[CancelToken] = None,
     ) -> List[Union[str, ToolpoolError]]:
         """Run a batch spread over the pool; ``timeout`` applies to each request.
 
         Returns one item per payload, in order: the reply text (``str``) or, for a
         request that failed, the exception instance (a :class:`ToolpoolError` subclass,
-        not raised). Raises only for a bad argument or a closed pool."""
+        not raised). Raises only for a bad argument or a closed pool. Triggering
+        ``cancel`` makes every request not yet answered a ``Cancelled`` item."""
         items = [_payload_str(x) for x in payloads]
         arg = _cstr(json.dumps(items), "payloads")
-        out = c_void_p()
-        with self._borrow() as p:
-            call(lib.toolpool_pool_map_json, p, arg, _ms(timeout), byref(out))
+        ms = _ms(timeout)
+
+        def run(c: Optional[int]) -> Any:
+            out = c_void_p()
+            with self._borrow() as p:
+                call(lib.toolpool_pool_map_json_cancellable, p, arg, ms, c, byref(out))
+            return _take_json(out)
+
         results: List[Union[str, ToolpoolError]] = []
-        for r in _take_json(out):
+        for r in run_blocking(run, cancel):
             if r.get("ok"):
                 results.append(r.get("text", ""))
             else:
                 results.append(error_for_code(int(r.get("code", -1)), str(r.get("error", ""))))
         return results
 
-    def lease(self, timeout: Optional[float] = DEFAULT_TIMEOUT) -> "Lease":
+    def lease(self, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None) -> "Lease":
         """Lease one idle instance for exclusive use (a multi-step conversation), waiting
         up to ``timeout`` seconds for one. Use it as a context manager or ``close()`` it
         to give the instance back."""
-        out = c_void_p()
-        with self._borrow() as p:
-            call(lib.toolpool_pool_lease, p, _ms(timeout), byref(out))
-        assert out.value is not None
-        return Lease(self, out.value)
+        ms = _ms(timeout)
+
+        def run(c: Optional[int]) -> Lease:
+            out = c_void_p()
+            with self._borrow() as p:
+                call(lib.toolpool_pool_lease_cancellable, p, ms, c, byref(out))
+            assert out.value is not None
+            return Lease(self, out.value)
+
+        return run_blocking(run, cancel)
 
     # -- state --------------------------------------------------------------------------
 
@@ -424,17 +481,30 @@ class Lease(Managed):
         with self._borrow() as p, self._lock:
             call(lib.toolpool_lease_send, p, data)
 
-    def read_line(self, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
+    def read_line(self, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None) -> str:
         """The next stdout line of the leased instance."""
-        out = c_void_p()
-        with self._borrow() as p, self._lock:
-            call(lib.toolpool_lease_read_line, p, _ms(timeout), byref(out))
-        return _take(out)
+        ms = _ms(timeout)
 
-    def request(self, payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
-        """One framed request on the leased instance (framing as :meth:`Pool.request`)."""
-        data = _payload(payload)
-        out = c_void_p()
-        with self._borrow() as p, self._lock:
-            call(lib.toolpool_lease_request, p, data, _ms(timeout), byref(out))
-        return _take(out)
+        def run(c: Optional[int]) -> str:
+            out = c_void_p()
+            with self._borrow() as p, self._lock:
+                call(lib.toolpool_lease_read_line_cancellable, p, ms, c, byref(out))
+            return _take(out)
+
+        return run_blocking(run, cancel)
+
+    def request(
+        self, payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None
+    ) -> str:
+        """One framed request on the leased instance (framing as :meth:`Pool.request`).
+        A cancelled (or interrupted) request in ``lines``/``marker`` framing recycles the
+        leased instance: later calls on this lease raise ``InstanceDead``."""
+        data, ms = _payload(payload), _ms(timeout)
+
+        def run(c: Optional[int]) -> str:
+            out = c_void_p()
+            with self._borrow() as p, self._lock:
+                call(lib.toolpool_lease_request_cancellable, p, data, ms, c, byref(out))
+            return _take(out)
+
+        return run_blocking(run, cancel)

@@ -1,12 +1,23 @@
 //! Writing the rows of `toolpool run` (plain or JSONL) and counting them for the summary.
 
 use crate::progress::Progress;
-use crate::run::Outcome;
 use crate::stats::{self, Histogram};
 use serde_json::{json, value::RawValue, Value};
 use std::io::Write;
 use std::time::Duration;
 use toolpool::{Error, ServedBy};
+
+/// What became of a job.
+pub enum Outcome {
+    /// It ran: its result, time taken (all attempts) and attempts.
+    Ran {
+        result: Result<toolpool::Reply, Error>,
+        took: Duration,
+        attempts: u32,
+    },
+    /// Interrupted before it started.
+    Skipped,
+}
 
 /// Error lines printed on stderr (without --jsonl) before the rest are only counted.
 const MAX_ERRORS_SHOWN: u64 = 10;

@@ -16,7 +16,7 @@
 
 use crate::input::{count_lines_later, Input, MAX_INPUT_LINE};
 use crate::progress::{Progress, When};
-use crate::rows::{Format, Writer};
+use crate::rows::{Format, Outcome, Writer};
 use crate::tool::{parse_duration, ToolArgs};
 use crate::{signals, Fatal, EXIT_FAILED, EXIT_OK};
 use clap::Args;
@@ -97,18 +97,6 @@ struct Job {
     seq: u64,
     /// The line, or its length when longer than [`MAX_INPUT_LINE`] (then not kept).
     line: Result<Vec<u8>, usize>,
-}
-
-/// What became of a job.
-pub enum Outcome {
-    /// It ran: its result, time taken (all attempts) and attempts.
-    Ran {
-        result: Result<toolpool::Reply, Error>,
-        took: Duration,
-        attempts: u32,
-    },
-    /// Interrupted before it started.
-    Skipped,
 }
 
 struct Done {

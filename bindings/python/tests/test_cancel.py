@@ -1,0 +1,216 @@
+"""Cancellation (issue 12): a CancelToken from another thread, Ctrl-C on the main thread
+(a subprocess that receives SIGINT), and asyncio task cancellation (toolpool.aio). Each
+checks that the next request gets its own reply (a nonce), and that many cancelled
+waiters leave the pool's counters at zero."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import toolpool
+from toolpool import CancelToken, Pool, aio
+
+#: Generous bound for "stopped soon after" (the promises: 10 ms for a token, 100 ms for
+#: Ctrl-C); a loaded machine needs the room.
+SOON = 0.5
+
+
+def _idle(pool) -> bool:
+    s = pool.status()
+    return s["waiting"] == 0 and all(i["in_flight"] == 0 for i in s["instances"])
+
+
+def test_a_token_from_another_thread_stops_a_request(testtool):
+    with Pool({"command": [testtool]}) as pool:
+        token = CancelToken()
+        at = []
+        threading.Timer(0.1, lambda: (at.append(time.monotonic()), token.cancel())).start()
+        with pytest.raises(toolpool.Cancelled) as e:
+            pool.request("delay:3000:late", timeout=30, cancel=token)
+        latency = time.monotonic() - at[0]
+        assert latency < SOON, latency
+        assert e.value.code == 17 and "cancelled" in str(e.value)
+        assert token.cancelled
+        # Triggered before the call: at once, every call.
+        t0 = time.monotonic()
+        for call in (
+            lambda: pool.request("x", cancel=token),
+            lambda: pool.request_sticky("k", "x", cancel=token),
+            lambda: pool.read_line(0, cancel=token),
+            lambda: pool.read_line_bytes(0, cancel=token),
+            lambda: pool.read_any(cancel=token),
+            lambda: pool.lease(cancel=token),
+        ):
+            with pytest.raises(toolpool.Cancelled):
+                call()
+        assert all(isinstance(r, toolpool.Cancelled) for r in pool.map(["a", "b"], cancel=token))
+        assert time.monotonic() - t0 < SOON
+        assert pool.request("py-nonce-token", timeout=10) == "py-nonce-token"
+
+
+def test_many_waiters_cancelled_leave_counters_at_zero(testtool):
+    with Pool({"command": [testtool]}) as pool:
+        token = CancelToken()
+        errors = []
+
+        def caller():
+            try:
+                pool.request("delay:3000:late", timeout=30, cancel=token)
+            except toolpool.ToolpoolError as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=caller) for _ in range(12)]
+        for th in threads:
+            th.start()
+        end = time.monotonic() + 10
+        while pool.status()["waiting"] < 11 and time.monotonic() < end:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        token.cancel()
+        for th in threads:
+            th.join(10)
+        assert time.monotonic() - t0 < 2 * SOON
+        assert len(errors) == 12 and all(isinstance(e, toolpool.Cancelled) for e in errors)
+        assert _idle(pool), pool.status()
+        assert pool.request("py-nonce-many", timeout=10) == "py-nonce-many"
+
+
+CHILD = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import toolpool
+pool = toolpool.Pool({"command": [sys.argv[2]], "count": 1})
+for what in ("request", "map", "read_line"):
+    print("calling", what, flush=True)
+    try:
+        if what == "request":
+            pool.request("delay:4000:late", timeout=10)
+        elif what == "map":
+            pool.map(["delay:4000:a"], timeout=10)
+        else:
+            pool.read_line(0, timeout=10)
+        print("returned", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    reply = pool.request("nonce-" + what, timeout=10)
+    print("next", reply, flush=True)
+pool.close()
+print("done", flush=True)
+"""
+
+
+def test_ctrl_c_interrupts_blocking_calls_and_the_pool_goes_on(testtool):
+    py_dir = str(Path(toolpool.__file__).resolve().parent.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, py_dir, testtool],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert child.stdout is not None
+    try:
+        for what in ("request", "map", "read_line"):
+            assert child.stdout.readline().split() == ["calling", what]
+            time.sleep(0.3)  # inside the C call by now
+            sent = time.monotonic()
+            child.send_signal(signal.SIGINT)
+            line = child.stdout.readline().strip()
+            latency = time.monotonic() - sent
+            assert line == "interrupted", line
+            print(f"Ctrl-C latency ({what}): {latency * 1000:.1f} ms")
+            assert latency < SOON, latency
+            assert child.stdout.readline().split() == ["next", "nonce-" + what]
+        assert child.stdout.readline().strip() == "done"
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_aio_pool_requests_without_blocking_the_loop(testtool, rpc_spec):
+    async def main():
+        async with aio.Pool({"command": [testtool], "count": 2}) as pool:
+            ticks = 0
+
+            async def ticker():
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            t = asyncio.create_task(ticker())
+            replies = await asyncio.gather(*(pool.request(f"delay:200:r{k}") for k in range(4)))
+            t.cancel()
+            assert replies == [f"r{k}" for k in range(4)]
+            assert ticks >= 20, ticks  # the loop kept running during ~400 ms of calls
+            r = await pool.request_sticky("key", "sticky")
+            assert r.text == "sticky" and r.instance in (0, 1)
+            assert await pool.map(["a", "b", "c"]) == ["a", "b", "c"]
+            async with pool.lease() as lease:
+                await lease.send("first")
+                assert await lease.read_line() == "first"
+                assert await lease.request("second") == "second"
+            health = await pool.health()
+            assert health["alive"] == 2
+            assert (await pool.status())["tool"]
+            assert (await pool.metrics())["requests_ok"] >= 8
+        with pytest.raises(toolpool.ShutDown):
+            await pool.request("closed")
+
+    asyncio.run(main())
+
+
+def test_aio_task_cancellation_cancels_the_c_call(testtool):
+    async def main():
+        async with aio.Pool({"command": [testtool]}) as pool:
+            task = asyncio.create_task(pool.request("delay:3000:late", timeout=30))
+            await asyncio.sleep(0.2)
+            t0 = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert time.monotonic() - t0 < SOON
+            assert await pool.request("aio-nonce-1") == "aio-nonce-1"
+            # asyncio.timeout (and wait_for) cancel the same way.
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await pool.request("delay:3000:late", timeout=30)
+            assert time.monotonic() - t0 < 0.2 + SOON
+            assert await pool.request("aio-nonce-2") == "aio-nonce-2"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(pool.map(["delay:3000:a", "delay:3000:b"]), 0.2)
+            # Many waiting tasks cancelled at once leave the counters at zero.
+            tasks = [asyncio.create_task(pool.request("delay:3000:late", timeout=30)) for _ in range(10)]
+            end = time.monotonic() + 10
+            while (await pool.status())["waiting"] < 9 and time.monotonic() < end:
+                await asyncio.sleep(0.01)
+            t0 = time.monotonic()
+            for t in tasks:
+                t.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert all(isinstance(r, asyncio.CancelledError) for r in results)
+            assert time.monotonic() - t0 < 2 * SOON
+            assert _idle(pool.pool), await pool.status()
+            assert await pool.request("aio-nonce-3") == "aio-nonce-3"
+
+    asyncio.run(main())
+
+
+def test_readme_aio_example_runs():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("**asyncio: `toolpool.aio`.**", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    env = dict(os.environ, PYTHONPATH=str(Path(toolpool.__file__).resolve().parent.parent))
+    out = subprocess.run([sys.executable, "-c", block], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "42" and lines[2] == "['2', '4']" and lines[3] == "10", out.stdout
