@@ -2,9 +2,10 @@
 #   make demo   - a real pool of real tools doing real work (the main job)
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
 # Both install what the machine lacks (apt-get: bc, sqlite3, valgrind, pkg-config,
-# openssh-server; pip: pytest, mypy), and target/protocol-venv, a virtual environment with
-# protocol servers from PyPI (mcp-server-time, jedi-language-server, ruff) for the protocol
-# tests and the demo. Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
+# openssh-server; pip: pytest, mypy, prometheus_client), and target/protocol-venv, a virtual
+# environment with protocol servers from PyPI (mcp-server-time, jedi-language-server, ruff)
+# for the protocol tests and the demo. Needed beforehand: Rust (cargo), gcc, make, Go,
+# Python 3 with pip and venv.
 CARGO        ?= cargo
 PYTHON       ?= python3
 PREFIX       ?= /usr/local
@@ -49,6 +50,8 @@ apt-deps:
 py-deps:
 	@$(PYTHON) -c 'import pytest, mypy' 2>/dev/null || { echo "installing pytest mypy"; \
 	  $(PYTHON) -m pip install -q pytest mypy 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages pytest mypy; }
+	@$(PYTHON) -c 'import prometheus_client' 2>/dev/null || { echo "installing prometheus_client (the Prometheus text parser of the tests)"; \
+	  $(PYTHON) -m pip install -q prometheus_client 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages prometheus_client; }
 deps: apt-deps
 # Protocol servers from PyPI (an MCP server, two language servers) in target/protocol-venv,
 # made when missing; the protocol tests and the demo drive them.

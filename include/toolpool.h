@@ -119,6 +119,11 @@ typedef int32_t ToolpoolStatus;
 #endif // __cplusplus
 
 /**
+ * Why an incarnation was recycled (replaced while it worked), for the counters and logs.
+ */
+typedef struct RecycleReason RecycleReason;
+
+/**
  * An opaque cancel token, from `toolpool_cancel_new`, freed with `toolpool_cancel_free`.
  * `toolpool_cancel_trigger` may be called from any thread, also while calls wait on it.
  */
@@ -137,6 +142,18 @@ typedef struct ToolpoolLease ToolpoolLease;
  * threads at once on the same handle.
  */
 typedef struct ToolpoolPool ToolpoolPool;
+
+/**
+ * A log record for the host: `level` is 1 = error, 2 = warn, 3 = info, 4 = debug,
+ * 5 = trace (the `log` crate's order); `target` is `"toolpool"` (life-cycle records) or
+ * `"toolpool::stderr"` (a tool's stderr line, spec key `stderr: "log"`); `message` starts
+ * with the event name and carries `key=value` fields (README, "Logs"). Both strings are
+ * NUL-terminated UTF-8, borrowed for the call only: copy them to keep them.
+ */
+typedef void (*ToolpoolLogCallback)(void *userdata,
+                                    int32_t level,
+                                    const char *target,
+                                    const char *message);
 
 /**
  * Counts of a pool's instances, filled by `toolpool_pool_health`.
@@ -562,6 +579,54 @@ int32_t toolpool_kill_all(uint32_t *out_killed);
 int32_t toolpool_kill_all_json(char **out_json);
 
 /**
+ * Send toolpool's log records up to `max_level` (0 = none, 1 = error, 2 = warn, 3 = info,
+ * 4 = debug, 5 = trace) to `cb`, with `userdata` passed back on every call; `cb` NULL
+ * removes the callback (records are then not built at all).
+ *
+ * The first call with a callback installs toolpool's logger as the process's `log`
+ * logger. The rule for a Rust host: if the process already has a `log` logger (a Rust
+ * program that links toolpool and set up `env_logger` or the like), this call changes
+ * nothing and fails with `TOOLPOOL_INVALID_ARGUMENT` (the records keep going to that
+ * logger); toolpool never replaces a host's logger, and never installs one unless this
+ * function is called.
+ *
+ * Calling threads: `cb` is called on the thread that emits the record: a pool's
+ * supervisor thread, an instance's waiter or stderr thread, or the thread of a toolpool
+ * call (a start, a timeout, a refused request), also during `toolpool_pool_shutdown` and
+ * `toolpool_pool_free`; several threads may call it at once, so it must be thread-safe.
+ * It must not call toolpool functions (a record emitted inside it is dropped, and
+ * `toolpool_set_log_callback` from inside it fails). It should return quickly: the
+ * emitting thread waits for it. No record is emitted on the path of a successful request.
+ *
+ * NULL handling: `cb` NULL removes the callback; `userdata` may be NULL (passed as is).
+ * Ownership: `userdata` stays the caller's and must stay valid until the callback is
+ * replaced or removed; `target` and `message` are borrowed for one call.
+ * Thread safety: safe from any thread; once it returns, the previous callback is not
+ * running and is never called again.
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` for a level outside 0..=5, another `log` logger in
+ * the process, or a call from inside the callback.
+ *
+ * # Safety
+ * `cb` must be NULL or a function that may be called as described, with `userdata`.
+ */
+int32_t toolpool_set_log_callback(int32_t max_level, ToolpoolLogCallback cb, void *userdata);
+
+/**
+ * The Prometheus text exposition (format 0.0.4) of every live pool in the process (made
+ * and neither shut down nor freed), with the global process limit: what a `/metrics`
+ * handler serves. Pools sharing a tool id get a `pool` label after the first.
+ *
+ * NULL handling: `out_text` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_text` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from any thread, also while pools are made and freed.
+ *
+ * # Safety
+ * `out_text` must be NULL or writable.
+ */
+int32_t toolpool_metrics_prometheus_all(char **out_text);
+
+/**
  * Start a pool from a standalone tool spec in JSON (the keys of a registry entry plus an
  * optional `"id"`; `"count"` gives the number of instances). Returns once every instance
  * is ready (or has failed to start: then nothing is left running).
@@ -893,8 +958,9 @@ int32_t toolpool_pool_health_json(struct ToolpoolPool *p, char **out_json);
  * The pool's status as JSON: `tool`, `shut_down`, `disabled`, `waiting`,
  * `waited_for_instance`, `started` (instances with a process), `max_instances` (the
  * count), `min_instances`, and `instances` (per instance: `index`, `pid`, `state`, `exit`,
- * `restarts`, line counters, `in_flight`, `leased`, `stderr_tail`, ...). Works after
- * shutdown.
+ * `restarts`, line counters, `in_flight`, `leased`, `stderr_tail`, `rss_bytes` and
+ * `cpu_seconds` of its process group (null when not running), `recycles`, ...). Works
+ * after shutdown.
  *
  * NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: on success `*out_json` receives a new string that the caller frees with
@@ -909,8 +975,8 @@ int32_t toolpool_pool_status_json(struct ToolpoolPool *p, char **out_json);
 /**
  * The pool's request metrics as JSON: counts of ok, error, timeout and fallback
  * requests, lines in and out, restarts, in-flight and queue depth, `grow_events` and
- * `shrink_events` (elastic sizing), latency quantiles, and the same per instance. Works
- * after shutdown.
+ * `shrink_events` (elastic sizing), latency quantiles, `rss_bytes` and `recycles` by
+ * reason, and the same per instance (with `cpu_seconds`). Works after shutdown.
  *
  * NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: on success `*out_json` receives a new string that the caller frees with
@@ -921,6 +987,20 @@ int32_t toolpool_pool_status_json(struct ToolpoolPool *p, char **out_json);
  * `p` must be NULL or a live pool handle; `out_json` NULL or writable.
  */
 int32_t toolpool_pool_metrics_json(struct ToolpoolPool *p, char **out_json);
+
+/**
+ * The pool's metrics in the Prometheus text exposition format 0.0.4 (families listed in
+ * the README, "Metrics"), with this pool's process limit. Works after shutdown.
+ *
+ * NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `p` is borrowed; on success `*out` receives a new string that the caller
+ * frees with `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `out` NULL or writable.
+ */
+int32_t toolpool_pool_metrics_prometheus(struct ToolpoolPool *p, char **out);
 
 /**
  * Stop instance `instance` (its whole process group) and start it again with the same

@@ -21,7 +21,7 @@ use crate::metrics::Counters;
 use crate::process::{self, Launch};
 use crate::reader::{LineBuf, OutState, StdoutFilter, StdoutReader, WaitEnd};
 use crate::rpc::{encode_notification, ClientReplies, Dispatcher};
-use crate::spec::{Protocol, ToolSpec};
+use crate::spec::{Protocol, StderrMode, ToolSpec};
 use crate::writer::{SendError, StdinWriter};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
@@ -29,7 +29,7 @@ use parking_lot::MutexGuard;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -81,6 +81,8 @@ pub(crate) struct Incarnation {
     counters: Arc<Counters>,
     stopped: AtomicBool,
     retired: AtomicBool,
+    /// Set when toolpool ends the process on purpose: its exit is then not a warning.
+    expected: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// `lsp` framing on stdin (Content-Length headers) instead of lines.
     lsp: bool,
@@ -120,10 +122,26 @@ impl Incarnation {
             cwd: spec.cwd.clone(),
         };
         let (dead_tx, dead_rx) = bounded::<()>(0);
-        let on_exit: Box<dyn FnOnce(ExitInfo) + Send> = Box::new(move |e| {
-            drop(dead_tx); // wakes the writer of a dead child
-            on_exit(e)
-        });
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        // Dropped by the stderr drainer when it ends: the exit record waits for it, so the
+        // last stderr lines are in the record.
+        let (stderr_done_tx, stderr_done_rx) = bounded::<()>(0);
+        let expected = Arc::new(AtomicBool::new(false));
+        let pid_cell = Arc::new(AtomicI32::new(0));
+        let on_exit: Box<dyn FnOnce(ExitInfo) + Send> = {
+            let (tool, tail, expected, pid) = (
+                spec.id.clone(),
+                Arc::clone(&stderr_tail),
+                Arc::clone(&expected),
+                Arc::clone(&pid_cell),
+            );
+            Box::new(move |e| {
+                drop(dead_tx); // wakes the writer of a dead child
+                let who = format!("tool={tool} instance={index} pid={}", pid.load(Relaxed));
+                log_exit(&who, e, &expected, &tail, &stderr_done_rx);
+                on_exit(e)
+            })
+        };
         let wait = Duration::from_millis(spec.startup.timeout_ms);
         let sp: Started = match &spec.dry_run {
             // No process: a responder thread at the far end of real pipes.
@@ -138,10 +156,18 @@ impl Incarnation {
                 })?
                 .into(),
         };
+        if let Some(os_pid) = sp.process.os_pid() {
+            pid_cell.store(os_pid, Relaxed);
+            log::info!(
+                target: "toolpool",
+                "spawned tool={} instance={index} pid={os_pid} argv={:?}",
+                spec.id,
+                spec.command
+            );
+        }
         let pid = sp.process.pid();
         let q = spec.limits.queue_lines;
         let (stderr_tx, stderr_rx) = bounded::<Vec<u8>>(q);
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let (stdin, writer) = StdinWriter::start(
             sp.stdin,
             q,
@@ -177,8 +203,19 @@ impl Incarnation {
             let counters = Arc::clone(&counters);
             let max = spec.limits.max_line_bytes;
             let keep = spec.limits.stderr_tail_lines;
+            let log_as = (spec.stderr == StderrMode::Log)
+                .then(|| format!("tool={} instance={index} pid={pid}", spec.id));
             process::spawn_thread(format!("toolpool-err-{pid}"), move || {
-                stderr_loop(stderr, max, &counters, stderr_tx, drop_rx, &tail, keep)
+                let _done = stderr_done_tx;
+                stderr_loop(
+                    stderr,
+                    max,
+                    &counters,
+                    stderr_tx,
+                    drop_rx,
+                    (&tail, keep),
+                    log_as.as_deref(),
+                )
             })
         };
         Ok(Arc::new(Incarnation {
@@ -194,6 +231,7 @@ impl Incarnation {
             counters,
             stopped: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            expected,
             threads: Mutex::new(vec![writer, drainer]), // see DRAINER
             lsp,
             handshake_pending: AtomicBool::new(!spec.startup.handshake.is_empty()),
@@ -214,7 +252,17 @@ impl Incarnation {
             .stdout
             .wait_for(deadline, cancel, |st| st.ready().then_some(()))
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                log::info!(
+                    target: "toolpool",
+                    "ready tool={} instance={} pid={} ms={}",
+                    self.tool,
+                    self.index,
+                    self.pid(),
+                    self.process.started().elapsed().as_millis()
+                );
+                Ok(())
+            }
             Err(WaitEnd::Cancelled) => Err(Error::Cancelled(format!(
                 "the ready line of instance {} of '{}'",
                 self.index, self.tool
@@ -434,6 +482,7 @@ impl Incarnation {
     /// The one kill path: take it out of service (routing skips it from now on) and
     /// SIGKILL its process group. Never blocks; the waiter thread reaps it.
     pub fn kill(&self) {
+        self.expected.store(true, Relaxed);
         self.retired.store(true, Relaxed);
         self.process.signal(libc::SIGKILL);
     }
@@ -441,6 +490,7 @@ impl Incarnation {
     /// Stopping on purpose: status shows it `stopped`, not `dead`; stdin is closed (after
     /// the queued lines), which many tools take as the sign to exit.
     pub fn begin_stop(&self) {
+        self.expected.store(true, Relaxed);
         self.stopped.store(true, Relaxed);
         self.close_stdin();
     }
@@ -483,6 +533,16 @@ impl Incarnation {
         self.process
             .is_alive()
             .then(|| self.process.started().elapsed())
+    }
+
+    /// Memory and CPU of its process group, from `/proc` (`None` once it has been reaped).
+    pub(crate) fn usage(&self) -> Option<crate::procstat::Usage> {
+        // A dry incarnation has no process (and its id is no pid).
+        let pid = self.process.os_pid()?;
+        if !self.process.is_alive() {
+            return None;
+        }
+        crate::procstat::group_usage(pid)
     }
 
     /// The JSON-RPC dispatcher (`jsonrpc` only).
@@ -550,6 +610,43 @@ fn frame_message(lsp: bool, mut body: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// Longest the exit record waits for the stderr drainer to reach EOF (a descendant that
+/// left the group may hold stderr open).
+pub const EXIT_LOG_STDERR_WAIT: Duration = Duration::from_millis(100);
+
+/// The record of a process's end: a warning when nobody asked for it (with the last
+/// stderr lines), debug otherwise. Runs on the waiter thread.
+fn log_exit(
+    who: &str,
+    exit: ExitInfo,
+    expected: &AtomicBool,
+    tail: &Mutex<VecDeque<String>>,
+    stderr_done: &Receiver<()>,
+) {
+    if expected.load(Relaxed) {
+        log::debug!(target: "toolpool", "stopped {who} {}", exit_fields(exit));
+        return;
+    }
+    if !log::log_enabled!(target: "toolpool", log::Level::Warn) {
+        return;
+    }
+    let _ = stderr_done.recv_timeout(EXIT_LOG_STDERR_WAIT);
+    let tail: Vec<String> = tail.lock().iter().cloned().collect();
+    log::warn!(
+        target: "toolpool",
+        "exited unexpectedly {who} {} stderr={tail:?}",
+        exit_fields(exit)
+    );
+}
+
+/// `code=N` or `signal=N`, as the records show an exit.
+pub(crate) fn exit_fields(exit: ExitInfo) -> String {
+    match exit {
+        ExitInfo::Code(c) => format!("code={c}"),
+        ExitInfo::Signal(s) => format!("signal={s}"),
+    }
+}
+
 fn push_tail(tail: &Mutex<VecDeque<String>>, keep: usize, line: &[u8]) {
     if keep == 0 {
         return;
@@ -576,12 +673,15 @@ fn stderr_loop(
     counters: &Counters,
     tx: Sender<Vec<u8>>,
     drop_rx: Receiver<Vec<u8>>,
-    tail: &Mutex<VecDeque<String>>,
-    keep: usize,
+    (tail, keep): (&Mutex<VecDeque<String>>, usize),
+    log_as: Option<&str>,
 ) {
     let emit = |mut line: Vec<u8>| {
         counters.stderr_lines.fetch_add(1, Relaxed);
         push_tail(tail, keep, &line);
+        if let Some(who) = log_as {
+            log::info!(target: "toolpool::stderr", "stderr {who}: {}", String::from_utf8_lossy(&line));
+        }
         loop {
             match tx.try_send(line) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => return,

@@ -7,7 +7,7 @@
 
 use crate::error::ExitInfo;
 use crate::incarnation::Incarnation;
-use crate::metrics::{Counters, Metrics};
+use crate::metrics::{Counters, Metrics, RecycleReason, Recycles};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -35,6 +35,8 @@ pub(crate) struct Supervision {
     pub restart_times: VecDeque<Instant>,
     pub last_probe: Option<Instant>,
     pub last_probe_latency: Option<Duration>,
+    /// Why `recycle` was set (none: the age, `max_lifetime_ms`).
+    pub recycle_reason: Option<RecycleReason>,
 }
 
 impl Supervision {
@@ -52,6 +54,7 @@ impl Supervision {
         self.recycle_at = None;
         self.replace_now = false;
         self.recycle = false;
+        self.recycle_reason = None;
         self.restart_due = false;
         self.next_restart = None;
     }
@@ -73,6 +76,8 @@ pub(crate) struct Instance {
     pub counters: Arc<Counters>,
     /// Requests served by this index.
     pub metrics: Metrics,
+    /// Recycles of this index, by reason.
+    pub recycles: Recycles,
     restarts: AtomicU64,
     failed: Mutex<Option<String>>,
     last_exit: Mutex<Option<ExitInfo>>,

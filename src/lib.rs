@@ -81,6 +81,9 @@
 //! [`remote`] sits beside `incarnation` (it builds the launcher argv that `process`
 //! spawns and runs the ssh master connections; `lifecycle` asks it for each start), and
 //! its data, [`remote::spec`], beside `spec`.
+//! Observability adds `procstat` (memory and CPU from `/proc`, beside `process`),
+//! [`log_bridge`] (the `log` sink for C, Go and Python hosts, a leaf) and `prometheus`
+//! (the text exposition and the list of live pools, above `snapshot`).
 
 mod admission;
 pub mod cancel;
@@ -95,12 +98,15 @@ mod instance;
 mod lease;
 mod lifecycle;
 pub mod limiter;
+pub mod log_bridge;
 mod lsp;
 pub mod metrics;
 mod oneshot;
 pub mod pool;
 pub mod pools;
 mod process;
+mod procstat;
+mod prometheus;
 mod reader;
 pub mod remote;
 mod roster;
@@ -125,10 +131,12 @@ pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use lsp::MAX_LSP_HEADER_BYTES;
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
+pub use pool::metrics_prometheus_all;
 pub use pool::{Health, HostStatus, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
 pub use remote::{Launcher, RemoteSpec};
 pub use router::{MapResult, Reply, ServedBy};
+pub use spec::StderrMode;
 pub use spec::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV};
 pub use spec::{
     HandshakeMessage, HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart,

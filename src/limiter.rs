@@ -211,6 +211,17 @@ impl Limiter {
             }))
         });
         let mut st = self.state.lock();
+        if !st.has_room() {
+            let (limit, running) = (st.max, st.running());
+            // Not under the limiter's lock: a host's log callback may take its time.
+            drop(st);
+            log::info!(
+                target: "toolpool",
+                "waiting for a process slot limit={limit} running={running} wait_ms={}",
+                wait.as_millis()
+            );
+            st = self.state.lock();
+        }
         while !st.has_room() {
             if cancelled(cancel) {
                 return Err(Error::Cancelled(format!(
@@ -220,9 +231,16 @@ impl Limiter {
                 )));
             }
             if self.freed.wait_until(&mut st, deadline).timed_out() && !st.has_room() {
+                let (limit, running) = (st.max, st.running());
+                drop(st);
+                log::warn!(
+                    target: "toolpool",
+                    "limit reached limit={limit} running={running} waited_ms={}",
+                    wait.as_millis()
+                );
                 return Err(Error::LimitReached {
-                    limit: st.max,
-                    running: st.running(),
+                    limit,
+                    running,
                     waited: wait,
                 });
             }

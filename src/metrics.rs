@@ -14,6 +14,8 @@ pub(crate) struct Histogram {
     buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     max_us: AtomicU64,
+    /// Sum of every recorded latency, microseconds (for the Prometheus `_sum`).
+    sum_us: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -22,6 +24,7 @@ impl Default for Histogram {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
             max_us: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -41,6 +44,23 @@ impl Histogram {
         self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
         self.max_us.fetch_max(us, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Cumulative counts at the upper bounds `2^k` µs for `k` in `ks` (each bound is a
+    /// bucket edge, so the counts are exact), the total count and the sum in µs: what a
+    /// Prometheus histogram shows.
+    pub fn cumulative(&self, ks: impl Iterator<Item = u32>) -> (Vec<(u64, u64)>, u64, u64) {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let rows = ks
+            .map(|k| {
+                // Bucket b holds latencies below 2^((b + 1) / SUB) µs.
+                let upto = ((k * SUB) as usize).min(BUCKETS);
+                (1u64 << k, counts[..upto].iter().sum())
+            })
+            .collect();
+        let total: u64 = counts.iter().sum();
+        (rows, total, self.sum_us.load(Relaxed))
     }
 
     /// The upper bound of the bucket holding quantile `q` (0..=1), capped at the maximum.
@@ -163,6 +183,12 @@ pub struct InstanceMetrics {
     pub stdin_queue: usize,
     /// Reply latency.
     pub latency: LatencySnapshot,
+    /// Resident memory of the current process group in bytes (`None`: not running).
+    pub rss_bytes: Option<u64>,
+    /// CPU time (user + system) of the current process group in seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Recycles, all incarnations (every reason).
+    pub recycles: u64,
 }
 
 /// Request metrics of a pool: totals and per instance.
@@ -201,6 +227,10 @@ pub struct MetricsSnapshot {
     pub shrink_events: u64,
     /// Reply latency of the whole pool.
     pub latency: LatencySnapshot,
+    /// Resident memory of every running instance's process group, bytes.
+    pub rss_bytes: u64,
+    /// Recycles by reason (`requests`, `age`, `memory`, `memory_budget`, `timeout`).
+    pub recycles: std::collections::BTreeMap<String, u64>,
     /// Per instance.
     pub instances: Vec<InstanceMetrics>,
 }
@@ -221,6 +251,59 @@ mod tests {
         assert!((900..=1000).contains(&p99), "p99 {p99}");
         assert_eq!(h.snapshot().max_us, Some(1000));
         assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+}
+
+/// Why an incarnation was recycled (replaced while it worked), for the counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecycleReason {
+    /// `max_requests` reached.
+    Requests,
+    /// `max_lifetime_ms` reached.
+    Age,
+    /// Its process group grew past `limits.max_rss_mb`.
+    Memory,
+    /// The pool was over `limits.memory_budget_mb` and it was the largest idle instance.
+    MemoryBudget,
+    /// A request timed out and the reply could still come (`lines`, `marker`): killed.
+    Timeout,
+}
+
+impl RecycleReason {
+    /// Every reason, in the order of [`Recycles`].
+    pub const ALL: [RecycleReason; 5] = [
+        RecycleReason::Requests,
+        RecycleReason::Age,
+        RecycleReason::Memory,
+        RecycleReason::MemoryBudget,
+        RecycleReason::Timeout,
+    ];
+
+    /// The label value (`reason` in logs and metrics).
+    pub fn name(self) -> &'static str {
+        match self {
+            RecycleReason::Requests => "requests",
+            RecycleReason::Age => "age",
+            RecycleReason::Memory => "memory",
+            RecycleReason::MemoryBudget => "memory_budget",
+            RecycleReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// Recycles of one instance, by reason.
+#[derive(Debug, Default)]
+pub(crate) struct Recycles([AtomicU64; 5]);
+
+impl Recycles {
+    /// Count one.
+    pub fn count(&self, why: RecycleReason) {
+        self.0[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// How many for `why`.
+    pub fn get(&self, why: RecycleReason) -> u64 {
+        self.0[why as usize].load(Relaxed)
     }
 }
 

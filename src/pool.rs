@@ -110,6 +110,7 @@ impl Pool {
             }
         }
         let supervisor = (!disabled).then(|| Supervisor::start(&core));
+        crate::prometheus::register(&core);
         Ok(Pool {
             core,
             supervisor: Mutex::new(supervisor),
@@ -350,6 +351,13 @@ impl Pool {
         snapshot::metrics(&self.core)
     }
 
+    /// The pool's metrics in the Prometheus text exposition format 0.0.4 (the families
+    /// are listed in the README, "Metrics"), with this pool's limiter. Works after
+    /// shutdown.
+    pub fn metrics_prometheus(&self) -> String {
+        crate::prometheus::render_one(&self.core)
+    }
+
     /// Stop instance `index` (group kill) and start it again with the same spec; also
     /// clears a `failed` mark. Returns once the new process is ready.
     pub fn restart(&self, index: usize) -> Result<()> {
@@ -473,6 +481,14 @@ fn wait_readable(running: &[(usize, Arc<Incarnation>)], slice: Duration, cancel_
             slice.as_millis().max(1) as i32,
         )
     };
+}
+
+/// The Prometheus text exposition (format 0.0.4) of every live pool in the process (made
+/// and neither shut down nor dropped), with the global limiter: what a `/metrics` handler
+/// serves. Pools that share a tool id get a `pool` label after the first. With no live
+/// pool it still shows the limiter families.
+pub fn metrics_prometheus_all() -> String {
+    crate::prometheus::render_all()
 }
 
 impl Drop for Pool {

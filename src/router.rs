@@ -147,6 +147,37 @@ fn available(p: &PoolCore, i: usize) -> Option<bool> {
 }
 
 /// False when no instance will ever take work without a manual `restart`.
+/// Saturation records: at most one per this interval in the process (the ones left out
+/// are counted in the next).
+pub const SATURATION_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A warning that a request was refused with `Saturated`, rate-limited.
+fn log_saturation(tool: &str, waiting: usize, max_waiting: usize) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    static NEXT_MS: AtomicU64 = AtomicU64::new(0);
+    static LEFT_OUT: AtomicU64 = AtomicU64::new(0);
+    if !log::log_enabled!(target: "toolpool", log::Level::Warn) {
+        return;
+    }
+    let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64;
+    let next = NEXT_MS.load(Relaxed);
+    let interval = SATURATION_LOG_INTERVAL.as_millis() as u64;
+    if now < next
+        || NEXT_MS
+            .compare_exchange(next, now + interval, Relaxed, Relaxed)
+            .is_err()
+    {
+        LEFT_OUT.fetch_add(1, Relaxed);
+        return;
+    }
+    log::warn!(
+        target: "toolpool",
+        "saturated tool={tool} waiting={waiting} max_waiting={max_waiting} refused_unlogged={}",
+        LEFT_OUT.swap(0, Relaxed)
+    );
+}
+
 fn may_serve(p: &PoolCore) -> bool {
     let auto = p.spec.restart.policy != RestartPolicy::Never;
     p.instances.iter().any(|inst| {
@@ -246,6 +277,8 @@ pub(crate) fn take(
         let max_waiting = p.spec.limits.max_waiting;
         if c.waiting >= max_waiting {
             let (tool, waiting) = (p.spec.id.clone(), c.waiting);
+            drop(c);
+            log_saturation(&tool, waiting, max_waiting);
             return Err(Error::Saturated {
                 tool,
                 waiting,

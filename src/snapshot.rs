@@ -8,7 +8,7 @@ use crate::admission::Counts;
 use crate::error::ExitInfo;
 use crate::incarnation::State;
 use crate::lifecycle::PoolCore;
-use crate::metrics::{InstanceMetrics, MetricsSnapshot};
+use crate::metrics::{InstanceMetrics, MetricsSnapshot, RecycleReason};
 use crate::sizing;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
@@ -75,6 +75,14 @@ pub struct InstanceStatus {
     /// Why its last start failed (`remote` pools): the host and the launcher's message.
     /// Cleared by the next start that reaches the host.
     pub host_error: Option<String>,
+    /// Resident memory of the current process group (the process and every descendant
+    /// still in its group), bytes, read from `/proc` now; `None` when not running.
+    pub rss_bytes: Option<u64>,
+    /// CPU time (user + system, reaped children included) of the current process group,
+    /// seconds; `None` when not running.
+    pub cpu_seconds: Option<f64>,
+    /// Recycles (replaced while working: requests, age, memory, timeout), all incarnations.
+    pub recycles: u64,
 }
 
 /// Instances of one host by state (`remote` pools).
@@ -243,6 +251,7 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
         other => other,
     };
     let now = Instant::now();
+    let usage = cur.as_ref().and_then(|c| c.usage());
     InstanceStatus {
         index: i,
         pid: cur.as_ref().and_then(|c| c.os_pid()),
@@ -283,7 +292,18 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
             .unwrap_or(0),
         host: core.remote.as_ref().map(|r| r.host(i).to_string()),
         host_error: core.remote.as_ref().and_then(|r| r.last_error(i)),
+        rss_bytes: usage.map(|u| u.rss_bytes),
+        cpu_seconds: usage.map(|u| u.cpu_seconds),
+        recycles: recycles_of(inst),
     }
+}
+
+/// Recycles of one instance, every reason.
+fn recycles_of(inst: &crate::instance::Instance) -> u64 {
+    RecycleReason::ALL
+        .iter()
+        .map(|&r| inst.recycles.get(r))
+        .sum()
 }
 
 /// Request metrics of the pool and each instance.
@@ -297,6 +317,7 @@ pub(crate) fn metrics(core: &PoolCore) -> MetricsSnapshot {
         .map(|(i, inst)| {
             let m = &inst.metrics;
             let (protocol_errors, late_replies_dropped) = inst.rpc_counts();
+            let usage = inst.current().and_then(|c| c.usage());
             InstanceMetrics {
                 index: i,
                 requests_ok: m.ok.load(Relaxed),
@@ -310,6 +331,9 @@ pub(crate) fn metrics(core: &PoolCore) -> MetricsSnapshot {
                 in_flight: counts.in_flight(i),
                 stdin_queue: inst.current().map_or(0, |c| c.stdin_queue_len()),
                 latency: m.latency.snapshot(),
+                rss_bytes: usage.map(|u| u.rss_bytes),
+                cpu_seconds: usage.map(|u| u.cpu_seconds),
+                recycles: recycles_of(inst),
             }
         })
         .collect();
@@ -332,6 +356,14 @@ pub(crate) fn metrics(core: &PoolCore) -> MetricsSnapshot {
         grow_events: core.size.grows.load(Relaxed),
         shrink_events: core.size.shrinks.load(Relaxed),
         latency: m.latency.snapshot(),
+        rss_bytes: instances.iter().filter_map(|i| i.rss_bytes).sum(),
+        recycles: RecycleReason::ALL
+            .iter()
+            .map(|&r| {
+                let n = core.instances.iter().map(|i| i.recycles.get(r)).sum();
+                (r.name().to_string(), n)
+            })
+            .collect(),
         instances,
     }
 }

@@ -19,6 +19,9 @@ pub const MAX_QUEUE_LINES: usize = 1 << 20;
 /// Largest value of any `*_ms` key: 30 days.
 pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
 
+/// Largest `limits.max_rss_mb` and `limits.memory_budget_mb`: 1 TiB in MiB.
+pub const MAX_MEMORY_MB: u64 = 1 << 20;
+
 /// Environment variable naming the default registry path.
 pub const REGISTRY_ENV: &str = "TOOLPOOL_REGISTRY";
 
@@ -94,6 +97,20 @@ pub struct ToolSpec {
     /// Run the instances on other hosts through a launcher (ssh, srun, kubectl exec);
     /// see [`crate::remote`].
     pub remote: Option<crate::remote::RemoteSpec>,
+    /// What happens to the tool's stderr lines besides the tail kept for status:
+    /// `"keep"` (default) or `"log"` (each line is also a `log` record).
+    pub stderr: StderrMode,
+}
+
+/// The spec key `stderr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StderrMode {
+    /// Queued for `read_stderr_line` and kept in the tail (always done).
+    #[default]
+    Keep,
+    /// Also forwarded, one `log` record per line (target `toolpool::stderr`, level info).
+    Log,
 }
 
 impl Default for ToolSpec {
@@ -125,6 +142,7 @@ impl Default for ToolSpec {
             client_replies: BTreeMap::new(),
             min_instances: None,
             remote: None,
+            stderr: StderrMode::Keep,
         }
     }
 }
@@ -212,6 +230,12 @@ pub struct Limits {
     pub max_waiting: usize,
     /// stderr lines kept per instance for diagnosis. Default 20.
     pub stderr_tail_lines: usize,
+    /// Recycle an instance whose process group's resident memory exceeds this many MiB,
+    /// after its current request (the replacement is started first). Default none.
+    pub max_rss_mb: Option<u64>,
+    /// Resident memory budget of the whole pool in MiB: over it, the largest idle
+    /// instances are recycled first until the pool is back under it. Default none.
+    pub memory_budget_mb: Option<u64>,
 }
 
 impl Default for Limits {
@@ -221,6 +245,8 @@ impl Default for Limits {
             queue_lines: 1024,
             max_waiting: 1024,
             stderr_tail_lines: 20,
+            max_rss_mb: None,
+            memory_budget_mb: None,
         }
     }
 }
@@ -574,6 +600,14 @@ impl ToolSpec {
         }
         if self.restart.backoff_initial_ms == 0 {
             return bad("restart.backoff_initial_ms", "must be at least 1");
+        }
+        for (key, mb) in [
+            ("limits.max_rss_mb", self.limits.max_rss_mb),
+            ("limits.memory_budget_mb", self.limits.memory_budget_mb),
+        ] {
+            if mb.is_some_and(|mb| mb == 0 || mb > MAX_MEMORY_MB) {
+                return bad(key, format!("must be between 1 and {MAX_MEMORY_MB}"));
+            }
         }
         if let Some(h) = &self.health {
             if h.interval_ms == 0 || h.timeout_ms == 0 {

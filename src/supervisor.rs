@@ -11,6 +11,7 @@ use crate::error::{Error, ExitInfo, Result};
 use crate::exchange::{self as framing, leaves_late_reply, Until};
 use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
+use crate::metrics::RecycleReason;
 use crate::sizing;
 use crate::spec::{Protocol, RestartPolicy};
 use crate::util::deadline_in;
@@ -24,6 +25,9 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(20);
 /// Longest a graceful recycle waits for its instance to finish the request in flight.
 pub const RECYCLE_WAIT: Duration = Duration::from_secs(10);
+/// How often the supervisor reads the memory of every instance when `limits.max_rss_mb`
+/// or `limits.memory_budget_mb` is set (a few `/proc` reads per instance).
+pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// An instance that stayed up this long (or `restart.window_ms`, if shorter) has its
 /// backoff reset to `restart.backoff_initial_ms`.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
@@ -46,6 +50,8 @@ impl Supervisor {
                 || s.max_lifetime_ms.is_some()
                 || s.health.is_some()
                 || s.restart.policy != RestartPolicy::Never
+                || s.limits.max_rss_mb.is_some()
+                || s.limits.memory_budget_mb.is_some()
         };
         pool.set_supervisor_wake(Some(wake));
         // The id is validated (no NUL byte), and spawn_thread sanitises names anyway.
@@ -64,6 +70,7 @@ impl Supervisor {
 }
 
 fn run(pool: Weak<PoolCore>, wake: Receiver<()>, stop: Receiver<()>, timers: bool) {
+    let mut memory_checked: Option<Instant> = None;
     loop {
         let woke = if timers {
             crossbeam_channel::select! {
@@ -81,6 +88,10 @@ fn run(pool: Weak<PoolCore>, wake: Receiver<()>, stop: Receiver<()>, timers: boo
             return;
         }
         let Some(p) = pool.upgrade() else { return };
+        if memory_checked.is_none_or(|t| t.elapsed() >= MEMORY_CHECK_INTERVAL) {
+            memory_checked = Some(Instant::now());
+            check_memory(&p);
+        }
         for i in 0..p.instances.len() {
             if p.is_shut_down()
                 || !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty))
@@ -136,7 +147,28 @@ pub(crate) fn exchange(
         p.spec.cancel_notification.as_deref(),
     );
     if leaves_late_reply(&p.spec.protocol, &result) {
-        recycle(p, inc.index(), inc.pid());
+        let (tool, index, pid) = (&p.spec.id, inc.index(), inc.pid());
+        match &result {
+            Err(Error::Timeout { .. }) => {
+                log::warn!(
+                    target: "toolpool",
+                    "timeout kill tool={tool} instance={index} pid={pid} timeout_ms={} (a late reply could reach the next caller)",
+                    until.timeout.as_millis()
+                );
+                p.instances[index].recycles.count(RecycleReason::Timeout);
+            }
+            Err(Error::Cancelled(_)) => log::info!(
+                target: "toolpool",
+                "cancel kill tool={tool} instance={index} pid={pid} (a late reply could reach the next caller)"
+            ),
+            Err(e) => log::warn!(
+                target: "toolpool",
+                "protocol error kill tool={tool} instance={index} pid={pid} error={:?}",
+                e.to_string()
+            ),
+            Ok(_) => {}
+        }
+        recycle(p, index, pid);
     }
     result
 }
@@ -162,6 +194,7 @@ pub(crate) fn after_request(p: &PoolCore, index: usize, pid: i32) {
     });
     if s.served >= at && !s.recycle {
         s.recycle = true;
+        s.recycle_reason = Some(RecycleReason::Requests);
         drop(s);
         p.notify_supervisor();
     }
@@ -211,6 +244,7 @@ fn supervise(p: &Arc<PoolCore>, i: usize) {
             && sizing::may_stop_idle(p)
             && reserve(p, i)
         {
+            log::debug!(target: "toolpool", "idle stop tool={} instance={i} pid={} idle_timeout_ms={ms}", p.spec.id, cur.pid());
             // Reserved, so no request can take it while it stops.
             sizing::stopping_idle(p);
             p.stop_instance(i);
@@ -224,7 +258,11 @@ fn supervise(p: &Arc<PoolCore>, i: usize) {
         .max_lifetime_ms
         .is_some_and(|ms| now.duration_since(started) >= Duration::from_millis(ms));
     if recycle || too_old {
-        recycle_gracefully(p, i, cur.pid());
+        let why = match inst.supervision().recycle_reason {
+            Some(why) if recycle => why,
+            _ => RecycleReason::Age,
+        };
+        recycle_gracefully(p, i, cur.pid(), why);
         return;
     }
     if let Some(h) = &p.spec.health {
@@ -286,6 +324,7 @@ fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
                     .unwrap_or_else(|| "start failed".into())
             );
             drop(s);
+            log::warn!(target: "toolpool", "gave up tool={} instance={i} reason={reason:?}", p.spec.id);
             inst.mark_failed(reason);
             p.admission.wake();
             return;
@@ -298,6 +337,20 @@ fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
             r.backoff_max_ms.max(r.backoff_initial_ms),
         )));
         s.restart_due = true;
+        let backoff_ms = s
+            .next_restart
+            .map_or(0, |t| t.saturating_duration_since(now).as_millis());
+        let in_window = s.restart_times.len();
+        // Not under the supervision lock: a host's log callback may take its time.
+        drop(s);
+        log::info!(
+            target: "toolpool",
+            "restart scheduled tool={} instance={i} backoff_ms={backoff_ms} restarts_in_window={in_window} max_restarts={} window_ms={}",
+            p.spec.id,
+            r.max_restarts,
+            r.window_ms
+        );
+        s = inst.supervision();
     }
     if s.next_restart.is_some_and(|t| now >= t) {
         s.restart_times.push_back(now);
@@ -305,9 +358,16 @@ fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
         s.next_restart = None;
         drop(s);
         let _g = inst.start_lock.lock();
-        if !p.is_shut_down() && p.replace_locked(i, None).is_err() {
-            // Try again after the next backoff; it counts toward the cap.
-            inst.supervision().start_failed = true;
+        if p.is_shut_down() {
+            return;
+        }
+        match p.replace_locked(i, None) {
+            Ok(()) => log::info!(target: "toolpool", "restarted tool={} instance={i}", p.spec.id),
+            Err(e) => {
+                log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?}", p.spec.id, e.to_string());
+                // Try again after the next backoff; it counts toward the cap.
+                inst.supervision().start_failed = true;
+            }
         }
     }
 }
@@ -320,21 +380,127 @@ fn restart_now(p: &Arc<PoolCore>, i: usize) {
         return;
     }
     inst.supervision().replace_now = false;
-    if p.replace_locked(i, None).is_err() {
+    if let Err(e) = p.replace_locked(i, None) {
+        log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?}", p.spec.id, e.to_string());
         inst.supervision().start_failed = true;
     }
 }
 
-/// Start a replacement first, then retire the old process once it is idle.
-fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32) {
-    p.instances[i].supervision().recycle = false;
+/// Start a replacement first, then retire the old process once it is idle: it is reserved
+/// (taken out of routing) for the swap, so no request is on it when it goes. Still busy
+/// after [`RECYCLE_WAIT`]: the replacement is stopped and the recycle tried again later,
+/// so a request in flight is never failed by a recycle.
+fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32, why: RecycleReason) {
+    let inst = &p.instances[i];
+    inst.supervision().recycle = false;
     let new = match p.spawn_ready(i) {
         Ok(c) => c,
-        Err(_) => return, // try again on the next request or tick
+        Err(e) => {
+            log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?} (recycle, reason={})", p.spec.id, e.to_string(), why.name());
+            return; // try again on the next request or tick
+        }
     };
+    let new_pid = new.pid();
     let deadline = Instant::now() + RECYCLE_WAIT;
-    p.admission.wait_idle(i, deadline, || p.is_shut_down());
-    p.swap_in(i, old_pid, new);
+    let reserved = loop {
+        p.admission.wait_idle(i, deadline, || p.is_shut_down());
+        if p.is_shut_down() {
+            break false;
+        }
+        if reserve(p, i) {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+    };
+    if !reserved {
+        new.stop();
+        if !p.is_shut_down() {
+            let mut s = inst.supervision();
+            s.recycle = true;
+            s.recycle_reason = Some(why);
+        }
+        return;
+    }
+    let swapped = p.swap_in(i, old_pid, new);
+    unreserve(p, i);
+    if swapped {
+        inst.recycles.count(why);
+        log::info!(
+            target: "toolpool",
+            "recycled tool={} instance={i} pid={old_pid} new_pid={new_pid} reason={}",
+            p.spec.id,
+            why.name()
+        );
+    }
+}
+
+/// Read the memory of every running instance; mark for a graceful recycle each one over
+/// `limits.max_rss_mb`, and, while the pool is over `limits.memory_budget_mb`, the largest
+/// idle instances first.
+fn check_memory(p: &PoolCore) {
+    let limits = &p.spec.limits;
+    if limits.max_rss_mb.is_none() && limits.memory_budget_mb.is_none() {
+        return;
+    }
+    let mib = |mb: u64| mb.saturating_mul(1 << 20);
+    let rss: Vec<Option<u64>> = p
+        .instances
+        .iter()
+        .map(|inst| {
+            inst.current()
+                .filter(|c| c.state() == State::Ready)
+                .and_then(|c| c.usage())
+                .map(|u| u.rss_bytes)
+        })
+        .collect();
+    let mark = |i: usize, why: RecycleReason, bytes: u64, limit_mb: u64| {
+        let mut s = p.instances[i].supervision();
+        if s.recycle {
+            return false;
+        }
+        s.recycle = true;
+        s.recycle_reason = Some(why);
+        drop(s);
+        log::info!(
+            target: "toolpool",
+            "recycle scheduled tool={} instance={i} reason={} rss_bytes={bytes} limit_mb={limit_mb}",
+            p.spec.id,
+            why.name()
+        );
+        true
+    };
+    if let Some(max) = limits.max_rss_mb {
+        for (i, r) in rss.iter().enumerate() {
+            if r.is_some_and(|b| b > mib(max)) {
+                mark(i, RecycleReason::Memory, r.unwrap_or(0), max);
+            }
+        }
+    }
+    if let Some(budget) = limits.memory_budget_mb {
+        let mut total: u64 = rss.iter().flatten().sum();
+        if total <= mib(budget) {
+            return;
+        }
+        let mut idle: Vec<(u64, usize)> = {
+            let counts = p.admission.lock();
+            rss.iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some(((*r)?, i)))
+                .filter(|&(_, i)| counts.idle(i))
+                .collect()
+        };
+        idle.sort_unstable_by(|a, b| b.cmp(a));
+        for (bytes, i) in idle {
+            if total <= mib(budget) {
+                break;
+            }
+            if mark(i, RecycleReason::MemoryBudget, bytes, budget) {
+                total -= bytes;
+            }
+        }
+    }
 }
 
 /// Send the health probe to idle instance `i`; replace it if it does not answer.
@@ -366,6 +532,16 @@ fn probe(p: &Arc<PoolCore>, i: usize) {
         (Err(_), _) => false,
     };
     if !ok {
+        let why = match &result {
+            Ok(reply) => format!("unexpected reply {reply:?}"),
+            Err(e) => e.to_string(),
+        };
+        log::warn!(
+            target: "toolpool",
+            "probe failed tool={} instance={i} pid={} why={why:?}",
+            p.spec.id,
+            cur.pid()
+        );
         // Out of service before routing can see it again.
         cur.kill();
     }

@@ -36,6 +36,7 @@ type Spec struct {
 	// starts more (up to Count) only when every started one is busy. nil: Count (a fixed
 	// pool); a pointer to 0: on demand.
 	MinInstances *int `json:"min_instances,omitempty"`
+	Stderr        string            `json:"stderr,omitempty"` // "keep" (default) or "log": each stderr line is a log record
 }
 
 // StartupSpec is the spec's "startup" object.
@@ -61,10 +62,12 @@ type ShutdownSpec struct {
 
 // LimitsSpec is the spec's "limits" object.
 type LimitsSpec struct {
-	MaxLineBytes    int `json:"max_line_bytes,omitempty"`
-	QueueLines      int `json:"queue_lines,omitempty"`
-	MaxWaiting      int `json:"max_waiting,omitempty"`
-	StderrTailLines int `json:"stderr_tail_lines,omitempty"`
+	MaxLineBytes    int    `json:"max_line_bytes,omitempty"`
+	QueueLines      int    `json:"queue_lines,omitempty"`
+	MaxWaiting      int    `json:"max_waiting,omitempty"`
+	StderrTailLines int    `json:"stderr_tail_lines,omitempty"`
+	MaxRSSMB        uint64 `json:"max_rss_mb,omitempty"`       // recycle an instance whose process group exceeds this (MiB)
+	MemoryBudgetMB  uint64 `json:"memory_budget_mb,omitempty"` // the pool's budget (MiB): largest idle instances recycled first
 }
 
 // OneshotSpec is the spec's "oneshot" object; Input is "stdin" (default) or "arg".

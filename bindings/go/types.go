@@ -91,6 +91,9 @@ type InstanceStatus struct {
 	ClientRequests uint64 `json:"client_requests"`
 	Host                string   `json:"host"`       // remote pools: the host it runs on
 	HostError           string   `json:"host_error"` // remote pools: why its last start failed
+	RSSBytes            uint64   `json:"rss_bytes"`   // resident memory of the process group; 0 when not running
+	CPUSeconds          float64  `json:"cpu_seconds"` // user + system CPU of the process group
+	Recycles            uint64   `json:"recycles"`    // replaced while working (requests, age, memory, timeout)
 }
 
 // Latency is a latency summary in microseconds (0 when Count is 0).
@@ -120,6 +123,8 @@ type Metrics struct {
 	GrowEvents         uint64            `json:"grow_events"`   // instances started because every started one was busy
 	ShrinkEvents       uint64            `json:"shrink_events"` // instances stopped after idle_timeout_ms
 	Latency            Latency           `json:"latency"`
+	RSSBytes           uint64            `json:"rss_bytes"` // all running instances
+	Recycles           map[string]uint64 `json:"recycles"`  // by reason: requests, age, memory, memory_budget, timeout
 	Instances          []InstanceMetrics `json:"instances"`
 }
 
@@ -137,6 +142,9 @@ type InstanceMetrics struct {
 	InFlight           int     `json:"in_flight"`
 	StdinQueue         int     `json:"stdin_queue"`
 	Latency            Latency `json:"latency"`
+	RSSBytes           uint64  `json:"rss_bytes"`
+	CPUSeconds         float64 `json:"cpu_seconds"`
+	Recycles           uint64  `json:"recycles"`
 }
 
 // LimiterStatus is the host-wide process limiter (toolpool_limit_status_json).

@@ -15,7 +15,9 @@
 //! `pid` the pid · `grandchild` start a `sleep` holding the pipes and print its pid ·
 //! `escape:SECS` the same, but in a process group of its own (beyond a group kill) ·
 //! `hang` stop reading stdin and sleep forever · `silent` print nothing ·
-//! `env:NAME` the variable's value · `cwd` the working directory · `twice:TEXT` two lines.
+//! `env:NAME` the variable's value · `cwd` the working directory · `twice:TEXT` two lines ·
+//! `alloc:MB` allocate MB MiB, write every byte, keep it; reply `allocated TOTAL` (MiB held) ·
+//! `free` drop what `alloc` holds; reply `freed`.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -116,6 +118,9 @@ fn main() {
     }
     let _ = out.flush();
 }
+
+/// Memory held by `alloc`.
+static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
 fn spawn_grandchild() -> u32 {
     std::process::Command::new("sleep")
@@ -234,6 +239,18 @@ fn command(text: &str, raw: &[u8], prefix: &str, out: &mut impl Write) -> std::i
                 .unwrap_or_default()
         ),
         "twice" => writeln!(out, "{prefix}{arg}\n{prefix}{arg}"),
+        "alloc" => {
+            // Written byte by byte (not calloc'd zero pages), so it is resident.
+            let block = vec![0x5au8; (n() as usize) << 20];
+            let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+            held.push(std::hint::black_box(block));
+            let total: usize = held.iter().map(Vec::len).sum();
+            writeln!(out, "{prefix}allocated {}", total >> 20)
+        }
+        "free" => {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            writeln!(out, "{prefix}freed")
+        }
         _ => {
             out.write_all(prefix.as_bytes())?;
             out.write_all(raw)?;

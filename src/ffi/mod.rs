@@ -75,6 +75,7 @@ macro_rules! opt_out {
 pub mod cancel;
 pub mod lease;
 pub mod limiter;
+pub mod observe;
 pub mod pool;
 pub mod strings;
 

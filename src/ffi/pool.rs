@@ -555,8 +555,9 @@ pub unsafe extern "C" fn toolpool_pool_health_json(
 /// The pool's status as JSON: `tool`, `shut_down`, `disabled`, `waiting`,
 /// `waited_for_instance`, `started` (instances with a process), `max_instances` (the
 /// count), `min_instances`, and `instances` (per instance: `index`, `pid`, `state`, `exit`,
-/// `restarts`, line counters, `in_flight`, `leased`, `stderr_tail`, ...). Works after
-/// shutdown.
+/// `restarts`, line counters, `in_flight`, `leased`, `stderr_tail`, `rss_bytes` and
+/// `cpu_seconds` of its process group (null when not running), `recycles`, ...). Works
+/// after shutdown.
 ///
 /// NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
 /// Ownership: on success `*out_json` receives a new string that the caller frees with
@@ -581,8 +582,8 @@ pub unsafe extern "C" fn toolpool_pool_status_json(
 
 /// The pool's request metrics as JSON: counts of ok, error, timeout and fallback
 /// requests, lines in and out, restarts, in-flight and queue depth, `grow_events` and
-/// `shrink_events` (elastic sizing), latency quantiles, and the same per instance. Works
-/// after shutdown.
+/// `shrink_events` (elastic sizing), latency quantiles, `rss_bytes` and `recycles` by
+/// reason, and the same per instance (with `cpu_seconds`). Works after shutdown.
 ///
 /// NULL handling: `p` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
 /// Ownership: on success `*out_json` receives a new string that the caller frees with
@@ -601,6 +602,29 @@ pub unsafe extern "C" fn toolpool_pool_metrics_json(
         let out = try_out!(out_json);
         let s = json_string(&pool.metrics())?;
         out.write(s);
+        Ok(())
+    })
+}
+
+/// The pool's metrics in the Prometheus text exposition format 0.0.4 (families listed in
+/// the README, "Metrics"), with this pool's process limit. Works after shutdown.
+///
+/// NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: `p` is borrowed; on success `*out` receives a new string that the caller
+/// frees with `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_metrics_prometheus(
+    p: *mut ToolpoolPool,
+    out: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_metrics_prometheus", || {
+        let pool = try_handle!(p);
+        let out = try_out!(out);
+        out.write(c_string(pool.metrics_prometheus()));
         Ok(())
     })
 }

@@ -86,6 +86,8 @@ static const struct test TESTS[] = {
     {"elastic_grow_shrink", test_elastic_grow_shrink},
     {"resize", test_resize},
     {"reload", test_reload},
+    {"log_callback", test_log_callback},
+    {"metrics_prometheus", test_metrics_prometheus},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here

@@ -42,6 +42,7 @@ from ._errors import (
 from ._ffi import LIB_PATH
 from ._limit import KillReport, kill_all, limit_status, set_limit, version
 from ._cancel import CancelToken
+from ._log import LOGGER, TRACE, metrics_prometheus_all
 from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, Spec
 from . import aio  # toolpool.aio: the asyncio face
 
@@ -59,6 +60,9 @@ __all__ = [
     "limit_status",
     "kill_all",
     "KillReport",
+    "LOGGER",
+    "TRACE",
+    "metrics_prometheus_all",
     "status_name",
     "error_for_code",
     "ToolpoolError",

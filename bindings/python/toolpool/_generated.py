@@ -4,7 +4,7 @@
 The ToolpoolStatus constants, the structs and the ctypes signature of every C function.
 """
 
-from ctypes import POINTER, Structure, c_bool, c_char_p, c_int32, c_size_t, c_uint32, c_void_p
+from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int32, c_size_t, c_uint32, c_void_p
 from typing import Any, Dict, Sequence, Tuple
 
 # enum ToolpoolStatus
@@ -62,6 +62,10 @@ class ToolpoolHealth(Structure):
     ]
 
 
+#: ``ToolpoolLogCallback``: a C function pointer type.
+ToolpoolLogCallback = CFUNCTYPE(None, c_void_p, c_int32, c_char_p, c_char_p)
+
+
 #: (name, restype, argtypes) of every function of the C API, in the header's order.
 FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
     ("toolpool_cancel_new", c_int32, (POINTER(c_void_p),)),
@@ -87,6 +91,8 @@ FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
     ("toolpool_limit_status_json", c_int32, (POINTER(c_void_p),)),
     ("toolpool_kill_all", c_int32, (POINTER(c_uint32),)),
     ("toolpool_kill_all_json", c_int32, (POINTER(c_void_p),)),
+    ("toolpool_set_log_callback", c_int32, (c_int32, ToolpoolLogCallback, c_void_p)),
+    ("toolpool_metrics_prometheus_all", c_int32, (POINTER(c_void_p),)),
     ("toolpool_pool_new", c_int32, (c_char_p, POINTER(c_void_p))),
     ("toolpool_pool_from_registry", c_int32, (c_char_p, c_char_p, c_uint32, POINTER(c_void_p))),
     ("toolpool_pool_size", c_int32, (c_void_p, POINTER(c_uint32))),
@@ -106,6 +112,7 @@ FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
     ("toolpool_pool_health_json", c_int32, (c_void_p, POINTER(c_void_p))),
     ("toolpool_pool_status_json", c_int32, (c_void_p, POINTER(c_void_p))),
     ("toolpool_pool_metrics_json", c_int32, (c_void_p, POINTER(c_void_p))),
+    ("toolpool_pool_metrics_prometheus", c_int32, (c_void_p, POINTER(c_void_p))),
     ("toolpool_pool_restart", c_int32, (c_void_p, c_uint32)),
     ("toolpool_pool_resize", c_int32, (c_void_p, c_uint32)),
     ("toolpool_pool_reload", c_int32, (c_void_p, c_char_p)),

@@ -439,6 +439,14 @@ class Pool(Managed):
         """Request counts, lines in/out, restarts, latency quantiles, per instance too."""
         return self._json(lib.toolpool_pool_metrics_json)
 
+    def metrics_prometheus(self) -> str:
+        """The pool's metrics in the Prometheus text exposition format 0.0.4 (families
+        listed in the README, "Metrics"). Works after :meth:`shutdown`."""
+        out = c_void_p()
+        with self._borrow() as p:
+            call(lib.toolpool_pool_metrics_prometheus, p, byref(out))
+        return _take(out)
+
     def restart(self, i: int) -> None:
         """Stop instance ``i`` (its process group) and start it again; clears a failed
         mark. Returns once the new process is ready."""
