@@ -35,8 +35,8 @@ type Spec struct {
 	// MinInstances makes the pool elastic: it keeps at least this many started and
 	// starts more (up to Count) only when every started one is busy. nil: Count (a fixed
 	// pool); a pointer to 0: on demand.
-	MinInstances *int `json:"min_instances,omitempty"`
-	Stderr        string            `json:"stderr,omitempty"` // "keep" (default) or "log": each stderr line is a log record
+	MinInstances *int   `json:"min_instances,omitempty"`
+	Stderr       string `json:"stderr,omitempty"` // "keep" (default) or "log": each stderr line is a log record
 }
 
 // StartupSpec is the spec's "startup" object.

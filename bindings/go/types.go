@@ -88,12 +88,12 @@ type InstanceStatus struct {
 	// HandshakeReply is the reply to the first startup.handshake request (nil without).
 	HandshakeReply json.RawMessage `json:"handshake_reply,omitempty"`
 	// ClientRequests counts requests from the tool that toolpool answered.
-	ClientRequests uint64 `json:"client_requests"`
-	Host                string   `json:"host"`       // remote pools: the host it runs on
-	HostError           string   `json:"host_error"` // remote pools: why its last start failed
-	RSSBytes            uint64   `json:"rss_bytes"`   // resident memory of the process group; 0 when not running
-	CPUSeconds          float64  `json:"cpu_seconds"` // user + system CPU of the process group
-	Recycles            uint64   `json:"recycles"`    // replaced while working (requests, age, memory, timeout)
+	ClientRequests uint64  `json:"client_requests"`
+	Host           string  `json:"host"`        // remote pools: the host it runs on
+	HostError      string  `json:"host_error"`  // remote pools: why its last start failed
+	RSSBytes       uint64  `json:"rss_bytes"`   // resident memory of the process group; 0 when not running
+	CPUSeconds     float64 `json:"cpu_seconds"` // user + system CPU of the process group
+	Recycles       uint64  `json:"recycles"`    // replaced while working (requests, age, memory, timeout)
 }
 
 // Latency is a latency summary in microseconds (0 when Count is 0).
