@@ -134,7 +134,7 @@ impl Incarnation {
             let counters = Arc::clone(&counters);
             let max = spec.limits.max_line_bytes;
             let keep = spec.limits.stderr_tail_lines;
-            process::spawn_thread(format!("toolpool-err-{pid}"), move || {
+            process::spawn_small_thread(format!("toolpool-err-{pid}"), move || {
                 stderr_loop(stderr, max, &counters, stderr_tx, drop_rx, &tail, keep)
             })
         };

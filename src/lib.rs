@@ -61,7 +61,7 @@
 //!    run when [`ToolSpec::fallback`] says so, and the [`Reply`] returns.
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util` →
-//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` →
+//! `metrics`, `spawn` → `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot` →
 //! `incarnation` → `instance`, `admission`, `exchange` → `lifecycle` → `supervisor`,
 //! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 
@@ -84,6 +84,7 @@ mod reader;
 pub mod router;
 mod rpc;
 mod snapshot;
+mod spawn;
 pub mod spec;
 pub mod status;
 mod supervisor;

@@ -131,36 +131,85 @@ impl PoolCore {
         }))
     }
 
-    /// Start every instance: spawn all, then wait for all to be ready (in parallel). On
-    /// any failure every process started here is stopped.
+    /// Start every instance: spawn all in parallel (one worker per core, see
+    /// [`PoolCore::spawn_all`]), then wait for all to be ready, each within
+    /// `startup.timeout_ms` of its own spawn. On any failure every process started here is
+    /// stopped and the failure of the lowest instance index is returned.
     pub fn start_all(self: &Arc<Self>) -> Result<()> {
-        let deadline = self.start_deadline();
-        let mut started = Vec::new();
-        let mut failure = None;
-        for i in 0..self.instances.len() {
-            match self.spawn(i) {
-                Ok(c) => started.push(c),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
+        let started = self.spawn_all();
+        let mut failure = started.iter().find_map(|r| r.as_ref().err().cloned());
+        let ok: Vec<(Arc<Incarnation>, Instant)> = started.into_iter().flatten().collect();
         if failure.is_none() {
-            failure = started
+            failure = ok
                 .iter()
-                .find_map(|c| self.await_ready(c, deadline).err());
+                .find_map(|(c, deadline)| self.await_ready(c, *deadline).err());
         }
         if let Some(e) = failure {
-            for c in started {
+            for (c, _) in ok {
                 c.stop();
             }
             return Err(e);
         }
-        for (i, c) in started.into_iter().enumerate() {
+        for (i, (c, _)) in ok.into_iter().enumerate() {
             self.install(i, c);
         }
         Ok(())
+    }
+
+    /// Spawn every instance, in index order, on up to one worker thread per core (the
+    /// calling thread alone for one instance). Each success carries its own ready
+    /// deadline. After the first failure no further index is started.
+    fn spawn_all(self: &Arc<Self>) -> Vec<Result<(Arc<Incarnation>, Instant)>> {
+        let n = self.instances.len();
+        let one = |i: usize| self.spawn(i).map(|c| (c, self.start_deadline()));
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |c| c.get())
+            .min(n);
+        if workers <= 1 {
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let r = one(i);
+                let failed = r.is_err();
+                out.push(r);
+                if failed {
+                    break;
+                }
+            }
+            return out;
+        }
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let slots: Vec<Mutex<Option<Result<(Arc<Incarnation>, Instant)>>>> =
+            (0..n).map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                let work = || loop {
+                    if failed.load(Relaxed) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let r = one(i);
+                    if r.is_err() {
+                        failed.store(true, Relaxed);
+                    }
+                    *slots[i].lock() = Some(r);
+                };
+                // If no worker thread can be made, this thread does the work.
+                if std::thread::Builder::new()
+                    .name("toolpool-start".into())
+                    .stack_size(crate::process::SMALL_STACK_BYTES)
+                    .spawn_scoped(s, work)
+                    .is_err()
+                {
+                    work();
+                }
+            }
+        });
+        // Every index that was started, in order (after a failure some are missing).
+        slots.into_iter().filter_map(|m| m.into_inner()).collect()
     }
 
     /// Start `index` if it has no live process (lazy start, after idle stop, after death).
