@@ -20,7 +20,7 @@ use crate::reader::{LineBuf, OutState, StdoutFilter, StdoutReader, WaitEnd};
 use crate::rpc::Dispatcher;
 use crate::spec::{Protocol, ToolSpec};
 use crate::writer::{SendError, StdinWriter};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use parking_lot::MutexGuard;
 use serde::Serialize;
@@ -110,7 +110,8 @@ impl Incarnation {
         })?;
         let pid = sp.process.pid();
         let q = spec.limits.queue_lines;
-        let (stderr_tx, stderr_rx) = bounded::<Vec<u8>>(q);
+        // Allocated as it fills; `stderr_loop` keeps it to `q` lines.
+        let (stderr_tx, stderr_rx) = unbounded::<Vec<u8>>();
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let (stdin, writer) = StdinWriter::start(
             sp.stdin,
@@ -135,7 +136,7 @@ impl Incarnation {
             let max = spec.limits.max_line_bytes;
             let keep = spec.limits.stderr_tail_lines;
             process::spawn_small_thread(format!("toolpool-err-{pid}"), move || {
-                stderr_loop(stderr, max, &counters, stderr_tx, drop_rx, &tail, keep)
+                stderr_loop(stderr, max, &counters, (stderr_tx, q), drop_rx, &tail, keep)
             })
         };
         Ok(Arc::new(Incarnation {
@@ -442,26 +443,23 @@ fn stderr_loop(
     src: File,
     max: usize,
     counters: &Counters,
-    tx: Sender<Vec<u8>>,
+    (tx, cap): (Sender<Vec<u8>>, usize),
     drop_rx: Receiver<Vec<u8>>,
     tail: &Mutex<VecDeque<String>>,
     keep: usize,
 ) {
-    let emit = |mut line: Vec<u8>| {
+    let emit = |line: Vec<u8>| {
         counters.stderr_lines.fetch_add(1, Relaxed);
         push_tail(tail, keep, &line);
-        loop {
-            match tx.try_send(line) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(l)) => {
-                    // Nobody reads stderr: drop the oldest line, keep draining.
-                    if drop_rx.try_recv().is_ok() {
-                        counters.stderr_dropped.fetch_add(1, Relaxed);
-                    }
-                    line = l;
-                }
+        // Nobody reads stderr: drop the oldest lines, keep draining.
+        while tx.len() >= cap {
+            if drop_rx.try_recv().is_ok() {
+                counters.stderr_dropped.fetch_add(1, Relaxed);
+            } else {
+                break;
             }
         }
+        let _ = tx.send(line); // fails only once nobody can read it any more
     };
     let mut lines = LineBuf::default();
     loop {
