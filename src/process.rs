@@ -19,6 +19,7 @@ use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Release};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,6 +52,8 @@ pub(crate) struct Process {
     pid: i32,
     started: Instant,
     state: Mutex<Reaped>,
+    /// `state.reaped`, readable without the lock (routing checks it on every pick).
+    reaped: AtomicBool,
     exited: Condvar,
     waiter: Mutex<Option<JoinHandle<()>>>,
 }
@@ -79,7 +82,7 @@ impl Process {
 
     /// True until the child has been reaped.
     pub fn is_alive(&self) -> bool {
-        !self.state.lock().reaped
+        !self.reaped.load(Acquire)
     }
 
     /// Send `sig` to the child's process group. Returns false (and sends nothing) once the
@@ -205,6 +208,7 @@ pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
         pid,
         started: Instant::now(),
         state: Mutex::new(Reaped::default()),
+        reaped: AtomicBool::new(false),
         exited: Condvar::new(),
         waiter: Mutex::new(None),
     });
@@ -249,6 +253,7 @@ fn reap(p: &Process) -> ExitInfo {
         };
         st.reaped = true;
         st.exit = Some(exit);
+        p.reaped.store(true, Release);
         p.exited.notify_all();
         exit
     }

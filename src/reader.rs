@@ -19,7 +19,10 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
+};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -214,6 +217,10 @@ pub(crate) struct StdoutReader {
     counters: Arc<Counters>,
     /// How replies came lately (used by the leader only).
     adapt: Adapt,
+    /// Mirrors of `OutState::eof` and `OutState::ready()`, readable without the lock
+    /// (routing checks them on every pick).
+    eof_seen: AtomicBool,
+    ready_seen: AtomicBool,
 }
 
 impl StdoutReader {
@@ -231,6 +238,7 @@ impl StdoutReader {
             let fl = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
+        let ready_now = ready_line.is_none();
         StdoutReader {
             file,
             st: Mutex::new(OutState {
@@ -246,6 +254,8 @@ impl StdoutReader {
             filter,
             counters,
             adapt: Adapt::default(),
+            eof_seen: AtomicBool::new(false),
+            ready_seen: AtomicBool::new(ready_now),
         }
     }
 
@@ -256,12 +266,12 @@ impl StdoutReader {
 
     /// True once stdout reached EOF.
     pub fn eof(&self) -> bool {
-        self.st.lock().eof
+        self.eof_seen.load(Acquire)
     }
 
     /// True once the ready line was seen (or when there is none).
     pub fn ready(&self) -> bool {
-        self.st.lock().ready()
+        self.ready_seen.load(Acquire)
     }
 
     /// Wait until `check` returns something, reading the pipe as needed, until
@@ -436,6 +446,7 @@ impl StdoutReader {
             self.emit(st, rest);
         }
         st.eof = true;
+        self.eof_seen.store(true, Release);
         if let Some(f) = &self.filter {
             f.closed();
         }
@@ -463,6 +474,7 @@ impl StdoutReader {
             self.counters.startup_lines.fetch_add(1, Relaxed);
             if line == *want {
                 st.ready_line = None;
+                self.ready_seen.store(true, Release);
             }
             return;
         }

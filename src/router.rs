@@ -170,14 +170,22 @@ fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(us
             c.forget(key);
         }
     }
-    let candidates = (0..n)
-        .map(|k| (c.next + k) % n)
-        .filter(|&i| free(c, i))
-        .filter_map(|i| available(p, i).map(|start| (i, start)));
     let chosen = if p.spec.routing == Routing::LeastBusy && key.is_none() {
-        candidates.min_by_key(|&(i, _)| c.in_flight(i))
+        // O(log N): the counts keep the instances ordered by load.
+        let mut start = false;
+        let counts: &Counts = c;
+        counts
+            .least_busy(counts.next, cap, |i| {
+                !counts.leased(i) && available(p, i).map(|s| start = s).is_some()
+            })
+            .map(|i| (i, start))
     } else {
-        candidates.into_iter().next()
+        // Round robin: the first free one from the cursor on (O(1) unless instances
+        // ahead of it are busy).
+        (0..n)
+            .map(|k| (c.next + k) % n)
+            .filter(|&i| free(c, i))
+            .find_map(|i| available(p, i).map(|start| (i, start)))
     };
     if let Some((i, _)) = chosen {
         c.next = (i + 1) % n;
