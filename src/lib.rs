@@ -45,11 +45,14 @@
 //! 3. **stdin.** `exchange::exchange` frames the payload by [`Protocol`]: for `lines` and
 //!    `marker` it first drops stdout lines nobody asked for, then queues the line on the
 //!    incarnation's stdin (`writer`: written at once when nothing is queued, else by the
-//!    writer thread, with SIGPIPE blocked); for `jsonrpc` it registers a fresh id with the
+//!    writer thread; stdin is a socket written with `send(MSG_NOSIGNAL)`, so a dead child
+//!    gives `EPIPE`, never SIGPIPE); for `jsonrpc` it registers a fresh id with the
 //!    incarnation's dispatcher (`rpc`) and sends the encoded request.
 //! 4. **The child** reads the line and writes its reply on stdout.
 //! 5. **stdout.** The waiting caller reads the pipe itself (`reader`: one leader reads at
-//!    a time for all waiters, splits lines, cuts over-long ones); in `jsonrpc` each line
+//!    a time for all waiters, splits lines, cuts over-long ones; it reads first when
+//!    replies come at once, spins briefly when they come within [`SPIN_BUDGET`], and
+//!    sleeps in `poll` otherwise); in `jsonrpc` each line
 //!    passes the dispatcher, which hands a reply to the request waiting for its id,
 //!    queues notifications, and drops (and counts) replies nobody waits for.
 //! 6. **Back to the caller.** The framed reply (the line; the lines up to the marker; the
@@ -101,6 +104,7 @@ pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::{Health, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
+pub use reader::SPIN_BUDGET;
 pub use router::{MapResult, Reply, ServedBy};
 pub use spec::{
     HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart, RestartPolicy,

@@ -37,8 +37,12 @@ pub(crate) trait StdoutFilter: Send + Sync {
 /// Bytes asked of the kernel per `read`.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Longest a caller spins (non-blocking reads in a loop) for a reply before it sleeps in
-/// `poll`; it spins only when recent replies came within it (see [`spin_slots`]).
+/// Longest a caller spins (non-blocking reads about every microsecond) for a reply before
+/// it sleeps in `poll`. It spins only while recent replies on that instance came within
+/// this budget (a miss doubles the number of waits that skip the spin, up to 1,024), and
+/// at most one caller fewer than the CPUs the process may use spins at a time (none on
+/// one CPU). So a caller burns at most this much CPU per call, and far less on average
+/// when replies are slow.
 pub const SPIN_BUDGET: std::time::Duration = std::time::Duration::from_micros(50);
 /// Pause instructions between two reads of a spin (about a microsecond).
 const SPIN_PAUSES: u32 = 64;
