@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+/// A spawned incarnation and when it must be ready, or why it could not be spawned.
+type Started = Result<(Arc<Incarnation>, Instant)>;
+
 /// The state of one pool that its users share.
 pub(crate) struct PoolCore {
     pub spec: ToolSpec,
@@ -159,7 +162,7 @@ impl PoolCore {
     /// Spawn every instance, in index order, on up to one worker thread per core (the
     /// calling thread alone for one instance). Each success carries its own ready
     /// deadline. After the first failure no further index is started.
-    fn spawn_all(self: &Arc<Self>) -> Vec<Result<(Arc<Incarnation>, Instant)>> {
+    fn spawn_all(self: &Arc<Self>) -> Vec<Started> {
         let n = self.instances.len();
         let one = |i: usize| self.spawn(i).map(|c| (c, self.start_deadline()));
         let workers = std::thread::available_parallelism()
@@ -179,8 +182,7 @@ impl PoolCore {
         }
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let slots: Vec<Mutex<Option<Result<(Arc<Incarnation>, Instant)>>>> =
-            (0..n).map(|_| Mutex::new(None)).collect();
+        let slots: Vec<Mutex<Option<Started>>> = (0..n).map(|_| Mutex::new(None)).collect();
         std::thread::scope(|s| {
             for _ in 0..workers {
                 let work = || loop {

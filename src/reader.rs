@@ -372,7 +372,7 @@ impl StdoutReader {
         let a = &self.adapt;
         let calls = a.calls.fetch_add(1, Relaxed);
         // 1. Read first: kept while it finds the reply, retried every 16th wait.
-        if a.read_first.load(Relaxed) || calls % 16 == 0 {
+        if a.read_first.load(Relaxed) || calls.is_multiple_of(16) {
             let got = read_into(lines, &self.file);
             a.read_first.store(got != Fetched::Nothing, Relaxed);
             if got != Fetched::Nothing {
