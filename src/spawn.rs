@@ -138,9 +138,24 @@ fn executable(p: &Path) -> bool {
 
 /// `program` as `execvp` would find it with the child's `PATH`: as given when it holds a
 /// `/`, else the first executable match in `PATH` (default `/usr/local/bin:/usr/bin:/bin`).
-fn resolve(program: &str, path: Option<&OsStr>) -> Result<PathBuf, SpawnError> {
+///
+/// A path is checked here too (relative to `cwd` when it is relative), so a missing or
+/// non-executable program is reported even where the spawn itself cannot tell (valgrind
+/// runs the child as a plain fork, and an exec failure then shows only as exit 127).
+fn resolve(program: &str, path: Option<&OsStr>, cwd: Option<&Path>) -> Result<PathBuf, SpawnError> {
     if program.contains('/') {
-        return Ok(PathBuf::from(program));
+        let given = PathBuf::from(program);
+        let full = match cwd {
+            Some(d) if given.is_relative() => d.join(&given),
+            _ => given.clone(),
+        };
+        return if executable(&full) {
+            Ok(given)
+        } else if full.exists() {
+            Err(SpawnError::PermissionDenied)
+        } else {
+            Err(SpawnError::NotFound)
+        };
     }
     let path = path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
     let mut denied = false;
@@ -176,7 +191,7 @@ pub(crate) fn spawn(
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_os_str());
-    let program = resolve(&argv[0], path_var)?;
+    let program = resolve(&argv[0], path_var, cwd)?;
     let other = SpawnError::Other;
     let prog = cstr(program.as_os_str().as_bytes()).map_err(other)?;
     let args: Vec<CString> = argv
