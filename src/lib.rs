@@ -45,8 +45,7 @@
 //! 3. **stdin.** `exchange::exchange` frames the payload by [`Protocol`]: for `lines` and
 //!    `marker` it first drops stdout lines nobody asked for, then queues the line on the
 //!    incarnation's stdin (`writer`: written at once when nothing is queued, else by the
-//!    writer thread; stdin is a socket written with `send(MSG_NOSIGNAL)`, so a dead child
-//!    gives `EPIPE`, never SIGPIPE); for `jsonrpc` it registers a fresh id with the
+//!    writer thread, with SIGPIPE blocked); for `jsonrpc` it registers a fresh id with the
 //!    incarnation's dispatcher (`rpc`) and sends the encoded request.
 //! 4. **The child** reads the line and writes its reply on stdout.
 //! 5. **stdout.** The waiting caller reads the pipe itself (`reader`: one leader reads at

@@ -1,8 +1,8 @@
 //! The stdin side of an incarnation: a bounded queue, a writer thread, and a fast path.
 //!
 //! `send` never blocks on the child. When nothing is queued and no write is under way,
-//! the caller writes the line itself with one non-blocking `send(MSG_NOSIGNAL)` (stdin
-//! is a socket, so a dead child gives `EPIPE`, never SIGPIPE), which saves a thread
+//! the caller writes the line itself with one non-blocking `write` (SIGPIPE blocked in
+//! its thread for that call, and a SIGPIPE it raised consumed), which saves a thread
 //! hand-off per line. Whatever does not fit in the pipe at once goes on the queue, and the
 //! writer thread writes it, blocking on the child instead of the caller. Order is kept:
 //! the fast path is taken only while `pending` (queued or being written) is zero, checked
@@ -12,6 +12,7 @@ use crate::metrics::Counters;
 use crossbeam_channel::{select, unbounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
@@ -151,30 +152,45 @@ impl StdinWriter {
     }
 }
 
-/// One non-blocking write from a thread we may not own. stdin is a socket
-/// ([`crate::spawn`]), so `MSG_NOSIGNAL` turns a write to a dead child into `EPIPE`
-/// without SIGPIPE: one system call, no signal-mask pair.
+/// One non-blocking write from a thread we may not own: SIGPIPE is blocked around it,
+/// and a SIGPIPE the write raised is taken off the thread before the mask is restored.
 fn write_no_sigpipe(fd: i32, buf: &[u8]) -> std::io::Result<usize> {
-    // SAFETY: send on an fd we hold the lock for, from a live buffer.
-    let r = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
+    // SAFETY: signal-mask calls on this thread with initialised sets; write to an fd we
+    // hold the lock for.
+    unsafe {
+        let mut pipe_set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe_set);
+        libc::sigaddset(&mut pipe_set, libc::SIGPIPE);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe_set, &mut old);
+        let r = libc::write(fd, buf.as_ptr().cast(), buf.len());
+        let err = std::io::Error::last_os_error();
+        if r < 0
+            && err.raw_os_error() == Some(libc::EPIPE)
+            && libc::sigismember(&old, libc::SIGPIPE) == 0
+        {
+            // The write queued a SIGPIPE for this thread; take it so unblocking does not
+            // deliver it (a SIGPIPE pending from elsewhere is left alone only if it was
+            // blocked already, which is the case we skip).
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&pipe_set, std::ptr::null_mut(), &zero) == libc::SIGPIPE {}
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if r < 0 {
+            Err(err)
+        } else {
+            Ok(r as usize)
+        }
     }
 }
 
 /// Write all of `buf`, waiting for room with poll (the fd is non-blocking).
 fn write_all_blocking(f: &mut File, mut buf: &[u8]) -> std::io::Result<()> {
     while !buf.is_empty() {
-        match write_no_sigpipe(f.as_raw_fd(), buf) {
+        match f.write(buf) {
             Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let mut p = libc::pollfd {
