@@ -7,7 +7,7 @@
 //! the counts. Nothing else changes them.
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 /// Sticky keys remembered per pool; past this the oldest mapping is forgotten.
@@ -16,6 +16,8 @@ pub const MAX_STICKY_KEYS: usize = 65_536;
 /// The counts under the admission lock.
 pub(crate) struct Counts {
     in_flight: Vec<usize>,
+    /// `(in_flight[i], i)` for every instance, so the least busy is found in O(log N).
+    by_load: BTreeSet<(usize, usize)>,
     leased: Vec<bool>,
     busy_since: Vec<Option<Instant>>,
     /// Where the next round-robin pick starts.
@@ -32,6 +34,7 @@ impl Counts {
     fn new(n: usize) -> Counts {
         Counts {
             in_flight: vec![0; n],
+            by_load: (0..n).map(|i| (0, i)).collect(),
             leased: vec![false; n],
             busy_since: vec![None; n],
             next: 0,
@@ -44,16 +47,50 @@ impl Counts {
 
     /// Make room for instances `0..n` (a resize grew the pool; never shrinks).
     pub fn ensure_len(&mut self, n: usize) {
-        if self.in_flight.len() < n {
+        let old = self.in_flight.len();
+        if old < n {
             self.in_flight.resize(n, 0);
             self.leased.resize(n, false);
             self.busy_since.resize(n, None);
+            self.by_load.extend((old..n).map(|i| (0, i)));
         }
     }
 
     /// Requests in flight on `i` (a supervisor reservation counts as one).
     pub fn in_flight(&self, i: usize) -> usize {
         self.in_flight[i]
+    }
+
+    /// Set `in_flight[i]`, keeping `by_load` in step.
+    fn set_in_flight(&mut self, i: usize, n: usize) {
+        self.by_load.remove(&(self.in_flight[i], i));
+        self.by_load.insert((n, i));
+        self.in_flight[i] = n;
+    }
+
+    /// The least busy instance below `below` requests in flight for which `ok` holds;
+    /// among equals the first from `from` on (wrapping), as a round robin would take
+    /// them. O(log N) plus the instances `ok` turns down.
+    pub fn least_busy(
+        &self,
+        from: usize,
+        below: usize,
+        mut ok: impl FnMut(usize) -> bool,
+    ) -> Option<usize> {
+        let mut level = self.by_load.first()?.0;
+        while level < below {
+            let hit = self
+                .by_load
+                .range((level, from)..(level + 1, 0))
+                .chain(self.by_load.range((level, 0)..(level, from)))
+                .map(|&(_, i)| i)
+                .find(|&i| ok(i));
+            if hit.is_some() {
+                return hit;
+            }
+            level = self.by_load.range((level + 1, 0)..).next()?.0;
+        }
+        None
     }
 
     /// Requests in flight on all instances.
@@ -81,12 +118,12 @@ impl Counts {
         if self.in_flight[i] == 0 {
             self.busy_since[i] = Some(Instant::now());
         }
-        self.in_flight[i] += 1;
+        self.set_in_flight(i, self.in_flight[i] + 1);
     }
 
     /// A request on `i` is over.
     pub fn give_back(&mut self, i: usize) {
-        self.in_flight[i] -= 1;
+        self.set_in_flight(i, self.in_flight[i] - 1);
         if self.in_flight[i] == 0 {
             self.busy_since[i] = None;
         }
@@ -103,13 +140,13 @@ impl Counts {
         if !self.idle(i) {
             return false;
         }
-        self.in_flight[i] += 1;
+        self.set_in_flight(i, self.in_flight[i] + 1);
         true
     }
 
     /// End a [`Counts::reserve_idle`].
     pub fn unreserve(&mut self, i: usize) {
-        self.in_flight[i] -= 1;
+        self.set_in_flight(i, self.in_flight[i] - 1);
     }
 
     /// The instance and pid `key` maps to.

@@ -23,7 +23,7 @@ use crate::reader::{LineBuf, OutState, StdoutFilter, StdoutReader, WaitEnd};
 use crate::rpc::{encode_notification, ClientReplies, Dispatcher};
 use crate::spec::{Protocol, StderrMode, ToolSpec};
 use crate::writer::{SendError, StdinWriter};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use parking_lot::MutexGuard;
 use serde::Serialize;
@@ -167,7 +167,8 @@ impl Incarnation {
         }
         let pid = sp.process.pid();
         let q = spec.limits.queue_lines;
-        let (stderr_tx, stderr_rx) = bounded::<Vec<u8>>(q);
+        // Allocated as it fills; `stderr_loop` keeps it to `q` lines.
+        let (stderr_tx, stderr_rx) = unbounded::<Vec<u8>>();
         let (stdin, writer) = StdinWriter::start(
             sp.stdin,
             q,
@@ -205,13 +206,13 @@ impl Incarnation {
             let keep = spec.limits.stderr_tail_lines;
             let log_as = (spec.stderr == StderrMode::Log)
                 .then(|| format!("tool={} instance={index} pid={pid}", spec.id));
-            process::spawn_thread(format!("toolpool-err-{pid}"), move || {
+            process::spawn_small_thread(format!("toolpool-err-{pid}"), move || {
                 let _done = stderr_done_tx;
                 stderr_loop(
                     stderr,
                     max,
                     &counters,
-                    stderr_tx,
+                    (stderr_tx, q),
                     drop_rx,
                     (&tail, keep),
                     log_as.as_deref(),
@@ -671,29 +672,26 @@ fn stderr_loop(
     src: File,
     max: usize,
     counters: &Counters,
-    tx: Sender<Vec<u8>>,
+    (tx, cap): (Sender<Vec<u8>>, usize),
     drop_rx: Receiver<Vec<u8>>,
     (tail, keep): (&Mutex<VecDeque<String>>, usize),
     log_as: Option<&str>,
 ) {
-    let emit = |mut line: Vec<u8>| {
+    let emit = |line: Vec<u8>| {
         counters.stderr_lines.fetch_add(1, Relaxed);
         push_tail(tail, keep, &line);
         if let Some(who) = log_as {
             log::info!(target: "toolpool::stderr", "stderr {who}: {}", String::from_utf8_lossy(&line));
         }
-        loop {
-            match tx.try_send(line) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(l)) => {
-                    // Nobody reads stderr: drop the oldest line, keep draining.
-                    if drop_rx.try_recv().is_ok() {
-                        counters.stderr_dropped.fetch_add(1, Relaxed);
-                    }
-                    line = l;
-                }
+        // Nobody reads stderr: drop the oldest lines, keep draining.
+        while tx.len() >= cap {
+            if drop_rx.try_recv().is_ok() {
+                counters.stderr_dropped.fetch_add(1, Relaxed);
+            } else {
+                break;
             }
         }
+        let _ = tx.send(line); // fails only once nobody can read it any more
     };
     let mut lines = LineBuf::default();
     loop {

@@ -55,7 +55,9 @@
 //!    with `Content-Length` headers by `lsp`).
 //! 4. **The child** reads the line and writes its reply on stdout.
 //! 5. **stdout.** The waiting caller reads the pipe itself (`reader`: one leader reads at
-//!    a time for all waiters, splits lines, cuts over-long ones); in `jsonrpc` each line
+//!    a time for all waiters, splits lines, cuts over-long ones; it reads first when
+//!    replies come at once, spins briefly when they come within [`SPIN_BUDGET`], and
+//!    sleeps in `poll` otherwise); in `jsonrpc` each line
 //!    passes the dispatcher, which hands a reply to the request waiting for its id,
 //!    queues notifications, answers requests from the tool (`client_replies`, else
 //!    "method not found"), and drops (and counts) replies nobody waits for; for `lsp` the
@@ -75,7 +77,7 @@
 //! [`Error::Cancelled`] and the request ends as a timed-out one would (step 6).
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, [`cancel`] →
-//! `metrics`, `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot`, `dry` → `lsp` →
+//! `metrics`, `spawn` → `process` → `limiter`, `reader`, `writer` → `rpc`, `oneshot`, `dry` → `lsp` →
 //! `incarnation` → `instance`, `admission`, `exchange` → `handshake`, `roster` → `lifecycle` →
 //! `sizing` → `supervisor`, `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 //! [`remote`] sits beside `incarnation` (it builds the launcher argv that `process`
@@ -114,6 +116,7 @@ pub mod router;
 mod rpc;
 mod sizing;
 mod snapshot;
+mod spawn;
 pub mod spec;
 pub mod status;
 mod supervisor;
@@ -134,6 +137,7 @@ pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::metrics_prometheus_all;
 pub use pool::{Health, HostStatus, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
 pub use pools::Pools;
+pub use reader::SPIN_BUDGET;
 pub use remote::{Launcher, RemoteSpec};
 pub use router::{MapResult, Reply, ServedBy};
 pub use spec::StderrMode;

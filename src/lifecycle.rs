@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+/// A spawned incarnation and when it must be ready, or why it could not be spawned.
+type Started = Result<(Arc<Incarnation>, Instant)>;
+
 /// The state of one pool that its users share.
 pub(crate) struct PoolCore {
     /// The spec the pool was created with. A reload changes only keys read when a
@@ -155,38 +158,31 @@ impl PoolCore {
         }))
     }
 
-    /// Start every instance: spawn all, then wait for all to be ready (in parallel). On
-    /// any failure every process started here is stopped.
+    /// Start every instance: spawn all in parallel (one worker per core, see
+    /// [`PoolCore::spawn_all`]), then wait for all to be ready, each within
+    /// `startup.timeout_ms` of its own spawn. On any failure every process started here is
+    /// stopped and the failure of the lowest instance index is returned.
     pub fn start_all(self: &Arc<Self>) -> Result<()> {
         if self.remote.is_some() {
             return self.start_all_remote();
         }
-        let deadline = self.start_deadline();
-        let mut started = Vec::new();
-        let mut failure = None;
         // Elastic pools start `min_instances`; the others every instance.
         let first = self.spec.min_instances.unwrap_or(self.instances.len());
-        for i in 0..first {
-            match self.spawn(i, None) {
-                Ok(c) => started.push(c),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
+        let started = self.spawn_all(first);
+        let mut failure = started.iter().find_map(|r| r.as_ref().err().cloned());
+        let ok: Vec<(Arc<Incarnation>, Instant)> = started.into_iter().flatten().collect();
         if failure.is_none() {
-            failure = started
+            failure = ok
                 .iter()
-                .find_map(|c| self.await_ready(c, deadline).err());
+                .find_map(|(c, deadline)| self.await_ready(c, *deadline).err());
         }
         if let Some(e) = failure {
-            for c in started {
+            for (c, _) in ok {
                 c.stop();
             }
             return Err(e);
         }
-        for (i, c) in started.into_iter().enumerate() {
+        for (i, (c, _)) in ok.into_iter().enumerate() {
             self.install(i, c);
         }
         Ok(())
@@ -252,6 +248,60 @@ impl PoolCore {
             self.install(i, c);
         }
         Ok(())
+    }
+
+    /// Spawn instances `0..n`, in index order, on up to one worker thread per core (the
+    /// calling thread alone for one instance). Each success carries its own ready
+    /// deadline. After the first failure no further index is started.
+    fn spawn_all(self: &Arc<Self>, n: usize) -> Vec<Started> {
+        let one = |i: usize| self.spawn(i, None).map(|c| (c, self.start_deadline()));
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |c| c.get())
+            .min(n);
+        if workers <= 1 {
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let r = one(i);
+                let failed = r.is_err();
+                out.push(r);
+                if failed {
+                    break;
+                }
+            }
+            return out;
+        }
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let slots: Vec<Mutex<Option<Started>>> = (0..n).map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                let work = || loop {
+                    if failed.load(Relaxed) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let r = one(i);
+                    if r.is_err() {
+                        failed.store(true, Relaxed);
+                    }
+                    *slots[i].lock() = Some(r);
+                };
+                // If no worker thread can be made, this thread does the work.
+                if std::thread::Builder::new()
+                    .name("toolpool-start".into())
+                    .stack_size(crate::process::SMALL_STACK_BYTES)
+                    .spawn_scoped(s, work)
+                    .is_err()
+                {
+                    work();
+                }
+            }
+        });
+        // Every index that was started, in order (after a failure some are missing).
+        slots.into_iter().filter_map(|m| m.into_inner()).collect()
     }
 
     /// Start `index` if it has no live process (lazy start, after idle stop, after death).
@@ -502,6 +552,12 @@ impl PoolCore {
             c.terminate();
         }
         wait_all(&all, end);
+        // Kill every one first, then join: the threads of all of them end in parallel
+        // instead of one incarnation at a time.
+        for c in &all {
+            c.begin_stop();
+            c.kill();
+        }
         for c in &all {
             c.stop();
         }

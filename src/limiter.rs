@@ -26,6 +26,10 @@ pub const WARN_UTILIZATION_PERCENT: f64 = 80.0;
 struct Tally {
     max: usize,
     reserved: usize,
+    /// Bumped by every `kill_all`: a process whose spawn began before (its permit holds
+    /// an older value) is killed when it registers, so a kill-all never misses a process
+    /// that was being spawned (and may already be visible) while it ran.
+    kill_epoch: u64,
     procs: BTreeMap<i32, Arc<Process>>,
 }
 
@@ -84,6 +88,8 @@ pub struct KillReport {
 struct Permit {
     limiter: Arc<Limiter>,
     bound: bool,
+    /// `kill_epoch` when the permit was taken.
+    epoch: u64,
 }
 
 impl Permit {
@@ -92,6 +98,9 @@ impl Permit {
         st.reserved -= 1;
         st.procs.insert(process.pid(), Arc::clone(process));
         self.bound = true;
+        if st.kill_epoch != self.epoch {
+            process.signal(libc::SIGKILL);
+        }
     }
 }
 
@@ -164,7 +173,11 @@ impl Limiter {
     /// SIGKILL every process group started under this limiter. Pools see their instances
     /// die and follow their restart policy.
     pub fn kill_all(&self) -> KillReport {
-        let procs: Vec<Arc<Process>> = self.state.lock().procs.values().cloned().collect();
+        let procs: Vec<Arc<Process>> = {
+            let mut st = self.state.lock();
+            st.kill_epoch += 1;
+            st.procs.values().cloned().collect()
+        };
         let killed_pids: Vec<i32> = procs
             .iter()
             .filter(|p| p.signal(libc::SIGKILL))
@@ -249,6 +262,7 @@ impl Limiter {
         Ok(Permit {
             limiter: Arc::clone(self),
             bound: false,
+            epoch: st.kill_epoch,
         })
     }
 

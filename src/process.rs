@@ -4,7 +4,8 @@
 //! - the child leads its own process group, and every signal goes to the group, so a
 //!   grandchild that holds the pipes dies with it;
 //! - the child starts with an empty signal mask and default dispositions, and every fd
-//!   above stdio is close-on-exec in the child, so it inherits only stdio;
+//!   above stdio is closed in the child, so it inherits only stdio (spawned with
+//!   `posix_spawn`, which does not copy the host: [`crate::spawn`]);
 //! - one waiter thread owns the `wait`: it learns of the exit with `waitid(WNOWAIT)`, kills
 //!   what is left of the group while the zombie still pins the pid, and only then reaps,
 //!   under the same lock that [`Process::signal`] takes, so a pid is never signalled after
@@ -13,12 +14,12 @@
 //!   `EPIPE` instead of killing a C or Go host; no signal handler is ever installed.
 
 use crate::error::{Error, ExitInfo, Result};
+use crate::spawn::SpawnError;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Release};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,6 +52,8 @@ pub(crate) struct Process {
     pid: i32,
     started: Instant,
     state: Mutex<Reaped>,
+    /// `state.reaped`, readable without the lock (routing checks it on every pick).
+    reaped: AtomicBool,
     exited: Condvar,
     waiter: Mutex<Option<JoinHandle<()>>>,
 }
@@ -79,7 +82,7 @@ impl Process {
 
     /// True until the child has been reaped.
     pub fn is_alive(&self) -> bool {
-        !self.state.lock().reaped
+        !self.reaped.load(Acquire)
     }
 
     /// Send `sig` to the child's process group. Returns false (and sends nothing) once the
@@ -111,7 +114,7 @@ impl Process {
     /// runs `on_exit`. Called once, right after [`spawn`].
     pub(crate) fn start_waiter(self: &Arc<Self>, on_exit: Box<dyn FnOnce(ExitInfo) + Send>) {
         let p = Arc::clone(self);
-        let handle = spawn_thread(format!("toolpool-wait-{}", self.pid), move || {
+        let handle = spawn_small_thread(format!("toolpool-wait-{}", self.pid), move || {
             let exit = reap(&p);
             on_exit(exit);
         });
@@ -132,6 +135,14 @@ impl Process {
     }
 }
 
+/// Stack size of the per-instance threads (stdin writer, stderr drainer, waiter) and the
+/// start-up workers. They keep their buffers on the heap, but log records are emitted on
+/// them (spawned, exited, `stderr: "log"`), and a C, Go or Python host's log callback runs
+/// on the emitting thread, so the stack leaves room for a host's logging code: 256 KiB.
+/// Only touched pages are resident, so this costs address space, not memory: a thousand
+/// instances reserve 0.75 GiB of addresses instead of the 6 GiB of default stacks.
+pub const SMALL_STACK_BYTES: usize = 256 * 1024;
+
 /// Spawn a thread that blocks SIGPIPE, so writes to a dead child return EPIPE.
 ///
 /// The name is sanitised (a NUL byte in a thread name would panic). Panics only when the
@@ -149,6 +160,21 @@ where
         .expect("toolpool: cannot spawn a thread")
 }
 
+/// [`spawn_thread`] with a [`SMALL_STACK_BYTES`] stack, for the per-instance threads.
+pub(crate) fn spawn_small_thread<F>(name: String, f: F) -> JoinHandle<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.replace('\0', "?"))
+        .stack_size(SMALL_STACK_BYTES)
+        .spawn(move || {
+            block_sigpipe();
+            f()
+        })
+        .expect("toolpool: cannot spawn a thread")
+}
+
 fn block_sigpipe() {
     // SAFETY: manipulating this thread's own signal mask with a properly initialised set.
     unsafe {
@@ -159,100 +185,33 @@ fn block_sigpipe() {
     }
 }
 
-/// Runs in the child between fork and exec: only async-signal-safe calls.
-fn child_setup() -> std::io::Result<()> {
-    // SAFETY: each call is async-signal-safe and touches only the child's own state.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        // The raw syscall, because glibc's signal() refuses the signals it reserves for
-        // itself (32, 33), which a host may still have ignored. An all-zero kernel
-        // sigaction is SIG_DFL with no flags and an empty mask on every architecture.
-        let dfl = [0u64; 4];
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    dfl.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    8usize,
-                );
-            }
-        }
-        // Everything above stdio becomes close-on-exec (a C host may have leaked fds
-        // without O_CLOEXEC). close_range(CLOSE_RANGE_CLOEXEC) needs Linux 5.11; older
-        // kernels get the loop. std's own exec-error pipe is already close-on-exec.
-        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
-            let max = match libc::sysconf(libc::_SC_OPEN_MAX) {
-                n if n > 0 => n.min(65_536) as i32,
-                _ => 4096,
-            };
-            for fd in 3..max {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags >= 0 {
-                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Start `launch`. The caller then starts the waiter with [`Process::start_waiter`] (the
-/// limiter does, once it has registered the process: see `Limiter::spawn`).
+/// Start `launch` (with `posix_spawn`: see [`crate::spawn`] for the hygiene it keeps).
+/// The caller then starts the waiter with [`Process::start_waiter`] (the limiter does,
+/// once it has registered the process: see `Limiter::spawn`).
 pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
     let program = &launch.argv[0];
-    let mut cmd = Command::new(program);
-    cmd.args(&launch.argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if launch.env_clear {
-        cmd.env_clear();
-    }
-    cmd.envs(&launch.env);
-    if let Some(dir) = &launch.cwd {
-        cmd.current_dir(dir);
-    }
-    // SAFETY: child_setup only makes async-signal-safe calls.
-    unsafe {
-        cmd.pre_exec(child_setup);
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => match &launch.cwd {
-                Some(d) if !d.is_dir() => {
-                    format!("working directory {} does not exist", d.display())
-                }
-                _ => "no such file (or not found in PATH)".to_string(),
-            },
-            std::io::ErrorKind::PermissionDenied => "permission denied (not executable?)".into(),
-            _ => e.to_string(),
+    let child = crate::spawn::spawn(
+        &launch.argv,
+        &launch.env,
+        launch.env_clear,
+        launch.cwd.as_deref(),
+    )
+    .map_err(|e| {
+        let why = match e {
+            SpawnError::BadCwd(d) => format!("working directory {} does not exist", d.display()),
+            SpawnError::NotFound => "no such file (or not found in PATH)".to_string(),
+            SpawnError::PermissionDenied => "permission denied (not executable?)".into(),
+            SpawnError::Other(e) => e.to_string(),
         };
         Error::Spawn(format!("cannot start '{program}': {why}"))
     })?;
-    let pid = child.id() as i32;
-    // The three pipes were asked for above (`Stdio::piped`), so they are there.
-    let (stdin, stdout, stderr) = (
-        File::from(std::os::fd::OwnedFd::from(
-            child.stdin.take().expect("piped"),
-        )),
-        File::from(std::os::fd::OwnedFd::from(
-            child.stdout.take().expect("piped"),
-        )),
-        File::from(std::os::fd::OwnedFd::from(
-            child.stderr.take().expect("piped"),
-        )),
-    );
-    drop(child); // std's Child neither waits nor kills on drop; our waiter owns the wait.
+    let pid = child.pid;
+    let (stdin, stdout, stderr) = (child.stdin, child.stdout, child.stderr);
     let process = Arc::new(Process {
         pid,
         started: Instant::now(),
         state: Mutex::new(Reaped::default()),
+        reaped: AtomicBool::new(false),
         exited: Condvar::new(),
         waiter: Mutex::new(None),
     });
@@ -297,6 +256,7 @@ fn reap(p: &Process) -> ExitInfo {
         };
         st.reaped = true;
         st.exit = Some(exit);
+        p.reaped.store(true, Release);
         p.exited.notify_all();
         exit
     }

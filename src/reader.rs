@@ -19,10 +19,12 @@ use crate::metrics::Counters;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
+};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// Takes stdout lines before they reach the incarnation's queue (the JSON-RPC dispatcher).
@@ -47,6 +49,90 @@ pub(crate) trait StdoutFilter: Send + Sync {
 /// Bytes asked of the kernel per `read`.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// Longest a caller spins (non-blocking reads about every microsecond) for a reply before
+/// it sleeps in `poll`. It spins only while recent replies on that instance came within
+/// this budget (a miss doubles the number of waits that skip the spin, up to 1,024), and
+/// at most one caller fewer than the CPUs the process may use spins at a time (none on
+/// one CPU). So a caller burns at most this much CPU per call, and far less on average
+/// when replies are slow.
+pub const SPIN_BUDGET: std::time::Duration = std::time::Duration::from_micros(50);
+/// Pause instructions between two reads of a spin (about a microsecond).
+const SPIN_PAUSES: u32 = 64;
+/// After a spin that missed, the waits that skip the spin double, up to this many.
+const SPIN_MAX_BACKOFF: u32 = 1024;
+
+/// Callers spinning now, process-wide.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Callers that may spin at once: one fewer than the CPUs this process may use (so the
+/// children always keep a CPU; none on one CPU, where a spin would only delay the child).
+pub fn spin_slots() -> usize {
+    static SLOTS: OnceLock<usize> = OnceLock::new();
+    *SLOTS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) - 1)
+}
+
+/// One of the [`spin_slots`], held while spinning.
+struct SpinSlot;
+
+impl SpinSlot {
+    fn take() -> Option<SpinSlot> {
+        let max = spin_slots();
+        SPINNING
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| SpinSlot)
+    }
+}
+
+impl Drop for SpinSlot {
+    fn drop(&mut self) {
+        SPINNING.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What the leader learnt of the reply timing (atomics: read and written by the leader
+/// only, so relaxed loads and stores suffice).
+#[derive(Default)]
+struct Adapt {
+    calls: AtomicU32,
+    /// The last read-first found bytes.
+    read_first: AtomicBool,
+    /// Waits left that skip the spin.
+    spin_skip: AtomicU32,
+    /// The skip after the last miss (doubled each miss, 0 after a hit).
+    spin_backoff: AtomicU32,
+}
+
+/// What one fetch from the pipe gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetched {
+    /// Nothing yet (would block, interrupted, or the deadline passed).
+    Nothing,
+    /// Bytes were read into the buffer.
+    Data,
+    /// EOF or a read error: stdout is over.
+    End,
+    /// `poll` said readable but the read found nothing: look again.
+    Again,
+}
+
+/// One non-blocking read into `lines`.
+fn read_into(lines: &mut LineBuf, src: &File) -> Fetched {
+    match lines.fill_from(src) {
+        Ok(0) => Fetched::End,
+        Ok(_) => Fetched::Data,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            Fetched::Nothing
+        }
+        Err(_) => Fetched::End,
+    }
+}
+
 /// Why a wait ended without what it waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WaitEnd {
@@ -68,17 +154,26 @@ pub(crate) struct LineBuf {
 }
 
 impl LineBuf {
-    /// One `read` of up to 64 KiB from `src`; `Ok(0)` at EOF.
-    pub fn fill_from(&mut self, mut src: &File) -> std::io::Result<usize> {
+    /// One `read` of up to 64 KiB from `src`; `Ok(0)` at EOF. The kernel writes into
+    /// the buffer's spare capacity directly (nothing is zeroed first), so only the pages a
+    /// read fills become resident: an idle instance holds a page, not 64 KiB.
+    pub fn fill_from(&mut self, src: &File) -> std::io::Result<usize> {
         if self.start > 0 && self.start * 2 >= self.buf.len() {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK_BYTES, 0);
-        let r = src.read(&mut self.buf[len..]);
-        self.buf.truncate(len + *r.as_ref().unwrap_or(&0));
-        r
+        self.buf.reserve(READ_CHUNK_BYTES);
+        let spare = self.buf.spare_capacity_mut();
+        let want = spare.len().min(READ_CHUNK_BYTES);
+        // SAFETY: read(2) writes at most `want` bytes into the spare capacity; exactly
+        // the `n` bytes it reports are then marked initialised.
+        let n = unsafe { libc::read(src.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: see above; `n <= want <= spare.len()`.
+        unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+        Ok(n as usize)
     }
 
     /// The next complete line or piece, if the buffer holds one.
@@ -183,6 +278,12 @@ pub(crate) struct StdoutReader {
     cap: usize,
     filter: Option<Arc<dyn StdoutFilter>>,
     counters: Arc<Counters>,
+    /// How replies came lately (used by the leader only).
+    adapt: Adapt,
+    /// Mirrors of `OutState::eof` and `OutState::ready()`, readable without the lock
+    /// (routing checks them on every pick).
+    eof_seen: AtomicBool,
+    ready_seen: AtomicBool,
 }
 
 impl StdoutReader {
@@ -200,6 +301,7 @@ impl StdoutReader {
             let fl = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
+        let ready_now = ready_line.is_none();
         StdoutReader {
             file,
             st: Arc::new(Mutex::new(OutState {
@@ -216,6 +318,9 @@ impl StdoutReader {
             cap,
             filter,
             counters,
+            adapt: Adapt::default(),
+            eof_seen: AtomicBool::new(false),
+            ready_seen: AtomicBool::new(ready_now),
         }
     }
 
@@ -231,12 +336,12 @@ impl StdoutReader {
 
     /// True once stdout reached EOF.
     pub fn eof(&self) -> bool {
-        self.st.lock().eof
+        self.eof_seen.load(Acquire)
     }
 
     /// True once the ready line was seen (or when there is none).
     pub fn ready(&self) -> bool {
-        self.st.lock().ready()
+        self.ready_seen.load(Acquire)
     }
 
     /// Wait until `check` returns something, reading the pipe as needed, until
@@ -274,7 +379,7 @@ impl StdoutReader {
             }
             if !st.leader {
                 st.leader = true;
-                let got = self.lead(&mut st, deadline, cancel_fd);
+                let got = self.lead(&mut st, Some(deadline), cancel_fd);
                 st.leader = false;
                 self.cv.notify_all();
                 if got || cancelled(cancel) {
@@ -309,21 +414,21 @@ impl StdoutReader {
         let mut st = self.st.lock();
         if !st.leader {
             st.leader = true;
-            self.lead(&mut st, Instant::now(), None);
+            self.lead(&mut st, None, None);
             st.leader = false;
             self.cv.notify_all();
         }
         st
     }
 
-    /// As leader: split buffered bytes; if that gives nothing, poll (lock released) until
-    /// `deadline` (or the cancel token's eventfd: `cancel` is `Some(fd)` with a token,
-    /// `Some(None)` when its eventfd could not be made) and read once. Returns true when
-    /// something happened (lines, EOF).
+    /// As leader: split buffered bytes; if that gives nothing, fetch more from the pipe
+    /// with the lock released: without a deadline one non-blocking read; with one, see
+    /// [`StdoutReader::fetch`] (`cancel` is `Some(fd)` with a token, `Some(None)` when its
+    /// eventfd could not be made). Returns true when something happened (lines, EOF).
     fn lead(
         &self,
         st: &mut MutexGuard<'_, OutState>,
-        deadline: Instant,
+        deadline: Option<Instant>,
         cancel: Option<Option<i32>>,
     ) -> bool {
         if self.split(st) {
@@ -332,12 +437,81 @@ impl StdoutReader {
         if !self.room(st) {
             return false; // the queue is full: nothing more is read until it drains
         }
-        let readable = MutexGuard::unlocked(st, || self.poll_until(deadline, cancel));
-        if !readable {
-            return false;
+        // Only the leader touches the read buffer, so it can be filled unlocked.
+        let mut lines = std::mem::take(&mut st.lines);
+        let got = MutexGuard::unlocked(st, || match deadline {
+            Some(d) => self.fetch(&mut lines, d, cancel),
+            None => read_into(&mut lines, &self.file),
+        });
+        st.lines = lines;
+        match got {
+            Fetched::Nothing => false,
+            Fetched::Again => true,
+            Fetched::Data => {
+                self.split(st);
+                true
+            }
+            Fetched::End => {
+                self.finish(st);
+                true
+            }
         }
-        self.read_once(st);
-        true
+    }
+
+    /// Wait for bytes until `deadline` and read them, in as few system calls as the reply
+    /// allows: a read first when replies were there at once lately (then no `poll`); a
+    /// bounded spin of non-blocking reads when replies came within [`SPIN_BUDGET`] lately
+    /// and a spin slot is free ([`spin_slots`]), so an unpinned caller need not sleep and
+    /// pay a CPU wake-up; else `poll` (also on the cancel token's eventfd), then one read.
+    fn fetch(
+        &self,
+        lines: &mut LineBuf,
+        deadline: Instant,
+        cancel: Option<Option<i32>>,
+    ) -> Fetched {
+        let a = &self.adapt;
+        let calls = a.calls.fetch_add(1, Relaxed);
+        // 1. Read first: kept while it finds the reply, retried every 16th wait.
+        if a.read_first.load(Relaxed) || calls.is_multiple_of(16) {
+            let got = read_into(lines, &self.file);
+            a.read_first.store(got != Fetched::Nothing, Relaxed);
+            if got != Fetched::Nothing {
+                return got;
+            }
+        }
+        // 2. Spin, when it paid off lately (after a miss it is skipped for a growing
+        // number of waits, up to 1024) and a slot is free.
+        let skip = a.spin_skip.load(Relaxed);
+        if skip > 0 {
+            a.spin_skip.store(skip - 1, Relaxed);
+        } else if let Some(_slot) = SpinSlot::take() {
+            let spin_end = (Instant::now() + SPIN_BUDGET).min(deadline);
+            loop {
+                for _ in 0..SPIN_PAUSES {
+                    std::hint::spin_loop();
+                }
+                let got = read_into(lines, &self.file);
+                if got != Fetched::Nothing {
+                    a.spin_backoff.store(0, Relaxed);
+                    return got;
+                }
+                if Instant::now() >= spin_end {
+                    break;
+                }
+            }
+            let b = (a.spin_backoff.load(Relaxed) * 2).clamp(1, SPIN_MAX_BACKOFF);
+            a.spin_backoff.store(b, Relaxed);
+            a.spin_skip.store(b, Relaxed);
+        }
+        // 3. Sleep in poll, then read.
+        if !self.poll_until(deadline, cancel) {
+            return Fetched::Nothing;
+        }
+        match read_into(lines, &self.file) {
+            // Readable but nothing read (interrupted): the leader looks again.
+            Fetched::Nothing => Fetched::Again,
+            got => got,
+        }
     }
 
     fn room(&self, st: &OutState) -> bool {
@@ -382,28 +556,13 @@ impl StdoutReader {
         }
     }
 
-    /// One non-blocking read into the buffer, then split.
-    fn read_once(&self, st: &mut OutState) {
-        match st.lines.fill_from(&self.file) {
-            Ok(0) => self.finish(st),
-            Ok(_) => {
-                self.split(st);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(_) => self.finish(st),
-        }
-    }
-
     /// EOF: the unterminated rest is a last line; the filter fails what still waits.
     fn finish(&self, st: &mut OutState) {
         if let Some(rest) = st.lines.rest() {
             self.emit(st, rest);
         }
         st.eof = true;
+        self.eof_seen.store(true, Release);
         if let Some(f) = &self.filter {
             f.closed();
         }
@@ -438,6 +597,7 @@ impl StdoutReader {
             self.counters.startup_lines.fetch_add(1, Relaxed);
             if line == *want {
                 st.ready_line = None;
+                self.ready_seen.store(true, Release);
             }
             return;
         }

@@ -210,16 +210,24 @@ fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(us
             c.forget(key);
         }
     }
-    let candidates = (0..n)
-        .map(|k| (c.next + k) % n)
-        .filter(|&i| free(c, i))
-        .filter_map(|i| available(p, i).map(|start| (i, start)))
-        // Started instances only: a stopped one is started by sizing, in the background.
-        .filter(|&(_, start)| !start);
+    // Started instances only (`available` says `Some(false)`): a stopped one is started by
+    // sizing, in the background.
     let chosen = if p.spec.routing == Routing::LeastBusy && key.is_none() {
-        candidates.min_by_key(|&(i, _)| c.in_flight(i))
+        // O(log N): the counts keep the instances ordered by load.
+        let counts: &Counts = c;
+        counts
+            .least_busy(counts.next, cap, |i| {
+                // (`i < n`: instances a shrink removed stay in the counts.)
+                i < n && !counts.leased(i) && available(p, i) == Some(false)
+            })
+            .map(|i| (i, false))
     } else {
-        candidates.into_iter().next()
+        // Round robin: the first free one from the cursor on (O(1) unless instances
+        // ahead of it are busy).
+        (0..n)
+            .map(|k| (c.next + k) % n)
+            .find(|&i| free(c, i) && available(p, i) == Some(false))
+            .map(|i| (i, false))
     };
     if let Some((i, _)) = chosen {
         c.next = (i + 1) % n;

@@ -14,7 +14,7 @@ pub use dry_run::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV, MAX_DRY_E
 
 /// Most instances in one pool.
 pub const MAX_COUNT: usize = 4096;
-/// Largest `limits.queue_lines` (queues are allocated up front).
+/// Largest `limits.queue_lines` (queues allocate as they fill, up to this bound).
 pub const MAX_QUEUE_LINES: usize = 1 << 20;
 /// Largest value of any `*_ms` key: 30 days.
 pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;

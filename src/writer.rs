@@ -9,7 +9,7 @@
 //! under the lock that every write takes.
 
 use crate::metrics::Counters;
-use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use crossbeam_channel::{select, unbounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::io::Write;
@@ -29,6 +29,8 @@ pub(crate) enum SendError {
 }
 
 struct Shared {
+    /// Most lines the queue holds (`limits.queue_lines`).
+    cap: usize,
     /// The pipe; `None` once the writer has closed it. Every write holds this lock.
     file: Mutex<Option<File>>,
     /// Lines queued or being written by the writer thread.
@@ -60,15 +62,17 @@ impl StdinWriter {
             let fl = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
-        let (tx, rx) = bounded::<Vec<u8>>(queue_lines);
+        // Allocated as it fills (blocks of 31 lines); bounded by `cap` in `send`.
+        let (tx, rx) = unbounded::<Vec<u8>>();
         let shared = Arc::new(Shared {
+            cap: queue_lines,
             file: Mutex::new(Some(file)),
             pending: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
             counters,
         });
         let s = Arc::clone(&shared);
-        let thread = crate::process::spawn_thread(name, move || write_loop(&s, rx, dead));
+        let thread = crate::process::spawn_small_thread(name, move || write_loop(&s, rx, dead));
         (
             StdinWriter {
                 tx: Mutex::new(Some(tx)),
@@ -101,6 +105,9 @@ impl StdinWriter {
         };
         let s = &*self.shared;
         let enqueue = |buf: Vec<u8>| {
+            if tx.len() >= s.cap {
+                return Err(SendError::Full);
+            }
             s.pending.fetch_add(1, SeqCst);
             tx.try_send(buf).map_err(|e| {
                 s.pending.fetch_sub(1, SeqCst);
