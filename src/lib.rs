@@ -81,8 +81,8 @@
 //! `incarnation` → `instance`, `admission`, `exchange` → `handshake`, `roster` → `lifecycle` →
 //! `sizing` → `supervisor`, `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top.
 //! [`remote`] sits beside `incarnation` (it builds the launcher argv that `process`
-//! spawns and runs the ssh master connections; `lifecycle` asks it for each start), and
-//! its data, [`remote::spec`], beside `spec`.
+//! spawns and runs the ssh master connections; `lifecycle` asks it for each start); its
+//! data, [`RemoteSpec`], is part of `spec`.
 //! Observability adds `procstat` (memory and CPU from `/proc`, beside `process`),
 //! [`log_bridge`] (the `log` sink for C, Go and Python hosts, a leaf) and `prometheus`
 //! (the text exposition and the list of live pools, above `snapshot`).

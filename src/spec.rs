@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod dry_run;
+mod remote;
 pub use dry_run::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV, MAX_DRY_EXIT_CODE};
+pub use remote::{Launcher, RemoteSpec, COMMAND_PLACEHOLDER, HOST_PLACEHOLDER};
 
 /// Most instances in one pool.
 pub const MAX_COUNT: usize = 4096;
@@ -95,8 +97,8 @@ pub struct ToolSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_instances: Option<usize>,
     /// Run the instances on other hosts through a launcher (ssh, srun, kubectl exec);
-    /// see [`crate::remote`].
-    pub remote: Option<crate::remote::RemoteSpec>,
+    /// see [`crate::remote`] (the launchers) and [`RemoteSpec`] (the key).
+    pub remote: Option<RemoteSpec>,
     /// What happens to the tool's stderr lines besides the tail kept for status:
     /// `"keep"` (default) or `"log"` (each line is also a `log` record).
     pub stderr: StderrMode,

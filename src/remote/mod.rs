@@ -11,11 +11,10 @@
 //! host's own environment.
 
 pub mod quote;
-pub mod spec;
 pub(crate) mod ssh;
 pub mod watchdog;
 
-pub use self::spec::{Launcher, RemoteSpec, COMMAND_PLACEHOLDER, HOST_PLACEHOLDER};
+pub use crate::spec::{Launcher, RemoteSpec, COMMAND_PLACEHOLDER, HOST_PLACEHOLDER};
 pub use ssh::{SESSIONS_PER_CONNECTION, SSH_DEFAULTS};
 
 use crate::error::{Error, Result};
@@ -137,7 +136,7 @@ impl Remote {
         let wrapped = remote_argv(tool);
         let opts = self.spec.options.iter().cloned();
         Ok(match &self.spec.launcher {
-            spec::Launcher::Ssh => {
+            Launcher::Ssh => {
                 let masters = self.masters()?;
                 let shard = self.shards[index];
                 let socket = masters.socket(host, shard, deadline)?;
@@ -153,7 +152,7 @@ impl Remote {
                 argv.extend(["--".into(), host.into(), quote::sh_line(&wrapped)]);
                 argv
             }
-            spec::Launcher::Srun => {
+            Launcher::Srun => {
                 let mut argv: Vec<String> = vec![
                     "srun".into(),
                     "--nodes=1".into(),
@@ -165,14 +164,14 @@ impl Remote {
                 argv.extend(wrapped);
                 argv
             }
-            spec::Launcher::Kubectl => {
+            Launcher::Kubectl => {
                 let mut argv: Vec<String> = vec!["kubectl".into(), "exec".into(), "-i".into()];
                 argv.extend(opts);
                 argv.extend([host.to_string(), "--".into()]);
                 argv.extend(wrapped);
                 argv
             }
-            spec::Launcher::Template(t) => {
+            Launcher::Template(t) => {
                 let mut argv = Vec::new();
                 let mut placed = false;
                 for (i, a) in t.iter().enumerate() {

@@ -1,6 +1,6 @@
 //! The `remote` key of a tool spec: where instances run and through which launcher. Data
-//! and its checks only (a leaf, beside [`crate::spec`]); the launcher argv is built in
-//! [`crate::remote`].
+//! and its checks only (part of [`crate::spec`]); the launcher argv is built in
+//! [`crate::remote`], above.
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -48,7 +48,7 @@ impl<'de> Deserialize<'de> for Launcher {
                 "kubectl" => Ok(Launcher::Kubectl),
                 other => Err(D::Error::custom(format!(
                     "unknown launcher '{}': {EXPECTED}",
-                    crate::spec::sanitize(other)
+                    super::sanitize(other)
                 ))),
             },
             serde_json::Value::Array(items) => items
@@ -137,7 +137,7 @@ impl RemoteSpec {
             }
         }
         if let Some(n) = self.per_host {
-            let max = crate::spec::MAX_COUNT;
+            let max = super::MAX_COUNT;
             if n == 0 || n.saturating_mul(self.hosts.len()) > max {
                 return bad(
                     "per_host",
