@@ -8,37 +8,34 @@
 //! SIGKILL to the group, never blocks); [`Incarnation::stop`] also closes stdin and joins
 //! every thread.
 //!
-//! - stderr: lines go to a bounded queue that drops its oldest line when full (counted),
-//!   and the last `limits.stderr_tail_lines` are kept for diagnosis.
+//! - stderr ([`crate::stderr`], which also writes the exit record): lines go to a bounded
+//!   queue that drops its oldest line when full (counted), and the last
+//!   `limits.stderr_tail_lines` are kept for diagnosis.
+//! - `start` (a submodule) puts an incarnation together; this file holds what it does.
 //! - A line longer than `limits.max_line_bytes` is cut into pieces of that size (counted).
 
 use crate::cancel::CancelToken;
-use crate::dry::{self, Child, Started};
+use crate::dry::Child;
 use crate::error::{DeathInfo, Error, ExitInfo, Result};
-use crate::limiter::Limiter;
-use crate::lsp::LspFilter;
 use crate::metrics::Counters;
-use crate::process::{self, Launch};
-use crate::reader::{LineBuf, OutState, StdoutFilter, StdoutReader, WaitEnd};
-use crate::rpc::{encode_notification, ClientReplies, Dispatcher};
-use crate::spec::{Protocol, StderrMode, ToolSpec};
+use crate::reader::{OutState, StdoutReader, WaitEnd};
+use crate::rpc::{encode_notification, Dispatcher};
 use crate::writer::{SendError, StdinWriter};
-use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 use parking_lot::MutexGuard;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod start;
+
 /// Index of the stderr drainer in `Incarnation::threads` (after the stdin writer).
 const DRAINER: usize = 1;
 
-/// Longest stderr line kept in the tail shown by `status` (longer ones are shortened).
-const TAIL_LINE_CHARS: usize = 500;
 /// Longest `Incarnation::join` waits for the stream threads once the process is gone.
 pub const STREAM_JOIN_WAIT: Duration = Duration::from_secs(2);
 
@@ -93,153 +90,6 @@ pub(crate) struct Incarnation {
 }
 
 impl Incarnation {
-    /// Spawn one incarnation of `spec` for instance `index`, counting into `counters`
-    /// (the instance's, which outlive it). Does not wait for readiness.
-    pub fn start(
-        spec: &ToolSpec,
-        index: usize,
-        limiter: &Arc<Limiter>,
-        counters: Arc<Counters>,
-        cancel: Option<&CancelToken>,
-        on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
-    ) -> Result<Arc<Incarnation>> {
-        let rpc = spec
-            .protocol
-            .is_rpc()
-            .then(|| Arc::new(Dispatcher::new(index)));
-        let lsp = spec.protocol == Protocol::Lsp;
-        let filter = rpc.clone().map(|d| {
-            if lsp {
-                Arc::new(LspFilter::new(d)) as Arc<dyn StdoutFilter>
-            } else {
-                d as Arc<dyn StdoutFilter>
-            }
-        });
-        let launch = Launch {
-            argv: spec.command.clone(),
-            env: spec.env.clone(),
-            env_clear: spec.env_clear,
-            cwd: spec.cwd.clone(),
-        };
-        let (dead_tx, dead_rx) = bounded::<()>(0);
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        // Dropped by the stderr drainer when it ends: the exit record waits for it, so the
-        // last stderr lines are in the record.
-        let (stderr_done_tx, stderr_done_rx) = bounded::<()>(0);
-        let expected = Arc::new(AtomicBool::new(false));
-        let pid_cell = Arc::new(AtomicI32::new(0));
-        let on_exit: Box<dyn FnOnce(ExitInfo) + Send> = {
-            let (tool, tail, expected, pid) = (
-                spec.id.clone(),
-                Arc::clone(&stderr_tail),
-                Arc::clone(&expected),
-                Arc::clone(&pid_cell),
-            );
-            Box::new(move |e| {
-                drop(dead_tx); // wakes the writer of a dead child
-                let who = format!("tool={tool} instance={index} pid={}", pid.load(Relaxed));
-                log_exit(&who, e, &expected, &tail, &stderr_done_rx);
-                on_exit(e)
-            })
-        };
-        let wait = Duration::from_millis(spec.startup.timeout_ms);
-        let sp: Started = match &spec.dry_run {
-            // No process: a responder thread at the far end of real pipes.
-            Some(d) => dry::spawn(spec, d, index, on_exit)?,
-            None => limiter
-                .spawn(&launch, wait, cancel, on_exit)
-                .map_err(|e| match e {
-                    Error::Spawn(m) => {
-                        Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id))
-                    }
-                    other => other,
-                })?
-                .into(),
-        };
-        if let Some(os_pid) = sp.process.os_pid() {
-            pid_cell.store(os_pid, Relaxed);
-            log::info!(
-                target: "toolpool",
-                "spawned tool={} instance={index} pid={os_pid} argv={:?}",
-                spec.id,
-                spec.command
-            );
-        }
-        let pid = sp.process.pid();
-        let q = spec.limits.queue_lines;
-        // Allocated as it fills; `stderr_loop` keeps it to `q` lines.
-        let (stderr_tx, stderr_rx) = unbounded::<Vec<u8>>();
-        let (stdin, writer) = StdinWriter::start(
-            sp.stdin,
-            q,
-            Arc::clone(&counters),
-            dead_rx,
-            format!("toolpool-in-{pid}"),
-        );
-        let stdin = Arc::new(stdin);
-        if let Some(d) = &rpc {
-            let weak = Arc::downgrade(&stdin);
-            d.answer_with(ClientReplies {
-                results: Arc::new(spec.client_replies.clone()),
-                send: Box::new(move |body| {
-                    if let Some(w) = weak.upgrade() {
-                        // A reply that does not fit (the tool stopped reading) is dropped.
-                        let _ = w.send(frame_message(lsp, body));
-                    }
-                }),
-            });
-        }
-        let stdout = StdoutReader::new(
-            sp.stdout,
-            spec.limits.max_line_bytes,
-            q,
-            spec.startup.ready_line.clone().map(String::into_bytes),
-            filter,
-            Arc::clone(&counters),
-        );
-        let drainer = {
-            let tail = Arc::clone(&stderr_tail);
-            let drop_rx = stderr_rx.clone();
-            let stderr = sp.stderr;
-            let counters = Arc::clone(&counters);
-            let max = spec.limits.max_line_bytes;
-            let keep = spec.limits.stderr_tail_lines;
-            let log_as = (spec.stderr == StderrMode::Log)
-                .then(|| format!("tool={} instance={index} pid={pid}", spec.id));
-            process::spawn_small_thread(format!("toolpool-err-{pid}"), move || {
-                let _done = stderr_done_tx;
-                stderr_loop(
-                    stderr,
-                    max,
-                    &counters,
-                    (stderr_tx, q),
-                    drop_rx,
-                    (&tail, keep),
-                    log_as.as_deref(),
-                )
-            })
-        };
-        Ok(Arc::new(Incarnation {
-            tool: spec.id.clone(),
-            index,
-            process: sp.process,
-            stdin,
-            stdout,
-            rpc,
-            queue_lines: q,
-            stderr_rx,
-            stderr_tail,
-            counters,
-            stopped: AtomicBool::new(false),
-            retired: AtomicBool::new(false),
-            expected,
-            threads: Mutex::new(vec![writer, drainer]), // see DRAINER
-            lsp,
-            handshake_pending: AtomicBool::new(!spec.startup.handshake.is_empty()),
-            handshake_reply: OnceLock::new(),
-        }))
-    }
-
     /// Wait until the ready line was seen (or there is none), up to `deadline`. Reads
     /// stdout meanwhile; lines before the ready line are start-up output.
     /// A triggered `cancel` ends the wait with [`Error::Cancelled`].
@@ -601,112 +451,3 @@ impl Drop for Incarnation {
     }
 }
 
-/// `body` framed for stdin: `Content-Length` headers (`lsp`) or a line.
-fn frame_message(lsp: bool, mut body: Vec<u8>) -> Vec<u8> {
-    if lsp {
-        crate::lsp::frame(&body)
-    } else {
-        body.push(b'\n');
-        body
-    }
-}
-
-/// Longest the exit record waits for the stderr drainer to reach EOF (a descendant that
-/// left the group may hold stderr open).
-pub const EXIT_LOG_STDERR_WAIT: Duration = Duration::from_millis(100);
-
-/// The record of a process's end: a warning when nobody asked for it (with the last
-/// stderr lines), debug otherwise. Runs on the waiter thread.
-fn log_exit(
-    who: &str,
-    exit: ExitInfo,
-    expected: &AtomicBool,
-    tail: &Mutex<VecDeque<String>>,
-    stderr_done: &Receiver<()>,
-) {
-    if expected.load(Relaxed) {
-        log::debug!(target: "toolpool", "stopped {who} {}", exit_fields(exit));
-        return;
-    }
-    if !log::log_enabled!(target: "toolpool", log::Level::Warn) {
-        return;
-    }
-    let _ = stderr_done.recv_timeout(EXIT_LOG_STDERR_WAIT);
-    let tail: Vec<String> = tail.lock().iter().cloned().collect();
-    log::warn!(
-        target: "toolpool",
-        "exited unexpectedly {who} {} stderr={tail:?}",
-        exit_fields(exit)
-    );
-}
-
-/// `code=N` or `signal=N`, as the records show an exit.
-pub(crate) fn exit_fields(exit: ExitInfo) -> String {
-    match exit {
-        ExitInfo::Code(c) => format!("code={c}"),
-        ExitInfo::Signal(s) => format!("signal={s}"),
-    }
-}
-
-fn push_tail(tail: &Mutex<VecDeque<String>>, keep: usize, line: &[u8]) {
-    if keep == 0 {
-        return;
-    }
-    let mut s = String::from_utf8_lossy(line).into_owned();
-    if s.len() > TAIL_LINE_CHARS {
-        let mut cut = TAIL_LINE_CHARS;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    let mut t = tail.lock();
-    if t.len() == keep {
-        t.pop_front();
-    }
-    t.push_back(s);
-}
-
-fn stderr_loop(
-    src: File,
-    max: usize,
-    counters: &Counters,
-    (tx, cap): (Sender<Vec<u8>>, usize),
-    drop_rx: Receiver<Vec<u8>>,
-    (tail, keep): (&Mutex<VecDeque<String>>, usize),
-    log_as: Option<&str>,
-) {
-    let emit = |line: Vec<u8>| {
-        counters.stderr_lines.fetch_add(1, Relaxed);
-        push_tail(tail, keep, &line);
-        if let Some(who) = log_as {
-            log::info!(target: "toolpool::stderr", "stderr {who}: {}", String::from_utf8_lossy(&line));
-        }
-        // Nobody reads stderr: drop the oldest lines, keep draining.
-        while tx.len() >= cap {
-            if drop_rx.try_recv().is_ok() {
-                counters.stderr_dropped.fetch_add(1, Relaxed);
-            } else {
-                break;
-            }
-        }
-        let _ = tx.send(line); // fails only once nobody can read it any more
-    };
-    let mut lines = LineBuf::default();
-    loop {
-        match lines.fill_from(&src) {
-            Ok(0) => break,
-            Ok(_) => {
-                while let Some(line) = lines.next_line(max, &counters.lines_split) {
-                    emit(line);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    if let Some(rest) = lines.rest() {
-        emit(rest);
-    }
-}

@@ -119,6 +119,7 @@ mod snapshot;
 mod spawn;
 pub mod spec;
 pub mod status;
+mod stderr;
 mod supervisor;
 mod util;
 mod writer;

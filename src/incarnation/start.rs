@@ -1,0 +1,179 @@
+//! How an incarnation is put together: the process (or the dry-run responder) with its
+//! exit record, the stdin writer, the stdout reader (through the JSON-RPC dispatcher and
+//! the `lsp` filter when the protocol says so), the answers to the tool's own requests,
+//! and the stderr drainer.
+
+use super::Incarnation;
+use crate::cancel::CancelToken;
+use crate::dry::{self, Started};
+use crate::error::{Error, ExitInfo, Result};
+use crate::limiter::Limiter;
+use crate::lsp::LspFilter;
+use crate::metrics::Counters;
+use crate::process::Launch;
+use crate::reader::{StdoutFilter, StdoutReader};
+use crate::rpc::{ClientReplies, Dispatcher};
+use crate::spec::{Protocol, ToolSpec};
+use crate::stderr;
+use crate::writer::StdinWriter;
+use crossbeam_channel::{bounded, unbounded};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+impl Incarnation {
+    /// Spawn one incarnation of `spec` for instance `index`, counting into `counters`
+    /// (the instance's, which outlive it). Does not wait for readiness.
+    pub fn start(
+        spec: &ToolSpec,
+        index: usize,
+        limiter: &Arc<Limiter>,
+        counters: Arc<Counters>,
+        cancel: Option<&CancelToken>,
+        on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
+    ) -> Result<Arc<Incarnation>> {
+        let rpc = spec
+            .protocol
+            .is_rpc()
+            .then(|| Arc::new(Dispatcher::new(index)));
+        let lsp = spec.protocol == Protocol::Lsp;
+        let filter = rpc.clone().map(|d| {
+            if lsp {
+                Arc::new(LspFilter::new(d)) as Arc<dyn StdoutFilter>
+            } else {
+                d as Arc<dyn StdoutFilter>
+            }
+        });
+        let (dead_tx, dead_rx) = bounded::<()>(0);
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        // Dropped by the stderr drainer when it ends: the exit record waits for it, so the
+        // last stderr lines are in the record.
+        let (stderr_done_tx, stderr_done_rx) = bounded::<()>(0);
+        let expected = Arc::new(AtomicBool::new(false));
+        let pid_cell = Arc::new(AtomicI32::new(0));
+        let on_exit = stderr::exit_hook(
+            format!("tool={} instance={index}", spec.id),
+            Arc::clone(&pid_cell),
+            Arc::clone(&expected),
+            Arc::clone(&stderr_tail),
+            stderr_done_rx,
+            dead_tx,
+            on_exit,
+        );
+        let sp = spawn_child(spec, index, limiter, cancel, on_exit, &pid_cell)?;
+        let pid = sp.process.pid();
+        let q = spec.limits.queue_lines;
+        // Allocated as it fills; `stderr_loop` keeps it to `q` lines.
+        let (stderr_tx, stderr_rx) = unbounded::<Vec<u8>>();
+        let (stdin, writer) = StdinWriter::start(
+            sp.stdin,
+            q,
+            Arc::clone(&counters),
+            dead_rx,
+            format!("toolpool-in-{pid}"),
+        );
+        let stdin = Arc::new(stdin);
+        if let Some(d) = &rpc {
+            let weak = Arc::downgrade(&stdin);
+            d.answer_with(ClientReplies {
+                results: Arc::new(spec.client_replies.clone()),
+                send: Box::new(move |body| {
+                    if let Some(w) = weak.upgrade() {
+                        // A reply that does not fit (the tool stopped reading) is dropped.
+                        let _ = w.send(frame_message(lsp, body));
+                    }
+                }),
+            });
+        }
+        let stdout = StdoutReader::new(
+            sp.stdout,
+            spec.limits.max_line_bytes,
+            q,
+            spec.startup.ready_line.clone().map(String::into_bytes),
+            filter,
+            Arc::clone(&counters),
+        );
+        let drainer = stderr::spawn_drainer(
+            spec,
+            (index, pid),
+            sp.stderr,
+            Arc::clone(&counters),
+            (stderr_tx, stderr_rx.clone()),
+            Arc::clone(&stderr_tail),
+            stderr_done_tx,
+        );
+        Ok(Arc::new(Incarnation {
+            tool: spec.id.clone(),
+            index,
+            process: sp.process,
+            stdin,
+            stdout,
+            rpc,
+            queue_lines: q,
+            stderr_rx,
+            stderr_tail,
+            counters,
+            stopped: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            expected,
+            threads: Mutex::new(vec![writer, drainer]), // see DRAINER
+            lsp,
+            handshake_pending: AtomicBool::new(!spec.startup.handshake.is_empty()),
+            handshake_reply: OnceLock::new(),
+        }))
+    }
+}
+
+/// Start the process of instance `index` of `spec` (for a dry-run pool its responder),
+/// storing its OS pid in `pid_cell` for the exit record.
+fn spawn_child(
+    spec: &ToolSpec,
+    index: usize,
+    limiter: &Arc<Limiter>,
+    cancel: Option<&CancelToken>,
+    on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
+    pid_cell: &AtomicI32,
+) -> Result<Started> {
+    let launch = Launch {
+        argv: spec.command.clone(),
+        env: spec.env.clone(),
+        env_clear: spec.env_clear,
+        cwd: spec.cwd.clone(),
+    };
+    let wait = Duration::from_millis(spec.startup.timeout_ms);
+    let sp: Started = match &spec.dry_run {
+        // No process: a responder thread at the far end of real pipes.
+        Some(d) => dry::spawn(spec, d, index, on_exit)?,
+        None => limiter
+            .spawn(&launch, wait, cancel, on_exit)
+            .map_err(|e| match e {
+                Error::Spawn(m) => {
+                    Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id))
+                }
+                other => other,
+            })?
+            .into(),
+    };
+    if let Some(os_pid) = sp.process.os_pid() {
+        pid_cell.store(os_pid, Relaxed);
+        log::info!(
+            target: "toolpool",
+            "spawned tool={} instance={index} pid={os_pid} argv={:?}",
+            spec.id,
+            spec.command
+        );
+    }
+    Ok(sp)
+}
+
+/// `body` framed for stdin: `Content-Length` headers (`lsp`) or a line.
+fn frame_message(lsp: bool, mut body: Vec<u8>) -> Vec<u8> {
+    if lsp {
+        crate::lsp::frame(&body)
+    } else {
+        body.push(b'\n');
+        body
+    }
+}
