@@ -26,7 +26,7 @@
 
 use crate::error::{Error, ExitInfo, Result};
 use crate::process::{Process, Spawned};
-use crate::reader::LineBuf;
+use crate::linebuf::LineBuf;
 use crate::spec::{DryDefault, DryRun, Protocol, ToolSpec};
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;

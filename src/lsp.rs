@@ -19,7 +19,8 @@
 //! A request whose reply was lost in a broken stretch times out, and its late reply (if
 //! any) is dropped by id, as in `jsonrpc`.
 
-use crate::reader::{LineBuf, StdoutFilter};
+use crate::linebuf::LineBuf;
+use crate::reader::StdoutFilter;
 use crate::rpc::Dispatcher;
 use parking_lot::Mutex;
 use std::sync::atomic::AtomicU64;

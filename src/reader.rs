@@ -10,11 +10,13 @@
 //! Memory stays bounded: at most `limits.queue_lines` lines wait in the queue (plain
 //! lines are not split off the read buffer beyond that: the child blocks on its pipe
 //! instead, nothing is lost), the read buffer holds at most one read (64 KiB) plus one
-//! line piece, and a line longer than `limits.max_line_bytes` is cut into pieces. With a
+//! line piece, and a line longer than `limits.max_line_bytes` is cut into pieces (the
+//! splitting rule is [`crate::linebuf`]'s). With a
 //! filter (JSON-RPC), lines the filter passes on (notifications) drop the oldest queued
 //! one when the queue is full, counted, so replies keep flowing.
 
 use crate::cancel::{cancelled, CancelToken, CANCEL_POLL_SLICE};
+use crate::linebuf::LineBuf;
 use crate::metrics::Counters;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
@@ -45,9 +47,6 @@ pub(crate) trait StdoutFilter: Send + Sync {
         buf.next_piece(max, split)
     }
 }
-
-/// Bytes asked of the kernel per `read`.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Longest a caller spins (non-blocking reads about every microsecond) for a reply before
 /// it sleeps in `poll`. It spins only while recent replies on that instance came within
@@ -142,87 +141,6 @@ pub(crate) enum WaitEnd {
     Eof,
     /// The wait's cancel token was triggered.
     Cancelled,
-}
-
-/// Bytes read but not yet split into lines (`buf[start..]`), and the splitting rule
-/// shared by stdout and stderr: a line ends at `\n` (not included); a line longer than
-/// `max` is cut into pieces of `max` bytes; at EOF the unterminated rest is a last line.
-#[derive(Default)]
-pub(crate) struct LineBuf {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl LineBuf {
-    /// One `read` of up to 64 KiB from `src`; `Ok(0)` at EOF. The kernel writes into
-    /// the buffer's spare capacity directly (nothing is zeroed first), so only the pages a
-    /// read fills become resident: an idle instance holds a page, not 64 KiB.
-    pub fn fill_from(&mut self, src: &File) -> std::io::Result<usize> {
-        if self.start > 0 && self.start * 2 >= self.buf.len() {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.reserve(READ_CHUNK_BYTES);
-        let spare = self.buf.spare_capacity_mut();
-        let want = spare.len().min(READ_CHUNK_BYTES);
-        // SAFETY: read(2) writes at most `want` bytes into the spare capacity; exactly
-        // the `n` bytes it reports are then marked initialised.
-        let n = unsafe { libc::read(src.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: see above; `n <= want <= spare.len()`.
-        unsafe { self.buf.set_len(self.buf.len() + n as usize) };
-        Ok(n as usize)
-    }
-
-    /// The next complete line or piece, if the buffer holds one.
-    pub fn next_line(&mut self, max: usize, split: &AtomicU64) -> Option<Vec<u8>> {
-        self.next_piece(max, split).map(|(line, _)| line)
-    }
-
-    /// [`LineBuf::next_line`], and whether it is a piece of a cut line that goes on in
-    /// the next one.
-    pub fn next_piece(&mut self, max: usize, split: &AtomicU64) -> Option<(Vec<u8>, bool)> {
-        let avail = &self.buf[self.start..];
-        let window = &avail[..avail.len().min(max + 1)];
-        let (line, used) = match window.iter().position(|&b| b == b'\n') {
-            Some(pos) if pos <= max => ((avail[..pos].to_vec(), false), pos + 1),
-            _ if avail.len() >= max => {
-                split.fetch_add(1, Relaxed);
-                ((avail[..max].to_vec(), true), max)
-            }
-            _ => return None,
-        };
-        self.start += used;
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
-        Some(line)
-    }
-
-    /// The bytes read but not yet taken.
-    pub fn pending(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    /// Take (drop) the first `n` pending bytes (at most all of them).
-    pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
-    }
-
-    /// At EOF: the unterminated rest, if any.
-    pub fn rest(&mut self) -> Option<Vec<u8>> {
-        let rest = (self.start < self.buf.len()).then(|| self.buf[self.start..].to_vec());
-        self.buf.clear();
-        self.start = 0;
-        rest
-    }
 }
 
 /// What the waiters share, under one lock.

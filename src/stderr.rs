@@ -6,7 +6,7 @@
 use crate::error::ExitInfo;
 use crate::metrics::Counters;
 use crate::process;
-use crate::reader::LineBuf;
+use crate::linebuf::LineBuf;
 use crate::spec::{StderrMode, ToolSpec};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;

@@ -1,6 +1,7 @@
 //! Supervision: one thread per pool that restarts dead instances with exponential backoff
-//! under a restart-intensity cap, stops idle instances, recycles old or busy ones, probes
-//! health, and replaces an instance whose request timed out.
+//! under a restart-intensity cap, stops idle instances, probes health, replaces an
+//! instance whose request timed out, and decides when to recycle old, busy or large ones
+//! (the recycling itself and the memory checks are [`crate::recycle`]).
 //!
 //! The thread sleeps until an event (a child was reaped, a recycle was asked for) or the
 //! next timer; with no timers configured it only wakes on events. The request path calls
@@ -12,25 +13,26 @@ use crate::exchange::{self as framing, leaves_late_reply, Until};
 use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
 use crate::metrics::RecycleReason;
+use crate::recycle::{check_memory, recycle, recycle_gracefully, reserve, unreserve};
 use crate::sizing;
 use crate::spec::{Protocol, RestartPolicy};
-use crate::util::deadline_in;
+use crate::util::{deadline_in, jitter_fraction};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often timers (backoff, idle, lifetime, probes) are checked when any is in use.
 pub const TICK: Duration = Duration::from_millis(20);
-/// Longest a graceful recycle waits for its instance to finish the request in flight.
-pub const RECYCLE_WAIT: Duration = Duration::from_secs(10);
 /// How often the supervisor reads the memory of every instance when `limits.max_rss_mb`
 /// or `limits.memory_budget_mb` is set (a few `/proc` reads per instance).
 pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// An instance that stayed up this long (or `restart.window_ms`, if shorter) has its
 /// backoff reset to `restart.backoff_initial_ms`.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// Counts a request toward `max_requests` (the request path calls it; see [`crate::recycle`]).
+pub(crate) use crate::recycle::after_request;
 
 /// The supervisor thread of one pool.
 pub(crate) struct Supervisor {
@@ -103,25 +105,6 @@ fn run(pool: Weak<PoolCore>, wake: Receiver<()>, stop: Receiver<()>, timers: boo
     }
 }
 
-/// A small xorshift generator for jitter (no need for a crate).
-fn jitter_fraction() -> f64 {
-    static SEED: AtomicU64 = AtomicU64::new(0);
-    let mut x = SEED.load(Relaxed);
-    if x == 0 {
-        x = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            ^ ((std::process::id() as u64) << 32)
-            | 1;
-    }
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    SEED.store(x, Relaxed);
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// One framed exchange (see [`crate::exchange`]); an incarnation that may now hold a late
 /// reply is killed and replaced, whatever the restart policy.
 pub(crate) fn exchange(
@@ -171,44 +154,6 @@ pub(crate) fn exchange(
         recycle(p, index, pid);
     }
     result
-}
-
-/// After a request on `index` (pid `pid`): count it, schedule recycling.
-pub(crate) fn after_request(p: &PoolCore, index: usize, pid: i32) {
-    let inst = &p.instances[index];
-    let Some(max) = p.spec.max_requests else {
-        inst.supervision().last_used = Some(Instant::now());
-        return;
-    };
-    let same = inst.current_is(pid, |_| true);
-    let mut s = inst.supervision();
-    s.last_used = Some(Instant::now());
-    if !same {
-        return;
-    }
-    s.served += 1;
-    let at = *s.recycle_at.get_or_insert_with(|| {
-        // Up to 10% early, so instances started together do not recycle together.
-        let j = (max as f64 * 0.1 * jitter_fraction()) as u64;
-        max.saturating_sub(j).max(1)
-    });
-    if s.served >= at && !s.recycle {
-        s.recycle = true;
-        s.recycle_reason = Some(RecycleReason::Requests);
-        drop(s);
-        p.notify_supervisor();
-    }
-}
-
-/// Kill the incarnation `pid` at `index` now and have the supervisor start a new one,
-/// whatever the restart policy (a timed-out request left a reply in its stream).
-fn recycle(p: &PoolCore, index: usize, pid: i32) {
-    let inst = &p.instances[index];
-    if let Some(c) = inst.current().filter(|c| c.pid() == pid) {
-        c.kill();
-        inst.supervision().replace_now = true;
-    }
-    p.notify_supervisor();
 }
 
 /// One look at instance `i`.
@@ -274,15 +219,6 @@ fn supervise(p: &Arc<PoolCore>, i: usize) {
             probe(p, i);
         }
     }
-}
-
-/// Take idle instance `i` out of routing (as if a request were in flight on it).
-fn reserve(p: &PoolCore, i: usize) -> bool {
-    p.admission.lock().reserve_idle(i)
-}
-
-fn unreserve(p: &PoolCore, i: usize) {
-    p.admission.update(|c| c.unreserve(i));
 }
 
 /// A dead instance: restart it per policy, with backoff and the intensity cap.
@@ -383,123 +319,6 @@ fn restart_now(p: &Arc<PoolCore>, i: usize) {
     if let Err(e) = p.replace_locked(i, None) {
         log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?}", p.spec.id, e.to_string());
         inst.supervision().start_failed = true;
-    }
-}
-
-/// Start a replacement first, then retire the old process once it is idle: it is reserved
-/// (taken out of routing) for the swap, so no request is on it when it goes. Still busy
-/// after [`RECYCLE_WAIT`]: the replacement is stopped and the recycle tried again later,
-/// so a request in flight is never failed by a recycle.
-fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32, why: RecycleReason) {
-    let inst = &p.instances[i];
-    inst.supervision().recycle = false;
-    let new = match p.spawn_ready(i) {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?} (recycle, reason={})", p.spec.id, e.to_string(), why.name());
-            return; // try again on the next request or tick
-        }
-    };
-    let new_pid = new.pid();
-    let deadline = Instant::now() + RECYCLE_WAIT;
-    let reserved = loop {
-        p.admission.wait_idle(i, deadline, || p.is_shut_down());
-        if p.is_shut_down() {
-            break false;
-        }
-        if reserve(p, i) {
-            break true;
-        }
-        if Instant::now() >= deadline {
-            break false;
-        }
-    };
-    if !reserved {
-        new.stop();
-        if !p.is_shut_down() {
-            let mut s = inst.supervision();
-            s.recycle = true;
-            s.recycle_reason = Some(why);
-        }
-        return;
-    }
-    let swapped = p.swap_in(i, old_pid, new);
-    unreserve(p, i);
-    if swapped {
-        inst.recycles.count(why);
-        log::info!(
-            target: "toolpool",
-            "recycled tool={} instance={i} pid={old_pid} new_pid={new_pid} reason={}",
-            p.spec.id,
-            why.name()
-        );
-    }
-}
-
-/// Read the memory of every running instance; mark for a graceful recycle each one over
-/// `limits.max_rss_mb`, and, while the pool is over `limits.memory_budget_mb`, the largest
-/// idle instances first.
-fn check_memory(p: &PoolCore) {
-    let limits = &p.spec.limits;
-    if limits.max_rss_mb.is_none() && limits.memory_budget_mb.is_none() {
-        return;
-    }
-    let mib = |mb: u64| mb.saturating_mul(1 << 20);
-    let rss: Vec<Option<u64>> = p
-        .instances
-        .iter()
-        .map(|inst| {
-            inst.current()
-                .filter(|c| c.state() == State::Ready)
-                .and_then(|c| c.usage())
-                .map(|u| u.rss_bytes)
-        })
-        .collect();
-    let mark = |i: usize, why: RecycleReason, bytes: u64, limit_mb: u64| {
-        let mut s = p.instances[i].supervision();
-        if s.recycle {
-            return false;
-        }
-        s.recycle = true;
-        s.recycle_reason = Some(why);
-        drop(s);
-        log::info!(
-            target: "toolpool",
-            "recycle scheduled tool={} instance={i} reason={} rss_bytes={bytes} limit_mb={limit_mb}",
-            p.spec.id,
-            why.name()
-        );
-        true
-    };
-    if let Some(max) = limits.max_rss_mb {
-        for (i, r) in rss.iter().enumerate() {
-            if r.is_some_and(|b| b > mib(max)) {
-                mark(i, RecycleReason::Memory, r.unwrap_or(0), max);
-            }
-        }
-    }
-    if let Some(budget) = limits.memory_budget_mb {
-        let mut total: u64 = rss.iter().flatten().sum();
-        if total <= mib(budget) {
-            return;
-        }
-        let mut idle: Vec<(u64, usize)> = {
-            let counts = p.admission.lock();
-            rss.iter()
-                .enumerate()
-                .filter_map(|(i, r)| Some(((*r)?, i)))
-                .filter(|&(_, i)| counts.idle(i))
-                .collect()
-        };
-        idle.sort_unstable_by(|a, b| b.cmp(a));
-        for (bytes, i) in idle {
-            if total <= mib(budget) {
-                break;
-            }
-            if mark(i, RecycleReason::MemoryBudget, bytes, budget) {
-                total -= bytes;
-            }
-        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! Two small helpers every layer uses: deadlines that never overflow, and lossy text.
+//! Small helpers every layer may use: deadlines that never overflow, lossy text, and
+//! jitter.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// `now + timeout`, saturating: a huge timeout (`Duration::MAX`) means "about forever"
@@ -16,4 +18,23 @@ pub(crate) fn lossy(b: Vec<u8>) -> String {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
+}
+
+/// A small xorshift generator for jitter (no need for a crate).
+pub(crate) fn jitter_fraction() -> f64 {
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    let mut x = SEED.load(Relaxed);
+    if x == 0 {
+        x = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ ((std::process::id() as u64) << 32)
+            | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    SEED.store(x, Relaxed);
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }

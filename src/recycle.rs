@@ -1,0 +1,180 @@
+//! Recycling: retiring a healthy incarnation for a fresh one. After `max_requests`
+//! (counted by [`after_request`] on the request path, with jitter), over
+//! `limits.max_rss_mb` or the pool's `limits.memory_budget_mb` ([`check_memory`]), or at
+//! once when a request may have left a late reply ([`recycle`]). The graceful kind
+//! ([`recycle_gracefully`]) starts the replacement first and swaps it in once the old one
+//! is idle. The supervisor (above) decides when; this module does it.
+
+use crate::incarnation::State;
+use crate::lifecycle::PoolCore;
+use crate::metrics::RecycleReason;
+use crate::util::jitter_fraction;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest a graceful recycle waits for its instance to finish the request in flight.
+pub const RECYCLE_WAIT: Duration = Duration::from_secs(10);
+
+/// After a request on `index` (pid `pid`): count it, schedule recycling.
+pub(crate) fn after_request(p: &PoolCore, index: usize, pid: i32) {
+    let inst = &p.instances[index];
+    let Some(max) = p.spec.max_requests else {
+        inst.supervision().last_used = Some(Instant::now());
+        return;
+    };
+    let same = inst.current_is(pid, |_| true);
+    let mut s = inst.supervision();
+    s.last_used = Some(Instant::now());
+    if !same {
+        return;
+    }
+    s.served += 1;
+    let at = *s.recycle_at.get_or_insert_with(|| {
+        // Up to 10% early, so instances started together do not recycle together.
+        let j = (max as f64 * 0.1 * jitter_fraction()) as u64;
+        max.saturating_sub(j).max(1)
+    });
+    if s.served >= at && !s.recycle {
+        s.recycle = true;
+        s.recycle_reason = Some(RecycleReason::Requests);
+        drop(s);
+        p.notify_supervisor();
+    }
+}
+
+/// Kill the incarnation `pid` at `index` now and have the supervisor start a new one,
+/// whatever the restart policy (a timed-out request left a reply in its stream).
+pub(crate) fn recycle(p: &PoolCore, index: usize, pid: i32) {
+    let inst = &p.instances[index];
+    if let Some(c) = inst.current().filter(|c| c.pid() == pid) {
+        c.kill();
+        inst.supervision().replace_now = true;
+    }
+    p.notify_supervisor();
+}
+
+/// Start a replacement first, then retire the old process once it is idle: it is reserved
+/// (taken out of routing) for the swap, so no request is on it when it goes. Still busy
+/// after [`RECYCLE_WAIT`]: the replacement is stopped and the recycle tried again later,
+/// so a request in flight is never failed by a recycle.
+pub(crate) fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32, why: RecycleReason) {
+    let inst = &p.instances[i];
+    inst.supervision().recycle = false;
+    let new = match p.spawn_ready(i) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?} (recycle, reason={})", p.spec.id, e.to_string(), why.name());
+            return; // try again on the next request or tick
+        }
+    };
+    let new_pid = new.pid();
+    let deadline = Instant::now() + RECYCLE_WAIT;
+    let reserved = loop {
+        p.admission.wait_idle(i, deadline, || p.is_shut_down());
+        if p.is_shut_down() {
+            break false;
+        }
+        if reserve(p, i) {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+    };
+    if !reserved {
+        new.stop();
+        if !p.is_shut_down() {
+            let mut s = inst.supervision();
+            s.recycle = true;
+            s.recycle_reason = Some(why);
+        }
+        return;
+    }
+    let swapped = p.swap_in(i, old_pid, new);
+    unreserve(p, i);
+    if swapped {
+        inst.recycles.count(why);
+        log::info!(
+            target: "toolpool",
+            "recycled tool={} instance={i} pid={old_pid} new_pid={new_pid} reason={}",
+            p.spec.id,
+            why.name()
+        );
+    }
+}
+
+/// Read the memory of every running instance; mark for a graceful recycle each one over
+/// `limits.max_rss_mb`, and, while the pool is over `limits.memory_budget_mb`, the largest
+/// idle instances first.
+pub(crate) fn check_memory(p: &PoolCore) {
+    let limits = &p.spec.limits;
+    if limits.max_rss_mb.is_none() && limits.memory_budget_mb.is_none() {
+        return;
+    }
+    let mib = |mb: u64| mb.saturating_mul(1 << 20);
+    let rss: Vec<Option<u64>> = p
+        .instances
+        .iter()
+        .map(|inst| {
+            inst.current()
+                .filter(|c| c.state() == State::Ready)
+                .and_then(|c| c.usage())
+                .map(|u| u.rss_bytes)
+        })
+        .collect();
+    let mark = |i: usize, why: RecycleReason, bytes: u64, limit_mb: u64| {
+        let mut s = p.instances[i].supervision();
+        if s.recycle {
+            return false;
+        }
+        s.recycle = true;
+        s.recycle_reason = Some(why);
+        drop(s);
+        log::info!(
+            target: "toolpool",
+            "recycle scheduled tool={} instance={i} reason={} rss_bytes={bytes} limit_mb={limit_mb}",
+            p.spec.id,
+            why.name()
+        );
+        true
+    };
+    if let Some(max) = limits.max_rss_mb {
+        for (i, r) in rss.iter().enumerate() {
+            if r.is_some_and(|b| b > mib(max)) {
+                mark(i, RecycleReason::Memory, r.unwrap_or(0), max);
+            }
+        }
+    }
+    if let Some(budget) = limits.memory_budget_mb {
+        let mut total: u64 = rss.iter().flatten().sum();
+        if total <= mib(budget) {
+            return;
+        }
+        let mut idle: Vec<(u64, usize)> = {
+            let counts = p.admission.lock();
+            rss.iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some(((*r)?, i)))
+                .filter(|&(_, i)| counts.idle(i))
+                .collect()
+        };
+        idle.sort_unstable_by(|a, b| b.cmp(a));
+        for (bytes, i) in idle {
+            if total <= mib(budget) {
+                break;
+            }
+            if mark(i, RecycleReason::MemoryBudget, bytes, budget) {
+                total -= bytes;
+            }
+        }
+    }
+}
+
+/// Take idle instance `i` out of routing (as if a request were in flight on it).
+pub(crate) fn reserve(p: &PoolCore, i: usize) -> bool {
+    p.admission.lock().reserve_idle(i)
+}
+
+pub(crate) fn unreserve(p: &PoolCore, i: usize) {
+    p.admission.update(|c| c.unreserve(i));
+}
