@@ -9,7 +9,7 @@
 //! to a forgotten id is dropped and counted.
 
 use crate::admission::Counts;
-use crate::cancel::{cancelled, Wait};
+use crate::cancel::{cancelled, CancelToken, Registration, Wait};
 use crate::error::{Error, Result};
 use crate::exchange::Until;
 use crate::incarnation::{Incarnation, State};
@@ -235,6 +235,17 @@ fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(us
     chosen
 }
 
+/// Have `token`'s cancel wake the admission waiters of `p` (held weakly) while the
+/// registration lives.
+fn wake_on_cancel<'t>(p: &Arc<PoolCore>, token: &'t CancelToken) -> Registration<'t> {
+    let weak = Arc::downgrade(p);
+    token.on_cancel(Arc::new(move || {
+        if let Some(p) = weak.upgrade() {
+            p.admission.wake();
+        }
+    }))
+}
+
 /// Take an instance for a request or a lease, waiting until `deadline` within the
 /// `limits.max_waiting` bound. `Ok(None)` means no instance can serve at all; the flag
 /// says a sticky key moved.
@@ -257,14 +268,7 @@ pub(crate) fn take(
     // Set once a sticky key's instance is found dead and the key is dropped.
     let mut moved = false;
     // With a token: its cancel wakes this waiter (registered before the first look).
-    let _registered = cancel.map(|t| {
-        let weak = Arc::downgrade(p);
-        t.on_cancel(Arc::new(move || {
-            if let Some(p) = weak.upgrade() {
-                p.admission.wake();
-            }
-        }))
-    });
+    let _registered = cancel.map(|t| wake_on_cancel(p, t));
     // This caller's background start of another instance, if it needs one (sizing).
     let mut grow = sizing::Grow::default();
     let mut c = p.admission.lock();

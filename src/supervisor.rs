@@ -11,6 +11,7 @@
 use crate::error::{Error, ExitInfo, Result};
 use crate::exchange::{self as framing, leaves_late_reply, Until};
 use crate::incarnation::{Incarnation, State};
+use crate::instance::Supervision;
 use crate::lifecycle::PoolCore;
 use crate::metrics::RecycleReason;
 use crate::recycle::{check_memory, recycle, recycle_gracefully, reserve, unreserve};
@@ -18,6 +19,7 @@ use crate::sizing;
 use crate::spec::{Protocol, RestartPolicy};
 use crate::util::{deadline_in, jitter_fraction};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::MutexGuard;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -236,57 +238,10 @@ fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
         return;
     }
     if !s.restart_due {
-        s.start_failed = false;
-        let window = Duration::from_millis(r.window_ms);
-        let stable = s
-            .started_at
-            .is_some_and(|t| now.duration_since(t) >= BACKOFF_RESET_AFTER.min(window));
-        if stable {
-            s.backoff = None;
+        match schedule_restart(p, i, s, exit, now) {
+            Some(guard) => s = guard,
+            None => return,
         }
-        while s
-            .restart_times
-            .front()
-            .is_some_and(|&t| now.duration_since(t) > window)
-        {
-            s.restart_times.pop_front();
-        }
-        if s.restart_times.len() >= r.max_restarts as usize {
-            let reason = format!(
-                "{} restarts within {} ms (restart.max_restarts); last exit: {}",
-                s.restart_times.len(),
-                r.window_ms,
-                exit.map(|e| e.to_string())
-                    .unwrap_or_else(|| "start failed".into())
-            );
-            drop(s);
-            log::warn!(target: "toolpool", "gave up tool={} instance={i} reason={reason:?}", p.spec.id);
-            inst.mark_failed(reason);
-            p.admission.wake();
-            return;
-        }
-        let base = s
-            .backoff
-            .unwrap_or(Duration::from_millis(r.backoff_initial_ms));
-        s.next_restart = Some(now + base.mul_f64(0.8 + 0.4 * jitter_fraction()));
-        s.backoff = Some((base * 2).min(Duration::from_millis(
-            r.backoff_max_ms.max(r.backoff_initial_ms),
-        )));
-        s.restart_due = true;
-        let backoff_ms = s
-            .next_restart
-            .map_or(0, |t| t.saturating_duration_since(now).as_millis());
-        let in_window = s.restart_times.len();
-        // Not under the supervision lock: a host's log callback may take its time.
-        drop(s);
-        log::info!(
-            target: "toolpool",
-            "restart scheduled tool={} instance={i} backoff_ms={backoff_ms} restarts_in_window={in_window} max_restarts={} window_ms={}",
-            p.spec.id,
-            r.max_restarts,
-            r.window_ms
-        );
-        s = inst.supervision();
     }
     if s.next_restart.is_some_and(|t| now >= t) {
         s.restart_times.push_back(now);
@@ -306,6 +261,72 @@ fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
             }
         }
     }
+}
+
+/// The restart of dead instance `i` (its supervision state `s` held): reset the backoff
+/// after a stable run, and either give up at the intensity cap (`None`, the instance
+/// marked failed) or schedule the restart after a jittered backoff. Returns the state
+/// locked again (it is released while logging).
+fn schedule_restart<'a>(
+    p: &'a PoolCore,
+    i: usize,
+    mut s: MutexGuard<'a, Supervision>,
+    exit: Option<ExitInfo>,
+    now: Instant,
+) -> Option<MutexGuard<'a, Supervision>> {
+    let r = &p.spec.restart;
+    let inst = &p.instances[i];
+    s.start_failed = false;
+    let window = Duration::from_millis(r.window_ms);
+    let stable = s
+        .started_at
+        .is_some_and(|t| now.duration_since(t) >= BACKOFF_RESET_AFTER.min(window));
+    if stable {
+        s.backoff = None;
+    }
+    while s
+        .restart_times
+        .front()
+        .is_some_and(|&t| now.duration_since(t) > window)
+    {
+        s.restart_times.pop_front();
+    }
+    if s.restart_times.len() >= r.max_restarts as usize {
+        let reason = format!(
+            "{} restarts within {} ms (restart.max_restarts); last exit: {}",
+            s.restart_times.len(),
+            r.window_ms,
+            exit.map(|e| e.to_string())
+                .unwrap_or_else(|| "start failed".into())
+        );
+        drop(s);
+        log::warn!(target: "toolpool", "gave up tool={} instance={i} reason={reason:?}", p.spec.id);
+        inst.mark_failed(reason);
+        p.admission.wake();
+        return None;
+    }
+    let base = s
+        .backoff
+        .unwrap_or(Duration::from_millis(r.backoff_initial_ms));
+    s.next_restart = Some(now + base.mul_f64(0.8 + 0.4 * jitter_fraction()));
+    s.backoff = Some((base * 2).min(Duration::from_millis(
+        r.backoff_max_ms.max(r.backoff_initial_ms),
+    )));
+    s.restart_due = true;
+    let backoff_ms = s
+        .next_restart
+        .map_or(0, |t| t.saturating_duration_since(now).as_millis());
+    let in_window = s.restart_times.len();
+    // Not under the supervision lock: a host's log callback may take its time.
+    drop(s);
+    log::info!(
+        target: "toolpool",
+        "restart scheduled tool={} instance={i} backoff_ms={backoff_ms} restarts_in_window={in_window} max_restarts={} window_ms={}",
+        p.spec.id,
+        r.max_restarts,
+        r.window_ms
+    );
+    Some(inst.supervision())
 }
 
 /// Kill and start again at once (counts as a restart, ignores backoff).

@@ -34,18 +34,8 @@ impl Incarnation {
         cancel: Option<&CancelToken>,
         on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
     ) -> Result<Arc<Incarnation>> {
-        let rpc = spec
-            .protocol
-            .is_rpc()
-            .then(|| Arc::new(Dispatcher::new(index)));
         let lsp = spec.protocol == Protocol::Lsp;
-        let filter = rpc.clone().map(|d| {
-            if lsp {
-                Arc::new(LspFilter::new(d)) as Arc<dyn StdoutFilter>
-            } else {
-                d as Arc<dyn StdoutFilter>
-            }
-        });
+        let (rpc, filter) = dispatcher(spec, index);
         let (dead_tx, dead_rx) = bounded::<()>(0);
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         // Dropped by the stderr drainer when it ends: the exit record waits for it, so the
@@ -76,16 +66,7 @@ impl Incarnation {
         );
         let stdin = Arc::new(stdin);
         if let Some(d) = &rpc {
-            let weak = Arc::downgrade(&stdin);
-            d.answer_with(ClientReplies {
-                results: Arc::new(spec.client_replies.clone()),
-                send: Box::new(move |body| {
-                    if let Some(w) = weak.upgrade() {
-                        // A reply that does not fit (the tool stopped reading) is dropped.
-                        let _ = w.send(frame_message(lsp, body));
-                    }
-                }),
-            });
+            answer_client_requests(d, spec, &stdin);
         }
         let stdout = StdoutReader::new(
             sp.stdout,
@@ -124,6 +105,44 @@ impl Incarnation {
             handshake_reply: OnceLock::new(),
         }))
     }
+}
+
+/// The JSON-RPC dispatcher of instance `index` (`jsonrpc` and `lsp` only), and the filter
+/// its stdout passes: the dispatcher itself, or for `lsp` the `Content-Length` framing in
+/// front of it.
+fn dispatcher(
+    spec: &ToolSpec,
+    index: usize,
+) -> (Option<Arc<Dispatcher>>, Option<Arc<dyn StdoutFilter>>) {
+    let rpc = spec
+        .protocol
+        .is_rpc()
+        .then(|| Arc::new(Dispatcher::new(index)));
+    let lsp = spec.protocol == Protocol::Lsp;
+    let filter = rpc.clone().map(|d| {
+        if lsp {
+            Arc::new(LspFilter::new(d)) as Arc<dyn StdoutFilter>
+        } else {
+            d as Arc<dyn StdoutFilter>
+        }
+    });
+    (rpc, filter)
+}
+
+/// Have `d` answer the tool's own requests with `client_replies`, written on `stdin`
+/// (held weakly: the writer goes with the incarnation).
+fn answer_client_requests(d: &Dispatcher, spec: &ToolSpec, stdin: &Arc<StdinWriter>) {
+    let lsp = spec.protocol == Protocol::Lsp;
+    let weak = Arc::downgrade(stdin);
+    d.answer_with(ClientReplies {
+        results: Arc::new(spec.client_replies.clone()),
+        send: Box::new(move |body| {
+            if let Some(w) = weak.upgrade() {
+                // A reply that does not fit (the tool stopped reading) is dropped.
+                let _ = w.send(frame_message(lsp, body));
+            }
+        }),
+    });
 }
 
 /// Start the process of instance `index` of `spec` (for a dry-run pool its responder),
