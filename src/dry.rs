@@ -25,8 +25,8 @@
 //! reaches the OS.
 
 use crate::error::{Error, ExitInfo, Result};
-use crate::process::{Process, Spawned};
 use crate::linebuf::LineBuf;
+use crate::process::{Process, Spawned};
 use crate::spec::{DryDefault, DryRun, Protocol, ToolSpec};
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
@@ -315,23 +315,8 @@ impl Script {
             if let Some(sig) = r.state.lock().signal {
                 return ExitInfo::Signal(sig);
             }
-            // Replies that are due go out in order; a failure once all before it is out.
-            let now = Instant::now();
-            while let Some(entry) = pending.first_entry() {
-                if entry.key().0 > now {
-                    break;
-                }
-                if matches!(entry.get(), Action::Fail(..)) && !out.is_empty() {
-                    break;
-                }
-                match entry.remove() {
-                    Action::Write(b) => out.extend_from_slice(&b),
-                    Action::Fail(code, message) => {
-                        let _ = stderr.write_all(message.as_bytes());
-                        let _ = stderr.write_all(b"\n");
-                        return ExitInfo::Code(code);
-                    }
-                }
+            if let Some(exit) = release_due(&mut pending, &mut out, &mut stderr) {
+                return exit;
             }
             if !out.is_empty() {
                 match (&stdout).write(&out) {
@@ -371,15 +356,7 @@ impl Script {
                     revents: 0,
                 });
             }
-            let timeout = match pending.first_key_value() {
-                // A failure waits for the output before it (POLLOUT), not for a timer.
-                Some((_, Action::Fail(..))) if !out.is_empty() => -1,
-                Some(((due, _), _)) => {
-                    let left = due.saturating_duration_since(Instant::now());
-                    left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
-                }
-                None => -1,
-            };
+            let timeout = poll_timeout(&pending, out.is_empty());
             // SAFETY: poll on valid pollfds of fds we hold for the call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n <= 0 || !read || fds[1].revents == 0 {
@@ -513,6 +490,47 @@ impl Script {
             },
         };
         (delay, Some(Action::Write(line)))
+    }
+}
+
+/// Move the replies that are due from `pending` to `out`, in order; a failure is due
+/// once all output before it is written, and ends the run: its message goes to
+/// `stderr` and its exit is returned.
+fn release_due(
+    pending: &mut BTreeMap<(Instant, u64), Action>,
+    out: &mut Vec<u8>,
+    stderr: &mut File,
+) -> Option<ExitInfo> {
+    let now = Instant::now();
+    while let Some(entry) = pending.first_entry() {
+        if entry.key().0 > now {
+            break;
+        }
+        if matches!(entry.get(), Action::Fail(..)) && !out.is_empty() {
+            break;
+        }
+        match entry.remove() {
+            Action::Write(b) => out.extend_from_slice(&b),
+            Action::Fail(code, message) => {
+                let _ = stderr.write_all(message.as_bytes());
+                let _ = stderr.write_all(b"\n");
+                return Some(ExitInfo::Code(code));
+            }
+        }
+    }
+    None
+}
+
+/// The `poll` timeout in ms until the first pending reply is due (-1: none, or a
+/// failure that waits for the output before it, through POLLOUT, not for a timer).
+fn poll_timeout(pending: &BTreeMap<(Instant, u64), Action>, out_empty: bool) -> i32 {
+    match pending.first_key_value() {
+        Some((_, Action::Fail(..))) if !out_empty => -1,
+        Some(((due, _), _)) => {
+            let left = due.saturating_duration_since(Instant::now());
+            left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+        }
+        None => -1,
     }
 }
 

@@ -450,4 +450,3 @@ impl Drop for Incarnation {
         self.process.signal(libc::SIGKILL);
     }
 }
-

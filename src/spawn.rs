@@ -172,16 +172,7 @@ pub(crate) fn spawn(
         .map(|a| cstr(a.as_bytes()))
         .collect::<io::Result<_>>()
         .map_err(other)?;
-    let env_c: Vec<CString> = envs
-        .into_iter()
-        .map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            cstr(&kv)
-        })
-        .collect::<io::Result<_>>()
-        .map_err(other)?;
+    let env_c = env_strings(envs).map_err(other)?;
     let cwd_c = cwd
         .map(|d| cstr(d.as_os_str().as_bytes()))
         .transpose()
@@ -212,38 +203,7 @@ pub(crate) fn spawn(
             libc::posix_spawnattr_destroy(&mut attr);
             return Err(other(e));
         }
-        let setup = (|| -> io::Result<()> {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            // Every bit on: glibc's sigfillset leaves out its two internal signals.
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            std::ptr::write_bytes(&mut all as *mut libc::sigset_t, 0xff, 1);
-            check(libc::posix_spawnattr_setsigmask(&mut attr, &empty))?;
-            check(libc::posix_spawnattr_setsigdefault(&mut attr, &all))?;
-            check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;
-            let flags = libc::POSIX_SPAWN_SETSIGMASK
-                | libc::POSIX_SPAWN_SETSIGDEF
-                | libc::POSIX_SPAWN_SETPGROUP;
-            check(libc::posix_spawnattr_setflags(
-                &mut attr,
-                flags as libc::c_short,
-            ))?;
-            for (target, fd) in ends.iter().enumerate() {
-                check(libc::posix_spawn_file_actions_adddup2(
-                    &mut fa,
-                    *fd,
-                    target as i32,
-                ))?;
-            }
-            check(libc::posix_spawn_file_actions_addclosefrom_np(&mut fa, 3))?;
-            if let Some(d) = &cwd_c {
-                check(libc::posix_spawn_file_actions_addchdir_np(
-                    &mut fa,
-                    d.as_ptr(),
-                ))?;
-            }
-            Ok(())
-        })();
+        let setup = set_up(&mut attr, &mut fa, &ends, cwd_c.as_ref());
         let r = match setup {
             Ok(()) => libc::posix_spawn(
                 &mut pid,
@@ -273,5 +233,56 @@ pub(crate) fn spawn(
         }),
         libc::EACCES => Err(SpawnError::PermissionDenied),
         e => Err(SpawnError::Other(io::Error::from_raw_os_error(e))),
+    }
+}
+
+/// The environment as the `KEY=value` C strings `posix_spawn` takes.
+fn env_strings(envs: Vec<(OsString, OsString)>) -> io::Result<Vec<CString>> {
+    envs.into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstr(&kv)
+        })
+        .collect()
+}
+
+/// Fill the initialised spawn attributes `attr` and file actions `fa`: an empty signal
+/// mask, every signal to its default, a new process group, the pipe `ends` as fds 0, 1
+/// and 2 with every other fd closed, and the working directory `cwd`.
+fn set_up(
+    attr: &mut libc::posix_spawnattr_t,
+    fa: &mut libc::posix_spawn_file_actions_t,
+    ends: &[i32; 3],
+    cwd: Option<&CString>,
+) -> io::Result<()> {
+    // SAFETY: `attr` and `fa` were initialised by the caller; the sigsets are plain data
+    // initialised here; `cwd` outlives the call that copies it.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        // Every bit on: glibc's sigfillset leaves out its two internal signals.
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        std::ptr::write_bytes(&mut all as *mut libc::sigset_t, 0xff, 1);
+        check(libc::posix_spawnattr_setsigmask(attr, &empty))?;
+        check(libc::posix_spawnattr_setsigdefault(attr, &all))?;
+        check(libc::posix_spawnattr_setpgroup(attr, 0))?;
+        let flags = libc::POSIX_SPAWN_SETSIGMASK
+            | libc::POSIX_SPAWN_SETSIGDEF
+            | libc::POSIX_SPAWN_SETPGROUP;
+        check(libc::posix_spawnattr_setflags(attr, flags as libc::c_short))?;
+        for (target, fd) in ends.iter().enumerate() {
+            check(libc::posix_spawn_file_actions_adddup2(
+                fa,
+                *fd,
+                target as i32,
+            ))?;
+        }
+        check(libc::posix_spawn_file_actions_addclosefrom_np(fa, 3))?;
+        if let Some(d) = cwd {
+            check(libc::posix_spawn_file_actions_addchdir_np(fa, d.as_ptr()))?;
+        }
+        Ok(())
     }
 }

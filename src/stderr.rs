@@ -4,9 +4,9 @@
 //! record of a process, which shows that tail.
 
 use crate::error::ExitInfo;
+use crate::linebuf::LineBuf;
 use crate::metrics::Counters;
 use crate::process;
-use crate::linebuf::LineBuf;
 use crate::spec::{StderrMode, ToolSpec};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
