@@ -83,8 +83,8 @@
 //! `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top. A submodule is
 //! part of its parent's layer and holds one of its ideas: `spec`'s validation
 //! (`spec/validate.rs`) and key data (`spec/dry_run.rs`, `spec/remote.rs`), how an
-//! incarnation is put together (`incarnation/start.rs`), the start of a whole pool
-//! (`lifecycle/start_all.rs`).
+//! incarnation is put together (`incarnation/start.rs`), what a dry-run responder answers
+//! (`dry/script.rs`), the start of a whole pool (`lifecycle/start_all.rs`).
 //! [`remote`] sits beside `incarnation` (it builds the launcher argv that `process`
 //! spawns and runs the ssh master connections; `lifecycle` asks it for each start); its
 //! data, [`RemoteSpec`], is part of `spec`.
