@@ -234,197 +234,6 @@ int32_t toolpool_cancel_is_triggered(const struct ToolpoolCancel *c, uint32_t *o
 void toolpool_cancel_free(struct ToolpoolCancel *c);
 
 /**
- * `toolpool_pool_request`, cancellable by `c` (NULL: not cancellable).
- *
- * Errors: as `toolpool_pool_request`, plus `TOOLPOOL_CANCELLED` (at whichever stage:
- * waiting for an instance, for its start or a process-limit slot, for the reply). After a
- * cancelled request in `lines`/`marker` framing the instance is recycled; in `jsonrpc`
- * its late reply is dropped and counted (and the spec's `cancel_notification` is sent).
- * NULL handling: `p`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
- * may be NULL.
- * Ownership: `payload` and `c` are borrowed for the call (`c` must outlive it); on
- * success `*out_reply` receives a new string that the caller frees with
- * `toolpool_string_free`.
- * Thread safety: safe from many threads at once on the same pool and the same token;
- * `toolpool_cancel_trigger(c)` may be called from any thread meanwhile.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `payload` NULL or NUL-terminated; `c` NULL or a
- * live token; `out_reply` NULL or writable.
- */
-int32_t toolpool_pool_request_cancellable(struct ToolpoolPool *p,
-                                          const char *payload,
-                                          uint32_t timeout_ms,
-                                          const struct ToolpoolCancel *c,
-                                          char **out_reply);
-
-/**
- * `toolpool_pool_request_sticky`, cancellable by `c` (NULL: not cancellable).
- *
- * Errors: as `toolpool_pool_request_sticky`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `p`, `key`, `payload` or `out_reply` NULL is
- * `TOOLPOOL_INVALID_ARGUMENT`; `c`, `out_instance` and `out_moved` may be NULL.
- * Ownership: `key`, `payload` and `c` are borrowed for the call; on success
- * `*out_reply` receives a new string that the caller frees with `toolpool_string_free`,
- * `*out_instance` (if not NULL) the instance index (`UINT32_MAX` when served by the
- * one-shot fallback) and `*out_moved` (if not NULL) whether the key moved.
- * Thread safety: as `toolpool_pool_request_cancellable`.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `key` and `payload` NULL or NUL-terminated;
- * `c` NULL or a live token; the out-pointers NULL or writable.
- */
-int32_t toolpool_pool_request_sticky_cancellable(struct ToolpoolPool *p,
-                                                 const char *key,
-                                                 const char *payload,
-                                                 uint32_t timeout_ms,
-                                                 const struct ToolpoolCancel *c,
-                                                 char **out_reply,
-                                                 uint32_t *out_instance,
-                                                 bool *out_moved);
-
-/**
- * `toolpool_pool_read_line`, cancellable by `c` (NULL: not cancellable).
- *
- * Errors: as `toolpool_pool_read_line`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
- * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
- * that the caller frees with `toolpool_string_free`.
- * Thread safety: as `toolpool_pool_read_line`; `c` may be triggered from any thread.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_line` NULL or
- * writable.
- */
-int32_t toolpool_pool_read_line_cancellable(struct ToolpoolPool *p,
-                                            uint32_t instance,
-                                            uint32_t timeout_ms,
-                                            const struct ToolpoolCancel *c,
-                                            char **out_line);
-
-/**
- * `toolpool_pool_read_line_bytes`, cancellable by `c` (NULL: not cancellable).
- *
- * Errors: as `toolpool_pool_read_line_bytes`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
- * may be NULL.
- * Ownership: `c` is borrowed for the call; on success `*out_data` receives a new buffer
- * of `*out_len` bytes that the caller frees with `toolpool_bytes_free(data, len)`.
- * Thread safety: as `toolpool_pool_read_line_bytes`; `c` may be triggered from any thread.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_data` and
- * `out_len` NULL or writable.
- */
-int32_t toolpool_pool_read_line_bytes_cancellable(struct ToolpoolPool *p,
-                                                  uint32_t instance,
-                                                  uint32_t timeout_ms,
-                                                  const struct ToolpoolCancel *c,
-                                                  uint8_t **out_data,
-                                                  size_t *out_len);
-
-/**
- * `toolpool_pool_read_any`, cancellable by `c` (NULL: not cancellable).
- *
- * Errors: as `toolpool_pool_read_any`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `p`, `out_instance` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`;
- * `c` may be NULL.
- * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
- * that the caller frees with `toolpool_string_free`.
- * Thread safety: as `toolpool_pool_read_any`; `c` may be triggered from any thread.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `c` NULL or a live token; the out-pointers
- * NULL or writable.
- */
-int32_t toolpool_pool_read_any_cancellable(struct ToolpoolPool *p,
-                                           uint32_t timeout_ms,
-                                           const struct ToolpoolCancel *c,
-                                           uint32_t *out_instance,
-                                           char **out_line);
-
-/**
- * `toolpool_pool_map_json`, cancellable by `c` (NULL: not cancellable): triggering `c`
- * fails every request not yet answered with `TOOLPOOL_CANCELLED` in its result, and the
- * call returns (successfully, with every result).
- *
- * Errors: as `toolpool_pool_map_json`.
- * NULL handling: `p`, `payloads_json` or `out_results_json` NULL is
- * `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
- * Ownership: `payloads_json` and `c` are borrowed for the call; on success
- * `*out_results_json` receives a new string that the caller frees with
- * `toolpool_string_free`.
- * Thread safety: as `toolpool_pool_map_json`; `c` may be triggered from any thread.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `payloads_json` NULL or NUL-terminated; `c`
- * NULL or a live token; `out_results_json` NULL or writable.
- */
-int32_t toolpool_pool_map_json_cancellable(struct ToolpoolPool *p,
-                                           const char *payloads_json,
-                                           uint32_t timeout_ms,
-                                           const struct ToolpoolCancel *c,
-                                           char **out_results_json);
-
-/**
- * `toolpool_pool_lease`, cancellable by `c` (NULL: not cancellable).
- *
- * Errors: as `toolpool_pool_lease`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
- * Ownership: `c` is borrowed for the call; on success `*out` receives a new lease that
- * the caller frees with `toolpool_lease_free`.
- * Thread safety: as `toolpool_pool_lease`; `c` may be triggered from any thread.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out` NULL or
- * writable.
- */
-int32_t toolpool_pool_lease_cancellable(struct ToolpoolPool *p,
-                                        uint32_t timeout_ms,
-                                        const struct ToolpoolCancel *c,
-                                        struct ToolpoolLease **out);
-
-/**
- * `toolpool_lease_request`, cancellable by `c` (NULL: not cancellable). A cancelled
- * request in `lines`/`marker` framing recycles the leased instance: the lease's later
- * calls fail with `TOOLPOOL_DEAD`; free it and take a new one.
- *
- * Errors: as `toolpool_lease_request`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `l`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
- * may be NULL.
- * Ownership: `payload` and `c` are borrowed for the call; on success `*out_reply`
- * receives a new string that the caller frees with `toolpool_string_free`.
- * Thread safety: one thread at a time per lease; `c` may be triggered from any thread.
- *
- * # Safety
- * `l` must be NULL or a live lease handle; `payload` NULL or NUL-terminated; `c` NULL or
- * a live token; `out_reply` NULL or writable.
- */
-int32_t toolpool_lease_request_cancellable(struct ToolpoolLease *l,
-                                           const char *payload,
-                                           uint32_t timeout_ms,
-                                           const struct ToolpoolCancel *c,
-                                           char **out_reply);
-
-/**
- * `toolpool_lease_read_line`, cancellable by `c` (NULL: not cancellable).
- *
- * Errors: as `toolpool_lease_read_line`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `l` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
- * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
- * that the caller frees with `toolpool_string_free`.
- * Thread safety: one thread at a time per lease; `c` may be triggered from any thread.
- *
- * # Safety
- * `l` must be NULL or a live lease handle; `c` NULL or a live token; `out_line` NULL or
- * writable.
- */
-int32_t toolpool_lease_read_line_cancellable(struct ToolpoolLease *l,
-                                             uint32_t timeout_ms,
-                                             const struct ToolpoolCancel *c,
-                                             char **out_line);
-
-/**
  * The index of the leased instance.
  *
  * NULL handling: `l` or `out_instance` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
@@ -484,6 +293,24 @@ int32_t toolpool_lease_notify(struct ToolpoolLease *l, const char *payload_json)
 int32_t toolpool_lease_read_line(struct ToolpoolLease *l, uint32_t timeout_ms, char **out_line);
 
 /**
+ * `toolpool_lease_read_line`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_lease_read_line`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `l` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+ * that the caller frees with `toolpool_string_free`.
+ * Thread safety: one thread at a time per lease; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `l` must be NULL or a live lease handle; `c` NULL or a live token; `out_line` NULL or
+ * writable.
+ */
+int32_t toolpool_lease_read_line_cancellable(struct ToolpoolLease *l,
+                                             uint32_t timeout_ms,
+                                             const struct ToolpoolCancel *c,
+                                             char **out_line);
+
+/**
  * One framed request on the leased instance (framing as `toolpool_pool_request`),
  * waiting up to `timeout_ms` for the reply.
  *
@@ -501,6 +328,28 @@ int32_t toolpool_lease_request(struct ToolpoolLease *l,
                                const char *payload,
                                uint32_t timeout_ms,
                                char **out_reply);
+
+/**
+ * `toolpool_lease_request`, cancellable by `c` (NULL: not cancellable). A cancelled
+ * request in `lines`/`marker` framing recycles the leased instance: the lease's later
+ * calls fail with `TOOLPOOL_DEAD`; free it and take a new one.
+ *
+ * Errors: as `toolpool_lease_request`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `l`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+ * may be NULL.
+ * Ownership: `payload` and `c` are borrowed for the call; on success `*out_reply`
+ * receives a new string that the caller frees with `toolpool_string_free`.
+ * Thread safety: one thread at a time per lease; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `l` must be NULL or a live lease handle; `payload` NULL or NUL-terminated; `c` NULL or
+ * a live token; `out_reply` NULL or writable.
+ */
+int32_t toolpool_lease_request_cancellable(struct ToolpoolLease *l,
+                                           const char *payload,
+                                           uint32_t timeout_ms,
+                                           const struct ToolpoolCancel *c,
+                                           char **out_reply);
 
 /**
  * Free a lease, giving its instance back to the pool. May be called before or after the
@@ -756,6 +605,25 @@ int32_t toolpool_pool_read_line(struct ToolpoolPool *p,
                                 char **out_line);
 
 /**
+ * `toolpool_pool_read_line`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_read_line`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+ * that the caller frees with `toolpool_string_free`.
+ * Thread safety: as `toolpool_pool_read_line`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_line` NULL or
+ * writable.
+ */
+int32_t toolpool_pool_read_line_cancellable(struct ToolpoolPool *p,
+                                            uint32_t instance,
+                                            uint32_t timeout_ms,
+                                            const struct ToolpoolCancel *c,
+                                            char **out_line);
+
+/**
  * Queue the `len` bytes at `data` (toolpool appends the newline) for the stdin of
  * instance `instance`, exactly as given: any byte but `\n` is allowed, NUL and bytes
  * that are not UTF-8 included. Otherwise as `toolpool_pool_send`.
@@ -796,6 +664,27 @@ int32_t toolpool_pool_read_line_bytes(struct ToolpoolPool *p,
                                       size_t *out_len);
 
 /**
+ * `toolpool_pool_read_line_bytes`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_read_line_bytes`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+ * may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_data` receives a new buffer
+ * of `*out_len` bytes that the caller frees with `toolpool_bytes_free(data, len)`.
+ * Thread safety: as `toolpool_pool_read_line_bytes`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_data` and
+ * `out_len` NULL or writable.
+ */
+int32_t toolpool_pool_read_line_bytes_cancellable(struct ToolpoolPool *p,
+                                                  uint32_t instance,
+                                                  uint32_t timeout_ms,
+                                                  const struct ToolpoolCancel *c,
+                                                  uint8_t **out_data,
+                                                  size_t *out_len);
+
+/**
  * The next stderr line of instance `instance`, waiting up to `timeout_ms`. Same rules as
  * `toolpool_pool_read_line`. (stderr is always drained; lines nobody reads are dropped
  * past a bound and counted in the status.)
@@ -833,6 +722,26 @@ int32_t toolpool_pool_read_any(struct ToolpoolPool *p,
                                char **out_line);
 
 /**
+ * `toolpool_pool_read_any`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_read_any`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p`, `out_instance` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`;
+ * `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+ * that the caller frees with `toolpool_string_free`.
+ * Thread safety: as `toolpool_pool_read_any`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; the out-pointers
+ * NULL or writable.
+ */
+int32_t toolpool_pool_read_any_cancellable(struct ToolpoolPool *p,
+                                           uint32_t timeout_ms,
+                                           const struct ToolpoolCancel *c,
+                                           uint32_t *out_instance,
+                                           char **out_line);
+
+/**
  * Send `payload` as one request to an instance picked by the spec's `routing` and wait
  * up to `timeout_ms` (waiting for a free instance included) for its reply, framed by the
  * spec's `protocol`: the reply line (`lines`), the lines up to the marker joined by `\n`
@@ -858,6 +767,31 @@ int32_t toolpool_pool_request(struct ToolpoolPool *p,
                               char **out_reply);
 
 /**
+ * `toolpool_pool_request`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_request`, plus `TOOLPOOL_CANCELLED` (at whichever stage:
+ * waiting for an instance, for its start or a process-limit slot, for the reply). After a
+ * cancelled request in `lines`/`marker` framing the instance is recycled; in `jsonrpc`
+ * its late reply is dropped and counted (and the spec's `cancel_notification` is sent).
+ * NULL handling: `p`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+ * may be NULL.
+ * Ownership: `payload` and `c` are borrowed for the call (`c` must outlive it); on
+ * success `*out_reply` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same pool and the same token;
+ * `toolpool_cancel_trigger(c)` may be called from any thread meanwhile.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `payload` NULL or NUL-terminated; `c` NULL or a
+ * live token; `out_reply` NULL or writable.
+ */
+int32_t toolpool_pool_request_cancellable(struct ToolpoolPool *p,
+                                          const char *payload,
+                                          uint32_t timeout_ms,
+                                          const struct ToolpoolCancel *c,
+                                          char **out_reply);
+
+/**
  * Like `toolpool_pool_request`, but requests with the same `key` go to the same instance
  * while it lives. `*out_instance` receives the instance that answered (`UINT32_MAX` when a
  * one-shot run served it); `*out_moved` is set to true when the key's instance had died
@@ -880,6 +814,31 @@ int32_t toolpool_pool_request_sticky(struct ToolpoolPool *p,
                                      char **out_reply,
                                      uint32_t *out_instance,
                                      bool *out_moved);
+
+/**
+ * `toolpool_pool_request_sticky`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_request_sticky`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p`, `key`, `payload` or `out_reply` NULL is
+ * `TOOLPOOL_INVALID_ARGUMENT`; `c`, `out_instance` and `out_moved` may be NULL.
+ * Ownership: `key`, `payload` and `c` are borrowed for the call; on success
+ * `*out_reply` receives a new string that the caller frees with `toolpool_string_free`,
+ * `*out_instance` (if not NULL) the instance index (`UINT32_MAX` when served by the
+ * one-shot fallback) and `*out_moved` (if not NULL) whether the key moved.
+ * Thread safety: as `toolpool_pool_request_cancellable`.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `key` and `payload` NULL or NUL-terminated;
+ * `c` NULL or a live token; the out-pointers NULL or writable.
+ */
+int32_t toolpool_pool_request_sticky_cancellable(struct ToolpoolPool *p,
+                                                 const char *key,
+                                                 const char *payload,
+                                                 uint32_t timeout_ms,
+                                                 const struct ToolpoolCancel *c,
+                                                 char **out_reply,
+                                                 uint32_t *out_instance,
+                                                 bool *out_moved);
 
 /**
  * Run a batch: `payloads_json` is a JSON array of strings, each sent as its own request,
@@ -907,6 +866,29 @@ int32_t toolpool_pool_map_json(struct ToolpoolPool *p,
                                char **out_results_json);
 
 /**
+ * `toolpool_pool_map_json`, cancellable by `c` (NULL: not cancellable): triggering `c`
+ * fails every request not yet answered with `TOOLPOOL_CANCELLED` in its result, and the
+ * call returns (successfully, with every result).
+ *
+ * Errors: as `toolpool_pool_map_json`.
+ * NULL handling: `p`, `payloads_json` or `out_results_json` NULL is
+ * `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `payloads_json` and `c` are borrowed for the call; on success
+ * `*out_results_json` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: as `toolpool_pool_map_json`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `payloads_json` NULL or NUL-terminated; `c`
+ * NULL or a live token; `out_results_json` NULL or writable.
+ */
+int32_t toolpool_pool_map_json_cancellable(struct ToolpoolPool *p,
+                                           const char *payloads_json,
+                                           uint32_t timeout_ms,
+                                           const struct ToolpoolCancel *c,
+                                           char **out_results_json);
+
+/**
  * Lease one idle instance for exclusive use (a multi-step conversation), waiting up to
  * `timeout_ms` for one. A leased instance gets no routed work until the lease is freed.
  *
@@ -925,6 +907,24 @@ int32_t toolpool_pool_map_json(struct ToolpoolPool *p,
 int32_t toolpool_pool_lease(struct ToolpoolPool *p,
                             uint32_t timeout_ms,
                             struct ToolpoolLease **out);
+
+/**
+ * `toolpool_pool_lease`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_lease`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out` receives a new lease that
+ * the caller frees with `toolpool_lease_free`.
+ * Thread safety: as `toolpool_pool_lease`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out` NULL or
+ * writable.
+ */
+int32_t toolpool_pool_lease_cancellable(struct ToolpoolPool *p,
+                                        uint32_t timeout_ms,
+                                        const struct ToolpoolCancel *c,
+                                        struct ToolpoolLease **out);
 
 /**
  * Counts of the pool's instances: total, alive (starting or ready), dead (ended on their

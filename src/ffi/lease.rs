@@ -1,6 +1,7 @@
 //! `ToolpoolLease`: exclusive use of one instance (wraps [`crate::Lease`]).
 
-use super::{c_string, ffi_call, ffi_void, millis, to_u32, Handle};
+use super::cancel::ToolpoolCancel;
+use super::{c_string, ffi_call, ffi_void, to_u32, Handle};
 use crate::Lease;
 use std::ffi::c_char;
 
@@ -108,10 +109,32 @@ pub unsafe extern "C" fn toolpool_lease_read_line(
     timeout_ms: u32,
     out_line: *mut *mut c_char,
 ) -> i32 {
-    ffi_call("toolpool_lease_read_line", || {
+    // SAFETY: the same contract as the cancellable form, with no token.
+    unsafe { toolpool_lease_read_line_cancellable(l, timeout_ms, std::ptr::null(), out_line) }
+}
+
+/// `toolpool_lease_read_line`, cancellable by `c` (NULL: not cancellable).
+///
+/// Errors: as `toolpool_lease_read_line`, plus `TOOLPOOL_CANCELLED`.
+/// NULL handling: `l` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+/// Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+/// that the caller frees with `toolpool_string_free`.
+/// Thread safety: one thread at a time per lease; `c` may be triggered from any thread.
+///
+/// # Safety
+/// `l` must be NULL or a live lease handle; `c` NULL or a live token; `out_line` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_lease_read_line_cancellable(
+    l: *mut ToolpoolLease,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out_line: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_lease_read_line_cancellable", || {
         let lease = try_handle!(l);
         let out = try_out!(out_line);
-        let line = lease.read_line(millis(timeout_ms))?;
+        let line = lease.read_line(try_wait!(timeout_ms, c))?;
         out.write(c_string(line));
         Ok(())
     })
@@ -136,11 +159,39 @@ pub unsafe extern "C" fn toolpool_lease_request(
     timeout_ms: u32,
     out_reply: *mut *mut c_char,
 ) -> i32 {
-    ffi_call("toolpool_lease_request", || {
+    // SAFETY: the same contract as the cancellable form, with no token.
+    unsafe {
+        toolpool_lease_request_cancellable(l, payload, timeout_ms, std::ptr::null(), out_reply)
+    }
+}
+
+/// `toolpool_lease_request`, cancellable by `c` (NULL: not cancellable). A cancelled
+/// request in `lines`/`marker` framing recycles the leased instance: the lease's later
+/// calls fail with `TOOLPOOL_DEAD`; free it and take a new one.
+///
+/// Errors: as `toolpool_lease_request`, plus `TOOLPOOL_CANCELLED`.
+/// NULL handling: `l`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+/// may be NULL.
+/// Ownership: `payload` and `c` are borrowed for the call; on success `*out_reply`
+/// receives a new string that the caller frees with `toolpool_string_free`.
+/// Thread safety: one thread at a time per lease; `c` may be triggered from any thread.
+///
+/// # Safety
+/// `l` must be NULL or a live lease handle; `payload` NULL or NUL-terminated; `c` NULL or
+/// a live token; `out_reply` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_lease_request_cancellable(
+    l: *mut ToolpoolLease,
+    payload: *const c_char,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out_reply: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_lease_request_cancellable", || {
         let lease = try_handle!(l);
         let payload = try_str!(payload);
         let out = try_out!(out_reply);
-        let reply = lease.request(payload, millis(timeout_ms))?;
+        let reply = lease.request(payload, try_wait!(timeout_ms, c))?;
         out.write(c_string(reply));
         Ok(())
     })

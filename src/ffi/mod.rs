@@ -73,6 +73,20 @@ macro_rules! opt_out {
 }
 
 pub mod cancel;
+/// The `Wait` of a cancellable call: `timeout_ms`, and the token `$c` unless it is NULL.
+macro_rules! try_wait {
+    ($ms:ident, $c:ident) => {{
+        // SAFETY: the function's contract: `$c` is NULL or a live cancel token that
+        // outlives the call.
+        let token = unsafe { $c.as_ref() }.map(|c| c.inner());
+        let wait = $crate::Wait::new($crate::ffi::millis($ms));
+        match token {
+            Some(t) => wait.with_cancel(t),
+            None => wait,
+        }
+    }};
+}
+
 pub mod lease;
 pub mod limiter;
 pub mod observe;

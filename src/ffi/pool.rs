@@ -1,5 +1,6 @@
 //! `ToolpoolPool`: a pool of warm instances of one tool (wraps [`crate::Pool`]).
 
+use super::cancel::ToolpoolCancel;
 use super::lease::ToolpoolLease;
 use super::{
     bytes_out, c_string, ffi_call, ffi_void, invalid, json_string, millis, to_u32, Handle,
@@ -223,10 +224,35 @@ pub unsafe extern "C" fn toolpool_pool_read_line(
     timeout_ms: u32,
     out_line: *mut *mut c_char,
 ) -> i32 {
-    ffi_call("toolpool_pool_read_line", || {
+    // SAFETY: the same contract as the cancellable form, with no token.
+    unsafe {
+        toolpool_pool_read_line_cancellable(p, instance, timeout_ms, std::ptr::null(), out_line)
+    }
+}
+
+/// `toolpool_pool_read_line`, cancellable by `c` (NULL: not cancellable).
+///
+/// Errors: as `toolpool_pool_read_line`, plus `TOOLPOOL_CANCELLED`.
+/// NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+/// Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+/// that the caller frees with `toolpool_string_free`.
+/// Thread safety: as `toolpool_pool_read_line`; `c` may be triggered from any thread.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_line` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_read_line_cancellable(
+    p: *mut ToolpoolPool,
+    instance: u32,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out_line: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_read_line_cancellable", || {
         let pool = try_handle!(p);
         let out = try_out!(out_line);
-        let line = pool.read_line(instance as usize, millis(timeout_ms))?;
+        let line = pool.read_line(instance as usize, try_wait!(timeout_ms, c))?;
         out.write(c_string(line));
         Ok(())
     })
@@ -279,11 +305,45 @@ pub unsafe extern "C" fn toolpool_pool_read_line_bytes(
     out_data: *mut *mut u8,
     out_len: *mut usize,
 ) -> i32 {
-    ffi_call("toolpool_pool_read_line_bytes", || {
+    // SAFETY: the same contract as the cancellable form, with no token.
+    unsafe {
+        toolpool_pool_read_line_bytes_cancellable(
+            p,
+            instance,
+            timeout_ms,
+            std::ptr::null(),
+            out_data,
+            out_len,
+        )
+    }
+}
+
+/// `toolpool_pool_read_line_bytes`, cancellable by `c` (NULL: not cancellable).
+///
+/// Errors: as `toolpool_pool_read_line_bytes`, plus `TOOLPOOL_CANCELLED`.
+/// NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+/// may be NULL.
+/// Ownership: `c` is borrowed for the call; on success `*out_data` receives a new buffer
+/// of `*out_len` bytes that the caller frees with `toolpool_bytes_free(data, len)`.
+/// Thread safety: as `toolpool_pool_read_line_bytes`; `c` may be triggered from any thread.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_data` and
+/// `out_len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_read_line_bytes_cancellable(
+    p: *mut ToolpoolPool,
+    instance: u32,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out_data: *mut *mut u8,
+    out_len: *mut usize,
+) -> i32 {
+    ffi_call("toolpool_pool_read_line_bytes_cancellable", || {
         let pool = try_handle!(p);
         let out_d = try_out!(out_data);
         let out_l = try_out!(out_len);
-        let line = pool.read_line_bytes(instance as usize, millis(timeout_ms))?;
+        let line = pool.read_line_bytes(instance as usize, try_wait!(timeout_ms, c))?;
         let (ptr, len) = bytes_out(line);
         out_d.write(ptr);
         out_l.write(len);
@@ -337,11 +397,37 @@ pub unsafe extern "C" fn toolpool_pool_read_any(
     out_instance: *mut u32,
     out_line: *mut *mut c_char,
 ) -> i32 {
-    ffi_call("toolpool_pool_read_any", || {
+    // SAFETY: the same contract as the cancellable form, with no token.
+    unsafe {
+        toolpool_pool_read_any_cancellable(p, timeout_ms, std::ptr::null(), out_instance, out_line)
+    }
+}
+
+/// `toolpool_pool_read_any`, cancellable by `c` (NULL: not cancellable).
+///
+/// Errors: as `toolpool_pool_read_any`, plus `TOOLPOOL_CANCELLED`.
+/// NULL handling: `p`, `out_instance` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`;
+/// `c` may be NULL.
+/// Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+/// that the caller frees with `toolpool_string_free`.
+/// Thread safety: as `toolpool_pool_read_any`; `c` may be triggered from any thread.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `c` NULL or a live token; the out-pointers
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_read_any_cancellable(
+    p: *mut ToolpoolPool,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out_instance: *mut u32,
+    out_line: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_read_any_cancellable", || {
         let pool = try_handle!(p);
         let out_i = try_out!(out_instance);
         let out_l = try_out!(out_line);
-        let (i, line) = pool.read_any(millis(timeout_ms))?;
+        let (i, line) = pool.read_any(try_wait!(timeout_ms, c))?;
         out_i.write(to_u32(i));
         out_l.write(c_string(line));
         Ok(())
@@ -373,11 +459,42 @@ pub unsafe extern "C" fn toolpool_pool_request(
     timeout_ms: u32,
     out_reply: *mut *mut c_char,
 ) -> i32 {
-    ffi_call("toolpool_pool_request", || {
+    // SAFETY: the same contract as the cancellable form, with no token.
+    unsafe {
+        toolpool_pool_request_cancellable(p, payload, timeout_ms, std::ptr::null(), out_reply)
+    }
+}
+
+/// `toolpool_pool_request`, cancellable by `c` (NULL: not cancellable).
+///
+/// Errors: as `toolpool_pool_request`, plus `TOOLPOOL_CANCELLED` (at whichever stage:
+/// waiting for an instance, for its start or a process-limit slot, for the reply). After a
+/// cancelled request in `lines`/`marker` framing the instance is recycled; in `jsonrpc`
+/// its late reply is dropped and counted (and the spec's `cancel_notification` is sent).
+/// NULL handling: `p`, `payload` or `out_reply` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+/// may be NULL.
+/// Ownership: `payload` and `c` are borrowed for the call (`c` must outlive it); on
+/// success `*out_reply` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool and the same token;
+/// `toolpool_cancel_trigger(c)` may be called from any thread meanwhile.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `payload` NULL or NUL-terminated; `c` NULL or a
+/// live token; `out_reply` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_request_cancellable(
+    p: *mut ToolpoolPool,
+    payload: *const c_char,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out_reply: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_request_cancellable", || {
         let pool = try_handle!(p);
         let payload = try_str!(payload);
         let out = try_out!(out_reply);
-        let reply = pool.request(payload, millis(timeout_ms))?;
+        let reply = pool.request(payload, try_wait!(timeout_ms, c))?;
         out.write(c_string(reply.text));
         Ok(())
     })
@@ -407,13 +524,54 @@ pub unsafe extern "C" fn toolpool_pool_request_sticky(
     out_instance: *mut u32,
     out_moved: *mut bool,
 ) -> i32 {
-    ffi_call("toolpool_pool_request_sticky", || {
+    // SAFETY: the same contract as the cancellable form, with no token.
+    unsafe {
+        toolpool_pool_request_sticky_cancellable(
+            p,
+            key,
+            payload,
+            timeout_ms,
+            std::ptr::null(),
+            out_reply,
+            out_instance,
+            out_moved,
+        )
+    }
+}
+
+/// `toolpool_pool_request_sticky`, cancellable by `c` (NULL: not cancellable).
+///
+/// Errors: as `toolpool_pool_request_sticky`, plus `TOOLPOOL_CANCELLED`.
+/// NULL handling: `p`, `key`, `payload` or `out_reply` NULL is
+/// `TOOLPOOL_INVALID_ARGUMENT`; `c`, `out_instance` and `out_moved` may be NULL.
+/// Ownership: `key`, `payload` and `c` are borrowed for the call; on success
+/// `*out_reply` receives a new string that the caller frees with `toolpool_string_free`,
+/// `*out_instance` (if not NULL) the instance index (`UINT32_MAX` when served by the
+/// one-shot fallback) and `*out_moved` (if not NULL) whether the key moved.
+/// Thread safety: as `toolpool_pool_request_cancellable`.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `key` and `payload` NULL or NUL-terminated;
+/// `c` NULL or a live token; the out-pointers NULL or writable.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn toolpool_pool_request_sticky_cancellable(
+    p: *mut ToolpoolPool,
+    key: *const c_char,
+    payload: *const c_char,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out_reply: *mut *mut c_char,
+    out_instance: *mut u32,
+    out_moved: *mut bool,
+) -> i32 {
+    ffi_call("toolpool_pool_request_sticky_cancellable", || {
         let pool = try_handle!(p);
         let key = try_str!(key);
         let payload = try_str!(payload);
         let out_r = try_out!(out_reply);
         let (out_i, out_m) = (opt_out!(out_instance), opt_out!(out_moved));
-        let reply = pool.request_sticky(key, payload, millis(timeout_ms))?;
+        let reply = pool.request_sticky(key, payload, try_wait!(timeout_ms, c))?;
         if let Some(o) = out_i {
             o.write(reply.instance.map_or(u32::MAX, to_u32));
         }
@@ -450,7 +608,42 @@ pub unsafe extern "C" fn toolpool_pool_map_json(
     timeout_ms: u32,
     out_results_json: *mut *mut c_char,
 ) -> i32 {
-    ffi_call("toolpool_pool_map_json", || {
+    // SAFETY: the same contract as the cancellable form, with no token.
+    unsafe {
+        toolpool_pool_map_json_cancellable(
+            p,
+            payloads_json,
+            timeout_ms,
+            std::ptr::null(),
+            out_results_json,
+        )
+    }
+}
+
+/// `toolpool_pool_map_json`, cancellable by `c` (NULL: not cancellable): triggering `c`
+/// fails every request not yet answered with `TOOLPOOL_CANCELLED` in its result, and the
+/// call returns (successfully, with every result).
+///
+/// Errors: as `toolpool_pool_map_json`.
+/// NULL handling: `p`, `payloads_json` or `out_results_json` NULL is
+/// `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+/// Ownership: `payloads_json` and `c` are borrowed for the call; on success
+/// `*out_results_json` receives a new string that the caller frees with
+/// `toolpool_string_free`.
+/// Thread safety: as `toolpool_pool_map_json`; `c` may be triggered from any thread.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `payloads_json` NULL or NUL-terminated; `c`
+/// NULL or a live token; `out_results_json` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_map_json_cancellable(
+    p: *mut ToolpoolPool,
+    payloads_json: *const c_char,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out_results_json: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_map_json_cancellable", || {
         let pool = try_handle!(p);
         let json = try_str!(payloads_json);
         let out = try_out!(out_results_json);
@@ -461,12 +654,11 @@ pub unsafe extern "C" fn toolpool_pool_map_json(
             )
         })?;
         let results: Vec<MapResult> = pool
-            .map(&payloads, millis(timeout_ms))
+            .map(&payloads, try_wait!(timeout_ms, c))
             .into_iter()
             .map(MapResult::from)
             .collect();
-        let s = json_string(&results)?;
-        out.write(s);
+        out.write(json_string(&results)?);
         Ok(())
     })
 }
@@ -491,10 +683,32 @@ pub unsafe extern "C" fn toolpool_pool_lease(
     timeout_ms: u32,
     out: *mut *mut ToolpoolLease,
 ) -> i32 {
-    ffi_call("toolpool_pool_lease", || {
+    // SAFETY: the same contract as the cancellable form, with no token.
+    unsafe { toolpool_pool_lease_cancellable(p, timeout_ms, std::ptr::null(), out) }
+}
+
+/// `toolpool_pool_lease`, cancellable by `c` (NULL: not cancellable).
+///
+/// Errors: as `toolpool_pool_lease`, plus `TOOLPOOL_CANCELLED`.
+/// NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+/// Ownership: `c` is borrowed for the call; on success `*out` receives a new lease that
+/// the caller frees with `toolpool_lease_free`.
+/// Thread safety: as `toolpool_pool_lease`; `c` may be triggered from any thread.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; `c` NULL or a live token; `out` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_lease_cancellable(
+    p: *mut ToolpoolPool,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out: *mut *mut ToolpoolLease,
+) -> i32 {
+    ffi_call("toolpool_pool_lease_cancellable", || {
         let pool = try_handle!(p);
         let out = try_out!(out);
-        let lease = pool.lease(millis(timeout_ms))?;
+        let lease = pool.lease(try_wait!(timeout_ms, c))?;
         out.write(ToolpoolLease::boxed(lease));
         Ok(())
     })
