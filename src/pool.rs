@@ -84,10 +84,7 @@ impl Pool {
     /// With `dry_run` (or `TOOLPOOL_DRY_RUN=1`) no process ever starts: responders stand
     /// in for the tool, and `disabled` is ignored.
     pub fn with_options(spec: ToolSpec, opts: PoolOptions) -> Result<Pool> {
-        let mut spec = spec;
-        if spec.dry_run.is_none() && env_set(crate::spec::DRY_RUN_ENV) {
-            spec.dry_run = Some(crate::spec::DryRun::echo());
-        }
+        let spec = dry_run_env(spec);
         spec.validate()?;
         // A dry pool runs no process at all, one-shot runs included.
         let disabled =
@@ -400,7 +397,7 @@ impl Pool {
     /// the process limit allows: one that cannot keeps its new process, which did start),
     /// the old instances keep serving, and that start-up error is returned.
     pub fn reload(&self, spec: ToolSpec) -> Result<()> {
-        sizing::reload(&self.core, spec)
+        sizing::reload(&self.core, dry_run_env(spec))
     }
 
     /// [`Pool::reload`] from a standalone JSON spec (as for `toolpool_pool_new`); a spec
@@ -449,6 +446,15 @@ impl Pool {
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.core.limiter
     }
+}
+
+/// `spec` as `TOOLPOOL_DRY_RUN=1` makes it: dry with `default: "echo"` unless it has its
+/// own `dry_run` (for a new pool and for a reload alike).
+fn dry_run_env(mut spec: ToolSpec) -> ToolSpec {
+    if spec.dry_run.is_none() && env_set(crate::spec::DRY_RUN_ENV) {
+        spec.dry_run = Some(crate::spec::DryRun::echo());
+    }
+    spec
 }
 
 /// True when the environment variable `name` is set, not empty and not "0".

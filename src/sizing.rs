@@ -354,32 +354,55 @@ pub(crate) fn reload(p: &Arc<PoolCore>, new: ToolSpec) -> Result<()> {
     result
 }
 
-/// The keys outside [`RELOADABLE`] that differ between `a` and `b`.
-fn fixed_keys_changed(a: &ToolSpec, b: &ToolSpec) -> Vec<&'static str> {
+/// The keys outside [`RELOADABLE`] that differ between `a` and `b`, as key paths
+/// (`restart.policy`, `limits.max_waiting`, `remote.hosts`). Compared through the specs'
+/// JSON form, so a key added to [`ToolSpec`] is fixed until it is listed in
+/// [`RELOADABLE`], never silently ignored by a reload.
+fn fixed_keys_changed(a: &ToolSpec, b: &ToolSpec) -> Vec<String> {
     let mut out = Vec::new();
-    let mut check = |key: &'static str, same: bool| {
-        if !same {
-            out.push(key);
-        }
-    };
-    check("id", a.id == b.id);
-    check("protocol", a.protocol == b.protocol);
-    check("routing", a.routing == b.routing);
-    check("max_in_flight", a.max_in_flight == b.max_in_flight);
-    check("oneshot", a.oneshot == b.oneshot);
-    check("fallback", a.fallback == b.fallback);
-    check("disabled", a.disabled == b.disabled);
-    check("restart", a.restart == b.restart);
-    check("idle_timeout_ms", a.idle_timeout_ms == b.idle_timeout_ms);
-    check("max_requests", a.max_requests == b.max_requests);
-    check("max_lifetime_ms", a.max_lifetime_ms == b.max_lifetime_ms);
-    check("health", a.health == b.health);
-    check("shutdown", a.shutdown == b.shutdown);
-    check(
-        "limits.max_waiting",
-        a.limits.max_waiting == b.limits.max_waiting,
-    );
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(va), Ok(vb)) => changed_paths("", &va, &vb, &mut out),
+        // A spec always serialises; should it not, nothing may change in place.
+        _ => out.push("(the whole spec)".to_string()),
+    }
+    out.retain(|k| {
+        !RELOADABLE
+            .iter()
+            .any(|r| k == r || k.strip_prefix(r).is_some_and(|rest| rest.starts_with('.')))
+    });
     out
+}
+
+/// Append to `out` the dotted paths under `prefix` where `a` and `b` differ (objects are
+/// compared key by key, anything else as a whole; a missing key counts as `null`).
+fn changed_paths(
+    prefix: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(ma), Value::Object(mb)) => {
+            let keys: std::collections::BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                let (x, y) = (ma.get(k), mb.get(k));
+                changed_paths(
+                    &path,
+                    x.unwrap_or(&Value::Null),
+                    y.unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
 }
 
 /// Replace the running incarnation of `i` by one of the spec now: start it, wait for its

@@ -445,6 +445,21 @@ fn reload_rejects_an_invalid_spec_or_fixed_keys_before_changing_anything() {
         pool.reload_json("{\"command\": [\"cat\"], \"count\": 0}"),
         Err(Error::Config(_))
     ));
+    // Keys the reload does not list are fixed too, named by their path (the check goes
+    // through the spec's JSON form, so keys added later are covered).
+    let mut later = versioned(2, "v2");
+    later.limits.max_rss_mb = Some(512);
+    later.stderr = toolpool::spec::StderrMode::Log;
+    match pool.reload(later) {
+        Err(Error::Config(m)) => {
+            // Exactly those two (env, which also changed, may change in place).
+            assert!(
+                m.contains("cannot change limits.max_rss_mb, stderr in place"),
+                "{m}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(pids(&pool), before);
     assert_eq!(pool.spec().env["TOOL_VERSION"], "v1");
 }
