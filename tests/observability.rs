@@ -399,9 +399,13 @@ fn prometheus_text_of_one_pool_and_of_all() {
         pool.request(&format!("p{k}"), T).unwrap();
     }
     let _ = pool.request("delay:1000:x", Duration::from_millis(50));
-    // The timed-out instance is replaced: wait until both answer again.
+    // The timed-out instance is replaced: wait until the recycle is counted (just after
+    // the new process is in place) and both are ready. Ready alone is not enough: the
+    // timed-out process may still look ready for a moment before it is killed.
     let end = Instant::now() + T;
-    while pool.health().ready < 2 {
+    while pool.metrics().recycles.get("timeout").copied().unwrap_or(0) < 1
+        || pool.health().ready < 2
+    {
         assert!(Instant::now() < end);
         std::thread::sleep(Duration::from_millis(10));
     }
