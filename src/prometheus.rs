@@ -264,6 +264,26 @@ fn render(pools: &[(Arc<PoolCore>, Option<String>)], limiter: &Limiter) -> Strin
         ),
         |r| r.metrics.restarts,
     );
+    per_pool(
+        &mut out,
+        &rows,
+        (
+            "toolpool_grow_events_total",
+            "counter",
+            "Instances an elastic pool started because every started one was busy.",
+        ),
+        |r| r.metrics.grow_events,
+    );
+    per_pool(
+        &mut out,
+        &rows,
+        (
+            "toolpool_shrink_events_total",
+            "counter",
+            "Instances an elastic pool stopped after idle_timeout_ms (down to min_instances).",
+        ),
+        |r| r.metrics.shrink_events,
+    );
     family(
         &mut out,
         "toolpool_recycles_total",

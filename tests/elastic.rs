@@ -106,6 +106,15 @@ fn concurrent_slow_callers_grow_the_pool_then_idle_shrinks_it() {
     assert_eq!(used.len(), 3, "three callers, three instances: {used:?}");
     // Grown to 3 (it may have begun shrinking once they were idle).
     assert!(pool.metrics().grow_events >= 2);
+    // The same count in the Prometheus text.
+    let grows = pool.metrics().grow_events;
+    let text = pool.metrics_prometheus();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("toolpool_grow_events_total{")
+                && l.ends_with(&format!(" {grows}"))),
+        "{text}"
+    );
     // More callers than count: never more than count.
     let replies = concurrent_slow(&pool, 6, 800);
     assert!(replies.iter().all(|r| r.instance.unwrap() < 4));
