@@ -183,11 +183,12 @@ impl Incarnation {
         self.send_message(&encode_notification(payload)?)
     }
 
-    /// The state shown in status.
+    /// The state shown in status. A killed incarnation is `Dead` from the kill on, not
+    /// only once it has been reaped: it will never serve again.
     pub fn state(&self) -> State {
         if self.stopped.load(Relaxed) {
             State::Stopped
-        } else if !self.process.is_alive() || self.stdout.eof() {
+        } else if self.retired.load(Relaxed) || !self.process.is_alive() || self.stdout.eof() {
             State::Dead
         } else if self.is_ready() {
             State::Ready

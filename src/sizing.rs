@@ -72,8 +72,10 @@ pub(crate) fn started(p: &PoolCore) -> usize {
 }
 
 /// Hook in the router: every started instance is busy and the caller is about to wait
-/// (under the admission lock). Starts a stopped instance in the background the first
-/// time; afterwards returns that start's error when nothing else can serve the caller.
+/// (under the admission lock). Starts a stopped instance in the background unless this
+/// caller's own start is still under way (so a caller has at most one at a time; one whose
+/// started instance another caller took starts another); returns its start's error when
+/// nothing else can serve the caller.
 pub(crate) fn before_wait(p: &Arc<PoolCore>, grow: &mut Grow) -> Result<()> {
     if p.disabled {
         return Ok(());
@@ -81,10 +83,13 @@ pub(crate) fn before_wait(p: &Arc<PoolCore>, grow: &mut Grow) -> Result<()> {
     if let Some(attempt) = &grow.attempt {
         let outcome = attempt.lock().clone();
         match outcome {
-            // The index was removed by a shrink meanwhile: ask again.
-            Some(Err(Error::IndexOutOfRange { .. })) => grow.attempt = None,
+            // Still starting: wait for it (or for a busy one to free).
+            None => return Ok(()),
+            // Started, but another caller took it first, and this one still waits: it
+            // may start another. The index was removed by a shrink meanwhile: ask again.
+            Some(Ok(())) | Some(Err(Error::IndexOutOfRange { .. })) => grow.attempt = None,
             Some(Err(e)) if !any_live(p) => return Err(e),
-            _ => return Ok(()),
+            Some(Err(_)) => return Ok(()),
         }
     }
     if let Some(i) = stopped_index(p) {
