@@ -47,8 +47,10 @@ pub(crate) fn after_request(p: &PoolCore, index: usize, pid: i32) {
 pub(crate) fn recycle(p: &PoolCore, index: usize, pid: i32) {
     let inst = &p.instances[index];
     if let Some(c) = inst.current().filter(|c| c.pid() == pid) {
-        c.kill();
+        // Marked before the kill: from the kill on the incarnation is dead, and a caller
+        // waiting for an instance must see this one coming back, not gone for good.
         inst.supervision().replace_now = true;
+        c.kill();
     }
     p.notify_supervisor();
 }
