@@ -245,51 +245,53 @@ fn growing_respects_the_process_limit() {
 }
 
 /// Three threads make requests until `stop`; every reply must match its request.
-fn load(pool: &Pool, stop: &AtomicBool, done: &AtomicUsize, payload: &str) -> Vec<String> {
-    let mut seen = Vec::new();
-    let mut k = 0;
-    while !stop.load(Ordering::Relaxed) {
-        k += 1;
-        let r = pool
-            .request(&format!("{payload}{k}"), Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("request failed under load: {e}"));
-        seen.push(r.text);
-        done.fetch_add(1, Ordering::Relaxed);
-    }
-    seen
-}
-
-#[test]
-fn resize_up_and_down_under_load_fails_no_request() {
-    let pool = private(tool(2, &[]));
+/// Run `body` while three threads send numbered requests (`delay:MS:tT-K`) one after
+/// another, each checking that every reply is its own and in order; then stop them and
+/// return how many requests were answered. A failed request fails the test.
+fn under_load(pool: &Pool, delay_ms: u32, body: impl FnOnce()) -> usize {
     let stop = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..3)
             .map(|t| {
-                let (pool, stop, done) = (&pool, &stop, &done);
+                let (stop, done) = (&stop, &done);
                 s.spawn(move || {
-                    for (k, text) in load(pool, stop, done, &format!("delay:3:t{t}-"))
-                        .iter()
-                        .enumerate()
-                    {
-                        assert_eq!(text, &format!("t{t}-{}", k + 1));
+                    let mut k = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        k += 1;
+                        let r = pool
+                            .request(
+                                &format!("delay:{delay_ms}:t{t}-{k}"),
+                                Duration::from_secs(30),
+                            )
+                            .unwrap_or_else(|e| panic!("request failed under load: {e}"));
+                        assert_eq!(r.text, format!("t{t}-{k}"));
+                        done.fetch_add(1, Ordering::Relaxed);
                     }
                 })
             })
             .collect();
+        body();
+        stop.store(true, Ordering::Relaxed);
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    done.load(Ordering::Relaxed)
+}
+
+#[test]
+fn resize_up_and_down_under_load_fails_no_request() {
+    let pool = private(tool(2, &[]));
+    let done = under_load(&pool, 3, || {
         for n in [4, 1, 3, 2, 5, 1, 2] {
             std::thread::sleep(Duration::from_millis(150));
             pool.resize(n).unwrap();
             assert_eq!(pool.len(), n);
         }
         std::thread::sleep(Duration::from_millis(150));
-        stop.store(true, Ordering::Relaxed);
-        for h in hs {
-            h.join().unwrap();
-        }
     });
-    assert!(done.load(Ordering::Relaxed) > 30);
+    assert!(done > 30);
     assert_eq!(pool.metrics().requests_error, 0);
     assert_eq!(pool.len(), 2);
     // Every removed process is gone once its last request ended.
@@ -367,31 +369,12 @@ fn versioned(count: usize, version: &str) -> ToolSpec {
 fn reload_under_load_from_three_threads_fails_no_request() {
     let pool = private(versioned(3, "v1"));
     let before: HashSet<i32> = pids(&pool).into_iter().collect();
-    let stop = AtomicBool::new(false);
-    let done = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..3)
-            .map(|t| {
-                let (pool, stop, done) = (&pool, &stop, &done);
-                s.spawn(move || {
-                    for (k, text) in load(pool, stop, done, &format!("delay:5:t{t}-"))
-                        .iter()
-                        .enumerate()
-                    {
-                        assert_eq!(text, &format!("t{t}-{}", k + 1));
-                    }
-                })
-            })
-            .collect();
+    let done = under_load(&pool, 5, || {
         std::thread::sleep(Duration::from_millis(200));
         pool.reload(versioned(3, "v2")).unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        stop.store(true, Ordering::Relaxed);
-        for h in hs {
-            h.join().unwrap();
-        }
     });
-    assert!(done.load(Ordering::Relaxed) > 20);
+    assert!(done > 20);
     assert_eq!(pool.metrics().requests_error, 0);
     // Every instance runs the new spec: new pids, and the tool sees the new environment.
     let after: HashSet<i32> = pids(&pool).into_iter().collect();
