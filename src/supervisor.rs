@@ -336,10 +336,14 @@ fn restart_now(p: &Arc<PoolCore>, i: usize) {
     if p.is_shut_down() {
         return;
     }
-    inst.supervision().replace_now = false;
+    // `replace_now` stays set until the new incarnation is installed (which clears it) or
+    // the start has failed: until then a waiting caller must see this instance coming
+    // back, or it gives up on a pool whose restart policy is `never`.
     if let Err(e) = p.replace_locked(i, None) {
         log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?}", p.spec.id, e.to_string());
-        inst.supervision().start_failed = true;
+        let mut s = inst.supervision();
+        s.start_failed = true;
+        s.replace_now = false;
     }
 }
 
