@@ -26,6 +26,7 @@
 //! reaches the OS.
 
 use crate::error::{Error, ExitInfo, Result};
+use crate::pipe::StdinEnd;
 use crate::process::{Process, Spawned};
 use crate::spec::{DryRun, ToolSpec};
 use parking_lot::{Condvar, Mutex};
@@ -138,7 +139,7 @@ impl Child {
 /// A started child or responder and the parent's ends of its three pipes.
 pub(crate) struct Started {
     pub process: Child,
-    pub stdin: File,
+    pub stdin: StdinEnd,
     pub stdout: File,
     pub stderr: File,
 }
@@ -200,18 +201,11 @@ fn next_id() -> i32 {
     .unwrap_or(-1)
 }
 
-/// A pipe, both ends close-on-exec: (read end, write end).
+/// A pipe: (read end, write end).
 fn pipe() -> Result<(File, File)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 writes two fds into the array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Error::Spawn(format!(
-            "dry run: cannot create a pipe: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    unsafe { Ok((File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))) }
+    let (r, w) = crate::pipe::pipe()
+        .map_err(|e| Error::Spawn(format!("dry run: cannot create a pipe: {e}")))?;
+    Ok((File::from(r), File::from(w)))
 }
 
 fn set_nonblocking(f: &File) {
@@ -242,6 +236,10 @@ pub(crate) fn spawn(
         )));
     }
     set_nonblocking(&stdin_r);
+    // Held by the host as a process's stdin is (see `crate::pipe`).
+    let stdin_keep = stdin_r
+        .try_clone()
+        .map_err(|e| Error::Spawn(format!("dry run: cannot duplicate a pipe end: {e}")))?;
     set_nonblocking(&stdout_w);
     let responder = Arc::new(Responder {
         id: next_id(),
@@ -274,7 +272,7 @@ pub(crate) fn spawn(
     *responder.thread.lock() = Some(handle);
     Ok(Started {
         process: Child::Dry(responder),
-        stdin: stdin_w,
+        stdin: StdinEnd::new(stdin_w.into(), stdin_keep.into()),
         stdout: stdout_r,
         stderr: stderr_r,
     })

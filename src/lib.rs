@@ -110,6 +110,7 @@ pub mod log_bridge;
 mod lsp;
 pub mod metrics;
 mod oneshot;
+mod pipe;
 pub mod pool;
 pub mod pools;
 mod process;

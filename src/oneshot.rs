@@ -63,7 +63,8 @@ fn drive(
     input: Option<String>,
     timeout: Duration,
 ) -> (Option<ExitInfo>, Vec<u8>, Vec<u8>) {
-    let mut stdin = sp.stdin;
+    // Without the held read end: a tool that never reads must end the write with EPIPE.
+    let mut stdin = sp.stdin.into_file();
     let writer = spawn_thread("toolpool-oneshot-in".into(), move || {
         if let Some(input) = input {
             let _ = stdin.write_all(input.as_bytes());

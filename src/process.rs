@@ -10,10 +10,13 @@
 //!   what is left of the group while the zombie still pins the pid, and only then reaps,
 //!   under the same lock that [`Process::signal`] takes, so a pid is never signalled after
 //!   it could have been reused;
-//! - the threads we own block SIGPIPE ([`spawn_thread`]) so a write to a dead child returns
-//!   `EPIPE` instead of killing a C or Go host; no signal handler is ever installed.
+//! - a write to a dead child's stdin never raises SIGPIPE, which would kill a C or Go host:
+//!   the host holds the pipe's read end as well ([`crate::pipe`]), and the threads we own
+//!   block SIGPIPE ([`spawn_thread`]) for the pipes they write without one (one-shot
+//!   runs); no signal handler is ever installed.
 
 use crate::error::{Error, ExitInfo, Result};
+use crate::pipe::StdinEnd;
 use crate::spawn::SpawnError;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
@@ -36,7 +39,7 @@ pub(crate) struct Launch {
 /// A started child: its handle and the parent's ends of its three pipes.
 pub(crate) struct Spawned {
     pub process: Arc<Process>,
-    pub stdin: File,
+    pub stdin: StdinEnd,
     pub stdout: File,
     pub stderr: File,
 }
@@ -143,7 +146,7 @@ impl Process {
 /// instances reserve 0.75 GiB of addresses instead of the 6 GiB of default stacks.
 pub const SMALL_STACK_BYTES: usize = 256 * 1024;
 
-/// Spawn a thread that blocks SIGPIPE, so writes to a dead child return EPIPE.
+/// Spawn a thread that blocks SIGPIPE, so its writes to a pipe without a reader return EPIPE.
 ///
 /// The name is sanitised (a NUL byte in a thread name would panic). Panics only when the
 /// OS refuses a new thread (out of memory or threads), as `std::thread::spawn` does.

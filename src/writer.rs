@@ -1,15 +1,16 @@
 //! The stdin side of an incarnation: a bounded queue, a writer thread, and a fast path.
 //!
 //! `send` never blocks on the child. When nothing is queued and no write is under way,
-//! the caller writes the line itself with one non-blocking `write` (SIGPIPE blocked in
-//! its thread for that call, and a SIGPIPE it raised consumed), which saves a thread
-//! hand-off per line. Whatever does not fit in the pipe at once goes on the queue, and the
+//! the caller writes the line itself with one non-blocking `write` (which cannot raise
+//! SIGPIPE: the host holds the pipe's read end too, see [`crate::pipe`]), which saves a
+//! thread hand-off per line. Whatever does not fit in the pipe at once goes on the queue, and the
 //! writer thread writes it, blocking on the child instead of the caller. Order is kept:
 //! the fast path is taken only while `pending` (queued or being written) is zero, checked
 //! under the lock that every write takes.
 
 use crate::metrics::Counters;
-use crossbeam_channel::{select, unbounded, Receiver, Sender, TrySendError};
+use crate::pipe::StdinEnd;
+use crossbeam_channel::{select, unbounded, Receiver, Sender, TryRecvError, TrySendError};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::io::Write;
@@ -32,7 +33,7 @@ struct Shared {
     /// Most lines the queue holds (`limits.queue_lines`).
     cap: usize,
     /// The pipe; `None` once the writer has closed it. Every write holds this lock.
-    file: Mutex<Option<File>>,
+    file: Mutex<Option<StdinEnd>>,
     /// Lines queued or being written by the writer thread.
     pending: AtomicUsize,
     broken: AtomicBool,
@@ -46,10 +47,10 @@ pub(crate) struct StdinWriter {
 }
 
 impl StdinWriter {
-    /// Take over `file`; start the writer thread (it ends when the queue is closed and
+    /// Take over `stdin`; start the writer thread (it ends when the queue is closed and
     /// drained, or when `dead` fires, or on a write error).
     pub fn start(
-        file: File,
+        stdin: StdinEnd,
         queue_lines: usize,
         counters: Arc<Counters>,
         dead: Receiver<()>,
@@ -58,7 +59,7 @@ impl StdinWriter {
         // SAFETY: fcntl on an fd we own. The child's end is a different open file
         // description, so it keeps blocking semantics.
         unsafe {
-            let fd = file.as_raw_fd();
+            let fd = stdin.file.as_raw_fd();
             let fl = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
@@ -66,7 +67,7 @@ impl StdinWriter {
         let (tx, rx) = unbounded::<Vec<u8>>();
         let shared = Arc::new(Shared {
             cap: queue_lines,
-            file: Mutex::new(Some(file)),
+            file: Mutex::new(Some(stdin)),
             pending: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
             counters,
@@ -130,7 +131,7 @@ impl StdinWriter {
             return Err(SendError::Closed);
         };
         let mut buf = buf;
-        match write_no_sigpipe(f.as_raw_fd(), &buf) {
+        match f.file.write(&buf) {
             Ok(n) if n == buf.len() => {
                 s.counters.lines_sent.fetch_add(1, Relaxed);
                 return Ok(());
@@ -152,54 +153,28 @@ impl StdinWriter {
     }
 }
 
-/// One non-blocking write from a thread we may not own: SIGPIPE is blocked around it,
-/// and a SIGPIPE the write raised is taken off the thread before the mask is restored.
-fn write_no_sigpipe(fd: i32, buf: &[u8]) -> std::io::Result<usize> {
-    // SAFETY: signal-mask calls on this thread with initialised sets; write to an fd we
-    // hold the lock for.
-    unsafe {
-        let mut pipe_set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut pipe_set);
-        libc::sigaddset(&mut pipe_set, libc::SIGPIPE);
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe_set, &mut old);
-        let r = libc::write(fd, buf.as_ptr().cast(), buf.len());
-        let err = std::io::Error::last_os_error();
-        if r < 0
-            && err.raw_os_error() == Some(libc::EPIPE)
-            && libc::sigismember(&old, libc::SIGPIPE) == 0
-        {
-            // The write queued a SIGPIPE for this thread; take it so unblocking does not
-            // deliver it (a SIGPIPE pending from elsewhere is left alone only if it was
-            // blocked already, which is the case we skip).
-            let zero = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            while libc::sigtimedwait(&pipe_set, std::ptr::null_mut(), &zero) == libc::SIGPIPE {}
-        }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if r < 0 {
-            Err(err)
-        } else {
-            Ok(r as usize)
-        }
-    }
-}
+/// How often a writer waiting for room in the pipe checks whether the child died: the
+/// pipe has a reader as long as we hold its read end, so the death does not end the wait
+/// by itself (no `EPIPE`).
+const DEATH_CHECK_MS: i32 = 20;
 
-/// Write all of `buf`, waiting for room with poll (the fd is non-blocking).
-fn write_all_blocking(f: &mut File, mut buf: &[u8]) -> std::io::Result<()> {
+/// Write all of `buf`, waiting for room with poll (the fd is non-blocking). Fails with
+/// `BrokenPipe` once `dead` has fired.
+fn write_all_blocking(f: &mut File, mut buf: &[u8], dead: &Receiver<()>) -> std::io::Result<()> {
     while !buf.is_empty() {
         match f.write(buf) {
             Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if !matches!(dead.try_recv(), Err(TryRecvError::Empty)) {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
                 let mut p = libc::pollfd {
                     fd: f.as_raw_fd(),
                     events: libc::POLLOUT,
                     revents: 0,
                 };
                 // SAFETY: poll on one valid pollfd.
-                unsafe { libc::poll(&mut p, 1, -1) };
+                unsafe { libc::poll(&mut p, 1, DEATH_CHECK_MS) };
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -229,7 +204,7 @@ fn write_loop(s: &Shared, rx: Receiver<Vec<u8>>, dead: Receiver<()>) {
         }
         let mut file = s.file.lock();
         let ok = match file.as_mut() {
-            Some(f) => write_all_blocking(f, &batch).is_ok(),
+            Some(f) => write_all_blocking(&mut f.file, &batch, &dead).is_ok(),
             None => false,
         };
         s.pending.fetch_sub(n, SeqCst);

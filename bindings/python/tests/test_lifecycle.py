@@ -75,7 +75,7 @@ def test_restart_policy_always(testtool):
 
 def _die_mid_write(pool, lines=500):
     """The child stops reading for 300 ms, then exits; meanwhile 500 KB are queued for its
-    stdin, so toolpool's writer is blocked on a full pipe when the child dies (EPIPE)."""
+    stdin, so toolpool's writer is blocked on a full pipe when the child dies."""
     pool.send(0, "delay:300:x")
     pool.send(0, "crash:1")
     for k in range(lines):
@@ -89,8 +89,8 @@ def test_child_dying_mid_write_in_process(testtool):
     with Pool({"command": [testtool], "count": 2}) as pool:
         _die_mid_write(pool)
         assert wait_for(lambda: pool.health()["dead"] == 1)
-        # Writes did hit the dead child's pipe; the writer thread counts them as it meets
-        # EPIPE, which may be a moment after the death is seen.
+        # Writes did hit the dead child's pipe; the writer thread counts them as dropped
+        # once it sees the death, which may be a moment after status does.
         assert wait_for(lambda: pool.status()["instances"][0]["stdin_dropped"] > 0)
         with pytest.raises(toolpool.InstanceDead):
             pool.send(0, "x")
