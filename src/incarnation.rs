@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 
 mod start;
 
-/// Index of the stderr drainer in `Incarnation::threads` (after the stdin writer).
-const DRAINER: usize = 1;
+/// Index of the stderr drainer in `Incarnation::threads` (the stdin writer, if it was
+/// started, is joined with them: [`StdinWriter::take_thread`]).
+const DRAINER: usize = 0;
 
 /// Longest `Incarnation::join` waits for the stream threads once the process is gone.
 pub const STREAM_JOIN_WAIT: Duration = Duration::from_secs(2);
@@ -431,7 +432,9 @@ impl Incarnation {
     pub fn join(&self) {
         self.process.join_waiter();
         let deadline = Instant::now() + STREAM_JOIN_WAIT;
-        for t in self.threads.lock().drain(..) {
+        let mut threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
+        threads.extend(self.stdin.take_thread());
+        for t in threads {
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }

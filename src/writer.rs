@@ -1,4 +1,5 @@
-//! The stdin side of an incarnation: a bounded queue, a writer thread, and a fast path.
+//! The stdin side of an incarnation: a bounded queue, a writer thread started when a line
+//! first has to wait, and a fast path.
 //!
 //! `send` never blocks on the child. When nothing is queued and no write is under way,
 //! the caller writes the line itself with one non-blocking `write` (which cannot raise
@@ -17,6 +18,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// Bytes the writer gathers into one `write` when lines queue up.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -40,22 +42,38 @@ struct Shared {
     counters: Arc<Counters>,
 }
 
+/// The writer thread: started by the first line that has to wait (most lines are written
+/// by the caller, so many incarnations never need one).
+enum Thread {
+    /// Not started yet: what it will take.
+    NotStarted {
+        rx: Receiver<Vec<u8>>,
+        dead: Receiver<()>,
+        name: String,
+    },
+    Running(JoinHandle<()>),
+    /// Handed to [`StdinWriter::take_thread`].
+    Taken,
+}
+
 /// The parent's end of a child's stdin.
 pub(crate) struct StdinWriter {
     tx: Mutex<Option<Sender<Vec<u8>>>>,
     shared: Arc<Shared>,
+    thread: Mutex<Thread>,
 }
 
 impl StdinWriter {
-    /// Take over `stdin`; start the writer thread (it ends when the queue is closed and
-    /// drained, or when `dead` fires, or on a write error).
+    /// Take over `stdin`. The writer thread starts with the first line that must be
+    /// queued; it ends when the queue is closed and drained, or when `dead` fires, or on a
+    /// write error.
     pub fn start(
         stdin: StdinEnd,
         queue_lines: usize,
         counters: Arc<Counters>,
         dead: Receiver<()>,
         name: String,
-    ) -> (StdinWriter, std::thread::JoinHandle<()>) {
+    ) -> StdinWriter {
         // SAFETY: fcntl on an fd we own. The child's end is a different open file
         // description, so it keeps blocking semantics.
         unsafe {
@@ -72,15 +90,38 @@ impl StdinWriter {
             broken: AtomicBool::new(false),
             counters,
         });
-        let s = Arc::clone(&shared);
-        let thread = crate::process::spawn_small_thread(name, move || write_loop(&s, rx, dead));
-        (
-            StdinWriter {
-                tx: Mutex::new(Some(tx)),
-                shared,
-            },
-            thread,
-        )
+        StdinWriter {
+            tx: Mutex::new(Some(tx)),
+            shared,
+            thread: Mutex::new(Thread::NotStarted { rx, dead, name }),
+        }
+    }
+
+    /// Start the writer thread if it has not started (called with the queue's lock held).
+    fn ensure_thread(&self) {
+        let mut t = self.thread.lock();
+        if let Thread::NotStarted { .. } = &*t {
+            let Thread::NotStarted { rx, dead, name } = std::mem::replace(&mut *t, Thread::Taken)
+            else {
+                unreachable!()
+            };
+            let s = Arc::clone(&self.shared);
+            *t = Thread::Running(crate::process::spawn_small_thread(name, move || {
+                write_loop(&s, rx, dead)
+            }));
+        }
+    }
+
+    /// The writer thread, if it was started, for joining (once).
+    pub fn take_thread(&self) -> Option<JoinHandle<()>> {
+        let mut t = self.thread.lock();
+        if !matches!(*t, Thread::Running(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut *t, Thread::Taken) {
+            Thread::Running(h) => Some(h),
+            _ => None,
+        }
     }
 
     /// True after a write failed (the child closed its stdin or died).
@@ -93,9 +134,14 @@ impl StdinWriter {
         self.shared.pending.load(Relaxed)
     }
 
-    /// Close the queue; the writer closes the pipe once the queued lines are written.
+    /// Close the queue; the writer closes the pipe once the queued lines are written (with
+    /// no writer thread nothing was ever queued, and the pipe is closed here).
     pub fn close(&self) {
-        self.tx.lock().take();
+        let mut tx = self.tx.lock();
+        tx.take();
+        if let Thread::NotStarted { .. } = &*self.thread.lock() {
+            self.shared.file.lock().take();
+        }
     }
 
     /// Write or queue `buf` (one line with its newline).
@@ -109,6 +155,7 @@ impl StdinWriter {
             if tx.len() >= s.cap {
                 return Err(SendError::Full);
             }
+            self.ensure_thread();
             s.pending.fetch_add(1, SeqCst);
             tx.try_send(buf).map_err(|e| {
                 s.pending.fetch_sub(1, SeqCst);

@@ -57,7 +57,7 @@ impl Incarnation {
         let q = spec.limits.queue_lines;
         // Allocated as it fills; `stderr_loop` keeps it to `q` lines.
         let (stderr_tx, stderr_rx) = unbounded::<Vec<u8>>();
-        let (stdin, writer) = StdinWriter::start(
+        let stdin = StdinWriter::start(
             sp.stdin,
             q,
             Arc::clone(&counters),
@@ -99,7 +99,7 @@ impl Incarnation {
             stopped: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             expected,
-            threads: Mutex::new(vec![writer, drainer]), // see DRAINER
+            threads: Mutex::new(vec![drainer]), // see DRAINER
             lsp,
             handshake_pending: AtomicBool::new(!spec.startup.handshake.is_empty()),
             handshake_reply: OnceLock::new(),
