@@ -24,6 +24,10 @@
 //! written with `send(MSG_NOSIGNAL)` would do that too, but a round trip through a Unix
 //! socket measured 1.7 µs slower than through a pipe.)
 
+mod helper;
+
+pub(crate) use helper::with_helper;
+
 use crate::pipe::{pipe, StdinEnd};
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -142,22 +146,19 @@ pub(crate) fn spawn(
         .map(|(_, v)| v.as_os_str());
     let program = resolve(&argv[0], path_var, cwd)?;
     let other = SpawnError::Other;
-    let prog = cstr(program.as_os_str().as_bytes()).map_err(other)?;
-    let args: Vec<CString> = argv
-        .iter()
-        .map(|a| cstr(a.as_bytes()))
-        .collect::<io::Result<_>>()
-        .map_err(other)?;
-    let env_c = env_strings(envs).map_err(other)?;
-    let cwd_c = cwd
-        .map(|d| cstr(d.as_os_str().as_bytes()))
-        .transpose()
-        .map_err(other)?;
-    let mut argp: Vec<*mut libc::c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
-    argp.push(std::ptr::null_mut());
-    let mut envp: Vec<*mut libc::c_char> = env_c.iter().map(|a| a.as_ptr().cast_mut()).collect();
-    envp.push(std::ptr::null_mut());
-
+    let job = Job {
+        prog: cstr(program.as_os_str().as_bytes()).map_err(other)?,
+        args: argv
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<io::Result<_>>()
+            .map_err(other)?,
+        env: env_strings(envs).map_err(other)?,
+        cwd: cwd
+            .map(|d| cstr(d.as_os_str().as_bytes()))
+            .transpose()
+            .map_err(other)?,
+    };
     let (in_child, in_parent) = pipe().map_err(other)?;
     let (out_parent, out_child) = pipe().map_err(other)?;
     let (err_parent, err_child) = pipe().map_err(other)?;
@@ -167,34 +168,8 @@ pub(crate) fn spawn(
         out_child.as_raw_fd(),
         err_child.as_raw_fd(),
     ];
-
-    let mut pid: libc::pid_t = 0;
-    // SAFETY: the attribute and file-action objects are initialised before use and
-    // destroyed on every path; every pointer passed stays alive until posix_spawn returns.
-    let r = unsafe {
-        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
-        let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        check(libc::posix_spawnattr_init(&mut attr)).map_err(other)?;
-        if let Err(e) = check(libc::posix_spawn_file_actions_init(&mut fa)) {
-            libc::posix_spawnattr_destroy(&mut attr);
-            return Err(other(e));
-        }
-        let setup = set_up(&mut attr, &mut fa, &ends, cwd_c.as_ref());
-        let r = match setup {
-            Ok(()) => libc::posix_spawn(
-                &mut pid,
-                prog.as_ptr(),
-                &fa,
-                &attr,
-                argp.as_ptr(),
-                envp.as_ptr(),
-            ),
-            Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
-        };
-        libc::posix_spawn_file_actions_destroy(&mut fa);
-        libc::posix_spawnattr_destroy(&mut attr);
-        r
-    };
+    // Through this thread's helper, if it has one (see `helper`).
+    let (r, pid) = helper::spawn(job, ends);
     drop((out_child, err_child));
     match r {
         0 => Ok(Child {
@@ -210,6 +185,54 @@ pub(crate) fn spawn(
         libc::EACCES => Err(SpawnError::PermissionDenied),
         e => Err(SpawnError::Other(io::Error::from_raw_os_error(e))),
     }
+}
+
+/// What `posix_spawn` needs, as owned C strings (so a helper thread can run it).
+pub(crate) struct Job {
+    prog: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    cwd: Option<CString>,
+}
+
+/// `posix_spawn` of `job` with the pipe `ends` (fds in the calling thread's table) as the
+/// child's stdio and the hygiene above: `(0, pid)` or `(errno, 0)`.
+fn run(job: &Job, ends: &[i32; 3]) -> (i32, libc::pid_t) {
+    let mut argp: Vec<*mut libc::c_char> = job.args.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argp.push(std::ptr::null_mut());
+    let mut envp: Vec<*mut libc::c_char> = job.env.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    envp.push(std::ptr::null_mut());
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the attribute and file-action objects are initialised before use and
+    // destroyed on every path; every pointer passed stays alive until posix_spawn returns.
+    let r = unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let r = libc::posix_spawnattr_init(&mut attr);
+        if r != 0 {
+            return (r, 0);
+        }
+        let r = libc::posix_spawn_file_actions_init(&mut fa);
+        if r != 0 {
+            libc::posix_spawnattr_destroy(&mut attr);
+            return (r, 0);
+        }
+        let r = match set_up(&mut attr, &mut fa, ends, job.cwd.as_ref()) {
+            Ok(()) => libc::posix_spawn(
+                &mut pid,
+                job.prog.as_ptr(),
+                &fa,
+                &attr,
+                argp.as_ptr(),
+                envp.as_ptr(),
+            ),
+            Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
+        };
+        libc::posix_spawn_file_actions_destroy(&mut fa);
+        libc::posix_spawnattr_destroy(&mut attr);
+        r
+    };
+    (r, pid)
 }
 
 /// The environment as the `KEY=value` C strings `posix_spawn` takes.

@@ -107,24 +107,31 @@ impl PoolCore {
     }
 
     /// Spawn instances `0..n`, in index order, on up to one worker thread per core (the
-    /// calling thread alone for one instance). Each success carries its own ready
-    /// deadline. After the first failure no further index is started.
+    /// calling thread alone for one instance), each spawning through a helper with a small
+    /// fd table (`spawn::with_helper`). Each success carries its own ready deadline. After
+    /// the first failure no further index is started.
     fn spawn_all(self: &Arc<Self>, n: usize) -> Vec<Started> {
         let one = |i: usize| self.spawn(i, None).map(|c| (c, self.start_deadline()));
         let workers = std::thread::available_parallelism()
             .map_or(1, |c| c.get())
             .min(n);
+        if n <= 1 {
+            return (0..n).map(one).collect();
+        }
         if workers <= 1 {
-            let mut out = Vec::with_capacity(n);
-            for i in 0..n {
-                let r = one(i);
-                let failed = r.is_err();
-                out.push(r);
-                if failed {
-                    break;
+            // One core: this thread, through a helper (as the workers below).
+            return crate::spawn::with_helper(|| {
+                let mut out = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = one(i);
+                    let failed = r.is_err();
+                    out.push(r);
+                    if failed {
+                        break;
+                    }
                 }
-            }
-            return out;
+                out
+            });
         }
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
@@ -145,11 +152,12 @@ impl PoolCore {
                     }
                     *slots[i].lock() = Some(r);
                 };
-                // If no worker thread can be made, this thread does the work.
+                // If no worker thread can be made, this thread does the work. Each worker
+                // spawns through a helper with a small fd table (`spawn::with_helper`).
                 if std::thread::Builder::new()
                     .name("toolpool-start".into())
                     .stack_size(crate::process::SMALL_STACK_BYTES)
-                    .spawn_scoped(s, work)
+                    .spawn_scoped(s, move || crate::spawn::with_helper(work))
                     .is_err()
                 {
                     work();
