@@ -50,10 +50,11 @@ pub(crate) trait StdoutFilter: Send + Sync {
 
 /// Longest a caller spins (non-blocking reads about every microsecond) for a reply before
 /// it sleeps in `poll`. It spins only while recent replies on that instance came within
-/// this budget (a miss doubles the number of waits that skip the spin, up to 1,024), and
-/// at most one caller fewer than the CPUs the process may use spins at a time (none on
-/// one CPU). So a caller burns at most this much CPU per call, and far less on average
-/// when replies are slow.
+/// this budget (a miss doubles the number of waits that skip the spin, up to 1,024), at
+/// most one caller fewer than the CPUs the process may use spins at a time (none on one
+/// CPU), and nobody spins while more callers wait for replies than that (the CPUs are
+/// then busy with callers and children, and a spin takes one from a child). So a caller
+/// burns at most this much CPU per call, and far less on average when replies are slow.
 pub const SPIN_BUDGET: std::time::Duration = std::time::Duration::from_micros(50);
 /// Pause instructions between two reads of a spin (about a microsecond).
 const SPIN_PAUSES: u32 = 64;
@@ -62,6 +63,24 @@ const SPIN_MAX_BACKOFF: u32 = 1024;
 
 /// Callers spinning now, process-wide.
 static SPINNING: AtomicUsize = AtomicUsize::new(0);
+/// Callers waiting for bytes now (spinning or in `poll`), process-wide.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counted in [`WAITING`] while it lives.
+struct Waiting;
+
+impl Waiting {
+    fn enter() -> Waiting {
+        WAITING.fetch_add(1, Relaxed);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Relaxed);
+    }
+}
 
 /// Callers that may spin at once: one fewer than the CPUs this process may use (so the
 /// children always keep a CPU; none on one CPU, where a spin would only delay the child).
@@ -74,8 +93,13 @@ pub fn spin_slots() -> usize {
 struct SpinSlot;
 
 impl SpinSlot {
+    /// A slot, unless all are taken or more callers wait than there are slots: then the
+    /// CPUs are busy with callers and children, and a spin would take one from a child.
     fn take() -> Option<SpinSlot> {
         let max = spin_slots();
+        if WAITING.load(Relaxed) > max {
+            return None;
+        }
         SPINNING
             .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
             .ok()
@@ -397,6 +421,7 @@ impl StdoutReader {
                 return got;
             }
         }
+        let _waiting = Waiting::enter();
         // 2. Spin, when it paid off lately (after a miss it is skipped for a growing
         // number of waits, up to 1024) and a slot is free.
         let skip = a.spin_skip.load(Relaxed);
