@@ -164,90 +164,91 @@ impl Drop for Helper {
 
 /// Room for one control message carrying three fds.
 const CMSG_BYTES: usize = 64;
+/// The bytes of the three fds in a control message.
+const ENDS_BYTES: u32 = 3 * std::mem::size_of::<i32>() as u32;
+
+/// Run `f` on a message of one byte with room for the control data of three fds.
+fn with_message<R>(f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
+    let mut byte = [0u8; 1];
+    let mut cbuf = [0u64; CMSG_BYTES / 8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data, and all zeroes is an empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = CMSG_BYTES as _;
+    f(&mut msg)
+}
+
+/// Make `call` (a `sendmsg` or `recvmsg` of one byte) again while it is interrupted;
+/// true once it moved the byte.
+fn one_byte(mut call: impl FnMut() -> isize) -> bool {
+    loop {
+        let r = call();
+        if r == 1 {
+            return true;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return false;
+    }
+}
 
 /// Send the three `ends` over `sock` as one message.
 fn send_ends(sock: i32, ends: &[i32; 3]) -> bool {
-    let mut byte = [0u8; 1];
-    let mut cbuf = [0u64; CMSG_BYTES / 8];
-    // SAFETY: msghdr and its control buffer are local and sized for three fds (CMSG_SPACE
-    // of 12 bytes is 32 here); the CMSG macros stay within `cbuf`.
-    unsafe {
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of_val(ends) as u32) as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(ends) as u32) as _;
-        std::ptr::copy_nonoverlapping(ends.as_ptr(), libc::CMSG_DATA(c).cast::<i32>(), 3);
-        loop {
-            let r = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
-            if r == 1 {
-                return true;
-            }
-            if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return false;
+    with_message(|msg| {
+        // SAFETY: the control buffer holds CMSG_SPACE(12) = 32 bytes and more; the CMSG
+        // macros stay within it.
+        unsafe {
+            msg.msg_controllen = libc::CMSG_SPACE(ENDS_BYTES) as _;
+            let c = libc::CMSG_FIRSTHDR(msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(ENDS_BYTES) as _;
+            std::ptr::copy_nonoverlapping(ends.as_ptr(), libc::CMSG_DATA(c).cast::<i32>(), 3);
+            one_byte(|| libc::sendmsg(sock, msg, libc::MSG_NOSIGNAL))
         }
-    }
+    })
 }
 
 /// Receive the three ends sent by [`send_ends`] on the helper's socket (close-on-exec).
 fn receive_ends() -> Option<[i32; 3]> {
-    let mut byte = [0u8; 1];
-    let mut cbuf = [0u64; CMSG_BYTES / 8];
-    // SAFETY: as in `send_ends`; the received fds are read only from a control message of
-    // the expected level, type and length.
-    unsafe {
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = CMSG_BYTES as _;
-        loop {
-            let r = libc::recvmsg(SOCK_FD, &mut msg, libc::MSG_CMSG_CLOEXEC);
-            if r == 1 {
-                break;
+    with_message(|msg| {
+        // SAFETY: the received fds are read only from a control message of the expected
+        // level, type and length, within the control buffer.
+        unsafe {
+            if !one_byte(|| libc::recvmsg(SOCK_FD, &mut *msg, libc::MSG_CMSG_CLOEXEC)) {
+                return None;
             }
-            if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
+            let c = libc::CMSG_FIRSTHDR(msg);
+            let len = libc::CMSG_LEN(ENDS_BYTES) as usize;
+            if c.is_null()
+                || (*c).cmsg_level != libc::SOL_SOCKET
+                || (*c).cmsg_type != libc::SCM_RIGHTS
+                || (*c).cmsg_len as usize != len
+            {
+                return None;
             }
-            return None;
-        }
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        let len = libc::CMSG_LEN(12) as usize;
-        if c.is_null()
-            || (*c).cmsg_level != libc::SOL_SOCKET
-            || (*c).cmsg_type != libc::SCM_RIGHTS
-            || (*c).cmsg_len as usize != len
-        {
-            return None;
-        }
-        let mut ends = [0i32; 3];
-        std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c).cast::<i32>(), ends.as_mut_ptr(), 3);
-        // A host without stdio leaves 0..2 free, and an end there could be clobbered by
-        // the child's `dup2` of another: move it up.
-        for fd in &mut ends {
-            if *fd < 3 {
-                let up = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
-                libc::close(*fd);
-                if up < 0 {
-                    return None;
+            let mut ends = [0i32; 3];
+            std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c).cast::<i32>(), ends.as_mut_ptr(), 3);
+            // A host without stdio leaves 0..2 free, and an end there could be clobbered by
+            // the child's `dup2` of another: move it up.
+            for fd in &mut ends {
+                if *fd < 3 {
+                    let up = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
+                    libc::close(*fd);
+                    if up < 0 {
+                        return None;
+                    }
+                    *fd = up;
                 }
-                *fd = up;
             }
+            Some(ends)
         }
-        Some(ends)
-    }
+    })
 }
