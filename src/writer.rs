@@ -4,8 +4,8 @@
 //! `send` never blocks on the child. When nothing is queued and no write is under way,
 //! the caller writes the line itself with one non-blocking `write` (which cannot raise
 //! SIGPIPE: the host holds the pipe's read end too, see [`crate::pipe`]), which saves a
-//! thread hand-off per line. Whatever does not fit in the pipe at once goes on the queue, and the
-//! writer thread writes it, blocking on the child instead of the caller. Order is kept:
+//! thread hand-off per line. Whatever does not fit in the pipe at once goes on the queue,
+//! and the writer thread writes it, blocking on the child instead of the caller. Order is kept:
 //! the fast path is taken only while `pending` (queued or being written) is zero, checked
 //! under the lock that every write takes.
 
@@ -100,27 +100,26 @@ impl StdinWriter {
     /// Start the writer thread if it has not started (called with the queue's lock held).
     fn ensure_thread(&self) {
         let mut t = self.thread.lock();
-        if let Thread::NotStarted { .. } = &*t {
-            let Thread::NotStarted { rx, dead, name } = std::mem::replace(&mut *t, Thread::Taken)
-            else {
-                unreachable!()
-            };
-            let s = Arc::clone(&self.shared);
-            *t = Thread::Running(crate::process::spawn_small_thread(name, move || {
-                write_loop(&s, rx, dead)
-            }));
-        }
+        *t = match std::mem::replace(&mut *t, Thread::Taken) {
+            Thread::NotStarted { rx, dead, name } => {
+                let s = Arc::clone(&self.shared);
+                Thread::Running(crate::process::spawn_small_thread(name, move || {
+                    write_loop(&s, rx, dead)
+                }))
+            }
+            other => other,
+        };
     }
 
     /// The writer thread, if it was started, for joining (once).
     pub fn take_thread(&self) -> Option<JoinHandle<()>> {
         let mut t = self.thread.lock();
-        if !matches!(*t, Thread::Running(_)) {
-            return None;
-        }
         match std::mem::replace(&mut *t, Thread::Taken) {
             Thread::Running(h) => Some(h),
-            _ => None,
+            other => {
+                *t = other;
+                None
+            }
         }
     }
 

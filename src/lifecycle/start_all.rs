@@ -118,21 +118,6 @@ impl PoolCore {
         if n <= 1 {
             return (0..n).map(one).collect();
         }
-        if workers <= 1 {
-            // One core: this thread, through a helper (as the workers below).
-            return crate::spawn::with_helper(|| {
-                let mut out = Vec::with_capacity(n);
-                for i in 0..n {
-                    let r = one(i);
-                    let failed = r.is_err();
-                    out.push(r);
-                    if failed {
-                        break;
-                    }
-                }
-                out
-            });
-        }
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let slots: Vec<Mutex<Option<Started>>> = (0..n).map(|_| Mutex::new(None)).collect();
