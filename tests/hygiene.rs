@@ -105,3 +105,40 @@ fn children_inherit_only_stdio() {
     }
     drop(f);
 }
+
+/// The documented limit of holding the stdin pipe's read end (src/pipe.rs): a tool that
+/// closes its stdin and keeps running is not noticed at the write. Its request must end
+/// as a timeout (no hang, no SIGPIPE in this C-like host), and a tool that then exits is
+/// reported dead.
+#[test]
+fn a_tool_that_closes_its_stdin_gives_a_timeout_not_a_hang() {
+    like_a_c_host();
+    let pool = private(toolpool::ToolSpec {
+        id: "closes-stdin".into(),
+        limits: toolpool::Limits {
+            queue_lines: 16,
+            ..Default::default()
+        },
+        ..toolpool::ToolSpec::new(["sh", "-c", "exec 0<&-; sleep 30"])
+    });
+    let t0 = std::time::Instant::now();
+    match pool.request("x", Duration::from_millis(300)) {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // The timed-out process was replaced (a late reply could be in its stdout). Lines for
+    // the new one fill its pipe (nobody reads it), then the queue, then are refused:
+    // `send` never blocks and never raises SIGPIPE.
+    assert!(eventually(T, || pool.health().alive == 1));
+    let line = "y".repeat(4096);
+    let refused = (0..200).find_map(|k| match pool.send(0, &line) {
+        Ok(()) => None,
+        Err(Error::QueueFull { .. }) => Some(k),
+        Err(e) => panic!("{e}"),
+    });
+    // 64 KiB of pipe (16 lines) and 16 queued lines, give or take the line being written.
+    let k = refused.expect("the queue never filled");
+    assert!((16..=40).contains(&k), "refused after {k} lines");
+    pool.shutdown(Duration::from_millis(100));
+}
