@@ -40,6 +40,12 @@
 //!   alive) and routed `request`s from one caller (`p50_us`); ratio = p50 / floor_p50.
 //!   Then `shutdown_ms` (shutdown and drop of the pool).
 //!
+//! - `syscalls_floor_c`, `syscalls_roundtrip_c`, `syscalls_request_c` (pinned only): the
+//!   system calls of the calling thread per round trip on the C echo child (raw floor,
+//!   send + read_line, request), counted by the kernel's `raw_syscalls:sys_enter`
+//!   tracepoint through `perf_event_open` (benches/pool/syscalls.rs); ratio = count / the
+//!   floor's. Skipped with the reason when the counter cannot be opened.
+//!
 //! - `ssh_roundtrip` (issue 16): `request` on a pool of the test tool over ssh to
 //!   127.0.0.1 (a throwaway sshd this bench starts, tests/common/sshd.rs), in blocks
 //!   interleaved with the same `request` on a local pool (`local_p50_us`); ratio = p50 /
@@ -65,6 +71,8 @@ use toolpool::{Pool, Protocol, Routing, ToolSpec};
 
 #[path = "../tests/common/sshd.rs"]
 mod sshd;
+#[path = "pool/syscalls.rs"]
+mod syscalls;
 
 const TESTTOOL: &str = env!("CARGO_BIN_EXE_toolpool-testtool");
 const RPC_TOOL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tools/rpc_tool.py");
@@ -128,6 +136,14 @@ const ITERS_4X4: usize = 2_000;
 const JSONRPC_BLOCK: usize = 200;
 const JSONRPC_SPAWN_WARMUP: usize = 2;
 const JSONRPC_SPAWN_ITERS: usize = 30;
+/// Round trips counted for the `syscalls_*` rows (after the usual warm-up).
+const SYSCALL_ITERS: usize = 5_000;
+/// The system-call rows, pinned only (see `syscall_suite`).
+const SYSCALL_NAMES: [&str; 3] = [
+    "syscalls_floor_c",
+    "syscalls_roundtrip_c",
+    "syscalls_request_c",
+];
 const THREADS_8X3: usize = 8;
 const INSTANCES_8X3: usize = 3;
 /// Per thread and round.
@@ -962,6 +978,43 @@ fn pin_to_one_cpu() -> Result<usize, String> {
     }
 }
 
+/// Issue 11's system calls per round trip of the calling thread, pinned (so the count is
+/// the common case: no spin): the raw C floor (`write` + `read`), `send` + `read_line`
+/// and `request` on the C echo child. `syscalls_per_call` is the count; ratio = that /
+/// the floor's. Skipped with the reason when the kernel counter cannot be opened.
+fn syscall_suite() {
+    let counter = match syscalls::Counter::new() {
+        Ok(c) => c,
+        Err(why) => {
+            for name in SYSCALL_NAMES {
+                emit(&skipped(name, true, &why));
+            }
+            return;
+        }
+    };
+    let mut raw = Raw::start_c();
+    let pool = echo_pool(1);
+    for _ in 0..scale(WARMUP) {
+        raw.call_line();
+        pool_call_line(&pool, 0);
+        request_line(&pool);
+    }
+    let n = scale(SYSCALL_ITERS);
+    let floor = counter.per_call(n, || raw.call_line());
+    let line = counter.per_call(n, || pool_call_line(&pool, 0));
+    let request = counter.per_call(n, || request_line(&pool));
+    drop(raw);
+    pool.shutdown(GRACE);
+    for (name, per_call) in SYSCALL_NAMES.into_iter().zip([floor, line, request]) {
+        emit(&json!({
+            "name": name, "pinned": true, "p50_us": null, "p99_us": null, "calls_per_s": null,
+            "syscalls_per_call": round2(per_call), "calls": n,
+            "ratio": round2(per_call / floor), "baseline": "syscalls_floor_c",
+            "ratio_def": "system calls per round trip of the calling thread / the raw floor's",
+        }));
+    }
+}
+
 /// Figures emitted both pinned and unpinned: the core suite and the `scale_N` rows.
 fn pinned_names() -> Vec<String> {
     let core = [
@@ -990,11 +1043,16 @@ fn pinned_main() {
         Ok(cpu) => {
             eprintln!("pinned run on CPU {cpu}");
             core_suite(true);
+            syscall_suite();
             scale_suite(true);
         }
         Err(why) => {
-            for name in pinned_names() {
-                emit(&skipped(&name, true, &format!("cannot pin: {why}")));
+            for name in pinned_names()
+                .iter()
+                .map(String::as_str)
+                .chain(SYSCALL_NAMES)
+            {
+                emit(&skipped(name, true, &format!("cannot pin: {why}")));
             }
         }
     }
@@ -1033,7 +1091,9 @@ fn run_pinned_child() {
     }
     for name in pinned_names()
         .iter()
-        .filter(|n| !seen.iter().any(|s| s == *n))
+        .map(String::as_str)
+        .chain(SYSCALL_NAMES)
+        .filter(|n| !seen.iter().any(|s| s == n))
     {
         emit(&skipped(
             name,
@@ -1111,6 +1171,27 @@ fn summary(rows: &[Value]) {
     }
 }
 
+/// The `syscalls_*` rows as their own table (after `summary`).
+fn syscall_summary(rows: &[Value]) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(
+        e,
+        "\n{:<24} {:>6} {:>18} {:>9}",
+        "system calls", "pinned", "per round trip", "ratio"
+    );
+    for v in rows.iter().filter(|v| v.get("syscalls_per_call").is_some()) {
+        let _ = writeln!(
+            e,
+            "{:<24} {:>6} {:>18.2} {:>9.2}  {}",
+            v["name"].as_str().unwrap_or("?"),
+            "yes",
+            v["syscalls_per_call"].as_f64().unwrap_or(f64::NAN),
+            v["ratio"].as_f64().unwrap_or(f64::NAN),
+            v["baseline"].as_str().unwrap_or("-"),
+        );
+    }
+}
+
 fn main() {
     if std::env::var_os(PINNED_ENV).is_some_and(|v| v == "1") {
         pinned_main();
@@ -1135,6 +1216,7 @@ fn main() {
         return;
     }
     summary(&rows);
+    syscall_summary(&rows);
     eprintln!("total bench time {:.1} s", t0.elapsed().as_secs_f64());
 }
 
@@ -1211,6 +1293,18 @@ fn smoke_check(rows: &[Value]) {
                 bad.push(format!(
                     "{name}: a field of {SCALE_FIELDS:?} missing in {v}"
                 ))
+            }
+            Some(_) => {}
+        }
+    }
+    // The system-call rows are pinned only; they may be skipped (no pinning, no kernel
+    // counter), but a row that is there has its count.
+    for name in SYSCALL_NAMES {
+        match rows.iter().find(|v| v["name"] == name) {
+            None => bad.push(format!("{name}: no row")),
+            Some(v) if v.get("skipped").is_some() => {}
+            Some(v) if !v["syscalls_per_call"].as_f64().is_some_and(|x| x > 0.0) => {
+                bad.push(format!("{name}: no syscalls_per_call in {v}"))
             }
             Some(_) => {}
         }
