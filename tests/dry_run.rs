@@ -578,8 +578,9 @@ fn create_shutdown_cycles_leak_no_fd_no_thread() {
         } // else dropped without a shutdown
     }
     assert_eq!(fd_count(), fds, "fds leaked");
+    // More threads would be a leak; fewer, a thread of before that has ended since.
     assert!(
-        eventually(Duration::from_secs(2), || thread_count() == threads),
+        eventually(Duration::from_secs(2), || thread_count() <= threads),
         "threads: {} vs {threads}",
         thread_count()
     );

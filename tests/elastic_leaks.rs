@@ -50,8 +50,9 @@ fn resizes_and_reloads_leak_nothing() {
         "fds: {} vs {fds}",
         fd_count()
     );
+    // More threads would be a leak; fewer, a thread of before that has ended since.
     assert!(
-        eventually(Duration::from_secs(3), || thread_count() == threads),
+        eventually(Duration::from_secs(3), || thread_count() <= threads),
         "threads: {} vs {threads}",
         thread_count()
     );

@@ -237,7 +237,7 @@ fn ssh_pool_on_two_host_names_serves_and_shows_hosts() {
     drop(p);
     assert!(
         eventually(Duration::from_secs(3), || common::fd_count() == fds0
-            && common::thread_count() == threads0),
+            && common::thread_count() <= threads0),
         "fds {} -> {}, threads {} -> {}",
         fds0,
         common::fd_count(),
