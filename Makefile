@@ -83,6 +83,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --features cli -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet --features cli
+	@# The private modules' docs too: their links are how a reader follows a request down.
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet --features cli --document-private-items
 
 # C tests (tests/c/*.c, one runner) under valgrind, then the examples; the header must
 # also compile as C++. Prints "N passed, M failed" last.

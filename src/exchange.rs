@@ -4,7 +4,7 @@
 //! - `lines`: one line out, one line back.
 //! - `marker`: one line out; back, every line up to the marker line, joined by `\n`.
 //! - `jsonrpc`: the payload wrapped with an id ([`crate::rpc`]); the reply is the one the
-//!   [`Dispatcher`](crate::rpc::Dispatcher) routes to that id, so many may be in flight.
+//!   [`Dispatcher`] routes to that id, so many may be in flight.
 //!
 //! Nothing here decides what happens to an incarnation after a failed exchange: the caller
 //! asks [`leaves_late_reply`] and recycles it (see `supervisor::exchange`).
