@@ -253,6 +253,47 @@ fn ssh_pool_on_two_host_names_serves_and_shows_hosts() {
     assert!(common::no_lasting_zombies());
 }
 
+/// An elastic remote pool starts `min_instances` over ssh, like a local one, and grows on
+/// the remote host when every started instance is busy; `min_instances: 0` starts none.
+#[test]
+fn elastic_remote_pool_starts_min_instances_and_grows() {
+    let _serial = serial();
+    let sshd = Sshd::start();
+    let spec = ToolSpec {
+        min_instances: Some(1),
+        ..ssh_spec(&sshd, &["127.0.0.1"], 3, &[])
+    };
+    let p = pool(spec.clone()).expect("pool starts over ssh");
+    let st = p.status();
+    assert_eq!((st.started, st.max_instances, st.min_instances), (1, 3, 1));
+    // Three slow callers at once: the pool grows to serve them, on the remote host.
+    std::thread::scope(|s| {
+        for k in 0..3 {
+            let p = &p;
+            s.spawn(move || {
+                let r = p.request(&format!("delay:1500:slow {k}"), T).unwrap();
+                assert_eq!(r.text, format!("slow {k}"));
+            });
+        }
+    });
+    let st = p.status();
+    assert!(st.started >= 2, "started {}", st.started);
+    assert!(st
+        .instances
+        .iter()
+        .filter(|i| i.pid.is_some())
+        .all(|i| i.host.as_deref() == Some("127.0.0.1")));
+    p.shutdown(Duration::from_secs(1));
+    let lazy = pool(ToolSpec {
+        min_instances: Some(0),
+        ..spec
+    })
+    .expect("a pool of none started");
+    assert_eq!(lazy.status().started, 0);
+    assert_eq!(lazy.request("on demand", T).unwrap().text, "on demand");
+    assert_eq!(lazy.status().started, 1);
+}
+
 #[test]
 fn killed_local_launcher_ends_the_remote_tool() {
     let _serial = serial();

@@ -50,7 +50,18 @@ impl PoolCore {
     /// error (the first one, naming its host).
     fn start_all_remote(self: &Arc<Self>) -> Result<()> {
         let deadline = self.start_deadline();
-        let groups = self.remote.as_ref().map(|r| r.groups()).unwrap_or_default();
+        // Elastic pools start `min_instances` (the first indices), as local ones do.
+        let first = self.spec.min_instances.unwrap_or(self.instances.len());
+        if first == 0 {
+            return Ok(());
+        }
+        let groups: Vec<Vec<usize>> = (self.remote.as_ref())
+            .map(|r| r.groups())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g.into_iter().filter(|&i| i < first).collect::<Vec<_>>())
+            .filter(|g| !g.is_empty())
+            .collect();
         // One thread per host connection: each connects (ssh: its master) and spawns its
         // instances, so the hosts' connection times overlap each other and the spawns.
         let spawned: Vec<(usize, Result<Arc<Incarnation>>)> = std::thread::scope(|scope| {
