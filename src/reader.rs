@@ -421,7 +421,8 @@ impl StdoutReader {
                 return got;
             }
         }
-        let _waiting = Waiting::enter();
+        // Counted only where a spin could happen (a process-wide atomic on every wait).
+        let _waiting = (spin_slots() > 0).then(Waiting::enter);
         // 2. Spin, when it paid off lately (after a miss it is skipped for a growing
         // number of waits, up to 1024) and a slot is free.
         let skip = a.spin_skip.load(Relaxed);
