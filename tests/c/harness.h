@@ -59,6 +59,15 @@ ToolpoolPool *tp_pool(const char *fmt, ...);
         }                                                                                  \
     } while (0)
 
+/* `toolpool_pool_request(pool, payload, timeout_ms)` succeeds with exactly `want`. */
+#define CHECK_REPLY(pool, payload, timeout_ms, want)                                       \
+    do {                                                                                   \
+        char *reply_ = NULL;                                                               \
+        CHECK_OK(toolpool_pool_request((pool), (payload), (timeout_ms), &reply_));         \
+        CHECK_STR(reply_, (want));                                                         \
+        toolpool_string_free(reply_);                                                      \
+    } while (0)
+
 /* The last error message contains `needle`. */
 #define CHECK_MSG_HAS(needle)                                                              \
     do {                                                                                   \

@@ -29,10 +29,7 @@ static void *trigger_thread(void *arg) {
 
 /* The next request on `p` gets exactly its own reply. */
 static void nonce_check(ToolpoolPool *p, const char *nonce) {
-    char *reply = NULL;
-    CHECK_OK(toolpool_pool_request(p, nonce, 10000, &reply));
-    CHECK_STR(reply, nonce);
-    toolpool_string_free(reply);
+    CHECK_REPLY(p, nonce, 10000, nonce);
 }
 
 /* Every "key":N in `json` has N == 0. */

@@ -45,20 +45,14 @@ void test_dry_run(void) {
     ToolpoolPool *pool = tp_pool("%s", LINES_SPEC);
     if (pool == NULL) return;
     char *s = NULL;
-    CHECK_OK(toolpool_pool_request(pool, "6*7", 5000, &s));
-    CHECK_STR(s, "42");
-    toolpool_string_free(s);
-    CHECK_OK(toolpool_pool_request(pool, "hello", 5000, &s));
-    CHECK_STR(s, "hello");
-    toolpool_string_free(s);
+    CHECK_REPLY(pool, "6*7", 5000, "42");
+    CHECK_REPLY(pool, "hello", 5000, "hello");
     /* A delay longer than the timeout times out; the late reply reaches nobody. */
     s = NULL;
     CHECK_RC(toolpool_pool_request(pool, "slow", 200, &s), TOOLPOOL_TIMEOUT);
     CHECK(s == NULL);
     for (int k = 0; k < 4; k++) {
-        CHECK_OK(toolpool_pool_request(pool, "next", 5000, &s));
-        CHECK_STR(s, "next");
-        toolpool_string_free(s);
+        CHECK_REPLY(pool, "next", 5000, "next");
     }
     /* A lines error ends the instance as a failing tool would. */
     CHECK_RC(toolpool_pool_request(pool, "crash", 5000, &s), TOOLPOOL_DEAD);
@@ -80,12 +74,8 @@ void test_dry_run(void) {
         " \"dry_run\": {\"replies\": [{\"match\": \"add\", \"reply\": \"{\\\"sum\\\": 3}\"},"
         "  {\"match\": \"boom\", \"error\": {\"code\": 42, \"message\": \"it broke\"}}]}}");
     if (pool == NULL) return;
-    CHECK_OK(toolpool_pool_request(pool, "{\"method\": \"add\", \"params\": [1, 2]}", 5000, &s));
-    CHECK_STR(s, "{\"sum\": 3}");
-    toolpool_string_free(s);
-    CHECK_OK(toolpool_pool_request(pool, "{\"method\": \"m\", \"params\": {\"a\": 1}}", 5000, &s));
-    CHECK_STR(s, "{\"a\":1}");
-    toolpool_string_free(s);
+    CHECK_REPLY(pool, "{\"method\": \"add\", \"params\": [1, 2]}", 5000, "{\"sum\": 3}");
+    CHECK_REPLY(pool, "{\"method\": \"m\", \"params\": {\"a\": 1}}", 5000, "{\"a\":1}");
     CHECK_RC(toolpool_pool_request(pool, "{\"method\": \"boom\"}", 5000, &s), TOOLPOOL_TOOL_ERROR);
     CHECK_MSG_HAS("it broke");
     CHECK(child_count() == before);

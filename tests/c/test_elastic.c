@@ -43,10 +43,7 @@ void test_elastic_sequential(void) {
     CHECK_OK(toolpool_pool_status_json(p, &json));
     CHECK(json != NULL && strstr(json, "\"started\":0,") != NULL);
     toolpool_string_free(json);
-    char *reply = NULL;
-    CHECK_OK(toolpool_pool_request(p, "hi", 5000, &reply));
-    CHECK_STR(reply, "hi");
-    toolpool_string_free(reply);
+    CHECK_REPLY(p, "hi", 5000, "hi");
     json = NULL;
     CHECK_OK(toolpool_pool_metrics_json(p, &json));
     CHECK(json != NULL && strstr(json, "\"grow_events\":1,") != NULL);
@@ -132,12 +129,10 @@ struct load {
 static void *load_work(void *arg) {
     struct load *l = arg;
     for (int k = 0; !atomic_load(l->stop); k++) {
-        char req[64], want[64], *reply = NULL;
+        char req[64], want[64];
         snprintf(req, sizeof req, "delay:3:t%d-%d", l->id, k);
         snprintf(want, sizeof want, "t%d-%d", l->id, k);
-        CHECK_OK(toolpool_pool_request(l->pool, req, 30000, &reply));
-        CHECK_STR(reply, want);
-        toolpool_string_free(reply);
+        CHECK_REPLY(l->pool, req, 30000, want);
         atomic_fetch_add(l->done, 1);
     }
     return NULL;

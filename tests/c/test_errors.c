@@ -95,10 +95,7 @@ void test_errors_config(void) {
     CHECK_OK(toolpool_pool_from_registry(NULL, "echo", 1, &q));
     CHECK_OK(toolpool_pool_size(q, &n));
     CHECK(n == 1);
-    char *reply = NULL;
-    CHECK_OK(toolpool_pool_request(q, "from the registry", 5000, &reply));
-    CHECK_STR(reply, "from the registry");
-    toolpool_string_free(reply);
+    CHECK_REPLY(q, "from the registry", 5000, "from the registry");
     toolpool_pool_free(q);
 }
 
@@ -148,9 +145,6 @@ void test_errors_pool(void) {
     CHECK(s == SENTINEL && u == 42);
 
     /* The pool still works after all that. */
-    char *reply = NULL;
-    CHECK_OK(toolpool_pool_request(p, "fine", 5000, &reply));
-    CHECK_STR(reply, "fine");
-    toolpool_string_free(reply);
+    CHECK_REPLY(p, "fine", 5000, "fine");
     toolpool_pool_free(p);
 }

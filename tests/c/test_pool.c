@@ -107,9 +107,7 @@ void test_requests_and_lease(void) {
     ToolpoolPool *p = tp_pool("{\"command\": [\"%s\"], \"count\": 2}", TESTTOOL);
     if (p == NULL) return;
     char *reply = NULL;
-    CHECK_OK(toolpool_pool_request(p, "ping", 5000, &reply));
-    CHECK_STR(reply, "ping");
-    toolpool_string_free(reply);
+    CHECK_REPLY(p, "ping", 5000, "ping");
 
     /* Sticky: the same key goes to the same instance. */
     uint32_t first = 99, again = 98;
@@ -187,14 +185,9 @@ void test_jsonrpc(void) {
         RPC_TOOL);
     if (p == NULL) return;
     char *reply = NULL;
-    CHECK_OK(toolpool_pool_request(p, "{\"method\":\"add\",\"params\":[2,3]}", 10000, &reply));
-    CHECK_STR(reply, "5");
-    toolpool_string_free(reply);
-    reply = NULL;
-    CHECK_OK(toolpool_pool_request(p, "{\"method\":\"upper\",\"params\":{\"text\":\"abc\"}}",
-                                   10000, &reply));
-    CHECK_STR(reply, "\"ABC\"");
-    toolpool_string_free(reply);
+    CHECK_REPLY(p, "{\"method\":\"add\",\"params\":[2,3]}", 10000, "5");
+    CHECK_REPLY(p, "{\"method\":\"upper\",\"params\":{\"text\":\"abc\"}}", 10000,
+                "\"ABC\"");
 
     /* A JSON-RPC error object is TOOL_ERROR with its code and message. */
     reply = (char *)"untouched";
@@ -238,10 +231,7 @@ void test_timeout(void) {
     CHECK_RC(toolpool_pool_request(p, "delay:3000:late", 200, &line), TOOLPOOL_TIMEOUT);
     CHECK_STR(line, "untouched");
     /* The late reply never reaches the next caller (the instance is replaced). */
-    char *reply = NULL;
-    CHECK_OK(toolpool_pool_request(p, "next", 10000, &reply));
-    CHECK_STR(reply, "next");
-    toolpool_string_free(reply);
+    CHECK_REPLY(p, "next", 10000, "next");
 
     /* A successful call clears the last error. */
     uint32_t n = 0;

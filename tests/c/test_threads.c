@@ -15,11 +15,9 @@ struct worker {
 static void *work(void *arg) {
     struct worker *w = arg;
     for (int k = 0; k < REQUESTS; k++) {
-        char nonce[64], *reply = NULL;
+        char nonce[64];
         snprintf(nonce, sizeof nonce, "nonce-%d-%d", w->id, k);
-        CHECK_OK(toolpool_pool_request(w->pool, nonce, 20000, &reply));
-        CHECK_STR(reply, nonce);
-        toolpool_string_free(reply);
+        CHECK_REPLY(w->pool, nonce, 20000, nonce);
         if (k == REQUESTS / 2) {
             /* A failure on this thread is visible on this thread only. */
             CHECK_RC(toolpool_pool_send(w->pool, 1000 + (uint32_t)w->id, "x"),
