@@ -32,6 +32,10 @@ pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// An instance that stayed up this long (or `restart.window_ms`, if shorter) has its
 /// backoff reset to `restart.backoff_initial_ms`.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+/// Longest the supervisor waits for the exit status of an instance whose stdout has ended
+/// but whose process is not reaped yet (it blocks the supervisor that long at most, once
+/// per such death; a process still running then is taken as failed and replaced).
+pub const REAP_WAIT: Duration = Duration::from_millis(250);
 
 /// Counts a request toward `max_requests` (the request path calls it; see [`crate::recycle`]).
 pub(crate) use crate::recycle::after_request;
@@ -176,7 +180,15 @@ fn supervise(p: &Arc<PoolCore>, i: usize) {
         return;
     }
     if state == Some(State::Dead) || pending {
-        on_dead(p, i, cur.as_ref().and_then(|c| c.exit()), now);
+        // Dead by its stdout's EOF, the process may not be reaped yet, and its exit status
+        // decides an `on_failure` restart: wait for it a little (not found: a failure).
+        let judged =
+            state == Some(State::Dead) && p.spec.restart.policy == RestartPolicy::OnFailure;
+        let exit = cur.as_ref().and_then(|c| {
+            c.exit()
+                .or_else(|| judged.then(|| c.wait_exit(REAP_WAIT)).flatten())
+        });
+        on_dead(p, i, exit, now);
         return;
     }
     let Some(cur) = cur else { return };
