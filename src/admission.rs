@@ -16,8 +16,10 @@ pub const MAX_STICKY_KEYS: usize = 65_536;
 /// The counts under the admission lock.
 pub(crate) struct Counts {
     in_flight: Vec<usize>,
-    /// `(in_flight[i], i)` for every instance, so the least busy is found in O(log N).
-    by_load: BTreeSet<(usize, usize)>,
+    /// `(in_flight[i], i)` for every instance, so the least busy is found in O(log N);
+    /// kept only in pools routed by load (`None` otherwise: two tree updates per request
+    /// that round robin would never read).
+    by_load: Option<BTreeSet<(usize, usize)>>,
     leased: Vec<bool>,
     busy_since: Vec<Option<Instant>>,
     /// Where the next round-robin pick starts.
@@ -31,10 +33,10 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
-    fn new(n: usize) -> Counts {
+    fn new(n: usize, by_load: bool) -> Counts {
         Counts {
             in_flight: vec![0; n],
-            by_load: (0..n).map(|i| (0, i)).collect(),
+            by_load: by_load.then(|| (0..n).map(|i| (0, i)).collect()),
             leased: vec![false; n],
             busy_since: vec![None; n],
             next: 0,
@@ -52,7 +54,9 @@ impl Counts {
             self.in_flight.resize(n, 0);
             self.leased.resize(n, false);
             self.busy_since.resize(n, None);
-            self.by_load.extend((old..n).map(|i| (0, i)));
+            if let Some(b) = &mut self.by_load {
+                b.extend((old..n).map(|i| (0, i)));
+            }
         }
     }
 
@@ -63,32 +67,35 @@ impl Counts {
 
     /// Set `in_flight[i]`, keeping `by_load` in step.
     fn set_in_flight(&mut self, i: usize, n: usize) {
-        self.by_load.remove(&(self.in_flight[i], i));
-        self.by_load.insert((n, i));
+        if let Some(b) = &mut self.by_load {
+            b.remove(&(self.in_flight[i], i));
+            b.insert((n, i));
+        }
         self.in_flight[i] = n;
     }
 
     /// The least busy instance below `below` requests in flight for which `ok` holds;
     /// among equals the first from `from` on (wrapping), as a round robin would take
-    /// them. O(log N) plus the instances `ok` turns down.
+    /// them. O(log N) plus the instances `ok` turns down. Only in a pool made with the
+    /// load order (see [`Admission::new`]); `None` in any other.
     pub fn least_busy(
         &self,
         from: usize,
         below: usize,
         mut ok: impl FnMut(usize) -> bool,
     ) -> Option<usize> {
-        let mut level = self.by_load.first()?.0;
+        let by_load = self.by_load.as_ref()?;
+        let mut level = by_load.first()?.0;
         while level < below {
-            let hit = self
-                .by_load
+            let hit = by_load
                 .range((level, from)..(level + 1, 0))
-                .chain(self.by_load.range((level, 0)..(level, from)))
+                .chain(by_load.range((level, 0)..(level, from)))
                 .map(|&(_, i)| i)
                 .find(|&i| ok(i));
             if hit.is_some() {
                 return hit;
             }
-            level = self.by_load.range((level + 1, 0)..).next()?.0;
+            level = by_load.range((level + 1, 0)..).next()?.0;
         }
         None
     }
@@ -184,10 +191,11 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// For `n` instances.
-    pub fn new(n: usize) -> Admission {
+    /// For `n` instances; `by_load` keeps them ordered by load for
+    /// [`Counts::least_busy`] (pools routed by load).
+    pub fn new(n: usize, by_load: bool) -> Admission {
         Admission {
-            counts: Mutex::new(Counts::new(n)),
+            counts: Mutex::new(Counts::new(n, by_load)),
             changed: Condvar::new(),
         }
     }

@@ -63,10 +63,7 @@ pub(crate) fn exchange(
             // Output nobody asked for must not be taken for this reply.
             inc.drop_unsolicited();
             inc.send(payload.as_bytes())?;
-            let read = || match inc.read_piece(
-                until.deadline.saturating_duration_since(Instant::now()),
-                until.cancel,
-            ) {
+            let read = || match inc.read_piece(until.deadline, until.timeout, until.cancel) {
                 Err(Error::Timeout { .. }) => Err(Error::timeout(what(), until.timeout)),
                 Err(Error::Cancelled(_)) => Err(Error::Cancelled(what())),
                 other => other,

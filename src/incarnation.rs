@@ -265,21 +265,20 @@ impl Incarnation {
 
     /// The next stdout line, waiting up to `timeout` (or until `cancel`).
     pub fn read_line(&self, timeout: Duration, cancel: Option<&CancelToken>) -> Result<Vec<u8>> {
-        self.read_piece(timeout, cancel).map(|(line, _)| line)
+        self.read_piece(crate::util::deadline_in(timeout), timeout, cancel)
+            .map(|(line, _)| line)
     }
 
-    /// [`Incarnation::read_line`], and whether the line is a piece of a line longer than
+    /// [`Incarnation::read_line`] until `deadline` (`timeout` is what a timeout error
+    /// names), and whether the line is a piece of a line longer than
     /// `limits.max_line_bytes` that goes on in the next one.
     pub fn read_piece(
         &self,
+        deadline: Instant,
         timeout: Duration,
         cancel: Option<&CancelToken>,
     ) -> Result<(Vec<u8>, bool)> {
-        match self
-            .stdout
-            .wait_for(crate::util::deadline_in(timeout), cancel, |st| {
-                st.pop_piece()
-            }) {
+        match self.stdout.wait_for(deadline, cancel, |st| st.pop_piece()) {
             Ok(piece) => Ok(piece),
             Err(WaitEnd::Timeout) => Err(Error::timeout(self.stdout_what(), timeout)),
             Err(WaitEnd::Cancelled) => Err(Error::Cancelled(self.stdout_what())),
@@ -300,9 +299,12 @@ impl Incarnation {
     /// without waiting.
     pub fn drop_unsolicited(&self) {
         let mut st = self.stdout.take_available();
-        let n = st.queue.len();
-        st.queue.clear();
-        self.counters.unsolicited.fetch_add(n as u64, Relaxed);
+        if !st.queue.is_empty() {
+            self.counters
+                .unsolicited
+                .fetch_add(st.queue.len() as u64, Relaxed);
+            st.queue.clear();
+        }
     }
 
     /// The next stderr line, waiting up to `timeout`.

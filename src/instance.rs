@@ -10,7 +10,9 @@ use crate::incarnation::Incarnation;
 use crate::metrics::{Counters, Metrics, RecycleReason, Recycles};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +82,9 @@ pub(crate) struct Instance {
     pub recycles: Recycles,
     restarts: AtomicU64,
     failed: Mutex<Option<String>>,
+    /// Mirrors `failed.is_some()` (written under its lock), so routing asks without
+    /// taking a lock on every pick.
+    is_failed: AtomicBool,
     last_exit: Mutex<Option<ExitInfo>>,
     supervision: Mutex<Supervision>,
     /// JSON-RPC counters of retired incarnations.
@@ -143,22 +148,30 @@ impl Instance {
 
     /// Why the supervisor marked it failed, if it did.
     pub fn failed(&self) -> Option<String> {
+        if !self.is_failed() {
+            return None;
+        }
         self.failed.lock().clone()
     }
 
     /// True while marked failed.
     pub fn is_failed(&self) -> bool {
-        self.failed.lock().is_some()
+        self.is_failed.load(Acquire)
     }
 
     /// Mark failed: no automatic restart until a manual one.
     pub fn mark_failed(&self, reason: String) {
-        *self.failed.lock() = Some(reason);
+        let mut f = self.failed.lock();
+        *f = Some(reason);
+        self.is_failed.store(true, Release);
     }
 
     /// A restart asked for: clear the failed mark, the restart history and the backoff.
     pub fn clear_failure(&self) {
-        *self.failed.lock() = None;
+        let mut f = self.failed.lock();
+        *f = None;
+        self.is_failed.store(false, Release);
+        drop(f);
         self.supervision.lock().clear_history();
     }
 

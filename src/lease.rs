@@ -46,7 +46,7 @@ impl Lease {
             timeout: wait.timeout(),
             cancel: wait.token(),
         };
-        router::exchange_counted(p, &self.hold.incarnation, payload, until)
+        router::exchange_counted(p, &self.hold.incarnation, payload, until).0
     }
 
     /// Send a JSON-RPC notification (`{"method": ..., "params": ...}`, no id) to the leased

@@ -17,7 +17,7 @@ use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::remote::Remote;
 use crate::roster::{Instances, SizeState};
-use crate::spec::ToolSpec;
+use crate::spec::{Routing, ToolSpec};
 use crate::util::deadline_in;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -61,7 +61,7 @@ impl PoolCore {
             size: SizeState::new(spec.clone()),
             limiter,
             disabled,
-            admission: Admission::new(n),
+            admission: Admission::new(n, spec.routing == Routing::LeastBusy),
             metrics: Metrics::default(),
             read_any_next: AtomicUsize::new(0),
             shut_down: AtomicBool::new(false),

@@ -12,7 +12,6 @@ const BUCKETS: usize = (40 * SUB) as usize;
 /// A log-scale histogram of latencies in microseconds.
 pub(crate) struct Histogram {
     buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
     max_us: AtomicU64,
     /// Sum of every recorded latency, microseconds (for the Prometheus `_sum`).
     sum_us: AtomicU64,
@@ -22,16 +21,28 @@ impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
             max_us: AtomicU64::new(0),
             sum_us: AtomicU64::new(0),
         }
     }
 }
 
+/// `2^63 · 2^(k/4)` for k = 1, 2, 3, rounded up: the quarter-power edges inside an
+/// octave, for a mantissa shifted to the top bit.
+const QUARTER_EDGES: [u64; 3] = [
+    10_968_499_650_544_839_024,
+    13_043_817_825_332_782_213,
+    15_511_800_964_685_064_949,
+];
+
+/// `floor(log2(us) · SUB)`, in integers (exact at every edge, no floating point on the
+/// request path).
 fn bucket_of(us: u64) -> usize {
-    let v = us.max(1) as f64;
-    ((v.log2() * SUB as f64) as usize).min(BUCKETS - 1)
+    let v = us.max(1);
+    let octave = 63 - v.leading_zeros();
+    let top = v << v.leading_zeros();
+    let quarter = QUARTER_EDGES.iter().filter(|&&e| top >= e).count() as u32;
+    ((octave * SUB + quarter) as usize).min(BUCKETS - 1)
 }
 
 fn bucket_upper(b: usize) -> u64 {
@@ -42,8 +53,11 @@ impl Histogram {
     pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-        self.max_us.fetch_max(us, Relaxed);
+        // (A read first: most latencies are below the maximum, and a load is cheaper
+        // than the compare-and-swap loop of `fetch_max`.)
+        if us > self.max_us.load(Relaxed) {
+            self.max_us.fetch_max(us, Relaxed);
+        }
         self.sum_us.fetch_add(us, Relaxed);
     }
 
@@ -65,7 +79,7 @@ impl Histogram {
 
     /// The upper bound of the bucket holding quantile `q` (0..=1), capped at the maximum.
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let n = self.count.load(Relaxed);
+        let n = self.count();
         if n == 0 {
             return None;
         }
@@ -80,13 +94,20 @@ impl Histogram {
         Some(self.max_us.load(Relaxed))
     }
 
+    /// Latencies recorded (the sum of the buckets: no counter of its own to bump on
+    /// every request).
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
     pub fn snapshot(&self) -> LatencySnapshot {
+        let count = self.count();
         LatencySnapshot {
-            count: self.count.load(Relaxed),
+            count,
             p50_us: self.quantile(0.50),
             p90_us: self.quantile(0.90),
             p99_us: self.quantile(0.99),
-            max_us: (self.count.load(Relaxed) > 0).then(|| self.max_us.load(Relaxed)),
+            max_us: (count > 0).then(|| self.max_us.load(Relaxed)),
         }
     }
 }
@@ -251,6 +272,35 @@ mod tests {
         assert!((900..=1000).contains(&p99), "p99 {p99}");
         assert_eq!(h.snapshot().max_us, Some(1000));
         assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn integer_buckets_match_the_log_scale() {
+        // Every value up to 2^20 µs, and around every power of two and quarter edge
+        // above: the integer bucket is floor(log2(us) * SUB), as computed in f64 where
+        // f64 is exact enough to tell (away from an edge by more than its rounding).
+        let mut values: Vec<u64> = (0..=1 << 20).collect();
+        for e in 20..40u32 {
+            for k in 0..SUB {
+                let edge = 2f64.powf(e as f64 + k as f64 / SUB as f64);
+                let at = edge as u64;
+                values.extend(at.saturating_sub(2)..=at + 2);
+            }
+        }
+        for us in values {
+            let exact = (us.max(1) as f64).log2() * SUB as f64;
+            let want = (exact as usize).min(BUCKETS - 1);
+            if (exact - exact.round()).abs() > 1e-9 || exact.fract() == 0.0 {
+                assert_eq!(bucket_of(us), want, "{us} µs");
+            } else {
+                // Within f64 rounding of an edge: one of the two buckets beside it.
+                assert!(
+                    bucket_of(us).abs_diff(exact.round() as usize) <= 1,
+                    "{us} µs"
+                );
+            }
+        }
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
     }
 }
 

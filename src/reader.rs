@@ -354,19 +354,17 @@ impl StdoutReader {
     /// thread leads).
     pub fn take_available(&self) -> MutexGuard<'_, OutState> {
         let mut st = self.st.lock();
-        if !st.leader {
-            st.leader = true;
-            self.lead(&mut st, None, None);
-            st.leader = false;
+        if !st.leader && self.lead(&mut st, None, None) {
             self.cv.notify_all();
         }
         st
     }
 
-    /// As leader: split buffered bytes; if that gives nothing, fetch more from the pipe
-    /// with the lock released: without a deadline one non-blocking read; with one, see
-    /// [`StdoutReader::fetch`] (`cancel` is `Some(fd)` with a token, `Some(None)` when its
-    /// eventfd could not be made). Returns true when something happened (lines, EOF).
+    /// As leader: split buffered bytes; if that gives nothing, fetch more from the pipe:
+    /// without a deadline one non-blocking read, under the lock (it cannot block); with
+    /// one, see [`StdoutReader::fetch`], with the lock released (`cancel` is `Some(fd)`
+    /// with a token, `Some(None)` when its eventfd could not be made). Returns true when
+    /// something happened (lines, EOF).
     fn lead(
         &self,
         st: &mut MutexGuard<'_, OutState>,
@@ -379,13 +377,16 @@ impl StdoutReader {
         if !self.room(st) {
             return false; // the queue is full: nothing more is read until it drains
         }
-        // Only the leader touches the read buffer, so it can be filled unlocked.
-        let mut lines = std::mem::take(&mut st.lines);
-        let got = MutexGuard::unlocked(st, || match deadline {
-            Some(d) => self.fetch(&mut lines, d, cancel),
-            None => read_into(&mut lines, &self.file),
-        });
-        st.lines = lines;
+        let got = match deadline {
+            None => read_into(&mut st.lines, &self.file),
+            Some(d) => {
+                // Only the leader touches the read buffer, so it can be filled unlocked.
+                let mut lines = std::mem::take(&mut st.lines);
+                let got = MutexGuard::unlocked(st, || self.fetch(&mut lines, d, cancel));
+                st.lines = lines;
+                got
+            }
+        };
         match got {
             Fetched::Nothing => false,
             Fetched::Again => true,

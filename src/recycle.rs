@@ -15,16 +15,17 @@ use std::time::{Duration, Instant};
 /// Longest a graceful recycle waits for its instance to finish the request in flight.
 pub const RECYCLE_WAIT: Duration = Duration::from_secs(10);
 
-/// After a request on `index` (pid `pid`): count it, schedule recycling.
-pub(crate) fn after_request(p: &PoolCore, index: usize, pid: i32) {
+/// After a request on `index` (pid `pid`) that ended at `ended`: count it, schedule
+/// recycling.
+pub(crate) fn after_request(p: &PoolCore, index: usize, pid: i32, ended: Instant) {
     let inst = &p.instances[index];
     let Some(max) = p.spec.max_requests else {
-        inst.supervision().last_used = Some(Instant::now());
+        inst.supervision().last_used = Some(ended);
         return;
     };
     let same = inst.current_is(pid, |_| true);
     let mut s = inst.supervision();
-    s.last_used = Some(Instant::now());
+    s.last_used = Some(ended);
     if !same {
         return;
     }

@@ -19,7 +19,7 @@ use crate::oneshot;
 use crate::sizing;
 use crate::spec::{RestartPolicy, Routing};
 use crate::supervisor;
-use crate::util::deadline_in;
+use crate::util::deadline_after;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -336,19 +336,20 @@ pub(crate) fn take(
 }
 
 /// [`supervisor::exchange`] counted in the instance's request metrics (probes are not
-/// requests and are not counted).
+/// requests and are not counted), and the instant it ended.
 pub(crate) fn exchange_counted(
     p: &PoolCore,
     inc: &Incarnation,
     payload: &str,
     until: Until<'_>,
-) -> Result<String> {
+) -> (Result<String>, Instant) {
     let started = Instant::now();
     let result = supervisor::exchange(p, inc, payload, until);
+    let ended = Instant::now();
     p.instances[inc.index()]
         .metrics
-        .record(Outcome::of(&result), false, started.elapsed());
-    result
+        .record(Outcome::of(&result), false, ended - started);
+    (result, ended)
 }
 
 /// Run one request with routing, waiting, fallback and metrics.
@@ -360,7 +361,7 @@ pub(crate) fn request(
 ) -> Result<Reply> {
     let started = Instant::now();
     let until = Until {
-        deadline: deadline_in(wait.timeout()),
+        deadline: deadline_after(started, wait.timeout()),
         timeout: wait.timeout(),
         cancel: wait.token(),
     };
@@ -391,10 +392,10 @@ fn route(p: &Arc<PoolCore>, payload: &str, key: Option<&str>, until: Until<'_>) 
         Err(e) => return Err(e),
     };
     let index = hold.claim.index;
-    let result = exchange_counted(p, &hold.incarnation, payload, until);
+    let (result, ended) = exchange_counted(p, &hold.incarnation, payload, until);
     let pid = hold.incarnation.pid();
     drop(hold);
-    supervisor::after_request(p, index, pid);
+    supervisor::after_request(p, index, pid, ended);
     match result {
         Ok(text) => Ok(Reply {
             text,
