@@ -28,9 +28,10 @@
 //!   p50. Every latency row also gives `p50_block_min_us` / `p50_block_max_us`, the lowest
 //!   and highest p50 of its interleaved blocks (the spread, mostly of interest unpinned).
 //! - `floor_c_4x4` (ratio against floor_4x4), `roundtrip_c_4x4` (thread i on instance i),
-//!   `request_c_4x4` (4 threads routed over 4 instances), `go_pool_c_4x4` (4 goroutines, 4
-//!   instances): calls_per_s / floor_c_4x4 calls_per_s; `vs_go_pool` = calls_per_s / the
-//!   Go pool's.
+//!   `request_c_4x4` (4 threads routed round robin over 4 instances),
+//!   `request_lb_c_4x4` (the same routed least busy, where a thread keeps to its last
+//!   instance among ties), `go_pool_c_4x4` (4 goroutines, 4 instances): calls_per_s /
+//!   floor_c_4x4 calls_per_s; `vs_go_pool` = calls_per_s / the Go pool's.
 //! - `scale_N` (N = 1, 10, 100, 1000; 1 and 10 in smoke mode): N raw C echo children are
 //!   started one after another by std's `Command` (`spawn_ref_ms` = that time / cores,
 //!   `cores` as the process sees them, so 1 when pinned), then a round-robin pool of N
@@ -355,10 +356,10 @@ fn testtool_pool(count: usize, routing: Routing) -> Pool {
     .expect("start the test tool pool")
 }
 
-fn echo_pool(count: usize) -> Pool {
+fn echo_pool(count: usize, routing: Routing) -> Pool {
     Pool::from_spec(ToolSpec {
         count,
-        routing: Routing::RoundRobin,
+        routing,
         ..ToolSpec::new([helpers().echo.as_str()])
     })
     .expect("start the C echo pool")
@@ -515,7 +516,7 @@ fn core_suite(pinned: bool) {
     let mut raw = Raw::start();
     let pool = testtool_pool(1, Routing::RoundRobin);
     let mut raw_c = Raw::start_c();
-    let pool_c = echo_pool(1);
+    let pool_c = echo_pool(1, Routing::RoundRobin);
     for _ in 0..scale(WARMUP) {
         raw.call();
         pool_call(&pool, 0);
@@ -603,8 +604,10 @@ fn core_suite(pinned: bool) {
     let mut floor4_c = Stats::new("floor_c_4x4");
     let mut rt4_c = Stats::new("roundtrip_c_4x4");
     let mut req4_c = Stats::new("request_c_4x4");
+    let mut req4_lb_c = Stats::new("request_lb_c_4x4");
     let mut go4_c = Stats::new("go_pool_c_4x4");
-    let pool4_c = Arc::new(echo_pool(THREADS_4X4));
+    let pool4_c = Arc::new(echo_pool(THREADS_4X4, Routing::RoundRobin));
+    let pool4_lb_c = Arc::new(echo_pool(THREADS_4X4, Routing::LeastBusy));
     for _ in 0..scale(THROUGHPUT_ROUNDS) {
         run_threads(&mut floor4, THREADS_4X4, scale(ITERS_4X4), |_| {
             let mut raw = Raw::start();
@@ -626,12 +629,17 @@ fn core_suite(pinned: bool) {
             let pool = Arc::clone(&pool4_c);
             move || request_line(&pool)
         });
+        run_threads(&mut req4_lb_c, THREADS_4X4, scale(ITERS_4X4), |_| {
+            let pool = Arc::clone(&pool4_lb_c);
+            move || request_line(&pool)
+        });
         if let Ok(go) = go_pool {
             go_pool_run(&mut go4_c, go, "tput", scale(ITERS_4X4), THREADS_4X4);
         }
     }
     pool4.shutdown(GRACE);
     pool4_c.shutdown(GRACE);
+    pool4_lb_c.shutdown(GRACE);
     let fc = floor4.calls_per_s();
     emit(&floor4.json(pinned, "floor_4x4", 1.0, "reference"));
     emit(&tp4.json(
@@ -648,7 +656,7 @@ fn core_suite(pinned: bool) {
         fc_c / fc,
         "calls_per_s / calls_per_s(floor_4x4 with the test tool); reference of the _c_4x4 rows",
     ));
-    for st in [&rt4_c, &req4_c] {
+    for st in [&rt4_c, &req4_c, &req4_lb_c] {
         let mut row = st.json(
             pinned,
             "floor_c_4x4",
@@ -899,7 +907,7 @@ fn scale_row(n: usize, cores: usize, pinned: bool) {
     }
     let (rss0, threads0) = rss_and_threads();
     let t = Instant::now();
-    let pool = echo_pool(n);
+    let pool = echo_pool(n, Routing::RoundRobin);
     let start = t.elapsed();
     let (rss1, threads1) = rss_and_threads();
     // Warm every child once, then interleaved blocks: raw round robin over the N raw
@@ -993,7 +1001,7 @@ fn syscall_suite() {
         }
     };
     let mut raw = Raw::start_c();
-    let pool = echo_pool(1);
+    let pool = echo_pool(1, Routing::RoundRobin);
     for _ in 0..scale(WARMUP) {
         raw.call_line();
         pool_call_line(&pool, 0);
@@ -1031,6 +1039,7 @@ fn pinned_names() -> Vec<String> {
         "floor_c_4x4",
         "roundtrip_c_4x4",
         "request_c_4x4",
+        "request_lb_c_4x4",
         "go_pool_c_4x4",
     ];
     let scale = scale_sizes().iter().map(|n| format!("scale_{n}"));

@@ -75,17 +75,23 @@ impl Counts {
     }
 
     /// The least busy instance below `below` requests in flight for which `ok` holds;
-    /// among equals the first from `from` on (wrapping), as a round robin would take
-    /// them. O(log N) plus the instances `ok` turns down. Only in a pool made with the
+    /// among equals `prefer` (the caller's last one) if it is one of them, else the first
+    /// from `from` on (wrapping), as a round robin would take them. O(log N) plus the instances `ok` turns down. Only in a pool made with the
     /// load order (see [`Admission::new`]); `None` in any other.
     pub fn least_busy(
         &self,
         from: usize,
         below: usize,
+        prefer: Option<usize>,
         mut ok: impl FnMut(usize) -> bool,
     ) -> Option<usize> {
         let by_load = self.by_load.as_ref()?;
         let mut level = by_load.first()?.0;
+        if let Some(i) = prefer.filter(|&i| self.in_flight.get(i) == Some(&level)) {
+            if level < below && ok(i) {
+                return Some(i);
+            }
+        }
         while level < below {
             let hit = by_load
                 .range((level, from)..(level + 1, 0))

@@ -21,6 +21,7 @@ use crate::spec::{RestartPolicy, Routing};
 use crate::supervisor;
 use crate::util::deadline_after;
 use serde::Serialize;
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -194,6 +195,15 @@ fn may_serve(p: &PoolCore) -> bool {
     })
 }
 
+thread_local! {
+    /// The pool (the address of its core) and the instance this thread took last: least
+    /// busy routing gives that instance again when it is among the least busy, so a
+    /// caller and its tool process keep to one CPU and warm caches (no cross-CPU wake-up
+    /// per request). A hint only: a stale one (a pool dropped, its address reused) just
+    /// names an instance that is checked like any other.
+    static LAST_TAKEN: Cell<(usize, usize)> = const { Cell::new((0, usize::MAX)) };
+}
+
 fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(usize, bool)> {
     let n = p.instances.len();
     let cap = match how {
@@ -215,8 +225,10 @@ fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(us
     let chosen = if p.spec.routing == Routing::LeastBusy && key.is_none() {
         // O(log N): the counts keep the instances ordered by load.
         let counts: &Counts = c;
+        let (pool, last) = LAST_TAKEN.get();
+        let prefer = (pool == std::ptr::from_ref(p) as usize).then_some(last);
         counts
-            .least_busy(counts.next, cap, |i| {
+            .least_busy(counts.next, cap, prefer, |i| {
                 // (`i < n`: instances a shrink removed stay in the counts.)
                 i < n && !counts.leased(i) && available(p, i) == Some(false)
             })
@@ -230,6 +242,7 @@ fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(us
             .map(|i| (i, false))
     };
     if let Some((i, _)) = chosen {
+        LAST_TAKEN.set((std::ptr::from_ref(p) as usize, i));
         c.next = (i + 1) % n;
     }
     chosen

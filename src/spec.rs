@@ -286,7 +286,9 @@ pub enum Routing {
     /// Each request to the next instance in turn.
     #[default]
     RoundRobin,
-    /// The instance with the fewest requests in flight (ties in turn).
+    /// The instance with the fewest requests in flight; among ties, the one the calling
+    /// thread took last in this pool (so a thread and its tool process stay warm on one
+    /// CPU), else the next in turn.
     LeastBusy,
     /// A caller-given key maps to the same instance while it lives.
     Sticky,

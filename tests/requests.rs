@@ -505,6 +505,54 @@ fn least_busy_avoids_the_busy_instance() {
 }
 
 #[test]
+fn least_busy_gives_a_thread_its_last_instance_among_ties() {
+    let mut spec = tool(4, &[]);
+    spec.routing = Routing::LeastBusy;
+    let pool = Arc::new(private(spec));
+    // Every instance idle: each thread keeps to the instance it took first.
+    let per_thread: Vec<HashSet<Option<usize>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|t| {
+                let pool = &pool;
+                s.spawn(move || {
+                    (0..20)
+                        .map(|k| {
+                            let r = pool.request(&format!("t{t} k{k}"), T).unwrap();
+                            assert_eq!(r.text, format!("t{t} k{k}"), "no cross-talk");
+                            r.instance
+                        })
+                        .collect::<HashSet<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for used in &per_thread {
+        assert_eq!(used.len(), 1, "one instance per thread: {per_thread:?}");
+    }
+    // Its last instance busy, a thread takes another (least busy before the hint).
+    let mine = pool.request("first", T).unwrap().instance.unwrap();
+    let p = Arc::clone(&pool);
+    let slow = std::thread::spawn(move || {
+        // This thread's first pick: the first idle one in turn, which may be `mine`.
+        p.request("delay:1500:slow", T).unwrap().instance.unwrap()
+    });
+    assert!(eventually(T, || pool.metrics().in_flight == 1));
+    let busy = pool
+        .status()
+        .instances
+        .iter()
+        .position(|s| s.in_flight == 1)
+        .unwrap();
+    let now = pool.request("again", T).unwrap().instance.unwrap();
+    assert_ne!(now, busy, "never the busy one");
+    if busy != mine {
+        assert_eq!(now, mine, "the last one while it is idle");
+    }
+    assert_eq!(slow.join().unwrap(), busy);
+}
+
+#[test]
 fn fallback_serves_when_disabled_missing_or_dying() {
     let cat_oneshot = Some(Oneshot {
         command: vec!["cat".into()],
