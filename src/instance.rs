@@ -104,6 +104,12 @@ impl Instance {
         f(self.current.read().as_deref())
     }
 
+    /// The incarnation running now if `f` holds for it (one read lock: the routing hot
+    /// path checks and takes it at once).
+    pub fn current_if(&self, f: impl FnOnce(&Incarnation) -> bool) -> Option<Arc<Incarnation>> {
+        self.current.read().as_ref().filter(|c| f(c)).cloned()
+    }
+
     /// True when the incarnation running now has pid `pid` (and `also` holds for it).
     pub fn current_is(&self, pid: i32, also: impl Fn(&Incarnation) -> bool) -> bool {
         self.current

@@ -118,17 +118,6 @@ impl PoolCore {
     /// is started.
     pub fn incarnation(self: &Arc<Self>, index: usize, start: bool) -> Result<Arc<Incarnation>> {
         self.check_index(index)?;
-        self.claimed_incarnation(index, start)
-    }
-
-    /// [`PoolCore::incarnation`] for an index the caller has claimed in admission: a
-    /// shrink may have removed it from `0..count` since, but its incarnation still serves
-    /// the claim (sizing retires it once the claim is given back).
-    pub fn claimed_incarnation(
-        self: &Arc<Self>,
-        index: usize,
-        start: bool,
-    ) -> Result<Arc<Incarnation>> {
         self.check_open()?;
         let inst = &self.instances[index];
         if let Some(reason) = inst.failed() {

@@ -131,19 +131,28 @@ pub(crate) struct Hold {
     pub incarnation: Arc<Incarnation>,
 }
 
-/// Whether instance `i` can take work now (`Some(needs_start)`), or not (`None`).
-fn available(p: &PoolCore, i: usize) -> Option<bool> {
+/// The incarnation of instance `i` when it can take a request now: started, usable,
+/// not marked failed.
+fn serving(p: &PoolCore, i: usize) -> Option<Arc<Incarnation>> {
     let inst = &p.instances[i];
     if inst.is_failed() {
         return None;
     }
-    // A remote instance whose host could not be reached waits for the supervisor's
-    // backoff instead of being started by every caller.
+    inst.current_if(Incarnation::usable)
+}
+
+/// Whether instance `i` can take a raw line now or once started: not failed, and either
+/// usable or not running (a remote one whose host could not be reached waits for the
+/// supervisor's backoff instead of being started by every caller).
+fn live(p: &PoolCore, i: usize) -> bool {
+    let inst = &p.instances[i];
+    if inst.is_failed() {
+        return false;
+    }
     let host_down = p.remote.is_some() && inst.supervision().will_start();
     inst.with_current(|c| match c {
-        Some(c) => c.usable().then_some(false),
-        None if host_down => None,
-        None => Some(true),
+        Some(c) => c.usable(),
+        None => !host_down,
     })
 }
 
@@ -204,7 +213,13 @@ thread_local! {
     static LAST_TAKEN: Cell<(usize, usize)> = const { Cell::new((0, usize::MAX)) };
 }
 
-fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(usize, bool)> {
+/// The instance to take and its incarnation, if one is free now.
+fn pick(
+    p: &PoolCore,
+    c: &mut Counts,
+    how: Use,
+    key: Option<&str>,
+) -> Option<(usize, Arc<Incarnation>)> {
     let n = p.instances.len();
     let cap = match how {
         Use::Request => p.spec.max_in_flight,
@@ -214,38 +229,41 @@ fn pick(p: &PoolCore, c: &mut Counts, how: Use, key: Option<&str>) -> Option<(us
     if let Some(key) = key {
         if let Some((i, pid)) = c.sticky(key) {
             // (`i < n`: a shrink may have removed the key's instance; the key moves.)
-            if i < n && p.instances[i].current_is(pid, Incarnation::usable) {
-                return free(c, i).then_some((i, false));
+            let same =
+                (i < n).then(|| p.instances[i].current_if(|inc| inc.pid() == pid && inc.usable()));
+            if let Some(found) = same.flatten() {
+                return free(c, i).then_some((i, found));
             }
             c.forget(key);
         }
     }
-    // Started instances only (`available` says `Some(false)`): a stopped one is started by
-    // sizing, in the background.
+    // Started instances only (`serving`): a stopped one is started by sizing, in the
+    // background.
+    let mut found = None;
     let chosen = if p.spec.routing == Routing::LeastBusy && key.is_none() {
         // O(log N): the counts keep the instances ordered by load.
         let counts: &Counts = c;
         let (pool, last) = LAST_TAKEN.get();
         let prefer = (pool == std::ptr::from_ref(p) as usize).then_some(last);
-        counts
-            .least_busy(counts.next, cap, prefer, |i| {
-                // (`i < n`: instances a shrink removed stay in the counts.)
-                i < n && !counts.leased(i) && available(p, i) == Some(false)
-            })
-            .map(|i| (i, false))
+        counts.least_busy(counts.next, cap, prefer, |i| {
+            // (`i < n`: instances a shrink removed stay in the counts.)
+            found = (i < n && !counts.leased(i))
+                .then(|| serving(p, i))
+                .flatten();
+            found.is_some()
+        })
     } else {
         // Round robin: the first free one from the cursor on (O(1) unless instances
         // ahead of it are busy).
-        (0..n)
-            .map(|k| (c.next + k) % n)
-            .find(|&i| free(c, i) && available(p, i) == Some(false))
-            .map(|i| (i, false))
+        (0..n).map(|k| (c.next + k) % n).find(|&i| {
+            found = free(c, i).then(|| serving(p, i)).flatten();
+            found.is_some()
+        })
     };
-    if let Some((i, _)) = chosen {
-        LAST_TAKEN.set((std::ptr::from_ref(p) as usize, i));
-        c.next = (i + 1) % n;
-    }
-    chosen
+    let i = chosen?;
+    LAST_TAKEN.set((std::ptr::from_ref(p) as usize, i));
+    c.next = (i + 1) % n;
+    found.map(|inc| (i, inc))
 }
 
 /// Have `token`'s cancel wake the admission waiters of `p` (held weakly) while the
@@ -285,7 +303,7 @@ pub(crate) fn take(
     // This caller's background start of another instance, if it needs one (sizing).
     let mut grow = sizing::Grow::default();
     let mut c = p.admission.lock();
-    let (index, start) = loop {
+    let (index, incarnation) = loop {
         p.check_open()?;
         if cancelled(cancel) {
             return Err(Error::Cancelled(what()));
@@ -337,11 +355,6 @@ pub(crate) fn take(
         index,
         how,
     };
-    if start {
-        p.ensure_started(index, cancel)?;
-    }
-    // (Claimed: a shrink since the pick must not fail it; see sizing.)
-    let incarnation = p.claimed_incarnation(index, false)?;
     if let Some(k) = key {
         p.admission.lock().remember(k, index, incarnation.pid());
     }
@@ -466,7 +479,7 @@ pub(crate) fn pick_for_send(p: &PoolCore) -> Result<usize> {
     let n = p.instances.len();
     let found = (0..n)
         .map(|k| (c.next + k) % n)
-        .find(|&i| !c.leased(i) && available(p, i).is_some());
+        .find(|&i| !c.leased(i) && live(p, i));
     let Some(i) = found else {
         return Err(Error::unavailable(&p.spec.id, "no live, unleased instance"));
     };
