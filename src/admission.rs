@@ -76,8 +76,9 @@ impl Counts {
 
     /// The least busy instance below `below` requests in flight for which `ok` holds;
     /// among equals `prefer` (the caller's last one) if it is one of them, else the first
-    /// from `from` on (wrapping), as a round robin would take them. O(log N) plus the instances `ok` turns down. Only in a pool made with the
-    /// load order (see [`Admission::new`]); `None` in any other.
+    /// from `from` on (wrapping), as a round robin would take them. O(log N) plus the
+    /// instances `ok` turns down. Only in a pool made with the load order (see
+    /// [`Admission::new`]); `None` in any other.
     pub fn least_busy(
         &self,
         from: usize,

@@ -485,23 +485,29 @@ fn least_busy_avoids_the_busy_instance() {
     let mut spec = tool(2, &[]);
     spec.routing = Routing::LeastBusy;
     let pool = Arc::new(private(spec));
-    let p = Arc::clone(&pool);
-    let slow = std::thread::spawn(move || p.request("delay:2000:slow", T).unwrap().instance);
-    assert!(eventually(T, || pool
-        .status()
-        .instances
-        .iter()
-        .any(|s| s.in_flight == 1)));
+    let (slow, busy) = busy_elsewhere(&pool, 2000);
+    for _ in 0..10 {
+        assert_ne!(pool.request("quick", T).unwrap().instance, Some(busy));
+    }
+    assert_eq!(slow.join().unwrap(), busy);
+}
+
+/// A slow request (`ms`) on another thread, in flight on the instance returned beside it;
+/// the handle gives the instance that served it.
+fn busy_elsewhere(pool: &Arc<Pool>, ms: u64) -> (std::thread::JoinHandle<usize>, usize) {
+    let p = Arc::clone(pool);
+    let slow = std::thread::spawn(move || {
+        let r = p.request(&format!("delay:{ms}:slow"), T).unwrap();
+        r.instance.unwrap()
+    });
+    assert!(eventually(T, || pool.metrics().in_flight == 1));
     let busy = pool
         .status()
         .instances
         .iter()
         .position(|s| s.in_flight == 1)
         .unwrap();
-    for _ in 0..10 {
-        assert_ne!(pool.request("quick", T).unwrap().instance, Some(busy));
-    }
-    assert_eq!(slow.join().unwrap(), Some(busy));
+    (slow, busy)
 }
 
 #[test]
@@ -532,18 +538,8 @@ fn least_busy_gives_a_thread_its_last_instance_among_ties() {
     }
     // Its last instance busy, a thread takes another (least busy before the hint).
     let mine = pool.request("first", T).unwrap().instance.unwrap();
-    let p = Arc::clone(&pool);
-    let slow = std::thread::spawn(move || {
-        // This thread's first pick: the first idle one in turn, which may be `mine`.
-        p.request("delay:1500:slow", T).unwrap().instance.unwrap()
-    });
-    assert!(eventually(T, || pool.metrics().in_flight == 1));
-    let busy = pool
-        .status()
-        .instances
-        .iter()
-        .position(|s| s.in_flight == 1)
-        .unwrap();
+    // The other thread's first pick: the first idle one in turn, which may be `mine`.
+    let (slow, busy) = busy_elsewhere(&pool, 1500);
     let now = pool.request("again", T).unwrap().instance.unwrap();
     assert_ne!(now, busy, "never the busy one");
     if busy != mine {
