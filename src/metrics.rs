@@ -65,7 +65,7 @@ impl Histogram {
     /// bucket edge, so the counts are exact), the total count and the sum in µs: what a
     /// Prometheus histogram shows.
     pub fn cumulative(&self, ks: impl Iterator<Item = u32>) -> (Vec<(u64, u64)>, u64, u64) {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let counts = self.counts();
         let rows = ks
             .map(|k| {
                 // Bucket b holds latencies below 2^((b + 1) / SUB) µs.
@@ -77,39 +77,49 @@ impl Histogram {
         (rows, total, self.sum_us.load(Relaxed))
     }
 
+    /// The bucket counts now, one load each (one consistent copy for a whole snapshot).
+    fn counts(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
+    }
+
     /// The upper bound of the bucket holding quantile `q` (0..=1), capped at the maximum.
+    #[cfg(test)]
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let n = self.count();
-        if n == 0 {
-            return None;
-        }
-        let rank = ((n as f64 * q).ceil() as u64).clamp(1, n);
-        let mut seen = 0;
-        for (b, c) in self.buckets.iter().enumerate() {
-            seen += c.load(Relaxed);
-            if seen >= rank {
-                return Some(bucket_upper(b).min(self.max_us.load(Relaxed)));
-            }
-        }
-        Some(self.max_us.load(Relaxed))
+        quantile_of(&self.counts(), q, self.max_us.load(Relaxed))
     }
 
-    /// Latencies recorded (the sum of the buckets: no counter of its own to bump on
-    /// every request).
-    fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
-    }
-
+    /// Count (the sum of the buckets: no counter of its own to bump on every request),
+    /// quantiles and maximum, from one copy of the buckets.
     pub fn snapshot(&self) -> LatencySnapshot {
-        let count = self.count();
+        let counts = self.counts();
+        let max = self.max_us.load(Relaxed);
+        let count = counts.iter().sum();
         LatencySnapshot {
             count,
-            p50_us: self.quantile(0.50),
-            p90_us: self.quantile(0.90),
-            p99_us: self.quantile(0.99),
-            max_us: (count > 0).then(|| self.max_us.load(Relaxed)),
+            p50_us: quantile_of(&counts, 0.50, max),
+            p90_us: quantile_of(&counts, 0.90, max),
+            p99_us: quantile_of(&counts, 0.99, max),
+            max_us: (count > 0).then_some(max),
         }
     }
+}
+
+/// The upper bound of the bucket of `counts` holding quantile `q` (0..=1), capped at
+/// `max`; `None` when nothing was recorded.
+fn quantile_of(counts: &[u64], q: f64, max: u64) -> Option<u64> {
+    let n: u64 = counts.iter().sum();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((n as f64 * q).ceil() as u64).clamp(1, n);
+    let mut seen = 0;
+    for (b, &c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return Some(bucket_upper(b).min(max));
+        }
+    }
+    Some(max)
 }
 
 /// Latency quantiles of completed requests.
