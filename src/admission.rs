@@ -74,31 +74,29 @@ impl Counts {
         self.in_flight[i] = n;
     }
 
-    /// The least busy instance below `below` requests in flight for which `ok` holds;
-    /// among equals `prefer` (the caller's last one) if it is one of them, else the first
-    /// from `from` on (wrapping), as a round robin would take them. O(log N) plus the
-    /// instances `ok` turns down. Only in a pool made with the load order (see
-    /// [`Admission::new`]); `None` in any other.
-    pub fn least_busy(
+    /// The least busy instance below `below` requests in flight for which `ok` gives
+    /// something, with what it gave; among equals `prefer` (the caller's last one) if it
+    /// is one of them, else the first from `from` on (wrapping), as a round robin would
+    /// take them. O(log N) plus the instances `ok` turns down. Only in a pool made with
+    /// the load order (see [`Admission::new`]); `None` in any other.
+    pub fn least_busy<T>(
         &self,
         from: usize,
         below: usize,
         prefer: Option<usize>,
-        mut ok: impl FnMut(usize) -> bool,
-    ) -> Option<usize> {
+        mut ok: impl FnMut(usize) -> Option<T>,
+    ) -> Option<(usize, T)> {
         let by_load = self.by_load.as_ref()?;
         let mut level = by_load.first()?.0;
-        if let Some(i) = prefer.filter(|&i| self.in_flight.get(i) == Some(&level)) {
-            if level < below && ok(i) {
-                return Some(i);
-            }
+        let preferred = prefer.filter(|&i| level < below && self.in_flight.get(i) == Some(&level));
+        if let Some(hit) = preferred.and_then(|i| ok(i).map(|t| (i, t))) {
+            return Some(hit);
         }
         while level < below {
             let hit = by_load
                 .range((level, from)..(level + 1, 0))
                 .chain(by_load.range((level, 0)..(level, from)))
-                .map(|&(_, i)| i)
-                .find(|&i| ok(i));
+                .find_map(|&(_, i)| ok(i).map(|t| (i, t)));
             if hit.is_some() {
                 return hit;
             }

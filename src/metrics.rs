@@ -82,12 +82,6 @@ impl Histogram {
         self.buckets.iter().map(|b| b.load(Relaxed)).collect()
     }
 
-    /// The upper bound of the bucket holding quantile `q` (0..=1), capped at the maximum.
-    #[cfg(test)]
-    pub fn quantile(&self, q: f64) -> Option<u64> {
-        quantile_of(&self.counts(), q, self.max_us.load(Relaxed))
-    }
-
     /// Count (the sum of the buckets: no counter of its own to bump on every request),
     /// quantiles and maximum, from one copy of the buckets.
     pub fn snapshot(&self) -> LatencySnapshot {
@@ -276,12 +270,13 @@ mod tests {
         for us in 1..=1000u64 {
             h.record(Duration::from_micros(us));
         }
-        let p50 = h.quantile(0.5).unwrap();
-        let p99 = h.quantile(0.99).unwrap();
+        let snap = h.snapshot();
+        let p50 = snap.p50_us.unwrap();
+        let p99 = snap.p99_us.unwrap();
         assert!((420..=620).contains(&p50), "p50 {p50}");
         assert!((900..=1000).contains(&p99), "p99 {p99}");
-        assert_eq!(h.snapshot().max_us, Some(1000));
-        assert_eq!(Histogram::default().quantile(0.5), None);
+        assert_eq!(snap.max_us, Some(1000));
+        assert_eq!(Histogram::default().snapshot().p50_us, None);
     }
 
     #[test]

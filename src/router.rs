@@ -239,31 +239,33 @@ fn pick(
     }
     // Started instances only (`serving`): a stopped one is started by sizing, in the
     // background.
-    let mut found = None;
-    let chosen = if p.spec.routing == Routing::LeastBusy && key.is_none() {
+    let least_busy = p.spec.routing == Routing::LeastBusy;
+    let (i, inc) = if least_busy && key.is_none() {
         // O(log N): the counts keep the instances ordered by load.
         let counts: &Counts = c;
         let (pool, last) = LAST_TAKEN.get();
         let prefer = (pool == std::ptr::from_ref(p) as usize).then_some(last);
         counts.least_busy(counts.next, cap, prefer, |i| {
             // (`i < n`: instances a shrink removed stay in the counts.)
-            found = (i < n && !counts.leased(i))
+            (i < n && !counts.leased(i))
                 .then(|| serving(p, i))
-                .flatten();
-            found.is_some()
+                .flatten()
         })
     } else {
         // Round robin: the first free one from the cursor on (O(1) unless instances
         // ahead of it are busy).
-        (0..n).map(|k| (c.next + k) % n).find(|&i| {
-            found = free(c, i).then(|| serving(p, i)).flatten();
-            found.is_some()
+        (0..n).map(|k| (c.next + k) % n).find_map(|i| {
+            free(c, i)
+                .then(|| serving(p, i))
+                .flatten()
+                .map(|inc| (i, inc))
         })
-    };
-    let i = chosen?;
-    LAST_TAKEN.set((std::ptr::from_ref(p) as usize, i));
+    }?;
+    if least_busy {
+        LAST_TAKEN.set((std::ptr::from_ref(p) as usize, i));
+    }
     c.next = (i + 1) % n;
-    found.map(|inc| (i, inc))
+    Some((i, inc))
 }
 
 /// Have `token`'s cancel wake the admission waiters of `p` (held weakly) while the
