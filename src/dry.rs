@@ -18,7 +18,8 @@
 //! with it), at EOF on stdin once its pending replies are written (exit `Code(0)`), or on a
 //! dry error in `lines`/`marker` framing (its message on stderr, exit `Code(code)`). Its
 //! pipe ends close as it ends, so the reader sees EOF as after a real death, and its
-//! thread then runs the exit callback as a waiter thread does after reaping.
+//! thread then runs the exit callback as a process's stderr drainer does after reaping it
+//! (once the drainer has read the responder's stderr to its end, or 100 ms after).
 //!
 //! A dry incarnation has no pid: status shows `null`. Internally it has a negative id
 //! (-1, -2, ...; wrapping after 2^31 of them) where a real one has its pid, so the
@@ -27,7 +28,7 @@
 
 use crate::error::{Error, ExitInfo, Result};
 use crate::pipe::StdinEnd;
-use crate::process::{Process, Spawned};
+use crate::process::{Process, Reaper, Spawned};
 use crate::spec::{DryRun, ToolSpec};
 use parking_lot::{Condvar, Mutex};
 use std::fs::File;
@@ -123,7 +124,8 @@ impl Child {
         }
     }
 
-    /// Join the thread that saw the end (the waiter, or the responder itself).
+    /// Join the thread that saw the end, if it is not the stderr drainer (a process's
+    /// fallback waiter, or the responder).
     pub fn join_waiter(&self) {
         match self {
             Child::Process(p) => p.join_waiter(),
@@ -136,12 +138,14 @@ impl Child {
     }
 }
 
-/// A started child or responder and the parent's ends of its three pipes.
+/// A started child or responder, the parent's ends of its three pipes, and for a child
+/// the duty to reap it (a responder reports its own end).
 pub(crate) struct Started {
     pub process: Child,
     pub stdin: StdinEnd,
     pub stdout: File,
     pub stderr: File,
+    pub reaper: Option<Reaper>,
 }
 
 impl From<Spawned> for Started {
@@ -151,6 +155,7 @@ impl From<Spawned> for Started {
             stdin: sp.stdin,
             stdout: sp.stdout,
             stderr: sp.stderr,
+            reaper: Some(sp.reaper),
         }
     }
 }
@@ -275,5 +280,6 @@ pub(crate) fn spawn(
         stdin: StdinEnd::new(stdin_w.into(), stdin_keep.into()),
         stdout: stdout_r,
         stderr: stderr_r,
+        reaper: None,
     })
 }

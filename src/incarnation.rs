@@ -33,10 +33,6 @@ use std::time::{Duration, Instant};
 
 mod start;
 
-/// Index of the stderr drainer in `Incarnation::threads` (the stdin writer, if it was
-/// started, is joined with them: [`StdinWriter::take_thread`]).
-const DRAINER: usize = 0;
-
 /// Longest `Incarnation::join` waits for the stream threads once the process is gone.
 pub const STREAM_JOIN_WAIT: Duration = Duration::from_secs(2);
 
@@ -81,7 +77,11 @@ pub(crate) struct Incarnation {
     retired: AtomicBool,
     /// Set when toolpool ends the process on purpose: its exit is then not a warning.
     expected: Arc<AtomicBool>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The stderr drainer, which also reaps the process (the stdin writer, if it was
+    /// started, is joined with it: [`StdinWriter::take_thread`]).
+    drainer: Mutex<Option<JoinHandle<()>>>,
+    /// Disconnected once the drainer has ended: stderr read to EOF, the end reported.
+    drained: Receiver<()>,
     /// `lsp` framing on stdin (Content-Length headers) instead of lines.
     lsp: bool,
     /// The handshake has not finished yet: not ready for work.
@@ -213,24 +213,13 @@ impl Incarnation {
     /// the last stderr lines (often the reason) are in the error.
     pub fn death(&self, wait: Duration) -> Error {
         let exit = self.process.wait_timeout(wait);
-        let deadline = crate::util::deadline_in(wait);
-        while !self.stderr_done() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let _ = self.drained.recv_timeout(wait);
         Error::InstanceDead(DeathInfo {
             tool: self.tool.clone(),
             index: self.index,
             exit,
             stderr_tail: self.stderr_tail(),
         })
-    }
-
-    /// True once the stderr drainer has read to EOF.
-    fn stderr_done(&self) -> bool {
-        self.threads
-            .lock()
-            .get(DRAINER)
-            .is_none_or(|t| t.is_finished())
     }
 
     /// Queue one line (the newline is appended here) for the child's stdin.
@@ -335,7 +324,7 @@ impl Incarnation {
     }
 
     /// The one kill path: take it out of service (routing skips it from now on) and
-    /// SIGKILL its process group. Never blocks; the waiter thread reaps it.
+    /// SIGKILL its process group. Never blocks; the stderr drainer reaps it.
     pub fn kill(&self) {
         self.expected.store(true, Relaxed);
         self.retired.store(true, Relaxed);
@@ -434,9 +423,19 @@ impl Incarnation {
     pub fn join(&self) {
         self.process.join_waiter();
         let deadline = Instant::now() + STREAM_JOIN_WAIT;
-        let mut threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
-        threads.extend(self.stdin.take_thread());
-        for t in threads {
+        if let Some(t) = self.drainer.lock().take() {
+            // Its end is signalled, not polled for: once `drained` disconnects, only the
+            // thread's last instructions are left.
+            match self.drained.recv_deadline(deadline) {
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = t.join();
+                }
+                _ => {
+                    LEAKED_THREADS.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        if let Some(t) = self.stdin.take_thread() {
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -451,7 +450,7 @@ impl Incarnation {
 
 impl Drop for Incarnation {
     /// A safety net: an incarnation dropped without `stop` still takes its process group
-    /// down (the waiter thread reaps it).
+    /// down (the stderr drainer reaps it).
     fn drop(&mut self) {
         self.process.signal(libc::SIGKILL);
     }

@@ -186,7 +186,7 @@ impl Instance {
         *self.last_exit.lock()
     }
 
-    /// Record how an incarnation ended (from its waiter thread).
+    /// Record how an incarnation ended (from the thread that reaped it).
     pub fn set_last_exit(&self, exit: ExitInfo) {
         *self.last_exit.lock() = Some(exit);
     }

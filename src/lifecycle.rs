@@ -234,8 +234,8 @@ impl PoolCore {
     pub fn stop_instance(&self, index: usize) {
         let inst = &self.instances[index];
         let _g = inst.start_lock.lock();
-        // Never stop under the `current` lock: the waiter's exit callback takes the
-        // admission lock, and status holds that while it reads the instance.
+        // Never stop under the `current` lock: the exit callback (on the stderr drainer)
+        // takes the admission lock, and status holds that while it reads the instance.
         if let Some(old) = inst.take_current() {
             inst.retire(old);
         }
@@ -367,7 +367,7 @@ impl PoolCore {
             .inspect_err(|_| c.stop())
     }
 
-    /// Runs on the waiter thread when a process of instance `index` has been reaped.
+    /// Runs on the thread that reaped a process of instance `index` (its stderr drainer).
     fn on_exit(&self, index: usize, exit: ExitInfo) {
         self.instances[index].set_last_exit(exit);
         self.admission.wake();

@@ -3,7 +3,8 @@
 //! One [`Limiter::global`] is shared by every pool and every one-shot run of the host
 //! process (a pool may be given its own). A start beyond the limit waits, then fails with
 //! [`Error::LimitReached`]. Lowering the limit never kills; it only holds back new starts.
-//! A reaped child leaves the count at once (the waiter thread releases it).
+//! A child leaves the count when its end is reported: once it has been reaped and its
+//! stderr read to the end, at most 100 ms after its exit (see `crate::stderr`).
 
 use crate::cancel::{cancelled, CancelToken};
 use crate::error::ExitInfo;
@@ -190,7 +191,8 @@ impl Limiter {
     }
 
     /// Start `launch` within the limit (waiting up to `wait` for room, or until `cancel`).
-    /// The process counts until it is reaped; then `on_exit` runs on its waiter thread.
+    /// The process counts until it is reaped; then `on_exit` runs on the thread that reaped
+    /// it (whoever the caller hands the returned [`Spawned::reaper`] to).
     pub(crate) fn spawn(
         self: &Arc<Self>,
         launch: &Launch,
@@ -199,13 +201,13 @@ impl Limiter {
         on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
     ) -> Result<Spawned> {
         let permit = self.acquire(wait, cancel)?;
-        let sp = process::spawn(launch)?;
-        // Registered before the waiter starts, so a child that exits at once is released
+        let mut sp = process::spawn(launch)?;
+        // Registered before anyone can reap it, so a child that exits at once is released
         // after it was counted, never before.
         permit.bind(&sp.process);
         let limiter = Arc::clone(self);
         let pid = sp.process.pid();
-        sp.process.start_waiter(Box::new(move |exit| {
+        sp.reaper.on_exit(Box::new(move |exit| {
             limiter.release(pid);
             on_exit(exit);
         }));

@@ -63,6 +63,7 @@ fn drive(
     input: Option<String>,
     timeout: Duration,
 ) -> (Option<ExitInfo>, Vec<u8>, Vec<u8>) {
+    sp.reaper.into_thread();
     // Without the held read end: a tool that never reads must end the write with EPIPE.
     let mut stdin = sp.stdin.into_file();
     let writer = spawn_thread("toolpool-oneshot-in".into(), move || {

@@ -425,7 +425,7 @@ impl Pool {
         if self.core.set_shut_down() {
             return;
         }
-        // Not under the lock: the waiter threads notify the supervisor.
+        // Not under the lock: the threads that reap the processes notify the supervisor.
         let sup = self.supervisor.lock().take();
         if let Some(sup) = sup {
             self.core.set_supervisor_wake(None);

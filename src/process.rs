@@ -6,7 +6,8 @@
 //! - the child starts with an empty signal mask and default dispositions, and every fd
 //!   above stdio is closed in the child, so it inherits only stdio (spawned with
 //!   `posix_spawn`, which does not copy the host: [`crate::spawn`]);
-//! - one waiter thread owns the `wait`: it learns of the exit with `waitid(WNOWAIT)`, kills
+//! - one [`Reaper`] owns the `wait`: it learns of the exit (a pidfd polled by the thread
+//!   that drains the child's stderr, or `waitid(WNOWAIT)` on a thread of its own), kills
 //!   what is left of the group while the zombie still pins the pid, and only then reaps,
 //!   under the same lock that [`Process::signal`] takes, so a pid is never signalled after
 //!   it could have been reused;
@@ -21,6 +22,7 @@ use crate::spawn::SpawnError;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Release};
 use std::sync::Arc;
@@ -36,13 +38,18 @@ pub(crate) struct Launch {
     pub cwd: Option<PathBuf>,
 }
 
-/// A started child: its handle and the parent's ends of its three pipes.
+/// A started child: its handle, the parent's ends of its three pipes, and the duty to
+/// reap it.
 pub(crate) struct Spawned {
     pub process: Arc<Process>,
     pub stdin: StdinEnd,
     pub stdout: File,
     pub stderr: File,
+    pub reaper: Reaper,
 }
+
+/// What runs once a child has been reaped, with how it ended.
+pub(crate) type OnExit = Box<dyn FnOnce(ExitInfo) + Send>;
 
 #[derive(Default)]
 struct Reaped {
@@ -58,6 +65,7 @@ pub(crate) struct Process {
     /// `state.reaped`, readable without the lock (routing checks it on every pick).
     reaped: AtomicBool,
     exited: Condvar,
+    /// The thread that waits for the exit, where there is one (see [`Reaper`]).
     waiter: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -112,33 +120,129 @@ impl Process {
         st.exit
     }
 
-    /// Join the waiter thread (after the child has been reaped or killed).
-    /// Start the one thread that waits for this child: it reaps it (see [`reap`]), then
-    /// runs `on_exit`. Called once, right after [`spawn`].
-    pub(crate) fn start_waiter(self: &Arc<Self>, on_exit: Box<dyn FnOnce(ExitInfo) + Send>) {
-        let p = Arc::clone(self);
-        let handle = spawn_small_thread(format!("toolpool-wait-{}", self.pid), move || {
-            let exit = reap(&p);
-            on_exit(exit);
-        });
-        *self.waiter.lock() = Some(handle);
-    }
-
+    /// Join the waiter thread, if there is one (after the child has been reaped or killed).
     pub(crate) fn join_waiter(&self) {
         if let Some(h) = self.waiter.lock().take() {
             let _ = h.join();
         }
     }
 
-    /// Kill the group and reap: the end of every process, used where no grace is due.
+    /// Kill the group and wait until it has been reaped (by whoever holds its [`Reaper`]):
+    /// the end of every process, used where no grace is due.
     pub(crate) fn kill_and_reap(&self) -> Option<ExitInfo> {
         self.signal(libc::SIGKILL);
         self.join_waiter();
-        self.exit()
+        self.wait_timeout(Duration::MAX)
     }
 }
 
-/// Stack size of the per-instance threads (stdin writer, stderr drainer, waiter) and the
+/// The one duty to reap a child and report its end, held by whoever watches it: the
+/// stderr drainer of an incarnation, which polls [`Reaper::exit_fd`] beside stderr (so an
+/// instance needs one thread, not two), or a thread of its own ([`Reaper::into_thread`]:
+/// one-shot runs, ssh masters). Dropped with the duty undone (a thread that could not
+/// start, a panic), it hands what is left to such a thread, so no child is left a zombie
+/// and no end goes unreported.
+pub(crate) struct Reaper {
+    process: Arc<Process>,
+    /// Readable once the child has exited: a pidfd (Linux 5.3 and later), else made by
+    /// [`Reaper::exit_fd`] when first asked for.
+    exit_fd: Option<OwnedFd>,
+    on_exit: Option<OnExit>,
+    /// How it ended, once [`Reaper::reap`] has reaped it.
+    exit: Option<ExitInfo>,
+}
+
+impl Reaper {
+    fn new(process: Arc<Process>) -> Reaper {
+        // SAFETY: plain syscall on our own unreaped child; the fd is checked before use.
+        // A pidfd is always close-on-exec.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid, 0) };
+        Reaper {
+            process,
+            // SAFETY: a fresh fd we own from here on.
+            exit_fd: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+            on_exit: None,
+            exit: None,
+        }
+    }
+
+    /// Set what runs once the child has been reaped (on the thread that reaps it).
+    pub fn on_exit(&mut self, f: OnExit) {
+        self.on_exit = Some(f);
+    }
+
+    /// An fd that becomes readable once the child has exited (then [`Reaper::reap`] does
+    /// not block). Where the kernel has no `pidfd_open` (before 5.3, or a sandbox that
+    /// refuses it), the read end of a pipe whose write end a small thread closes when
+    /// `waitid` returns; `None` only when no pipe can be made, and then `reap` blocks.
+    pub fn exit_fd(&mut self) -> Option<RawFd> {
+        if self.exit_fd.is_none() {
+            self.exit_fd = self.exit_pipe();
+        }
+        self.exit_fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// The fallback of [`Reaper::exit_fd`]: a pipe closed by a thread when the child exits.
+    fn exit_pipe(&self) -> Option<OwnedFd> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 with a valid two-int array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return None;
+        }
+        // SAFETY: two fresh fds we own from here on.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let pid = self.process.pid;
+        let handle = spawn_small_thread(format!("toolpool-wait-{pid}"), move || {
+            wait_exited(pid);
+            drop(w);
+        });
+        *self.process.waiter.lock() = Some(handle);
+        Some(r)
+    }
+
+    /// Wait until the child has exited (at once once [`Reaper::exit_fd`] is readable), kill
+    /// what is left of its group, reap it. Returns how it ended; later calls return the same.
+    pub fn reap(&mut self) -> ExitInfo {
+        *self.exit.get_or_insert_with(|| reap(&self.process))
+    }
+
+    /// Run the `on_exit` (after [`Reaper::reap`]; reaps first if it was not).
+    pub fn report(mut self) {
+        let exit = self.reap();
+        if let Some(f) = self.on_exit.take() {
+            f(exit);
+        }
+    }
+
+    /// Hand the duty to a thread of its own: it waits, reaps and reports.
+    pub fn into_thread(self) {
+        let p = Arc::clone(&self.process);
+        let handle = spawn_small_thread(format!("toolpool-wait-{}", p.pid), move || self.report());
+        *p.waiter.lock() = Some(handle);
+    }
+}
+
+impl Drop for Reaper {
+    /// Whatever is left of the duty is done now: reported here if the child was reaped,
+    /// else handed to a thread.
+    fn drop(&mut self) {
+        if self.on_exit.is_none() && self.exit.is_some() {
+            return;
+        }
+        let rest = Reaper {
+            process: Arc::clone(&self.process),
+            exit_fd: self.exit_fd.take(),
+            on_exit: self.on_exit.take(),
+            exit: self.exit.take(),
+        };
+        match rest.exit {
+            Some(_) => rest.report(),
+            None => rest.into_thread(),
+        }
+    }
+}
+
+/// Stack size of the per-instance threads (stdin writer, stderr drainer, a waiter) and the
 /// start-up workers. They keep their buffers on the heap, but log records are emitted on
 /// them (spawned, exited, `stderr: "log"`), and a C, Go or Python host's log callback runs
 /// on the emitting thread, so the stack leaves room for a host's logging code: 256 KiB.
@@ -189,8 +293,8 @@ fn block_sigpipe() {
 }
 
 /// Start `launch` (with `posix_spawn`: see [`crate::spawn`] for the hygiene it keeps).
-/// The caller then starts the waiter with [`Process::start_waiter`] (the limiter does,
-/// once it has registered the process: see `Limiter::spawn`).
+/// The caller then hands the [`Reaper`] on (the limiter sets its `on_exit` once it has
+/// registered the process: see `Limiter::spawn`).
 pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
     let program = &launch.argv[0];
     let child = crate::spawn::spawn(
@@ -219,6 +323,7 @@ pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
         waiter: Mutex::new(None),
     });
     Ok(Spawned {
+        reaper: Reaper::new(Arc::clone(&process)),
         process,
         stdin,
         stdout,
@@ -226,15 +331,15 @@ pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
     })
 }
 
-/// The waiter: wait for exit without reaping, kill the rest of the group, then reap.
-fn reap(p: &Process) -> ExitInfo {
-    // SAFETY: waitid/waitpid on our own child with valid out-pointers.
+/// Block until `pid` (our child) has exited, without reaping it.
+fn wait_exited(pid: i32) {
+    // SAFETY: waitid on our own child with a valid out-pointer.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
         loop {
             let r = libc::waitid(
                 libc::P_PID,
-                p.pid as libc::id_t,
+                pid as libc::id_t,
                 &mut info,
                 libc::WEXITED | libc::WNOWAIT,
             );
@@ -242,6 +347,14 @@ fn reap(p: &Process) -> ExitInfo {
                 break;
             }
         }
+    }
+}
+
+/// Wait for exit without reaping, kill the rest of the group, then reap.
+fn reap(p: &Process) -> ExitInfo {
+    wait_exited(p.pid);
+    // SAFETY: kill and waitpid on our own child with a valid out-pointer.
+    unsafe {
         // The leader is a zombie: its pid, and so the group id, cannot be reused yet.
         libc::kill(-p.pid, libc::SIGKILL);
         let mut st = p.state.lock();
@@ -262,5 +375,82 @@ fn reap(p: &Process) -> ExitInfo {
         p.reaped.store(true, Release);
         p.exited.notify_all();
         exit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Spawned {
+        spawn(&Launch {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            env: BTreeMap::new(),
+            env_clear: false,
+            cwd: None,
+        })
+        .unwrap()
+    }
+
+    /// Whether `fd` becomes readable within `ms`.
+    fn readable(fd: RawFd, ms: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one initialised pollfd.
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    }
+
+    /// The exit fd, from a pidfd and from the pipe used where there is none: not readable
+    /// while the child runs, readable once it exited; then `reap` gives its status and
+    /// `report` runs `on_exit` once.
+    #[test]
+    fn the_exit_fd_turns_readable_at_exit_with_or_without_a_pidfd() {
+        for pidfd in [true, false] {
+            let sp = sh("read x; exit 3");
+            let mut r = sp.reaper;
+            if !pidfd {
+                r.exit_fd = None; // as on a kernel without pidfd_open
+            }
+            let fd = r.exit_fd().unwrap();
+            assert!(
+                !readable(fd, 100),
+                "readable before the exit (pidfd {pidfd})"
+            );
+            drop(sp.stdin); // `read` sees EOF, the shell exits
+            assert!(
+                readable(fd, 10_000),
+                "not readable after the exit (pidfd {pidfd})"
+            );
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            r.on_exit(Box::new(move |e| tx.send(e).unwrap()));
+            assert_eq!(r.reap(), ExitInfo::Code(3));
+            assert!(!sp.process.is_alive());
+            r.report();
+            assert_eq!(rx.try_recv(), Ok(ExitInfo::Code(3)));
+            sp.process.join_waiter();
+        }
+    }
+
+    /// A reaper dropped with its duty undone hands it to a thread: the child is reaped
+    /// and `on_exit` runs.
+    #[test]
+    fn a_dropped_reaper_still_reaps_and_reports() {
+        let mut sp = sh("exit 5");
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        sp.reaper.on_exit(Box::new(move |e| tx.send(e).unwrap()));
+        let process = Arc::clone(&sp.process);
+        drop(sp);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(ExitInfo::Code(5))
+        );
+        assert_eq!(
+            process.wait_timeout(Duration::from_secs(10)),
+            Some(ExitInfo::Code(5))
+        );
+        process.join_waiter();
     }
 }

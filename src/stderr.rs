@@ -1,90 +1,86 @@
-//! The stderr side of an incarnation: the drainer thread that always reads stderr (into
-//! a bounded queue that drops its oldest line when full, counted, and a tail of the last
-//! `limits.stderr_tail_lines` lines for diagnosis, optionally logged), and the exit
-//! record of a process, which shows that tail.
+//! The stderr side of an incarnation: the one thread of an instance, which drains stderr
+//! (into a bounded queue that drops its oldest line when full, counted, and a tail of the
+//! last `limits.stderr_tail_lines` lines for diagnosis, optionally logged) and watches
+//! the child's end through its [`Reaper`] (reaps it, then reports the end once stderr
+//! has been read, so the exit record shows the last lines); and that exit record.
 
 use crate::error::ExitInfo;
 use crate::linebuf::LineBuf;
 use crate::metrics::Counters;
-use crate::process;
+use crate::process::{self, OnExit, Reaper};
 use crate::spec::{StderrMode, ToolSpec};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest stderr line kept in the tail shown by `status` (longer ones are shortened).
 const TAIL_LINE_CHARS: usize = 500;
 
-/// Start the stderr drainer of instance `index` (process `pid`) of `spec`: it reads
-/// `stderr` to its end, queues each line on `tx` (keeping at most `limits.queue_lines`,
-/// dropping the oldest through `drop_rx`), keeps the tail, and drops `done` when it ends.
+/// Start the stderr drainer of instance `index` of `spec`: it reads `stderr` to its end,
+/// queues each line on `tx` (keeping at most `limits.queue_lines`, dropping the oldest
+/// through `drop_rx`), keeps the tail, and drops `done` when it ends. With the `reaper`
+/// of the process (`pid`) that writes it, it also reaps that process when it exits and
+/// reports its end once stderr has reached EOF, or [`EXIT_STDERR_WAIT`] after the exit
+/// (a descendant that left the group may hold stderr open), whichever comes first.
 pub(crate) fn spawn_drainer(
     spec: &ToolSpec,
     (index, pid): (usize, i32),
-    stderr: File,
+    (stderr, reaper): (File, Option<Reaper>),
     counters: Arc<Counters>,
     (tx, drop_rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     tail: Arc<Mutex<VecDeque<String>>>,
     done: Sender<()>,
 ) -> JoinHandle<()> {
-    let q = spec.limits.queue_lines;
-    let max = spec.limits.max_line_bytes;
-    let keep = spec.limits.stderr_tail_lines;
-    let log_as = (spec.stderr == StderrMode::Log)
-        .then(|| format!("tool={} instance={index} pid={pid}", spec.id));
+    let sink = Sink {
+        max: spec.limits.max_line_bytes,
+        counters,
+        tx,
+        cap: spec.limits.queue_lines,
+        drop_rx,
+        tail,
+        keep: spec.limits.stderr_tail_lines,
+        log_as: (spec.stderr == StderrMode::Log)
+            .then(|| format!("tool={} instance={index} pid={pid}", spec.id)),
+    };
     process::spawn_small_thread(format!("toolpool-err-{pid}"), move || {
         let _done = done;
-        stderr_loop(
-            stderr,
-            max,
-            &counters,
-            (tx, q),
-            drop_rx,
-            (&tail, keep),
-            log_as.as_deref(),
-        )
+        drain(&sink, stderr, reaper)
     })
 }
 
 /// `on_exit` behind the exit record: when the process of `who` (`tool=… instance=…`,
 /// its pid read from `pid` then) ends, drop `dead` (which wakes the writer of a dead
-/// child), write the record (waiting for `stderr_done` so the last stderr lines are in
-/// it), then run `on_exit`.
+/// child), write the record, then run `on_exit`.
 pub(crate) fn exit_hook(
     who: String,
     pid: Arc<AtomicI32>,
     expected: Arc<AtomicBool>,
     tail: Arc<Mutex<VecDeque<String>>>,
-    stderr_done: Receiver<()>,
     dead: Sender<()>,
-    on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
-) -> Box<dyn FnOnce(ExitInfo) + Send> {
+    on_exit: OnExit,
+) -> OnExit {
     Box::new(move |e| {
         drop(dead); // wakes the writer of a dead child
         let who = format!("{who} pid={}", pid.load(Relaxed));
-        log_exit(&who, e, &expected, &tail, &stderr_done);
+        log_exit(&who, e, &expected, &tail);
         on_exit(e)
     })
 }
 
-/// Longest the exit record waits for the stderr drainer to reach EOF (a descendant that
-/// left the group may hold stderr open).
-pub const EXIT_LOG_STDERR_WAIT: Duration = Duration::from_millis(100);
+/// Longest the end of a process is held back, after its exit, for its stderr to reach
+/// EOF (a descendant that left the group may hold stderr open), so the exit record shows
+/// the last stderr lines.
+pub const EXIT_STDERR_WAIT: Duration = Duration::from_millis(100);
 
 /// The record of a process's end: a warning when nobody asked for it (with the last
-/// stderr lines), debug otherwise. Runs on the waiter thread.
-fn log_exit(
-    who: &str,
-    exit: ExitInfo,
-    expected: &AtomicBool,
-    tail: &Mutex<VecDeque<String>>,
-    stderr_done: &Receiver<()>,
-) {
+/// stderr lines), debug otherwise.
+fn log_exit(who: &str, exit: ExitInfo, expected: &AtomicBool, tail: &Mutex<VecDeque<String>>) {
     if expected.load(Relaxed) {
         log::debug!(target: "toolpool", "stopped {who} {}", exit_fields(exit));
         return;
@@ -92,7 +88,6 @@ fn log_exit(
     if !log::log_enabled!(target: "toolpool", log::Level::Warn) {
         return;
     }
-    let _ = stderr_done.recv_timeout(EXIT_LOG_STDERR_WAIT);
     let tail: Vec<String> = tail.lock().iter().cloned().collect();
     log::warn!(
         target: "toolpool",
@@ -129,45 +124,108 @@ fn push_tail(tail: &Mutex<VecDeque<String>>, keep: usize, line: &[u8]) {
     t.push_back(s);
 }
 
-fn stderr_loop(
-    src: File,
+/// Where the drainer puts what it reads.
+struct Sink {
     max: usize,
-    counters: &Counters,
-    (tx, cap): (Sender<Vec<u8>>, usize),
+    counters: Arc<Counters>,
+    tx: Sender<Vec<u8>>,
+    /// Most lines kept on `tx`.
+    cap: usize,
     drop_rx: Receiver<Vec<u8>>,
-    (tail, keep): (&Mutex<VecDeque<String>>, usize),
-    log_as: Option<&str>,
-) {
-    let emit = |line: Vec<u8>| {
-        counters.stderr_lines.fetch_add(1, Relaxed);
-        push_tail(tail, keep, &line);
-        if let Some(who) = log_as {
+    tail: Arc<Mutex<VecDeque<String>>>,
+    keep: usize,
+    /// `tool=… instance=… pid=…` when stderr lines are logged.
+    log_as: Option<String>,
+}
+
+impl Sink {
+    fn emit(&self, line: Vec<u8>) {
+        self.counters.stderr_lines.fetch_add(1, Relaxed);
+        push_tail(&self.tail, self.keep, &line);
+        if let Some(who) = &self.log_as {
             log::info!(target: "toolpool::stderr", "stderr {who}: {}", String::from_utf8_lossy(&line));
         }
         // Nobody reads stderr: drop the oldest lines, keep draining.
-        while tx.len() >= cap {
-            if drop_rx.try_recv().is_ok() {
-                counters.stderr_dropped.fetch_add(1, Relaxed);
+        while self.tx.len() >= self.cap {
+            if self.drop_rx.try_recv().is_ok() {
+                self.counters.stderr_dropped.fetch_add(1, Relaxed);
             } else {
                 break;
             }
         }
-        let _ = tx.send(line); // fails only once nobody can read it any more
+        let _ = self.tx.send(line); // fails only once nobody can read it any more
+    }
+}
+
+/// The drainer's loop: one `poll` on stderr and the reaper's exit fd, until stderr has
+/// reached EOF and the end has been reported.
+fn drain(sink: &Sink, src: File, reaper: Option<Reaper>) {
+    // Without an exit fd (no fd left for a pipe), a thread of its own waits instead.
+    let (mut reaper, exit_fd) = match reaper {
+        Some(mut r) => match r.exit_fd() {
+            Some(fd) => (Some(r), fd),
+            None => {
+                r.into_thread();
+                (None, -1)
+            }
+        },
+        None => (None, -1),
     };
     let mut lines = LineBuf::default();
-    loop {
-        match lines.fill_from(&src) {
-            Ok(0) => break,
-            Ok(_) => {
-                while let Some(line) = lines.next_line(max, &counters.lines_split) {
-                    emit(line);
+    let mut open = true;
+    // Set once the process has been reaped: when its end is reported at the latest.
+    let mut report_by: Option<Instant> = None;
+    while open || reaper.is_some() {
+        let mut fds = [
+            libc::pollfd {
+                fd: if open { src.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if report_by.is_none() { exit_fd } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = match (report_by, &reaper) {
+            (Some(by), Some(_)) => by
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .saturating_add(1) as i32,
+            _ => -1,
+        };
+        // SAFETY: poll on two initialised pollfds (a negative fd is skipped).
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) } < 0 {
+            continue; // EINTR
+        }
+        if fds[1].revents != 0 {
+            if let Some(r) = reaper.as_mut() {
+                r.reap();
+                report_by = Some(Instant::now() + EXIT_STDERR_WAIT);
+            }
+        }
+        if fds[0].revents != 0 {
+            match lines.fill_from(&src) {
+                Ok(0) => open = false,
+                Ok(_) => {
+                    while let Some(line) = lines.next_line(sink.max, &sink.counters.lines_split) {
+                        sink.emit(line);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => open = false,
+            }
+            if !open {
+                if let Some(rest) = lines.rest() {
+                    sink.emit(rest);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
         }
-    }
-    if let Some(rest) = lines.rest() {
-        emit(rest);
+        if report_by.is_some_and(|by| !open || Instant::now() >= by) {
+            if let Some(r) = reaper.take() {
+                r.report();
+            }
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! 100 create/shutdown cycles leave fds, threads and children where they started.
+//! A running instance costs one thread and five fds, and 100 create/shutdown cycles leave
+//! fds, threads and children where they started.
 //! Alone in its binary so no other test changes the counts.
 
 mod common;
@@ -11,6 +12,17 @@ fn create_shutdown_cycles_leak_nothing() {
     drop(private(tool(1, &[])));
     let fds = fd_count();
     let threads = thread_count();
+    // One thread per running instance (its stderr drainer, which also reaps it), plus
+    // the pool's supervisor; five fds per instance (see the README's "Other limits").
+    let n = 16;
+    let pool = private(tool(n, &[]));
+    assert!(
+        thread_count() <= threads + n + 1,
+        "{} threads for {n} instances (from {threads})",
+        thread_count()
+    );
+    assert!(fd_count() <= fds + 5 * n, "{} fds (from {fds})", fd_count());
+    pool.shutdown(Duration::from_millis(200));
     for k in 0..100 {
         let pool = private(tool(3, &[]));
         pool.send(k % 3, "ping").unwrap();

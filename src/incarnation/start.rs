@@ -10,13 +10,13 @@ use crate::error::{Error, ExitInfo, Result};
 use crate::limiter::Limiter;
 use crate::lsp::LspFilter;
 use crate::metrics::Counters;
-use crate::process::Launch;
+use crate::process::{Launch, OnExit};
 use crate::reader::{StdoutFilter, StdoutReader};
 use crate::rpc::{ClientReplies, Dispatcher};
 use crate::spec::{Protocol, ToolSpec};
 use crate::stderr;
 use crate::writer::StdinWriter;
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::{bounded, unbounded, Receiver};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
@@ -38,8 +38,8 @@ impl Incarnation {
         let (rpc, filter) = dispatcher(spec, index);
         let (dead_tx, dead_rx) = bounded::<()>(0);
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        // Dropped by the stderr drainer when it ends: the exit record waits for it, so the
-        // last stderr lines are in the record.
+        // Dropped by the stderr drainer when it ends: `join` and `death` wait for it, and
+        // so does a dry responder's end (see `spawn_child`).
         let (stderr_done_tx, stderr_done_rx) = bounded::<()>(0);
         let expected = Arc::new(AtomicBool::new(false));
         let pid_cell = Arc::new(AtomicI32::new(0));
@@ -48,14 +48,20 @@ impl Incarnation {
             Arc::clone(&pid_cell),
             Arc::clone(&expected),
             Arc::clone(&stderr_tail),
-            stderr_done_rx,
             dead_tx,
             on_exit,
         );
-        let sp = spawn_child(spec, index, limiter, cancel, on_exit, &pid_cell)?;
+        let sp = spawn_child(
+            spec,
+            index,
+            limiter,
+            cancel,
+            (on_exit, stderr_done_rx.clone()),
+            &pid_cell,
+        )?;
         let pid = sp.process.pid();
         let q = spec.limits.queue_lines;
-        // Allocated as it fills; `stderr_loop` keeps it to `q` lines.
+        // Allocated as it fills; the drainer keeps it to `q` lines.
         let (stderr_tx, stderr_rx) = unbounded::<Vec<u8>>();
         let stdin = StdinWriter::start(
             sp.stdin,
@@ -79,7 +85,7 @@ impl Incarnation {
         let drainer = stderr::spawn_drainer(
             spec,
             (index, pid),
-            sp.stderr,
+            (sp.stderr, sp.reaper),
             Arc::clone(&counters),
             (stderr_tx, stderr_rx.clone()),
             Arc::clone(&stderr_tail),
@@ -99,7 +105,8 @@ impl Incarnation {
             stopped: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             expected,
-            threads: Mutex::new(vec![drainer]), // see DRAINER
+            drainer: Mutex::new(Some(drainer)),
+            drained: stderr_done_rx,
             lsp,
             handshake_pending: AtomicBool::new(!spec.startup.handshake.is_empty()),
             handshake_reply: OnceLock::new(),
@@ -146,13 +153,16 @@ fn answer_client_requests(d: &Dispatcher, spec: &ToolSpec, stdin: &Arc<StdinWrit
 }
 
 /// Start the process of instance `index` of `spec` (for a dry-run pool its responder),
-/// storing its OS pid in `pid_cell` for the exit record.
+/// storing its OS pid in `pid_cell` for the exit record. A process's end is reported by
+/// the stderr drainer, once it has read stderr; a responder reports its own, after
+/// waiting (up to [`stderr::EXIT_STDERR_WAIT`]) for `stderr_done`, which the drainer drops
+/// when it has read the responder's stderr to its end.
 fn spawn_child(
     spec: &ToolSpec,
     index: usize,
     limiter: &Arc<Limiter>,
     cancel: Option<&CancelToken>,
-    on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
+    (on_exit, stderr_done): (OnExit, Receiver<()>),
     pid_cell: &AtomicI32,
 ) -> Result<Started> {
     let launch = Launch {
@@ -164,7 +174,15 @@ fn spawn_child(
     let wait = Duration::from_millis(spec.startup.timeout_ms);
     let sp: Started = match &spec.dry_run {
         // No process: a responder thread at the far end of real pipes.
-        Some(d) => dry::spawn(spec, d, index, on_exit)?,
+        Some(d) => dry::spawn(
+            spec,
+            d,
+            index,
+            Box::new(move |e| {
+                let _ = stderr_done.recv_timeout(stderr::EXIT_STDERR_WAIT);
+                on_exit(e)
+            }),
+        )?,
         None => limiter
             .spawn(&launch, wait, cancel, on_exit)
             .map_err(|e| match e {

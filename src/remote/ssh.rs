@@ -6,7 +6,7 @@
 //! shutdown every master gets SIGTERM (then SIGKILL), is reaped, and the directory is
 //! removed.
 //!
-//! Masters are toolpool's own children (own process group, reaped by a waiter thread), but
+//! Masters are toolpool's own children (own process group, reaped by a thread of their own), but
 //! not instances: they do not count toward the process limit and `kill_all` leaves them.
 
 use crate::error::{Error, Result};
@@ -214,7 +214,7 @@ impl Masters {
             cwd: None,
         })
         .map_err(|e| Error::Spawn(format!("host '{host}': {e}")))?;
-        sp.process.start_waiter(Box::new(|_| {}));
+        sp.reaper.into_thread();
         drop(sp.stdin);
         drop(sp.stdout);
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
