@@ -120,8 +120,8 @@ fn crashed_instance_is_dead_with_exit_status_and_restarts() {
     let old_pid = pool.status().instances[1].pid.unwrap();
     pool.send(1, "crash:7").unwrap();
     assert!(eventually(T, || pool.health().dead == 1));
-    // Dead as soon as its stdout closed; the exit status once the waiter has reaped it.
-    // The stderr drainer runs on its own thread, a moment behind.
+    // Dead as soon as its stdout closed; the exit status once the stderr drainer (its
+    // own thread, a moment behind) has reaped it.
     assert!(eventually(T, || {
         let s = &pool.status().instances[1];
         s.exit.is_some() && !s.stderr_tail.is_empty()

@@ -83,7 +83,10 @@ def test_many_waiters_cancelled_leave_counters_at_zero(testtool):
 
 
 CHILD = r"""
-import sys, time
+import signal, sys, time
+# Python leaves SIGINT ignored when it starts with it ignored (a background job of a
+# shell without job control, as CI scripts run); Ctrl-C is what this child is about.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, sys.argv[1])
 import toolpool
 pool = toolpool.Pool({"command": [sys.argv[2]], "count": 1})
