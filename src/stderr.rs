@@ -197,7 +197,11 @@ fn drain(sink: &Sink, src: File, reaper: Option<Reaper>) {
         };
         // SAFETY: poll on two initialised pollfds (a negative fd is skipped).
         if unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) } < 0 {
-            continue; // EINTR
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                // ENOMEM, the one other error poll can give here: try again shortly.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            continue;
         }
         if fds[1].revents != 0 {
             if let Some(r) = reaper.as_mut() {
