@@ -28,7 +28,7 @@
 
 use crate::error::{Error, ExitInfo, Result};
 use crate::pipe::StdinEnd;
-use crate::process::{Process, Reaper, Spawned};
+use crate::process::{OnExit, Process, Reaper, Spawned};
 use crate::spec::{DryRun, ToolSpec};
 use parking_lot::{Condvar, Mutex};
 use std::fs::File;
@@ -227,7 +227,7 @@ pub(crate) fn spawn(
     spec: &ToolSpec,
     dry: &DryRun,
     index: usize,
-    on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
+    on_exit: OnExit,
 ) -> Result<Started> {
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;

@@ -7,9 +7,8 @@
 //! stderr read to the end, at most 100 ms after its exit (see `crate::stderr`).
 
 use crate::cancel::{cancelled, CancelToken};
-use crate::error::ExitInfo;
 use crate::error::{Error, Result};
-use crate::process::{self, Launch, Process, Spawned};
+use crate::process::{self, Launch, OnExit, Process, Spawned};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -198,7 +197,7 @@ impl Limiter {
         launch: &Launch,
         wait: Duration,
         cancel: Option<&CancelToken>,
-        on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
+        on_exit: OnExit,
     ) -> Result<Spawned> {
         let permit = self.acquire(wait, cancel)?;
         let mut sp = process::spawn(launch)?;

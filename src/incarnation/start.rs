@@ -6,7 +6,7 @@
 use super::Incarnation;
 use crate::cancel::CancelToken;
 use crate::dry::{self, Started};
-use crate::error::{Error, ExitInfo, Result};
+use crate::error::{Error, Result};
 use crate::limiter::Limiter;
 use crate::lsp::LspFilter;
 use crate::metrics::Counters;
@@ -32,7 +32,7 @@ impl Incarnation {
         limiter: &Arc<Limiter>,
         counters: Arc<Counters>,
         cancel: Option<&CancelToken>,
-        on_exit: Box<dyn FnOnce(ExitInfo) + Send>,
+        on_exit: OnExit,
     ) -> Result<Arc<Incarnation>> {
         let lsp = spec.protocol == Protocol::Lsp;
         let (rpc, filter) = dispatcher(spec, index);
