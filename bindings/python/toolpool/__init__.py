@@ -16,29 +16,8 @@ calls from another thread, and :mod:`toolpool.aio` serves asyncio programs.
 See ``bindings/python/README.md``.
 """
 
-from ._errors import (
-    Cancelled,
-    ConfigError,
-    IndexOutOfRange,
-    InstanceDead,
-    InstanceFailed,
-    InvalidArgument,
-    LimitReached,
-    NotFound,
-    Panic,
-    ProtocolError,
-    QueueFull,
-    Saturated,
-    ShutDown,
-    SpawnFailed,
-    Timeout,
-    ToolError,
-    ToolpoolError,
-    ToolpoolIOError,
-    Unavailable,
-    error_for_code,
-    status_name,
-)
+from . import _errors
+from ._errors import *  # noqa: F401,F403  (the error classes, error_for_code, status_name)
 from ._ffi import LIB_PATH
 from ._limit import KillReport, kill_all, limit_status, set_limit, version
 from ._cancel import CancelToken
@@ -63,29 +42,9 @@ __all__ = [
     "LOGGER",
     "TRACE",
     "metrics_prometheus_all",
-    "status_name",
-    "error_for_code",
-    "ToolpoolError",
-    "InvalidArgument",
-    "NotFound",
-    "SpawnFailed",
-    "Timeout",
-    "InstanceDead",
-    "Saturated",
-    "ShutDown",
-    "LimitReached",
-    "ProtocolError",
-    "ToolError",
-    "ConfigError",
-    "IndexOutOfRange",
-    "QueueFull",
-    "InstanceFailed",
-    "Unavailable",
-    "ToolpoolIOError",
-    "Panic",
-    "Cancelled",
     "CancelToken",
     "aio",
 ]
+__all__ += _errors.__all__
 
 __version__ = "0.1.0"

@@ -191,29 +191,10 @@ class Panic(ToolpoolError):
     CODE = TOOLPOOL_PANIC
 
 
+# One class per error constant of the header (tests/test_docs.py checks the set), each a
+# direct subclass of ToolpoolError defined above.
 _BY_CODE: Dict[int, Type[ToolpoolError]] = {
-    cls.CODE: cls
-    for cls in (  # one per error constant of the header
-        InvalidArgument,
-        NotFound,
-        SpawnFailed,
-        Timeout,
-        InstanceDead,
-        Saturated,
-        ShutDown,
-        LimitReached,
-        ProtocolError,
-        ToolError,
-        ConfigError,
-        IndexOutOfRange,
-        QueueFull,
-        InstanceFailed,
-        Unavailable,
-        ToolpoolIOError,
-        Cancelled,
-        Panic,
-    )
-    if cls.CODE is not None
+    cls.CODE: cls for cls in ToolpoolError.__subclasses__() if cls.CODE is not None
 }
 
 
