@@ -441,8 +441,9 @@ int32_t toolpool_kill_all_json(char **out_json);
  *
  * Calling threads: `cb` is called on the thread that emits the record: a pool's
  * supervisor thread, an instance's stderr thread (which also reaps its process), or the
- * thread of a toolpool call (a start, a timeout, a refused request), also during `toolpool_pool_shutdown` and
- * `toolpool_pool_free`; several threads may call it at once, so it must be thread-safe.
+ * thread of a toolpool call (a start, a timeout, a refused request), also during
+ * `toolpool_pool_shutdown` and `toolpool_pool_free`; several threads may call it at
+ * once, so it must be thread-safe.
  * It must not call toolpool functions (a record emitted inside it is dropped, and
  * `toolpool_set_log_callback` from inside it fails). It should return quickly: the
  * emitting thread waits for it. No record is emitted on the path of a successful request.
@@ -458,9 +459,7 @@ int32_t toolpool_kill_all_json(char **out_json);
  * # Safety
  * `cb` must be NULL or a function that may be called as described, with `userdata`.
  */
-int32_t toolpool_set_log_callback(int32_t max_level,
-                                  ToolpoolLogCallback cb,
-                                  void *userdata);
+int32_t toolpool_set_log_callback(int32_t max_level, ToolpoolLogCallback cb, void *userdata);
 
 /**
  * The Prometheus text exposition (format 0.0.4) of every live pool in the process (made

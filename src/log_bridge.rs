@@ -15,10 +15,9 @@
 //! Only records whose target starts with `toolpool` are forwarded. The sink is called on
 //! the thread that emits the record (a pool's supervisor thread, the stderr thread of an
 //! instance, which also reaps its process, or a caller's thread), possibly on several at
-//! once. [`set_sink`] waits
-//! for calls in progress, so once it returns the old sink is never called again. A record
-//! emitted from inside the sink (on the same thread) is dropped, and a panic inside the
-//! sink path is caught and dropped.
+//! once. [`set_sink`] waits for calls in progress, so once it returns the old sink is
+//! never called again. A record emitted from inside the sink (on the same thread) is
+//! dropped, and a panic inside the sink path is caught and dropped.
 
 use crate::error::{Error, Result};
 use log::{LevelFilter, Log, Metadata, Record};

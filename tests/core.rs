@@ -131,13 +131,7 @@ fn crashed_instance_is_dead_with_exit_status_and_restarts() {
     let s = &pool.status().instances[1];
     assert_eq!(s.state, State::Dead);
     assert_eq!(s.exit, Some(ExitInfo::Code(7)));
-    assert!(
-        s.stderr_tail
-            .iter()
-            .any(|l| l.contains("crash requested with code 7")),
-        "{:?}",
-        s.stderr_tail
-    );
+    assert_has_line(&s.stderr_tail, "crash requested with code 7");
     match pool.send(1, "x") {
         Err(Error::InstanceDead(d)) => {
             assert_eq!(d.index, 1);

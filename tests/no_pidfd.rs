@@ -70,13 +70,7 @@ fn without_pidfd_open_children_are_still_reaped_reported_and_restarted() {
     match pool.read_line(1, T) {
         Err(Error::InstanceDead(d)) => {
             assert_eq!(d.exit, Some(ExitInfo::Code(7)));
-            assert!(
-                d.stderr_tail
-                    .iter()
-                    .any(|l| l.contains("crash requested with code 7")),
-                "{:?}",
-                d.stderr_tail
-            );
+            assert_has_line(&d.stderr_tail, "crash requested with code 7");
         }
         other => panic!("{other:?}"),
     }

@@ -392,10 +392,7 @@ fn jsonrpc_errors_notifications_and_garbage() {
     );
     assert_eq!(pool.metrics().protocol_errors, 2);
     let tail = &pool.status().instances[0].protocol_errors_tail;
-    assert!(
-        tail.iter().any(|l| l.contains("this is not json")),
-        "{tail:?}"
-    );
+    assert_has_line(tail, "this is not json");
     // Bad payloads are the caller's error, and the instance is fine after them.
     for bad in ["not json", r#"{"params":[]}"#, "[1,2]"] {
         assert!(
@@ -413,11 +410,7 @@ fn jsonrpc_errors_notifications_and_garbage() {
     match pool.request(r#"{"method":"crash","params":{"code":3}}"#, T) {
         Err(Error::InstanceDead(d)) => {
             assert_eq!(d.exit, Some(toolpool::ExitInfo::Code(3)));
-            assert!(
-                d.stderr_tail.iter().any(|l| l.contains("crash requested")),
-                "{:?}",
-                d.stderr_tail
-            );
+            assert_has_line(&d.stderr_tail, "crash requested");
         }
         other => panic!("{other:?}"),
     }

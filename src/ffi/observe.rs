@@ -61,8 +61,9 @@ impl CSink {
 ///
 /// Calling threads: `cb` is called on the thread that emits the record: a pool's
 /// supervisor thread, an instance's stderr thread (which also reaps its process), or the
-/// thread of a toolpool call (a start, a timeout, a refused request), also during `toolpool_pool_shutdown` and
-/// `toolpool_pool_free`; several threads may call it at once, so it must be thread-safe.
+/// thread of a toolpool call (a start, a timeout, a refused request), also during
+/// `toolpool_pool_shutdown` and `toolpool_pool_free`; several threads may call it at
+/// once, so it must be thread-safe.
 /// It must not call toolpool functions (a record emitted inside it is dropped, and
 /// `toolpool_set_log_callback` from inside it fails). It should return quickly: the
 /// emitting thread waits for it. No record is emitted on the path of a successful request.

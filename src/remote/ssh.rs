@@ -6,8 +6,9 @@
 //! shutdown every master gets SIGTERM (then SIGKILL), is reaped, and the directory is
 //! removed.
 //!
-//! Masters are toolpool's own children (own process group, reaped by a thread of their own), but
-//! not instances: they do not count toward the process limit and `kill_all` leaves them.
+//! Masters are toolpool's own children (own process group, reaped by a thread of their
+//! own), but not instances: they do not count toward the process limit and `kill_all`
+//! leaves them.
 
 use crate::error::{Error, Result};
 use crate::process::{self, Launch, Process};

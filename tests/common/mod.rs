@@ -190,3 +190,12 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Assert that one of `lines` (a stderr or protocol-error tail) contains `needle`.
+#[track_caller]
+pub fn assert_has_line(lines: &[String], needle: &str) {
+    assert!(
+        lines.iter().any(|l| l.contains(needle)),
+        "no line with {needle:?} in {lines:?}"
+    );
+}
