@@ -1,15 +1,17 @@
 # toolpool: one entry point for Rust, C, Go and Python.
 #   make demo   - a real pool of real tools doing real work (the main job)
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
-# Both install what the machine lacks (apt-get: bc, sqlite3, valgrind, pkg-config,
-# openssh-server; pip: pytest, mypy, prometheus_client), and target/protocol-venv, a virtual
-# environment with protocol servers from PyPI (mcp-server-time, jedi-language-server, ruff)
-# for the protocol tests and the demo. Needed beforehand: Rust (cargo), gcc, make, Go,
-# Python 3 with pip and venv.
+# Both install what the machine lacks (the demo: bc; the tests also sqlite3, valgrind,
+# pkg-config, openssh-server with apt-get, and pytest, mypy, prometheus_client with pip),
+# and target/protocol-venv, a virtual environment with protocol servers from PyPI
+# (mcp-server-time, jedi-language-server, ruff) for the protocol tests and the demo.
+# Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
+# CARGO_TARGET_DIR is honoured: the build goes there, and the C, Go and Python tests find
+# the library and the test tool there.
 CARGO        ?= cargo
 PYTHON       ?= python3
 PREFIX       ?= /usr/local
-TARGET_DIR   := target
+TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
 LIB_DIR      := $(TARGET_DIR)/release
 TESTTOOL     := $(TARGET_DIR)/release/toolpool-testtool
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -23,10 +25,16 @@ C_FLAGS      := -std=c11 -Wall -Wextra -Wpedantic -Werror -pthread -g
 C_BIN_DIR    := $(TARGET_DIR)/c-tests
 C_TEST_BIN   := $(C_BIN_DIR)/toolpool-c-tests
 VALGRIND     := valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
+# The C tests again under AddressSanitizer and UndefinedBehaviorSanitizer (the C side is
+# instrumented; libtoolpool is the release build): timing differs from valgrind's, so a
+# test that asserts a state before it is reached fails here.
+SAN_FLAGS    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+# Where the Go and Python tests find the library and the test tool.
+TEST_ENV     := TOOLPOOL_LIB=$(abspath $(LIB_DIR))/libtoolpool.so TOOLPOOL_TESTTOOL=$(abspath $(TESTTOOL))
 
 .PHONY: protocol-venv
-.PHONY: all build deps apt-deps py-deps test test-rust test-c test-go test-python test-install \
-        examples bench demo header header-check lint install quickstart clean
+.PHONY: all build deps demo-deps apt-deps py-deps test test-rust test-c test-c-asan test-go \
+        test-python test-install examples bench demo header header-check lint install quickstart clean
 
 all: build
 
@@ -39,9 +47,12 @@ build:
 	  -e 's|@INCLUDEDIR@|$(abspath include)|' -e 's|@VERSION@|$(VERSION)|' \
 	  toolpool.pc.in > $(PC_DIR)/toolpool.pc
 
-# Programs the demo and the tests use, installed only if missing.
-apt-deps:
-	@missing=""; for p in bc sqlite3 valgrind pkg-config; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+# Programs the demo uses, then those the tests use, installed only if missing.
+demo-deps:
+	@command -v bc >/dev/null || { echo "installing bc"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bc >/dev/null; }
+apt-deps: demo-deps
+	@missing=""; for p in sqlite3 valgrind pkg-config; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	@# tests/remote.rs, the Python remote test and the ssh bench row start a throwaway sshd on 127.0.0.1
@@ -58,14 +69,14 @@ deps: apt-deps
 protocol-venv:
 	@tests/protocol_venv.sh >/dev/null
 
-demo: deps protocol-venv
+demo: demo-deps protocol-venv
 	$(CARGO) run --release --example demo
 	seq 300 | sed 's/$$/^2/' | $(CARGO) run -q --release --features cli --bin toolpool -- bench -n 2 -- bc -q
 	@echo "== MCP server mcp-server-time (PyPI): 2 warm, handshaken instances vs start + initialize + call + exit per call =="
 	$(CARGO) run -q --release --features cli --bin toolpool -- bench --spec examples/specs/mcp-time.json \
 	  --input examples/specs/mcp-time-calls.jsonl --calls 200 --spawn-calls 4
 
-test: test-rust test-c test-go test-python test-install
+test: test-rust test-c test-c-asan test-go test-python test-install
 
 # Unit, integration (tests/header.rs is the header check), doc tests, examples (the README's
 # Rust snippet is run); the benchmark only in its smoke mode (a few iterations in the debug
@@ -96,6 +107,12 @@ test-c: build deps
 	$(VALGRIND) $(C_TEST_BIN) $(abspath $(TESTTOOL)) $(abspath examples/tools/rpc_tool.py)
 	$(MAKE) --no-print-directory examples
 
+test-c-asan: build deps
+	@mkdir -p $(C_BIN_DIR)
+	$(C_CC) $(C_FLAGS) $(SAN_FLAGS) $$(pkg-config --cflags toolpool) -o $(C_TEST_BIN)-asan tests/c/*.c $$(pkg-config --libs toolpool)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(C_TEST_BIN)-asan $(abspath $(TESTTOOL)) $(abspath examples/tools/rpc_tool.py)
+
 # examples/c/quickstart.c and the README's C snippet, built and run.
 examples: build deps
 	@mkdir -p $(C_BIN_DIR)
@@ -114,7 +131,7 @@ quickstart: build deps
 # library), then its quickstart.
 test-go: build deps
 	cd bindings/go && bad="$$(gofmt -l .)" && if [ -n "$$bad" ]; then echo "not gofmt-ed: $$bad"; exit 1; fi \
-	  && go vet ./... && go test -count=1 -race ./... && go run ./examples/quickstart >/dev/null
+	  && go vet ./... && $(TEST_ENV) go test -count=1 -race ./... && go run ./examples/quickstart >/dev/null
 
 # Python binding (bindings/python, ctypes over libtoolpool.so) against real children:
 # the generated declarations are fresh, mypy --strict passes, then pytest (which exits
@@ -122,7 +139,7 @@ test-go: build deps
 test-python: build deps py-deps protocol-venv
 	$(PYTHON) bindings/python/gen_ffi.py --check
 	cd bindings/python && $(PYTHON) -m mypy --strict toolpool
-	$(PYTHON) -m pytest -q bindings/python/tests
+	$(TEST_ENV) $(PYTHON) -m pytest -q bindings/python/tests
 
 # What a user outside the repository does: `make install` to a temporary prefix, then a C
 # program through pkg-config (shared and --static) and a Go program in its own module

@@ -119,11 +119,6 @@ typedef int32_t ToolpoolStatus;
 #endif // __cplusplus
 
 /**
- * Why an incarnation was recycled (replaced while it worked), for the counters and logs.
- */
-typedef struct RecycleReason RecycleReason;
-
-/**
  * An opaque cancel token, from `toolpool_cancel_new`, freed with `toolpool_cancel_free`.
  * `toolpool_cancel_trigger` may be called from any thread, also while calls wait on it.
  */
@@ -428,6 +423,218 @@ int32_t toolpool_kill_all(uint32_t *out_killed);
 int32_t toolpool_kill_all_json(char **out_json);
 
 /**
+ * Queue `line` (toolpool appends the newline) for the stdin of instance `instance`.
+ * A full stdin queue is `TOOLPOOL_QUEUE_FULL`, never a wait; but an instance that is not
+ * running (`lazy`, or stopped when idle) is started first, which waits for its ready
+ * line. A line containing a newline is `TOOLPOOL_INVALID_ARGUMENT`. Writing to a child
+ * that has died does not raise SIGPIPE in the host.
+ *
+ * Errors: `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`,
+ * `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
+ * NULL handling: `p` or `line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `line` is borrowed (copied before return).
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `line` NULL or NUL-terminated.
+ */
+int32_t toolpool_pool_send(struct ToolpoolPool *p, uint32_t instance, const char *line);
+
+/**
+ * Queue the `len` bytes at `data` (toolpool appends the newline) for the stdin of
+ * instance `instance`, exactly as given: any byte but `\n` is allowed, NUL and bytes
+ * that are not UTF-8 included. Otherwise as `toolpool_pool_send`.
+ *
+ * Errors: as `toolpool_pool_send`; a `\n` among the bytes is `TOOLPOOL_INVALID_ARGUMENT`.
+ * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `data` may be NULL only when
+ * `len` is 0.
+ * Ownership: `data` is borrowed (copied before return).
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `data` NULL or readable for `len` bytes.
+ */
+int32_t toolpool_pool_send_bytes(struct ToolpoolPool *p,
+                                 uint32_t instance,
+                                 const uint8_t *data,
+                                 size_t len);
+
+/**
+ * Queue `line` for an instance picked by routing (round robin among live, unleased
+ * instances); `*out_instance` receives its index. Read its output with
+ * `toolpool_pool_read_line` or `toolpool_pool_read_any`.
+ *
+ * Errors: `TOOLPOOL_UNAVAILABLE` when no instance can take it; as `toolpool_pool_send`.
+ * NULL handling: `p`, `line` or `out_instance` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `line` is borrowed (copied before return).
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `line` NULL or NUL-terminated; `out_instance`
+ * NULL or writable.
+ */
+int32_t toolpool_pool_send_routed(struct ToolpoolPool *p, const char *line, uint32_t *out_instance);
+
+/**
+ * Send a JSON-RPC notification to instance `instance` (protocols `jsonrpc` and `lsp`):
+ * `payload_json` is `{"method": ..., "params": ...}` as for `toolpool_pool_request`,
+ * sent without an id and framed by the protocol (a line, or `Content-Length` headers);
+ * no reply is awaited. Like `toolpool_pool_send`, a full stdin queue is
+ * `TOOLPOOL_QUEUE_FULL`, never a wait, and a stopped instance is started first.
+ *
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` (a payload that is not such an object, or a pool
+ * of another protocol; the message says which), `TOOLPOOL_INDEX_OUT_OF_RANGE`,
+ * `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`, `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
+ * NULL handling: `p` or `payload_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `payload_json` is borrowed (copied before return); nothing is allocated for
+ * the caller.
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `payload_json` NULL or NUL-terminated.
+ */
+int32_t toolpool_pool_notify(struct ToolpoolPool *p, uint32_t instance, const char *payload_json);
+
+/**
+ * The next stdout line of instance `instance`, without its newline, waiting up to
+ * `timeout_ms` (0: only what is already there). Bytes that are not UTF-8 are replaced by
+ * U+FFFD, and so is a NUL byte inside the line (so the C string is never cut short).
+ *
+ * Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_DEAD` (the instance ended and every line it
+ * wrote has been read), `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_SHUT_DOWN`.
+ * NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_line` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same pool (two readers of one
+ * instance each get different lines).
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `out_line` NULL or writable.
+ */
+int32_t toolpool_pool_read_line(struct ToolpoolPool *p,
+                                uint32_t instance,
+                                uint32_t timeout_ms,
+                                char **out_line);
+
+/**
+ * `toolpool_pool_read_line`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_read_line`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+ * that the caller frees with `toolpool_string_free`.
+ * Thread safety: as `toolpool_pool_read_line`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_line` NULL or
+ * writable.
+ */
+int32_t toolpool_pool_read_line_cancellable(struct ToolpoolPool *p,
+                                            uint32_t instance,
+                                            uint32_t timeout_ms,
+                                            const struct ToolpoolCancel *c,
+                                            char **out_line);
+
+/**
+ * The next stdout line of instance `instance`, without its newline, as the exact bytes
+ * the tool wrote (no UTF-8 replacement, NUL bytes kept), waiting up to `timeout_ms`.
+ * Otherwise as `toolpool_pool_read_line`.
+ *
+ * Errors: as `toolpool_pool_read_line`.
+ * NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_data` receives a new buffer of `*out_len` bytes (not
+ * NUL-terminated; non-NULL even when empty) that the caller frees with
+ * `toolpool_bytes_free(data, len)`.
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `out_data` and `out_len` NULL or writable.
+ */
+int32_t toolpool_pool_read_line_bytes(struct ToolpoolPool *p,
+                                      uint32_t instance,
+                                      uint32_t timeout_ms,
+                                      uint8_t **out_data,
+                                      size_t *out_len);
+
+/**
+ * `toolpool_pool_read_line_bytes`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_read_line_bytes`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
+ * may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_data` receives a new buffer
+ * of `*out_len` bytes that the caller frees with `toolpool_bytes_free(data, len)`.
+ * Thread safety: as `toolpool_pool_read_line_bytes`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_data` and
+ * `out_len` NULL or writable.
+ */
+int32_t toolpool_pool_read_line_bytes_cancellable(struct ToolpoolPool *p,
+                                                  uint32_t instance,
+                                                  uint32_t timeout_ms,
+                                                  const struct ToolpoolCancel *c,
+                                                  uint8_t **out_data,
+                                                  size_t *out_len);
+
+/**
+ * The next stderr line of instance `instance`, waiting up to `timeout_ms`. Same rules as
+ * `toolpool_pool_read_line`. (stderr is always drained; lines nobody reads are dropped
+ * past a bound and counted in the status.)
+ *
+ * NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_line` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `out_line` NULL or writable.
+ */
+int32_t toolpool_pool_read_stderr_line(struct ToolpoolPool *p,
+                                       uint32_t instance,
+                                       uint32_t timeout_ms,
+                                       char **out_line);
+
+/**
+ * The first stdout line from any instance, waiting up to `timeout_ms`: `*out_instance`
+ * receives the instance index and `*out_line` the line (same rules as
+ * `toolpool_pool_read_line`).
+ *
+ * Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_SHUT_DOWN`.
+ * NULL handling: `p`, `out_instance` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_line` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same pool.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; the out-pointers NULL or writable.
+ */
+int32_t toolpool_pool_read_any(struct ToolpoolPool *p,
+                               uint32_t timeout_ms,
+                               uint32_t *out_instance,
+                               char **out_line);
+
+/**
+ * `toolpool_pool_read_any`, cancellable by `c` (NULL: not cancellable).
+ *
+ * Errors: as `toolpool_pool_read_any`, plus `TOOLPOOL_CANCELLED`.
+ * NULL handling: `p`, `out_instance` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`;
+ * `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+ * that the caller frees with `toolpool_string_free`.
+ * Thread safety: as `toolpool_pool_read_any`; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; `c` NULL or a live token; the out-pointers
+ * NULL or writable.
+ */
+int32_t toolpool_pool_read_any_cancellable(struct ToolpoolPool *p,
+                                           uint32_t timeout_ms,
+                                           const struct ToolpoolCancel *c,
+                                           uint32_t *out_instance,
+                                           char **out_line);
+
+/**
  * Send toolpool's log records up to `max_level` (0 = none, 1 = error, 2 = warn, 3 = info,
  * 4 = debug, 5 = trace) to `cb`, with `userdata` passed back on every call; `cb` NULL
  * removes the callback (records are then not built at all).
@@ -531,216 +738,99 @@ int32_t toolpool_pool_from_registry(const char *registry_path,
 int32_t toolpool_pool_size(const struct ToolpoolPool *p, uint32_t *out_count);
 
 /**
- * Queue `line` (toolpool appends the newline) for the stdin of instance `instance`.
- * A full stdin queue is `TOOLPOOL_QUEUE_FULL`, never a wait; but an instance that is not
- * running (`lazy`, or stopped when idle) is started first, which waits for its ready
- * line. A line containing a newline is `TOOLPOOL_INVALID_ARGUMENT`. Writing to a child
- * that has died does not raise SIGPIPE in the host.
+ * Stop instance `instance` (its whole process group) and start it again with the same
+ * spec; also clears a `failed` mark. Returns once the new process is ready.
  *
- * Errors: `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`,
- * `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
- * NULL handling: `p` or `line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: `line` is borrowed (copied before return).
- * Thread safety: safe from many threads at once on the same pool.
+ * Errors: `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_SPAWN_FAILED`,
+ * `TOOLPOOL_LIMIT_REACHED`, `TOOLPOOL_SHUT_DOWN`.
+ * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `p` is borrowed.
+ * Thread safety: safe from many threads at once on the same pool (restarts of one index
+ * are serialised).
  *
  * # Safety
- * `p` must be NULL or a live pool handle; `line` NULL or NUL-terminated.
+ * `p` must be NULL or a live pool handle.
  */
-int32_t toolpool_pool_send(struct ToolpoolPool *p, uint32_t instance, const char *line);
+int32_t toolpool_pool_restart(struct ToolpoolPool *p, uint32_t instance);
 
 /**
- * Send a JSON-RPC notification to instance `instance` (protocols `jsonrpc` and `lsp`):
- * `payload_json` is `{"method": ..., "params": ...}` as for `toolpool_pool_request`,
- * sent without an id and framed by the protocol (a line, or `Content-Length` headers);
- * no reply is awaited. Like `toolpool_pool_send`, a full stdin queue is
- * `TOOLPOOL_QUEUE_FULL`, never a wait, and a stopped instance is started first.
+ * Change the pool's number of instances to `count` (1 to 4096) at run time (see
+ * `Pool::resize`). Indices stay `0..count`: growing adds indices at the top (a fixed pool
+ * starts them and returns once they are ready; an elastic or lazy pool starts them on
+ * demand); shrinking removes the top indices at once (they return
+ * `TOOLPOOL_INDEX_OUT_OF_RANGE`): idle ones stop before the call returns, a busy or
+ * leased one after its last request or lease, so no request in flight fails.
  *
- * Errors: `TOOLPOOL_INVALID_ARGUMENT` (a payload that is not such an object, or a pool
- * of another protocol; the message says which), `TOOLPOOL_INDEX_OUT_OF_RANGE`,
- * `TOOLPOOL_DEAD`, `TOOLPOOL_FAILED`, `TOOLPOOL_QUEUE_FULL`, `TOOLPOOL_SHUT_DOWN`.
- * NULL handling: `p` or `payload_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: `payload_json` is borrowed (copied before return); nothing is allocated for
- * the caller.
- * Thread safety: safe from many threads at once on the same pool.
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` for a count of 0 or above 4096;
+ * `TOOLPOOL_SHUT_DOWN`; `TOOLPOOL_SPAWN_FAILED`, `TOOLPOOL_LIMIT_REACHED` when a fixed
+ * pool cannot start its new instances (its size is then unchanged).
+ * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `p` is borrowed.
+ * Thread safety: safe from many threads at once on the same pool, also while requests
+ * run; resizes and reloads of one pool are serialised.
  *
  * # Safety
- * `p` must be NULL or a live pool handle; `payload_json` NULL or NUL-terminated.
+ * `p` must be NULL or a live pool handle.
  */
-int32_t toolpool_pool_notify(struct ToolpoolPool *p, uint32_t instance, const char *payload_json);
+int32_t toolpool_pool_resize(struct ToolpoolPool *p, uint32_t count);
 
 /**
- * Queue `line` for an instance picked by routing (round robin among live, unleased
- * instances); `*out_instance` receives its index. Read its output with
- * `toolpool_pool_read_line` or `toolpool_pool_read_any`.
+ * Rolling reload to a new standalone spec in JSON (the keys of `toolpool_pool_new`; no
+ * `"id"` keeps the pool's id, no `"count"` its count): one instance at a time, the new process starts and prints
+ * its ready line before the old one is swapped out, and the old one stops once the
+ * requests using it are over, so requests keep being served. Only the keys that say how
+ * a process starts (`command`, `env`, `env_clear`, `cwd`, `startup`, the per-process
+ * `limits`) and the sizes (`count`, `min_instances`, `lazy`) may change.
  *
- * Errors: `TOOLPOOL_UNAVAILABLE` when no instance can take it; as `toolpool_pool_send`.
- * NULL handling: `p`, `line` or `out_instance` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: `line` is borrowed (copied before return).
- * Thread safety: safe from many threads at once on the same pool.
+ * Errors, all before anything changes: `TOOLPOOL_CONFIG` for bad JSON, an invalid spec,
+ * or a change to another key (the message names each one). When a new process cannot
+ * start: `TOOLPOOL_SPAWN_FAILED` or `TOOLPOOL_LIMIT_REACHED` with the reason; the reload
+ * stops, the instances it replaced go back to the old spec (as far as the process limit
+ * allows), and the pool keeps serving. `TOOLPOOL_SHUT_DOWN` after shutdown.
+ * NULL handling: `p` or `spec_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `spec_json` is borrowed for the call.
+ * Thread safety: safe from many threads at once on the same pool, also while requests
+ * run; resizes and reloads of one pool are serialised.
  *
  * # Safety
- * `p` must be NULL or a live pool handle; `line` NULL or NUL-terminated; `out_instance`
- * NULL or writable.
+ * `p` must be NULL or a live pool handle; `spec_json` NULL or NUL-terminated.
  */
-int32_t toolpool_pool_send_routed(struct ToolpoolPool *p, const char *line, uint32_t *out_instance);
+int32_t toolpool_pool_reload(struct ToolpoolPool *p,
+                             const char *spec_json);
 
 /**
- * The next stdout line of instance `instance`, without its newline, waiting up to
- * `timeout_ms` (0: only what is already there). Bytes that are not UTF-8 are replaced by
- * U+FFFD, and so is a NUL byte inside the line (so the C string is never cut short).
+ * Shut the pool down: close every stdin, SIGTERM each process group, wait up to
+ * `grace_ms`, SIGKILL what is left, reap every child. Idempotent (a second call returns
+ * `TOOLPOOL_OK` at once). Afterwards I/O, requests, leases and restarts return
+ * `TOOLPOOL_SHUT_DOWN`; size, health, status and metrics still work. The handle must
+ * still be freed with `toolpool_pool_free`.
  *
- * Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_DEAD` (the instance ended and every line it
- * wrote has been read), `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_SHUT_DOWN`.
- * NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: on success `*out_line` receives a new string that the caller frees with
- * `toolpool_string_free`.
- * Thread safety: safe from many threads at once on the same pool (two readers of one
- * instance each get different lines).
+ * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `p` is borrowed.
+ * Thread safety: safe from many threads at once on the same pool; calls waiting for an
+ * instance are woken and return `TOOLPOOL_SHUT_DOWN`.
  *
  * # Safety
- * `p` must be NULL or a live pool handle; `out_line` NULL or writable.
+ * `p` must be NULL or a live pool handle.
  */
-int32_t toolpool_pool_read_line(struct ToolpoolPool *p,
-                                uint32_t instance,
-                                uint32_t timeout_ms,
-                                char **out_line);
+int32_t toolpool_pool_shutdown(struct ToolpoolPool *p, uint32_t grace_ms);
 
 /**
- * `toolpool_pool_read_line`, cancellable by `c` (NULL: not cancellable).
+ * Free a pool handle, shutting the pool down first (with the spec's
+ * `shutdown.grace_ms`) unless `toolpool_pool_shutdown` already did: no child outlives the
+ * pool. Leases taken from it stay valid until freed (their calls return
+ * `TOOLPOOL_SHUT_DOWN`).
  *
- * Errors: as `toolpool_pool_read_line`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
- * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
- * that the caller frees with `toolpool_string_free`.
- * Thread safety: as `toolpool_pool_read_line`; `c` may be triggered from any thread.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_line` NULL or
- * writable.
- */
-int32_t toolpool_pool_read_line_cancellable(struct ToolpoolPool *p,
-                                            uint32_t instance,
-                                            uint32_t timeout_ms,
-                                            const struct ToolpoolCancel *c,
-                                            char **out_line);
-
-/**
- * Queue the `len` bytes at `data` (toolpool appends the newline) for the stdin of
- * instance `instance`, exactly as given: any byte but `\n` is allowed, NUL and bytes
- * that are not UTF-8 included. Otherwise as `toolpool_pool_send`.
- *
- * Errors: as `toolpool_pool_send`; a `\n` among the bytes is `TOOLPOOL_INVALID_ARGUMENT`.
- * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `data` may be NULL only when
- * `len` is 0.
- * Ownership: `data` is borrowed (copied before return).
- * Thread safety: safe from many threads at once on the same pool.
+ * NULL handling: NULL is ignored.
+ * Ownership: takes back ownership of `p`; `p` must not be used afterwards.
+ * Thread safety: must not race any other call on the same handle (finish or join every
+ * thread using it first); other pools are unaffected.
  *
  * # Safety
- * `p` must be NULL or a live pool handle; `data` NULL or readable for `len` bytes.
+ * `p` must be NULL or a handle from `toolpool_pool_new` / `toolpool_pool_from_registry`
+ * not yet freed, with no call on it in progress.
  */
-int32_t toolpool_pool_send_bytes(struct ToolpoolPool *p,
-                                 uint32_t instance,
-                                 const uint8_t *data,
-                                 size_t len);
-
-/**
- * The next stdout line of instance `instance`, without its newline, as the exact bytes
- * the tool wrote (no UTF-8 replacement, NUL bytes kept), waiting up to `timeout_ms`.
- * Otherwise as `toolpool_pool_read_line`.
- *
- * Errors: as `toolpool_pool_read_line`.
- * NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: on success `*out_data` receives a new buffer of `*out_len` bytes (not
- * NUL-terminated; non-NULL even when empty) that the caller frees with
- * `toolpool_bytes_free(data, len)`.
- * Thread safety: safe from many threads at once on the same pool.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `out_data` and `out_len` NULL or writable.
- */
-int32_t toolpool_pool_read_line_bytes(struct ToolpoolPool *p,
-                                      uint32_t instance,
-                                      uint32_t timeout_ms,
-                                      uint8_t **out_data,
-                                      size_t *out_len);
-
-/**
- * `toolpool_pool_read_line_bytes`, cancellable by `c` (NULL: not cancellable).
- *
- * Errors: as `toolpool_pool_read_line_bytes`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `p`, `out_data` or `out_len` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`
- * may be NULL.
- * Ownership: `c` is borrowed for the call; on success `*out_data` receives a new buffer
- * of `*out_len` bytes that the caller frees with `toolpool_bytes_free(data, len)`.
- * Thread safety: as `toolpool_pool_read_line_bytes`; `c` may be triggered from any thread.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `c` NULL or a live token; `out_data` and
- * `out_len` NULL or writable.
- */
-int32_t toolpool_pool_read_line_bytes_cancellable(struct ToolpoolPool *p,
-                                                  uint32_t instance,
-                                                  uint32_t timeout_ms,
-                                                  const struct ToolpoolCancel *c,
-                                                  uint8_t **out_data,
-                                                  size_t *out_len);
-
-/**
- * The next stderr line of instance `instance`, waiting up to `timeout_ms`. Same rules as
- * `toolpool_pool_read_line`. (stderr is always drained; lines nobody reads are dropped
- * past a bound and counted in the status.)
- *
- * NULL handling: `p` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: on success `*out_line` receives a new string that the caller frees with
- * `toolpool_string_free`.
- * Thread safety: safe from many threads at once on the same pool.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `out_line` NULL or writable.
- */
-int32_t toolpool_pool_read_stderr_line(struct ToolpoolPool *p,
-                                       uint32_t instance,
-                                       uint32_t timeout_ms,
-                                       char **out_line);
-
-/**
- * The first stdout line from any instance, waiting up to `timeout_ms`: `*out_instance`
- * receives the instance index and `*out_line` the line (same rules as
- * `toolpool_pool_read_line`).
- *
- * Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_SHUT_DOWN`.
- * NULL handling: `p`, `out_instance` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: on success `*out_line` receives a new string that the caller frees with
- * `toolpool_string_free`.
- * Thread safety: safe from many threads at once on the same pool.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; the out-pointers NULL or writable.
- */
-int32_t toolpool_pool_read_any(struct ToolpoolPool *p,
-                               uint32_t timeout_ms,
-                               uint32_t *out_instance,
-                               char **out_line);
-
-/**
- * `toolpool_pool_read_any`, cancellable by `c` (NULL: not cancellable).
- *
- * Errors: as `toolpool_pool_read_any`, plus `TOOLPOOL_CANCELLED`.
- * NULL handling: `p`, `out_instance` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`;
- * `c` may be NULL.
- * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
- * that the caller frees with `toolpool_string_free`.
- * Thread safety: as `toolpool_pool_read_any`; `c` may be triggered from any thread.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `c` NULL or a live token; the out-pointers
- * NULL or writable.
- */
-int32_t toolpool_pool_read_any_cancellable(struct ToolpoolPool *p,
-                                           uint32_t timeout_ms,
-                                           const struct ToolpoolCancel *c,
-                                           uint32_t *out_instance,
-                                           char **out_line);
+void toolpool_pool_free(struct ToolpoolPool *p);
 
 /**
  * Send `payload` as one request to an instance picked by the spec's `routing` and wait
@@ -938,7 +1028,7 @@ int32_t toolpool_pool_lease_cancellable(struct ToolpoolPool *p,
  * # Safety
  * `p` must be NULL or a live pool handle; `out` NULL or writable.
  */
-int32_t toolpool_pool_health(struct ToolpoolPool *p, struct ToolpoolHealth *out);
+int32_t toolpool_pool_health(const struct ToolpoolPool *p, struct ToolpoolHealth *out);
 
 /**
  * The pool's health as JSON: `total`, `alive`, `ready`, `dead`, `failed`, `stopped` and
@@ -953,7 +1043,7 @@ int32_t toolpool_pool_health(struct ToolpoolPool *p, struct ToolpoolHealth *out)
  * # Safety
  * `p` must be NULL or a live pool handle; `out_json` NULL or writable.
  */
-int32_t toolpool_pool_health_json(struct ToolpoolPool *p, char **out_json);
+int32_t toolpool_pool_health_json(const struct ToolpoolPool *p, char **out_json);
 
 /**
  * The pool's status as JSON: `tool`, `shut_down`, `disabled`, `waiting`,
@@ -971,7 +1061,7 @@ int32_t toolpool_pool_health_json(struct ToolpoolPool *p, char **out_json);
  * # Safety
  * `p` must be NULL or a live pool handle; `out_json` NULL or writable.
  */
-int32_t toolpool_pool_status_json(struct ToolpoolPool *p, char **out_json);
+int32_t toolpool_pool_status_json(const struct ToolpoolPool *p, char **out_json);
 
 /**
  * The pool's request metrics as JSON: counts of ok, error, timeout and fallback
@@ -987,7 +1077,7 @@ int32_t toolpool_pool_status_json(struct ToolpoolPool *p, char **out_json);
  * # Safety
  * `p` must be NULL or a live pool handle; `out_json` NULL or writable.
  */
-int32_t toolpool_pool_metrics_json(struct ToolpoolPool *p, char **out_json);
+int32_t toolpool_pool_metrics_json(const struct ToolpoolPool *p, char **out_json);
 
 /**
  * The pool's metrics in the Prometheus text exposition format 0.0.4 (families listed in
@@ -1001,102 +1091,7 @@ int32_t toolpool_pool_metrics_json(struct ToolpoolPool *p, char **out_json);
  * # Safety
  * `p` must be NULL or a live pool handle; `out` NULL or writable.
  */
-int32_t toolpool_pool_metrics_prometheus(struct ToolpoolPool *p, char **out);
-
-/**
- * Stop instance `instance` (its whole process group) and start it again with the same
- * spec; also clears a `failed` mark. Returns once the new process is ready.
- *
- * Errors: `TOOLPOOL_INDEX_OUT_OF_RANGE`, `TOOLPOOL_SPAWN_FAILED`,
- * `TOOLPOOL_LIMIT_REACHED`, `TOOLPOOL_SHUT_DOWN`.
- * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: `p` is borrowed.
- * Thread safety: safe from many threads at once on the same pool (restarts of one index
- * are serialised).
- *
- * # Safety
- * `p` must be NULL or a live pool handle.
- */
-int32_t toolpool_pool_restart(struct ToolpoolPool *p, uint32_t instance);
-
-/**
- * Change the pool's number of instances to `count` (1 to 4096) at run time (see
- * `Pool::resize`). Indices stay `0..count`: growing adds indices at the top (a fixed pool
- * starts them and returns once they are ready; an elastic or lazy pool starts them on
- * demand); shrinking removes the top indices at once (they return
- * `TOOLPOOL_INDEX_OUT_OF_RANGE`): idle ones stop before the call returns, a busy or
- * leased one after its last request or lease, so no request in flight fails.
- *
- * Errors: `TOOLPOOL_INVALID_ARGUMENT` for a count of 0 or above 4096;
- * `TOOLPOOL_SHUT_DOWN`; `TOOLPOOL_SPAWN_FAILED`, `TOOLPOOL_LIMIT_REACHED` when a fixed
- * pool cannot start its new instances (its size is then unchanged).
- * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: `p` is borrowed.
- * Thread safety: safe from many threads at once on the same pool, also while requests
- * run; resizes and reloads of one pool are serialised.
- *
- * # Safety
- * `p` must be NULL or a live pool handle.
- */
-int32_t toolpool_pool_resize(struct ToolpoolPool *p, uint32_t count);
-
-/**
- * Rolling reload to a new standalone spec in JSON (the keys of `toolpool_pool_new`; no
- * `"id"` keeps the pool's id, no `"count"` its count): one instance at a time, the new process starts and prints
- * its ready line before the old one is swapped out, and the old one stops once the
- * requests using it are over, so requests keep being served. Only the keys that say how
- * a process starts (`command`, `env`, `env_clear`, `cwd`, `startup`, the per-process
- * `limits`) and the sizes (`count`, `min_instances`, `lazy`) may change.
- *
- * Errors, all before anything changes: `TOOLPOOL_CONFIG` for bad JSON, an invalid spec,
- * or a change to another key (the message names each one). When a new process cannot
- * start: `TOOLPOOL_SPAWN_FAILED` or `TOOLPOOL_LIMIT_REACHED` with the reason; the reload
- * stops, the instances it replaced go back to the old spec (as far as the process limit
- * allows), and the pool keeps serving. `TOOLPOOL_SHUT_DOWN` after shutdown.
- * NULL handling: `p` or `spec_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: `spec_json` is borrowed for the call.
- * Thread safety: safe from many threads at once on the same pool, also while requests
- * run; resizes and reloads of one pool are serialised.
- *
- * # Safety
- * `p` must be NULL or a live pool handle; `spec_json` NULL or NUL-terminated.
- */
-int32_t toolpool_pool_reload(struct ToolpoolPool *p,
-                             const char *spec_json);
-
-/**
- * Shut the pool down: close every stdin, SIGTERM each process group, wait up to
- * `grace_ms`, SIGKILL what is left, reap every child. Idempotent (a second call returns
- * `TOOLPOOL_OK` at once). Afterwards I/O, requests, leases and restarts return
- * `TOOLPOOL_SHUT_DOWN`; size, health, status and metrics still work. The handle must
- * still be freed with `toolpool_pool_free`.
- *
- * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
- * Ownership: `p` is borrowed.
- * Thread safety: safe from many threads at once on the same pool; calls waiting for an
- * instance are woken and return `TOOLPOOL_SHUT_DOWN`.
- *
- * # Safety
- * `p` must be NULL or a live pool handle.
- */
-int32_t toolpool_pool_shutdown(struct ToolpoolPool *p, uint32_t grace_ms);
-
-/**
- * Free a pool handle, shutting the pool down first (with the spec's
- * `shutdown.grace_ms`) unless `toolpool_pool_shutdown` already did: no child outlives the
- * pool. Leases taken from it stay valid until freed (their calls return
- * `TOOLPOOL_SHUT_DOWN`).
- *
- * NULL handling: NULL is ignored.
- * Ownership: takes back ownership of `p`; `p` must not be used afterwards.
- * Thread safety: must not race any other call on the same handle (finish or join every
- * thread using it first); other pools are unaffected.
- *
- * # Safety
- * `p` must be NULL or a handle from `toolpool_pool_new` / `toolpool_pool_from_registry`
- * not yet freed, with no call on it in progress.
- */
-void toolpool_pool_free(struct ToolpoolPool *p);
+int32_t toolpool_pool_metrics_prometheus(const struct ToolpoolPool *p, char **out);
 
 /**
  * The message of the last failed call on this thread, or NULL if the last

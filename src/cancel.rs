@@ -11,13 +11,15 @@
 //!   readable for good.
 //!
 //! Without a token none of this runs: no allocation, no system call, no lock. A leaf
-//! module (it imports nothing of the crate).
+//! module (it imports only `util`). [`Wait::until`] turns a wait into the
+//! deadline the layers below take.
 
+use crate::util::deadline_after;
 use parking_lot::Mutex;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often a waiter in `poll` looks at a token whose eventfd could not be created
 /// (the process is out of file descriptors): the cancel latency bound in that case.
@@ -191,6 +193,29 @@ impl Wait {
     pub fn is_cancelled(&self) -> bool {
         cancelled(self.token())
     }
+
+    /// Its end, counted from now.
+    pub(crate) fn until(&self) -> Until<'_> {
+        self.until_from(Instant::now())
+    }
+
+    /// Its end, counted from `start` (an instant the caller has just read).
+    pub(crate) fn until_from(&self, start: Instant) -> Until<'_> {
+        Until {
+            deadline: deadline_after(start, self.timeout),
+            timeout: self.timeout,
+            cancel: self.token(),
+        }
+    }
+}
+
+/// The end of a wait as the layers below take it: the deadline, the timeout an error
+/// reports, the optional token.
+#[derive(Clone, Copy)]
+pub(crate) struct Until<'a> {
+    pub deadline: Instant,
+    pub timeout: Duration,
+    pub cancel: Option<&'a CancelToken>,
 }
 
 impl From<Duration> for Wait {

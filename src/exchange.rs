@@ -20,14 +20,14 @@
 //! pieces are joined back into the whole line (the reply stays bounded by
 //! [`MAX_MARKER_REPLY_BYTES`]).
 
-use crate::cancel::CancelToken;
+use crate::cancel::Until;
 use crate::error::{Error, Result};
 use crate::incarnation::Incarnation;
 use crate::reader::WaitEnd;
 use crate::rpc::{self, Dispatcher};
 use crate::spec::Protocol;
 use crate::util::lossy;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Largest reply assembled in `marker` framing; past it the request fails and the
 /// instance is recycled.
@@ -35,14 +35,6 @@ pub const MAX_MARKER_REPLY_BYTES: usize = 64 << 20;
 
 /// How long a failed exchange waits for the exit status for its error.
 const DEATH_WAIT: Duration = Duration::from_millis(200);
-
-/// The request's end: its deadline, the timeout an error reports, the optional token.
-#[derive(Clone, Copy)]
-pub(crate) struct Until<'a> {
-    pub deadline: Instant,
-    pub timeout: Duration,
-    pub cancel: Option<&'a CancelToken>,
-}
 
 /// One framed exchange on `inc`, which the caller holds, until `until`. `cancel_method` is
 /// the spec's `cancel_notification` (`jsonrpc` only).

@@ -9,8 +9,9 @@
 //! incarnation and the supervisor counts toward `restart.max_restarts`.
 
 use crate::cancel::CancelToken;
+use crate::cancel::Until;
 use crate::error::{Error, Result};
-use crate::exchange::{self, Until};
+use crate::exchange;
 use crate::incarnation::Incarnation;
 use crate::spec::ToolSpec;
 use std::time::{Duration, Instant};

@@ -20,6 +20,7 @@ use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::metrics::Counters;
 use crate::reader::{OutState, StdoutReader, WaitEnd};
 use crate::rpc::{encode_notification, Dispatcher};
+use crate::util::LogPid;
 use crate::writer::{SendError, StdinWriter};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
@@ -110,7 +111,7 @@ impl Incarnation {
                     "ready tool={} instance={} pid={} ms={}",
                     self.tool,
                     self.index,
-                    self.pid(),
+                    self.log_pid(),
                     self.process.started().elapsed().as_millis()
                 );
                 Ok(())
@@ -367,6 +368,11 @@ impl Incarnation {
         self.process.os_pid()
     }
 
+    /// The pid as log records write it (`null` for a dry incarnation).
+    pub fn log_pid(&self) -> LogPid {
+        LogPid(self.process.os_pid())
+    }
+
     /// How the process ended, once reaped.
     pub fn exit(&self) -> Option<ExitInfo> {
         self.process.exit()
@@ -409,11 +415,6 @@ impl Incarnation {
         self.stdout.take_available()
     }
 
-    /// The stdout fd to poll for more output, or `None` at EOF (never read it directly).
-    pub fn poll_fd(&self) -> Option<i32> {
-        (!self.stdout.eof()).then(|| self.stdout.raw_fd())
-    }
-
     /// Join the threads once the process is gone.
     ///
     /// A descendant that left the process group (its own group or session) and kept the
@@ -453,5 +454,12 @@ impl Drop for Incarnation {
     /// down (the stderr drainer reaps it).
     fn drop(&mut self) {
         self.process.signal(libc::SIGKILL);
+    }
+}
+
+impl AsRef<StdoutReader> for Incarnation {
+    /// Its stdout, for waits over several incarnations at once (`reader::read_any`).
+    fn as_ref(&self) -> &StdoutReader {
+        &self.stdout
     }
 }

@@ -1,72 +1,23 @@
 //! One instance: a public index of a pool, and what outlives each of its incarnations
 //! (the running process, [`Incarnation`]): counters, metrics, restarts, the failed mark,
-//! the last exit, and the supervisor's bookkeeping ([`Supervision`]).
+//! the last exit, and the supervisor's bookkeeping ([`Supervision`], a submodule).
 //!
 //! The instance owns its current incarnation: it is installed, replaced and taken out only
 //! through the methods here, under [`Instance::start_lock`] for starts and restarts.
+//! [`Supervision`] changes only through its own transitions (the request path counts
+//! requests, recycling asks for replacements, the supervisor thread schedules restarts).
 
 use crate::error::ExitInfo;
 use crate::incarnation::Incarnation;
-use crate::metrics::{Counters, Metrics, RecycleReason, Recycles};
+use crate::metrics::{Counters, Metrics, Recycles};
 use parking_lot::{Mutex, MutexGuard, RwLock};
-use std::collections::VecDeque;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-/// The supervisor's bookkeeping for one instance (changed by the supervisor, read by
-/// status and routing).
-#[derive(Debug, Default)]
-pub(crate) struct Supervision {
-    pub started_at: Option<Instant>,
-    pub last_used: Option<Instant>,
-    pub served: u64,
-    pub recycle_at: Option<u64>,
-    /// Replace now, whatever the policy (timed-out request, failed probe).
-    pub replace_now: bool,
-    /// Replace gracefully: start the new process before retiring the old one.
-    pub recycle: bool,
-    /// A restart is due (policy), at `next_restart`.
-    pub restart_due: bool,
-    /// The last start attempt failed; another is scheduled with backoff.
-    pub start_failed: bool,
-    pub next_restart: Option<Instant>,
-    pub backoff: Option<Duration>,
-    pub restart_times: VecDeque<Instant>,
-    pub last_probe: Option<Instant>,
-    pub last_probe_latency: Option<Duration>,
-    /// Why `recycle` was set (none: the age, `max_lifetime_ms`).
-    pub recycle_reason: Option<RecycleReason>,
-}
-
-impl Supervision {
-    /// A new process is on its way (replacement, recycle or scheduled restart).
-    pub(crate) fn will_start(&self) -> bool {
-        self.replace_now || self.recycle || self.restart_due || self.start_failed
-    }
-
-    /// An incarnation was just installed.
-    fn on_start(&mut self) {
-        let now = Instant::now();
-        self.started_at = Some(now);
-        self.last_used = Some(now);
-        self.served = 0;
-        self.recycle_at = None;
-        self.replace_now = false;
-        self.recycle = false;
-        self.recycle_reason = None;
-        self.restart_due = false;
-        self.next_restart = None;
-    }
-
-    /// A restart asked for by the user: a clean restart history and backoff.
-    fn clear_history(&mut self) {
-        self.restart_times.clear();
-        self.backoff = None;
-    }
-}
+mod supervision;
+pub(crate) use supervision::{Next, Scheduled, Supervision};
 
 /// One instance index.
 #[derive(Default)]
@@ -122,7 +73,7 @@ impl Instance {
     /// it once ready). Returns the one it replaced, which the caller retires.
     pub fn install(&self, inc: Arc<Incarnation>) -> Option<Arc<Incarnation>> {
         let old = self.current.write().replace(inc);
-        self.supervision.lock().on_start();
+        self.supervision.lock().started();
         old
     }
 
@@ -191,7 +142,8 @@ impl Instance {
         *self.last_exit.lock() = Some(exit);
     }
 
-    /// The supervisor's bookkeeping, locked.
+    /// The supervisor's bookkeeping, locked (its fields are private: it changes only
+    /// through its transitions, see [`Supervision`]).
     pub fn supervision(&self) -> MutexGuard<'_, Supervision> {
         self.supervision.lock()
     }

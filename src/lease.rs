@@ -2,9 +2,9 @@
 
 use crate::cancel::Wait;
 use crate::error::Result;
-use crate::exchange::Until;
-use crate::router::{self, Hold};
-use crate::util::{deadline_in, lossy};
+use crate::hold::Hold;
+use crate::router;
+use crate::util::lossy;
 
 /// Exclusive use of one instance for a multi-step conversation; returned when dropped.
 /// A leased instance gets no routed work.
@@ -37,16 +37,11 @@ impl Lease {
 
     /// A framed request on the leased instance, waiting up to the timeout (a `Duration`,
     /// or a [`Wait`] with a cancel token).
+    ///
+    /// It counts as a routed request does: in the pool's and the instance's request
+    /// metrics (and their Prometheus families) and toward `max_requests`.
     pub fn request(&self, payload: &str, wait: impl Into<Wait>) -> Result<String> {
-        let wait = wait.into();
-        let p = &self.hold.claim.pool;
-        p.check_open()?;
-        let until = Until {
-            deadline: deadline_in(wait.timeout()),
-            timeout: wait.timeout(),
-            cancel: wait.token(),
-        };
-        router::exchange_counted(p, &self.hold.incarnation, payload, until).0
+        router::request_held(&self.hold, payload, &wait.into())
     }
 
     /// Send a JSON-RPC notification (`{"method": ..., "params": ...}`, no id) to the leased

@@ -101,6 +101,7 @@ mod exchange;
 #[cfg(feature = "capi")]
 pub mod ffi;
 mod handshake;
+mod hold;
 mod incarnation;
 mod instance;
 mod lease;

@@ -325,14 +325,17 @@ pub(crate) enum RecycleReason {
 }
 
 impl RecycleReason {
-    /// Every reason, in the order of [`Recycles`].
-    pub const ALL: [RecycleReason; 5] = [
-        RecycleReason::Requests,
-        RecycleReason::Age,
-        RecycleReason::Memory,
-        RecycleReason::MemoryBudget,
-        RecycleReason::Timeout,
-    ];
+    /// Every reason, in the order of [`Recycles`]. (A function, not an associated
+    /// constant: cbindgen would take the constant for part of the C API.)
+    pub fn all() -> [RecycleReason; 5] {
+        [
+            RecycleReason::Requests,
+            RecycleReason::Age,
+            RecycleReason::Memory,
+            RecycleReason::MemoryBudget,
+            RecycleReason::Timeout,
+        ]
+    }
 
     /// The label value (`reason` in logs and metrics).
     pub fn name(self) -> &'static str {

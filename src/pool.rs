@@ -5,34 +5,31 @@
 //! It owns the supervisor thread (the supervisor module) and shares the pool's core
 //! (the lifecycle module) with leases and that thread.
 
-use crate::cancel::{cancelled, CancelToken, Wait, CANCEL_POLL_SLICE};
+use crate::cancel::Wait;
 use crate::error::{Error, Result};
-use crate::exchange::Until;
+use crate::hold::Use;
 use crate::incarnation::Incarnation;
 use crate::lease::Lease;
 use crate::lifecycle::PoolCore;
 use crate::limiter::Limiter;
 use crate::metrics::MetricsSnapshot;
-use crate::router::{self, Reply, Use, MAX_MAP_THREADS};
+use crate::reader::WaitEnd;
+use crate::router::{self, Reply, MAX_MAP_THREADS};
 use crate::sizing;
 use crate::snapshot;
 use crate::spec::{Registry, ToolSpec};
 use crate::supervisor::Supervisor;
-use crate::util::{deadline_in, lossy};
+use crate::util::lossy;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use crate::sizing::{RELOADABLE, RETIRE_POLL};
 pub use crate::snapshot::{Health, HostStatus, InstanceStatus, PoolStatus};
 
 /// Environment variable that disables every pool (requests go to `oneshot`).
 pub const DISABLE_ENV: &str = "TOOLPOOL_DISABLE";
-
-/// How long read_any polls one set of instances before it looks again (restarted
-/// instances, lines another reader queued).
-const READ_ANY_SLICE: Duration = Duration::from_millis(50);
 
 /// A pool of warm instances of one tool. See the crate docs for an example.
 pub struct Pool {
@@ -190,46 +187,18 @@ impl Pool {
     /// [`Pool::read_any`] with exact bytes.
     pub fn read_any_bytes(&self, timeout: impl Into<Wait>) -> Result<(usize, Vec<u8>)> {
         let wait = timeout.into();
-        let (timeout, cancel) = (wait.timeout(), wait.token());
-        let deadline = deadline_in(timeout);
-        // With a token, its eventfd joins the poll set (made before the first look).
-        let cancel_fd = cancel.map(CancelToken::poll_fd);
-        loop {
-            self.core.check_open()?;
-            if cancelled(cancel) {
-                return Err(Error::Cancelled(format!(
-                    "stdout of any instance of '{}'",
-                    self.core.spec.id
-                )));
-            }
-            let running: Vec<(usize, Arc<Incarnation>)> = (0..self.len())
-                .filter_map(|i| Some((i, self.core.instances[i].current()?)))
-                .collect();
-            // Lines already queued, or already in a pipe, go first, in index order from a
-            // rotating start so no instance starves the others.
-            let n = running.len().max(1);
-            let first = self.core.read_any_next.fetch_add(1, Relaxed) % n;
-            for k in 0..running.len() {
-                let (i, c) = &running[(first + k) % n];
-                if let Some(line) = c.pull_output().queue.pop_front() {
-                    return Ok((*i, line));
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::timeout(
-                    format!("stdout of any instance of '{}'", self.core.spec.id),
-                    timeout,
-                ));
-            }
-            // Wait for any pipe to become readable (a short slice, so restarted instances
-            // and lines queued by another reader are noticed).
-            let slice = match cancel_fd {
-                Some(None) => CANCEL_POLL_SLICE, // no eventfd: look at the token often
-                _ => READ_ANY_SLICE,
-            };
-            wait_readable(&running, (deadline - now).min(slice), cancel_fd.flatten());
-        }
+        let core = &self.core;
+        let what = || format!("stdout of any instance of '{}'", core.spec.id);
+        let look = || {
+            core.check_open()?;
+            Ok((0..self.len())
+                .filter_map(|i| Some((i, core.instances[i].current()?)))
+                .collect::<Vec<(usize, Arc<Incarnation>)>>())
+        };
+        crate::reader::read_any(wait.until(), &core.read_any_next, look, |end| match end {
+            WaitEnd::Cancelled => Error::Cancelled(what()),
+            _ => Error::timeout(what(), wait.timeout()),
+        })
     }
 
     /// Send `payload` to an instance picked by the spec's `routing` and wait up to `timeout`
@@ -259,12 +228,7 @@ impl Pool {
     /// or a [`Wait`] with a cancel token) for one.
     pub fn lease(&self, timeout: impl Into<Wait>) -> Result<Lease> {
         let wait = timeout.into();
-        let until = Until {
-            deadline: deadline_in(wait.timeout()),
-            timeout: wait.timeout(),
-            cancel: wait.token(),
-        };
-        match router::take(&self.core, Use::Lease, None, until)? {
+        match router::take(&self.core, Use::Lease, None, wait.until())? {
             Some((hold, _)) => Ok(Lease::new(hold)),
             None => Err(Error::unavailable(
                 &self.core.spec.id,
@@ -460,33 +424,6 @@ fn dry_run_env(mut spec: ToolSpec) -> ToolSpec {
 /// True when the environment variable `name` is set, not empty and not "0".
 fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// Poll the stdout pipes of `running` (and `cancel_fd`) until one is readable or `slice`
-/// passes.
-fn wait_readable(running: &[(usize, Arc<Incarnation>)], slice: Duration, cancel_fd: Option<i32>) {
-    let mut fds: Vec<libc::pollfd> = running
-        .iter()
-        .filter_map(|(_, c)| c.poll_fd())
-        .chain(cancel_fd)
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    if fds.is_empty() {
-        std::thread::sleep(slice);
-        return;
-    }
-    // SAFETY: poll on valid pollfds of pipes kept open by `running` for the call.
-    unsafe {
-        libc::poll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            slice.as_millis().max(1) as i32,
-        )
-    };
 }
 
 /// The Prometheus text exposition (format 0.0.4) of every live pool in the process (made

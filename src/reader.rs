@@ -15,7 +15,7 @@
 //! filter (JSON-RPC), lines the filter passes on (notifications) drop the oldest queued
 //! one when the queue is full, counted, so replies keep flowing.
 
-use crate::cancel::{cancelled, CancelToken, CANCEL_POLL_SLICE};
+use crate::cancel::{cancelled, CancelToken, Until, CANCEL_POLL_SLICE};
 use crate::linebuf::LineBuf;
 use crate::metrics::Counters;
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -27,7 +27,7 @@ use std::sync::atomic::{
     Ordering::Release,
 };
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Takes stdout lines before they reach the incarnation's queue (the JSON-RPC dispatcher).
 pub(crate) trait StdoutFilter: Send + Sync {
@@ -264,11 +264,6 @@ impl StdoutReader {
             eof_seen: AtomicBool::new(false),
             ready_seen: AtomicBool::new(ready_now),
         }
-    }
-
-    /// The pipe's fd, for polling several incarnations at once (never read it directly).
-    pub fn raw_fd(&self) -> i32 {
-        self.file.as_raw_fd()
     }
 
     /// `limits.max_line_bytes`: longer lines are cut into pieces of this size.
@@ -565,4 +560,87 @@ impl StdoutReader {
         let front = st.pushed - st.queue.len() as u64;
         st.forget_cut_before(front);
     }
+}
+
+/// How long [`read_any`] polls one set of readers before it looks again (restarted
+/// instances, lines another reader queued).
+const READ_ANY_SLICE: Duration = Duration::from_millis(50);
+
+/// The first line from any of several stdouts, with the index `look` gave its reader,
+/// until `until`. `look` lists the readers now (it runs again every
+/// [`READ_ANY_SLICE`], so restarted instances are seen; its error ends the wait);
+/// `start` rotates where the search begins, so no reader starves the others. A wait that
+/// ends without a line is `end`'s error.
+pub(crate) fn read_any<S, E>(
+    until: Until<'_>,
+    start: &AtomicUsize,
+    mut look: impl FnMut() -> Result<Vec<(usize, S)>, E>,
+    end: impl Fn(WaitEnd) -> E,
+) -> Result<(usize, Vec<u8>), E>
+where
+    S: std::ops::Deref,
+    S::Target: AsRef<StdoutReader>,
+{
+    let Until {
+        deadline, cancel, ..
+    } = until;
+    // With a token, its eventfd joins the poll set (made before the first look).
+    let cancel_fd = cancel.map(CancelToken::poll_fd);
+    loop {
+        let readers = look()?;
+        if cancelled(cancel) {
+            return Err(end(WaitEnd::Cancelled));
+        }
+        // Lines already queued, or already in a pipe, go first.
+        let n = readers.len().max(1);
+        let first = start.fetch_add(1, Relaxed) % n;
+        for k in 0..readers.len() {
+            let (i, r) = &readers[(first + k) % n];
+            if let Some(line) = (**r).as_ref().take_available().queue.pop_front() {
+                return Ok((*i, line));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(end(WaitEnd::Timeout));
+        }
+        let slice = match cancel_fd {
+            Some(None) => CANCEL_POLL_SLICE, // no eventfd: look at the token often
+            _ => READ_ANY_SLICE,
+        };
+        let open = readers
+            .iter()
+            .map(|(_, r)| (**r).as_ref())
+            .filter(|r| !r.eof());
+        poll_any(open, (deadline - now).min(slice), cancel_fd.flatten());
+    }
+}
+
+/// Poll the pipes of `readers` (and `cancel_fd`) until one is readable or `slice` passes.
+fn poll_any<'a>(
+    readers: impl Iterator<Item = &'a StdoutReader>,
+    slice: Duration,
+    cancel_fd: Option<i32>,
+) {
+    let mut fds: Vec<libc::pollfd> = readers
+        .map(|r| r.file.as_raw_fd())
+        .chain(cancel_fd)
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    if fds.is_empty() {
+        std::thread::sleep(slice);
+        return;
+    }
+    // SAFETY: poll on valid pollfds of pipes the caller's readers keep open for the call.
+    unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            slice.as_millis().max(1) as i32,
+        )
+    };
 }

@@ -1,47 +1,20 @@
 //! Recycling: retiring a healthy incarnation for a fresh one. After `max_requests`
-//! (counted by [`after_request`] on the request path, with jitter), over
-//! `limits.max_rss_mb` or the pool's `limits.memory_budget_mb` ([`check_memory`]), or at
-//! once when a request may have left a late reply ([`recycle`]). The graceful kind
-//! ([`recycle_gracefully`]) starts the replacement first and swaps it in once the old one
-//! is idle. The supervisor (above) decides when; this module does it.
+//! (counted on the request path, `hold`, with jitter), over `limits.max_rss_mb` or the
+//! pool's `limits.memory_budget_mb` ([`check_memory`]), or at once when a request may have
+//! left a late reply ([`recycle`]). The graceful kind ([`recycle_gracefully`]) starts the
+//! replacement first and swaps it in once the old one is idle. What is pending is the
+//! instance's `Supervision` (asked for through its transitions); the supervisor thread
+//! (above) acts on it and calls the graceful recycle; this module does the work.
 
 use crate::incarnation::State;
 use crate::lifecycle::PoolCore;
 use crate::metrics::RecycleReason;
-use crate::util::jitter_fraction;
+use crate::util::LogPid;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest a graceful recycle waits for its instance to finish the request in flight.
 pub const RECYCLE_WAIT: Duration = Duration::from_secs(10);
-
-/// After a request on `index` (pid `pid`) that ended at `ended`: count it, schedule
-/// recycling.
-pub(crate) fn after_request(p: &PoolCore, index: usize, pid: i32, ended: Instant) {
-    let inst = &p.instances[index];
-    let Some(max) = p.spec.max_requests else {
-        inst.supervision().last_used = Some(ended);
-        return;
-    };
-    let same = inst.current_is(pid, |_| true);
-    let mut s = inst.supervision();
-    s.last_used = Some(ended);
-    if !same {
-        return;
-    }
-    s.served += 1;
-    let at = *s.recycle_at.get_or_insert_with(|| {
-        // Up to 10% early, so instances started together do not recycle together.
-        let j = (max as f64 * 0.1 * jitter_fraction()) as u64;
-        max.saturating_sub(j).max(1)
-    });
-    if s.served >= at && !s.recycle {
-        s.recycle = true;
-        s.recycle_reason = Some(RecycleReason::Requests);
-        drop(s);
-        p.notify_supervisor();
-    }
-}
 
 /// Kill the incarnation `pid` at `index` now and have the supervisor start a new one,
 /// whatever the restart policy (a timed-out request left a reply in its stream).
@@ -50,7 +23,7 @@ pub(crate) fn recycle(p: &PoolCore, index: usize, pid: i32) {
     if let Some(c) = inst.current().filter(|c| c.pid() == pid) {
         // Marked before the kill: from the kill on the incarnation is dead, and a caller
         // waiting for an instance must see this one coming back, not gone for good.
-        inst.supervision().replace_now = true;
+        inst.supervision().replace_now();
         c.kill();
     }
     p.notify_supervisor();
@@ -62,7 +35,6 @@ pub(crate) fn recycle(p: &PoolCore, index: usize, pid: i32) {
 /// so a request in flight is never failed by a recycle.
 pub(crate) fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32, why: RecycleReason) {
     let inst = &p.instances[i];
-    inst.supervision().recycle = false;
     let new = match p.spawn_ready(i) {
         Ok(c) => c,
         Err(e) => {
@@ -70,7 +42,9 @@ pub(crate) fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32, why:
             return; // try again on the next request or tick
         }
     };
-    let new_pid = new.pid();
+    let new_pid = new.log_pid();
+    // (The old incarnation's, for the record: it is the current one until the swap.)
+    let old_log_pid = inst.current().map_or(LogPid(None), |c| c.log_pid());
     let deadline = Instant::now() + RECYCLE_WAIT;
     let reserved = loop {
         p.admission.wait_idle(i, deadline, || p.is_shut_down());
@@ -87,9 +61,7 @@ pub(crate) fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32, why:
     if !reserved {
         new.stop();
         if !p.is_shut_down() {
-            let mut s = inst.supervision();
-            s.recycle = true;
-            s.recycle_reason = Some(why);
+            inst.supervision().ask_recycle(why);
         }
         return;
     }
@@ -99,7 +71,7 @@ pub(crate) fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32, why:
         inst.recycles.count(why);
         log::info!(
             target: "toolpool",
-            "recycled tool={} instance={i} pid={old_pid} new_pid={new_pid} reason={}",
+            "recycled tool={} instance={i} pid={old_log_pid} new_pid={new_pid} reason={}",
             p.spec.id,
             why.name()
         );
@@ -126,13 +98,9 @@ pub(crate) fn check_memory(p: &PoolCore) {
         })
         .collect();
     let mark = |i: usize, why: RecycleReason, bytes: u64, limit_mb: u64| {
-        let mut s = p.instances[i].supervision();
-        if s.recycle {
+        if !p.instances[i].supervision().ask_recycle(why) {
             return false;
         }
-        s.recycle = true;
-        s.recycle_reason = Some(why);
-        drop(s);
         log::info!(
             target: "toolpool",
             "recycle scheduled tool={} instance={i} reason={} rss_bytes={bytes} limit_mb={limit_mb}",

@@ -1,6 +1,7 @@
 //! Requests over a pool: picking an instance (round robin, least busy, sticky), waiting
-//! for a free one within bounds (the admission module), the exchange on it, and the
-//! one-shot fallback.
+//! for a free one within bounds (the admission module), the request on the instance taken
+//! ([`Hold::serve`], the one request path), the one-shot fallback, and the pool's
+//! request metrics.
 //!
 //! Every request ends in exactly one outcome: a reply, a tool error, a timeout, an
 //! instance death, shut-down, or cancelled (its [`crate::CancelToken`]; a cancelled
@@ -9,17 +10,15 @@
 //! to a forgotten id is dropped and counted.
 
 use crate::admission::Counts;
-use crate::cancel::{cancelled, CancelToken, Registration, Wait};
+use crate::cancel::{cancelled, CancelToken, Registration, Until, Wait};
 use crate::error::{Error, Result};
-use crate::exchange::Until;
+use crate::hold::{Claim, Hold, Use};
 use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
 use crate::metrics::Outcome;
 use crate::oneshot;
 use crate::sizing;
 use crate::spec::{RestartPolicy, Routing};
-use crate::supervisor;
-use crate::util::deadline_after;
 use serde::Serialize;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -99,36 +98,6 @@ impl From<Result<Reply>> for MapResult {
             },
         }
     }
-}
-
-/// What kind of use an instance is taken for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Use {
-    Request,
-    Lease,
-}
-
-/// A claim on an instance for one request or a lease; gives it back when dropped.
-pub(crate) struct Claim {
-    pub pool: Arc<PoolCore>,
-    pub index: usize,
-    how: Use,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let (i, how) = (self.index, self.how);
-        self.pool.admission.update(|c| match how {
-            Use::Lease => c.set_leased(i, false),
-            Use::Request => c.give_back(i),
-        });
-    }
-}
-
-/// A claimed instance and the incarnation serving it.
-pub(crate) struct Hold {
-    pub claim: Claim,
-    pub incarnation: Arc<Incarnation>,
 }
 
 /// The incarnation of instance `i` when it can take a request now: started, usable,
@@ -363,23 +332,6 @@ pub(crate) fn take(
     Ok(Some((Hold { claim, incarnation }, moved)))
 }
 
-/// [`supervisor::exchange`] counted in the instance's request metrics (probes are not
-/// requests and are not counted), and the instant it ended.
-pub(crate) fn exchange_counted(
-    p: &PoolCore,
-    inc: &Incarnation,
-    payload: &str,
-    until: Until<'_>,
-) -> (Result<String>, Instant) {
-    let started = Instant::now();
-    let result = supervisor::exchange(p, inc, payload, until);
-    let ended = Instant::now();
-    p.instances[inc.index()]
-        .metrics
-        .record(Outcome::of(&result), false, ended - started);
-    (result, ended)
-}
-
 /// Run one request with routing, waiting, fallback and metrics.
 pub(crate) fn request(
     p: &Arc<PoolCore>,
@@ -388,15 +340,23 @@ pub(crate) fn request(
     wait: &Wait,
 ) -> Result<Reply> {
     let started = Instant::now();
-    let until = Until {
-        deadline: deadline_after(started, wait.timeout()),
-        timeout: wait.timeout(),
-        cancel: wait.token(),
-    };
-    let result = route(p, payload, key, until);
+    let result = route(p, payload, key, wait.until_from(started));
     let fallback = matches!(&result, Ok(r) if r.served_by == ServedBy::Oneshot);
     p.metrics
         .record(Outcome::of(&result), fallback, started.elapsed());
+    result
+}
+
+/// One request on a held instance (a lease), counted in the pool's metrics as a routed
+/// request is (its latency is the exchange: a lease waits for no instance).
+pub(crate) fn request_held(hold: &Hold, payload: &str, wait: &Wait) -> Result<String> {
+    let p = &hold.claim.pool;
+    let started = Instant::now();
+    let result = p
+        .check_open()
+        .and_then(|()| hold.serve(payload, wait.until_from(started)));
+    p.metrics
+        .record(Outcome::of(&result), false, started.elapsed());
     result
 }
 
@@ -420,10 +380,8 @@ fn route(p: &Arc<PoolCore>, payload: &str, key: Option<&str>, until: Until<'_>) 
         Err(e) => return Err(e),
     };
     let index = hold.claim.index;
-    let (result, ended) = exchange_counted(p, &hold.incarnation, payload, until);
-    let pid = hold.incarnation.pid();
+    let result = hold.serve(payload, until);
     drop(hold);
-    supervisor::after_request(p, index, pid, ended);
     match result {
         Ok(text) => Ok(Reply {
             text,

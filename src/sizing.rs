@@ -216,7 +216,7 @@ fn grow(p: &Arc<PoolCore>, cur: usize, n: usize) -> Result<()> {
         if inst.current().is_none() {
             // A reused index starts afresh (its request counters are kept).
             inst.clear_failure();
-            *inst.supervision() = Default::default();
+            inst.supervision().reset();
         }
     }
     let spec = p.size.spec();

@@ -247,7 +247,7 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
     };
     // No process because a restart failed and another is pending: dead, not stopped.
     let state = match state {
-        State::Stopped if sup.start_failed || sup.restart_due => State::Dead,
+        State::Stopped if sup.restart_pending() => State::Dead,
         other => other,
     };
     let now = Instant::now();
@@ -275,8 +275,8 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
         leased: counts.leased(i),
         current_request_age_ms: counts.busy_since(i).map(|t| ms_since(now, t)),
         requests: inst.metrics.requests_total(),
-        last_probe_ago_ms: sup.last_probe.map(|t| ms_since(now, t)),
-        last_probe_us: sup.last_probe_latency.map(|d| d.as_micros() as u64),
+        last_probe_ago_ms: sup.last_probe().0.map(|t| ms_since(now, t)),
+        last_probe_us: sup.last_probe().1.map(|d| d.as_micros() as u64),
         stderr_tail: cur.as_ref().map(|c| c.stderr_tail()).unwrap_or_default(),
         protocol_errors_tail: cur
             .as_ref()
@@ -300,7 +300,7 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
 
 /// Recycles of one instance, every reason.
 fn recycles_of(inst: &crate::instance::Instance) -> u64 {
-    RecycleReason::ALL
+    RecycleReason::all()
         .iter()
         .map(|&r| inst.recycles.get(r))
         .sum()
@@ -357,7 +357,7 @@ pub(crate) fn metrics(core: &PoolCore) -> MetricsSnapshot {
         shrink_events: core.size.shrinks.load(Relaxed),
         latency: m.latency.snapshot(),
         rss_bytes: instances.iter().filter_map(|i| i.rss_bytes).sum(),
-        recycles: RecycleReason::ALL
+        recycles: RecycleReason::all()
             .iter()
             .map(|&r| {
                 let n = core.instances.iter().map(|i| i.recycles.get(r)).sum();

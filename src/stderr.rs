@@ -9,6 +9,7 @@ use crate::linebuf::LineBuf;
 use crate::metrics::Counters;
 use crate::process::{self, OnExit, Reaper};
 use crate::spec::{StderrMode, ToolSpec};
+use crate::util::LogPid;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -45,8 +46,13 @@ pub(crate) fn spawn_drainer(
         drop_rx,
         tail,
         keep: spec.limits.stderr_tail_lines,
-        log_as: (spec.stderr == StderrMode::Log)
-            .then(|| format!("tool={} instance={index} pid={pid}", spec.id)),
+        log_as: (spec.stderr == StderrMode::Log).then(|| {
+            format!(
+                "tool={} instance={index} pid={}",
+                spec.id,
+                LogPid(Some(pid).filter(|&p| p > 0))
+            )
+        }),
     };
     process::spawn_small_thread(format!("toolpool-err-{pid}"), move || {
         let _done = done;
@@ -67,7 +73,9 @@ pub(crate) fn exit_hook(
 ) -> OnExit {
     Box::new(move |e| {
         drop(dead); // wakes the writer of a dead child
-        let who = format!("{who} pid={}", pid.load(Relaxed));
+                    // (0: no process was started, a dry-run incarnation.)
+        let os_pid = Some(pid.load(Relaxed)).filter(|&p| p > 0);
+        let who = format!("{who} pid={}", LogPid(os_pid));
         log_exit(&who, e, &expected, &tail);
         on_exit(e)
     })

@@ -1,5 +1,5 @@
-//! Small helpers every layer may use: deadlines that never overflow, lossy text, and
-//! jitter.
+//! Small helpers every layer may use: deadlines that never overflow, lossy text, jitter,
+//! and pids as log records write them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -42,4 +42,18 @@ pub(crate) fn jitter_fraction() -> f64 {
     x ^= x << 17;
     SEED.store(x, Relaxed);
     (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A pid as log records write it: the OS pid, or `null` where there is no process (a
+/// dry-run incarnation), as status shows it.
+#[derive(Clone, Copy)]
+pub(crate) struct LogPid(pub Option<i32>);
+
+impl std::fmt::Display for LogPid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(pid) => write!(f, "{pid}"),
+            None => f.write_str("null"),
+        }
+    }
 }

@@ -12,8 +12,8 @@ import "strconv"
 type Code int32
 
 // The status codes, one per ToolpoolStatus constant, defined from the header's constants
-// through cgo so that the compiler checks them (errors_test.go checks that every constant
-// of the header has one).
+// through cgo so that the compiler checks them (TestVersionAndCodes in limit_test.go
+// checks that every constant of the header has one).
 const (
 	CodeOK              Code = C.TOOLPOOL_OK
 	CodeInvalidArgument Code = C.TOOLPOOL_INVALID_ARGUMENT

@@ -29,7 +29,12 @@ func repoPath(t *testing.T, rel string) string {
 	return p
 }
 
+// testTool is the test tool `make build` makes: $TOOLPOOL_TESTTOOL (the Makefile sets it,
+// also when CARGO_TARGET_DIR moves the build), else target/release in the repository.
 func testTool(t *testing.T) string {
+	if p := os.Getenv("TOOLPOOL_TESTTOOL"); p != "" {
+		return p
+	}
 	return repoPath(t, "target/release/toolpool-testtool")
 }
 

@@ -5,9 +5,11 @@
 //! Shared plumbing lives here: the thread-local last error, the panic boundary
 //! (`ffi_call`), and the boundary macros (`try_handle!`, `try_str!`, `try_out!`, ...) that
 //! hold the pointer conversions and their SAFETY arguments. The status enum is the core's
-//! [`ToolpoolStatus`] table. One file per C object: [`pool`], [`lease`], [`limiter`],
-//! [`strings`] (errors, strings, version), [`cancel`] (cancel tokens and the cancellable
-//! forms of the blocking calls).
+//! [`ToolpoolStatus`] table. One file per C object: [`pool`] (its life cycle; the
+//! calls on a pool by subject in [`lines`], [`requests`] and [`status`]), [`lease`],
+//! [`limiter`], [`strings`] (errors, strings, version), [`cancel`] (cancel tokens and the
+//! cancellable forms of the blocking calls), [`observe`] (the log callback, the metrics
+//! of every pool).
 //!
 //! Global contract (also in the README, "C API conventions"):
 //! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
@@ -89,8 +91,11 @@ macro_rules! try_wait {
 
 pub mod lease;
 pub mod limiter;
+pub mod lines;
 pub mod observe;
 pub mod pool;
+pub mod requests;
+pub mod status;
 pub mod strings;
 
 use crate::error::Error;

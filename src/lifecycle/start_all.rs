@@ -87,7 +87,7 @@ impl PoolCore {
             match r {
                 Ok(c) => started.push((i, c)),
                 Err(e) => {
-                    self.instances[i].supervision().start_failed = true;
+                    self.instances[i].supervision().start_failed();
                     first.get_or_insert(e);
                 }
             }
@@ -100,7 +100,7 @@ impl PoolCore {
                     if let Some(r) = &self.remote {
                         r.record_error(i, &e);
                     }
-                    self.instances[i].supervision().start_failed = true;
+                    self.instances[i].supervision().start_failed();
                     first.get_or_insert(e);
                 }
             }

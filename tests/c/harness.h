@@ -20,6 +20,9 @@ extern const char *REGISTRY;
 void tp_fail(const char *file, int line, const char *what, int32_t rc);
 uint64_t tp_now_ms(void);
 void tp_sleep_ms(unsigned ms);
+/* The pool's health once `dead` instances are dead, polled every 20 ms for up to `ms`
+ * (the last health read when they never are). */
+ToolpoolHealth tp_wait_dead(const ToolpoolPool *p, uint32_t dead, unsigned ms);
 /* A pool from a spec JSON built with printf-style arguments; NULL (and a failure) if it
  * did not start. */
 ToolpoolPool *tp_pool(const char *fmt, ...);

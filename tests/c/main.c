@@ -37,6 +37,17 @@ void tp_sleep_ms(unsigned ms) {
     }
 }
 
+ToolpoolHealth tp_wait_dead(const ToolpoolPool *p, uint32_t dead, unsigned ms) {
+    ToolpoolHealth h = {0, 0, 0};
+    uint64_t until = tp_now_ms() + ms;
+    do {
+        if (toolpool_pool_health(p, &h) != TOOLPOOL_OK) break;
+        if (h.dead == dead) break;
+        tp_sleep_ms(20);
+    } while (tp_now_ms() < until);
+    return h;
+}
+
 ToolpoolPool *tp_pool(const char *fmt, ...) {
     char spec[4096];
     va_list ap;

@@ -4,23 +4,11 @@
 
 #include "harness.h"
 
-/* Poll the pool's health until `dead` instances are dead (or `ms` pass). */
-static ToolpoolHealth wait_dead(ToolpoolPool *p, uint32_t dead, unsigned ms) {
-    ToolpoolHealth h = {0, 0, 0};
-    uint64_t until = tp_now_ms() + ms;
-    do {
-        if (toolpool_pool_health(p, &h) != TOOLPOOL_OK) break;
-        if (h.dead == dead) break;
-        tp_sleep_ms(20);
-    } while (tp_now_ms() < until);
-    return h;
-}
-
 void test_crash_and_restart(void) {
     ToolpoolPool *p = tp_pool("{\"command\": [\"%s\"], \"count\": 2}", TESTTOOL);
     if (p == NULL) return;
     CHECK_OK(toolpool_pool_send(p, 0, "crash:1"));
-    ToolpoolHealth h = wait_dead(p, 1, 5000);
+    ToolpoolHealth h = tp_wait_dead(p, 1, 5000);
     CHECK(h.total == 2 && h.dead == 1 && h.alive == 1);
     char *line = NULL;
     CHECK_RC(toolpool_pool_read_line(p, 0, 2000, &line), TOOLPOOL_DEAD);
@@ -70,7 +58,7 @@ void test_dead_child_no_sigpipe(void) {
         if (k % 10 == 0) tp_sleep_ms(10);
     }
     CHECK(sent + refused == 100);
-    ToolpoolHealth h = wait_dead(p, 1, 5000);
+    ToolpoolHealth h = tp_wait_dead(p, 1, 5000);
     CHECK(h.dead == 1);
     CHECK_RC(toolpool_pool_send(p, 0, "still alive?"), TOOLPOOL_DEAD);
     toolpool_pool_free(p); /* we are still here: no SIGPIPE reached the host */
@@ -206,7 +194,7 @@ void test_limit_and_kill_all(void) {
     CHECK_OK(toolpool_kill_all(&killed));
     CHECK(killed == 2);
     if (p != NULL) {
-        ToolpoolHealth h = wait_dead(p, 2, 5000);
+        ToolpoolHealth h = tp_wait_dead(p, 2, 5000);
         CHECK(h.dead == 2 && h.alive == 0);
         toolpool_pool_free(p);
     }
@@ -266,7 +254,7 @@ void test_kill_all_json(void) {
     CHECK(n_killed == 2);
     for (size_t i = 0; i < n_active; i++) CHECK(has_pid(killed, n_killed, active[i]));
 
-    h = wait_dead(p, 2, 5000);
+    h = tp_wait_dead(p, 2, 5000);
     CHECK(h.dead == 2 && h.alive == 0);
     toolpool_pool_free(p);
 }

@@ -10,14 +10,15 @@ import pytest
 
 PY_DIR = Path(__file__).resolve().parent.parent  # bindings/python
 REPO = PY_DIR.parent.parent
-RELEASE = REPO / "target" / "release"
+# cargo's target directory: $CARGO_TARGET_DIR (relative to the repository) when set.
+RELEASE = REPO / os.environ.get("CARGO_TARGET_DIR", "target") / "release"
 LIB = RELEASE / ("libtoolpool.dylib" if sys.platform == "darwin" else "libtoolpool.so")
 
 sys.path.insert(0, str(PY_DIR))
 if LIB.is_file():
     os.environ.setdefault("TOOLPOOL_LIB", str(LIB))
 
-TESTTOOL = RELEASE / "toolpool-testtool"
+TESTTOOL = Path(os.environ.get("TOOLPOOL_TESTTOOL") or RELEASE / "toolpool-testtool")
 RPC_TOOL = REPO / "examples" / "tools" / "rpc_tool.py"
 
 

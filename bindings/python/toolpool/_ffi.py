@@ -5,8 +5,10 @@ The library is looked for, in order:
 1. ``$TOOLPOOL_LIB``: a path to the shared library (an error if it is set but missing);
 2. the copy inside the installed package (``toolpool/libtoolpool.so``, put there by
    ``pip install``);
-3. ``<repo>/target/release/libtoolpool.so`` relative to this source file, i.e.
-   ``../../target/release/`` seen from ``bindings/python``: the one ``make build`` makes.
+3. ``$CARGO_TARGET_DIR/release/libtoolpool.so`` when that variable is set (relative to the
+   repository root if relative), then ``<repo>/target/release/libtoolpool.so`` relative to
+   this source file, i.e. ``../../target/release/`` seen from ``bindings/python``: the one
+   ``make build`` makes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def candidate_paths() -> List[Path]:
     if env:
         paths.append(Path(env))
     paths.append(_PKG_DIR / LIB_NAME)
+    cargo_target = os.environ.get("CARGO_TARGET_DIR")
+    if cargo_target:
+        paths.append(_REPO_ROOT / cargo_target / "release" / LIB_NAME)
     paths.append(_REPO_ROOT / "target" / "release" / LIB_NAME)
     return paths
 
