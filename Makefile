@@ -52,7 +52,7 @@ demo-deps:
 	@command -v bc >/dev/null || { echo "installing bc"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bc >/dev/null; }
 apt-deps: demo-deps
-	@missing=""; for p in sqlite3 valgrind pkg-config; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in sqlite3 jq valgrind pkg-config; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	@# tests/remote.rs, the Python remote test and the ssh bench row start a throwaway sshd on 127.0.0.1

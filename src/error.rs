@@ -134,11 +134,13 @@ pub enum Error {
     /// The tool broke the framing protocol (a reply that is not valid JSON-RPC, and so on).
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The tool answered with an error: a JSON-RPC error object, or a one-shot run that
-    /// exited non-zero (then `code` is the exit code and `message` its stderr).
-    #[error("tool error {code}: {message}")]
+    /// The tool answered with an error: a JSON-RPC error object, a one-shot run that
+    /// exited non-zero (then `code` is the exit code and `message` its stderr), or stderr
+    /// lines with no reply (`stderr_error_ms`: then `code` is 0 and `message` those lines).
+    #[error("tool error{}: {message}", if *code == 0 { String::new() } else { format!(" {code}") })]
     Tool {
-        /// JSON-RPC error code, or the exit code of a one-shot run.
+        /// JSON-RPC error code, the exit code of a one-shot run, or 0 for an error the tool
+        /// wrote on stderr.
         code: i64,
         /// Error message.
         message: String,

@@ -2,7 +2,8 @@
 //! stdin, then read the reply from stdout.
 //!
 //! - `lines`: one line out, one line back.
-//! - `marker`: one line out; back, every line up to the marker line, joined by `\n`.
+//! - `marker`: one line out (and the spec's `end_command`, which makes the tool print the
+//!   marker, in the same write); back, every line up to the marker line, joined by `\n`.
 //! - `jsonrpc`: the payload wrapped with an id ([`crate::rpc`]); the reply is the one the
 //!   [`Dispatcher`] routes to that id, so many may be in flight.
 //!
@@ -25,8 +26,7 @@ use crate::error::{Error, Result};
 use crate::incarnation::Incarnation;
 use crate::reader::WaitEnd;
 use crate::rpc::{self, Dispatcher};
-use crate::spec::Protocol;
-use crate::util::lossy;
+use crate::spec::{Marker, Protocol, ToolSpec};
 use std::time::Duration;
 
 /// Largest reply assembled in `marker` framing; past it the request fails and the
@@ -36,34 +36,58 @@ pub const MAX_MARKER_REPLY_BYTES: usize = 64 << 20;
 /// How long a failed exchange waits for the exit status for its error.
 const DEATH_WAIT: Duration = Duration::from_millis(200);
 
-/// One framed exchange on `inc`, which the caller holds, until `until`. `cancel_method` is
-/// the spec's `cancel_notification` (`jsonrpc` only).
+/// How often a request that watches stderr (`stderr_error_ms`) looks at it while no
+/// stderr line has come (once one has, it wakes when its window ends).
+const STDERR_LOOK: Duration = Duration::from_millis(50);
+/// Longest a reply waits for the stderr lines the tool wrote before it to be counted (see
+/// `Tail::settled`); in practice microseconds.
+const STDERR_SETTLE: Duration = Duration::from_millis(100);
+
+/// One framed exchange on `inc`, which the caller holds, until `until`, as `spec` frames
+/// it (`protocol`, `cancel_notification`, `stderr_error_ms`, `pty`).
 pub(crate) fn exchange(
     inc: &Incarnation,
-    protocol: &Protocol,
-    tool: &str,
+    spec: &ToolSpec,
     payload: &str,
     until: Until<'_>,
-    cancel_method: Option<&str>,
-) -> Result<String> {
+) -> Result<Vec<u8>> {
+    let tool = &spec.id;
     let what = || format!("reply from instance {} of '{tool}'", inc.index());
-    match (protocol, inc.rpc()) {
-        (Protocol::Jsonrpc | Protocol::Lsp, Some(d)) => {
-            jsonrpc(inc, d, payload, until, cancel_method, &what)
-        }
+    match (&spec.protocol, inc.rpc()) {
+        (Protocol::Jsonrpc | Protocol::Lsp, Some(d)) => jsonrpc(
+            inc,
+            d,
+            payload,
+            until,
+            spec.cancel_notification.as_deref(),
+            &what,
+        ),
         (proto, _) => {
             // Output nobody asked for must not be taken for this reply.
             inc.drop_unsolicited();
-            inc.send(payload.as_bytes())?;
-            let read = || match inc.read_piece(until.deadline, until.timeout, until.cancel) {
-                Err(Error::Timeout { .. }) => Err(Error::timeout(what(), until.timeout)),
-                Err(Error::Cancelled(_)) => Err(Error::Cancelled(what())),
-                other => other,
-            };
+            let watch = spec.stderr_error_ms.map(|ms| StderrWatch {
+                mark: inc.stderr().total().0,
+                window: Duration::from_millis(ms),
+            });
             match proto {
-                Protocol::Marker(marker) => until_marker(read, marker, &what),
+                // The line that makes the tool print the marker goes in the same write.
+                Protocol::Marker(Marker {
+                    end_command: Some(end),
+                    ..
+                }) => inc.send_lines(&[payload.as_bytes(), end.as_bytes()])?,
+                _ => inc.send(payload.as_bytes())?,
+            }
+            let read = || read_watching(inc, spec, until, watch.as_ref(), &what);
+            match proto {
+                Protocol::Marker(m) => {
+                    let reply = until_marker(read, &m.marker, &what)?;
+                    match &watch {
+                        Some(w) if reply.is_empty() => w.check_empty(inc, tool).map(|()| reply),
+                        _ => Ok(reply),
+                    }
+                }
                 _ => match read()? {
-                    (line, false) => Ok(lossy(line)),
+                    (line, false) => Ok(line),
                     (_, true) => Err(Error::Protocol(format!(
                         "{} is longer than limits.max_line_bytes ({} bytes); \
                          the reply is dropped and the instance recycled",
@@ -76,10 +100,100 @@ pub(crate) fn exchange(
     }
 }
 
+/// A request that watches stderr (`stderr_error_ms`): the stderr line count when it began,
+/// and the window.
+struct StderrWatch {
+    mark: u64,
+    window: Duration,
+}
+
+impl StderrWatch {
+    /// The tool error for the stderr lines written since the request began, if any.
+    fn error(&self, inc: &Incarnation, tool: &str) -> Option<Error> {
+        let (lines, more) = inc.stderr().since(self.mark);
+        if lines.is_empty() && more == 0 {
+            return None;
+        }
+        let mut message = lines.join("\n");
+        if more > 0 {
+            message.push_str(&format!("\n(and {more} earlier stderr lines)"));
+        }
+        let data = serde_json::json!({
+            "stderr": lines,
+            "tool": tool,
+            "instance": inc.index(),
+        });
+        Some(Error::Tool {
+            code: 0,
+            message,
+            data: Some(data.to_string()),
+        })
+    }
+
+    /// An empty reply is the tool error when stderr lines came during the request (once
+    /// every line the tool wrote before its reply is counted).
+    fn check_empty(&self, inc: &Incarnation, tool: &str) -> Result<()> {
+        let until = std::time::Instant::now() + STDERR_SETTLE;
+        while !inc.stderr().settled() && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
+        self.error(inc, tool).map_or(Ok(()), Err)
+    }
+}
+
+/// The next reply line (or piece of one) of `inc` until `until`. With a stderr `watch`,
+/// stderr lines followed by its window with no reply line end the wait as a tool error.
+/// A timeout on an instance that has written nothing on stdout since it started says the
+/// tool may buffer its output on a pipe.
+fn read_watching(
+    inc: &Incarnation,
+    spec: &ToolSpec,
+    until: Until<'_>,
+    watch: Option<&StderrWatch>,
+    what: &dyn Fn() -> String,
+) -> Result<(Vec<u8>, bool)> {
+    loop {
+        let step = match watch {
+            None => until.deadline,
+            Some(w) => {
+                let now = std::time::Instant::now();
+                let (total, last) = inc.stderr().total();
+                let next = match last {
+                    Some(at) if total > w.mark => {
+                        if now >= at + w.window {
+                            if let Some(e) = w.error(inc, &spec.id) {
+                                return Err(e);
+                            }
+                        }
+                        at + w.window
+                    }
+                    _ => now + STDERR_LOOK.min(w.window),
+                };
+                next.min(until.deadline)
+            }
+        };
+        match inc.read_piece(step, until.timeout, until.cancel) {
+            Err(Error::Timeout { .. }) if step < until.deadline => continue,
+            Err(Error::Timeout { .. }) => {
+                let mut what = what();
+                if !spec.pty && !inc.wrote_stdout() {
+                    what.push_str(
+                        "; it has written nothing on stdout since it started: it may buffer its \
+                         output on a pipe (set \"pty\": true, or --pty on the command line)",
+                    );
+                }
+                return Err(Error::timeout(what, until.timeout));
+            }
+            Err(Error::Cancelled(_)) => return Err(Error::Cancelled(what())),
+            other => return other,
+        }
+    }
+}
+
 /// True when a failed exchange may have left its reply in the stream, so the next caller
 /// would read it: the incarnation must be replaced (`lines` and `marker` framing; in
 /// `jsonrpc` a late reply is matched by id and dropped).
-pub(crate) fn leaves_late_reply(protocol: &Protocol, result: &Result<String>) -> bool {
+pub(crate) fn leaves_late_reply<T>(protocol: &Protocol, result: &Result<T>) -> bool {
     !protocol.is_rpc()
         && matches!(
             result,
@@ -94,7 +208,7 @@ fn jsonrpc(
     until: Until<'_>,
     cancel_method: Option<&str>,
     what: &dyn Fn() -> String,
-) -> Result<String> {
+) -> Result<Vec<u8>> {
     let Some((id, rx)) = d.register() else {
         return Err(inc.death(DEATH_WAIT));
     };
@@ -109,7 +223,7 @@ fn jsonrpc(
         Err(crossbeam_channel::TryRecvError::Empty) => None,
     });
     match reply {
-        Ok(Some(Ok(result))) => Ok(result),
+        Ok(Some(Ok(result))) => Ok(result.into_bytes()),
         Ok(Some(Err(e))) => Err(e.into()),
         Err(end @ (WaitEnd::Timeout | WaitEnd::Cancelled)) => {
             d.forget(id);
@@ -131,7 +245,7 @@ fn until_marker(
     read: impl Fn() -> Result<(Vec<u8>, bool)>,
     marker: &str,
     what: &dyn Fn() -> String,
-) -> Result<String> {
+) -> Result<Vec<u8>> {
     let mut out: Vec<u8> = Vec::new();
     let mut first = true;
     // The last piece read was cut: the next one goes on the same line.
@@ -139,7 +253,7 @@ fn until_marker(
     loop {
         let (line, continues) = read()?;
         if !cut && !continues && line == marker.as_bytes() {
-            return Ok(lossy(out));
+            return Ok(out);
         }
         if !first && !cut {
             out.push(b'\n');

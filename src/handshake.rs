@@ -50,9 +50,9 @@ pub(crate) fn run(
             timeout: Duration::from_millis(spec.startup.timeout_ms),
             cancel,
         };
-        match exchange::exchange(inc, &spec.protocol, &spec.id, &payload, until, None) {
+        match exchange::exchange(inc, spec, &payload, until) {
             Ok(reply) => {
-                first.get_or_insert(reply);
+                first.get_or_insert(crate::util::lossy(reply));
             }
             Err(Error::Tool {
                 code,

@@ -54,7 +54,7 @@ impl Hold {
     /// One request on the held instance, until `until`: the exchange (or `Cancelled` when
     /// the token already fired, nothing sent), counted in the instance's request metrics
     /// and toward its `max_requests`.
-    pub fn serve(&self, payload: &str, until: Until<'_>) -> Result<String> {
+    pub fn serve(&self, payload: &str, until: Until<'_>) -> Result<Vec<u8>> {
         let p = &self.claim.pool;
         let inc = &self.incarnation;
         let started = Instant::now();
@@ -76,7 +76,7 @@ pub(crate) fn exchange_on(
     inc: &Incarnation,
     payload: &str,
     until: Until<'_>,
-) -> Result<String> {
+) -> Result<Vec<u8>> {
     if cancelled(until.cancel) {
         return Err(Error::Cancelled(format!(
             "reply from instance {} of '{}'",
@@ -84,14 +84,7 @@ pub(crate) fn exchange_on(
             p.spec.id
         )));
     }
-    let result = framing::exchange(
-        inc,
-        &p.spec.protocol,
-        &p.spec.id,
-        payload,
-        until,
-        p.spec.cancel_notification.as_deref(),
-    );
+    let result = framing::exchange(inc, &p.spec, payload, until);
     if leaves_late_reply(&p.spec.protocol, &result) {
         let (tool, index, pid) = (&p.spec.id, inc.index(), inc.log_pid());
         match &result {

@@ -20,13 +20,13 @@ use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::metrics::Counters;
 use crate::reader::{OutState, StdoutReader, WaitEnd};
 use crate::rpc::{encode_notification, Dispatcher};
+use crate::stderr::Tail;
 use crate::util::LogPid;
 use crate::writer::{SendError, StdinWriter};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 use parking_lot::MutexGuard;
 use serde::Serialize;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -72,7 +72,7 @@ pub(crate) struct Incarnation {
     rpc: Option<Arc<Dispatcher>>,
     queue_lines: usize,
     stderr_rx: Receiver<Vec<u8>>,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_tail: Arc<Tail>,
     counters: Arc<Counters>,
     stopped: AtomicBool,
     retired: AtomicBool,
@@ -225,7 +225,12 @@ impl Incarnation {
 
     /// Queue one line (the newline is appended here) for the child's stdin.
     pub fn send(&self, line: &[u8]) -> Result<()> {
-        if line.contains(&b'\n') {
+        self.send_lines(&[line])
+    }
+
+    /// Queue several lines (each gets its newline) for the child's stdin, in one write.
+    pub fn send_lines(&self, lines: &[&[u8]]) -> Result<()> {
+        if lines.iter().any(|l| l.contains(&b'\n')) {
             return Err(Error::InvalidArgument(format!(
                 "line for instance {} of '{}' contains a newline",
                 self.index, self.tool
@@ -234,9 +239,11 @@ impl Incarnation {
         if self.stdin.is_broken() || !self.process.is_alive() {
             return Err(self.death(Duration::from_millis(50)));
         }
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line);
-        buf.push(b'\n');
+        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for l in lines {
+            buf.extend_from_slice(l);
+            buf.push(b'\n');
+        }
         self.queue(buf)
     }
 
@@ -280,6 +287,11 @@ impl Incarnation {
         format!("stdout of instance {} of '{}'", self.index, self.tool)
     }
 
+    /// True once it has written anything on stdout (start-up output included).
+    pub fn wrote_stdout(&self) -> bool {
+        self.stdout.wrote()
+    }
+
     /// `limits.max_line_bytes` of its stdout.
     pub fn max_line_bytes(&self) -> usize {
         self.stdout.max_line()
@@ -316,7 +328,12 @@ impl Incarnation {
 
     /// The last stderr lines (lossy UTF-8).
     pub fn stderr_tail(&self) -> Vec<String> {
-        self.stderr_tail.lock().iter().cloned().collect()
+        self.stderr_tail.lines()
+    }
+
+    /// Its stderr tail: what came when, for a request that watches stderr.
+    pub fn stderr(&self) -> &Tail {
+        &self.stderr_tail
     }
 
     /// Close the child's stdin (after the queued lines are written).

@@ -41,7 +41,7 @@ impl Lease {
     /// It counts as a routed request does: in the pool's and the instance's request
     /// metrics (and their Prometheus families) and toward `max_requests`.
     pub fn request(&self, payload: &str, wait: impl Into<Wait>) -> Result<String> {
-        router::request_held(&self.hold, payload, &wait.into())
+        router::request_held(&self.hold, payload, &wait.into()).map(lossy)
     }
 
     /// Send a JSON-RPC notification (`{"method": ..., "params": ...}`, no id) to the leased

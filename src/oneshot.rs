@@ -23,7 +23,7 @@ pub(crate) fn run(
     payload: &str,
     timeout: Duration,
     limiter: &Arc<Limiter>,
-) -> Result<String> {
+) -> Result<Vec<u8>> {
     let mut argv = oneshot.command.clone();
     if oneshot.input == OneshotInput::Arg {
         argv.push(payload.to_string());
@@ -38,6 +38,7 @@ pub(crate) fn run(
         env: spec.env.clone(),
         env_clear: spec.env_clear,
         cwd: spec.cwd.clone(),
+        pty: false,
     };
     let sp = limiter
         .spawn(&launch, timeout, None, Box::new(|_: ExitInfo| {}))
@@ -112,11 +113,8 @@ fn collect(mut f: std::fs::File) -> Vec<u8> {
 }
 
 /// The reply of a run that ended with `exit`, or its error.
-fn outcome(tool: &str, exit: ExitInfo, out: &[u8], err: &[u8]) -> Result<String> {
-    let mut text = String::from_utf8_lossy(out).into_owned();
-    if text.ends_with('\n') {
-        text.pop();
-    }
+fn outcome(tool: &str, exit: ExitInfo, out: &[u8], err: &[u8]) -> Result<Vec<u8>> {
+    let text = out.strip_suffix(b"\n").unwrap_or(out).to_vec();
     let stderr = String::from_utf8_lossy(err);
     let stderr = stderr.trim_end();
     match exit {

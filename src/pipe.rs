@@ -15,13 +15,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// An fd at 3 or above, close-on-exec (so a `dup2` of it to 0..2 in a child cannot clobber
 /// another end).
-fn high_fd(fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: `fd` was just created by us and is owned from here on.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+pub(crate) fn high_fd(owned: OwnedFd) -> io::Result<OwnedFd> {
+    let fd = owned.as_raw_fd();
     if fd >= 3 {
         return Ok(owned);
     }
@@ -41,7 +40,9 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((high_fd(fds[0])?, high_fd(fds[1])?))
+    // SAFETY: two fresh fds, owned from here on.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((high_fd(r)?, high_fd(w)?))
 }
 
 /// The host's end of a child's stdin: the write end, and the read end held open beside it
@@ -49,8 +50,9 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub(crate) struct StdinEnd {
     /// The write end.
     pub file: File,
-    /// The read end, never read; closed with this value.
-    _reader: OwnedFd,
+    /// The read end, never read; closed with this value (none for a terminal, whose
+    /// master end raises no SIGPIPE).
+    _reader: Option<OwnedFd>,
 }
 
 impl StdinEnd {
@@ -58,7 +60,16 @@ impl StdinEnd {
     pub fn new(write: OwnedFd, reader: OwnedFd) -> StdinEnd {
         StdinEnd {
             file: File::from(write),
-            _reader: reader,
+            _reader: Some(reader),
+        }
+    }
+
+    /// The master end of a pseudo-terminal (see `spawn::Pty`): a write after the child's
+    /// side is gone fails with `EIO`, with no signal.
+    pub fn pty(master: OwnedFd) -> StdinEnd {
+        StdinEnd {
+            file: File::from(master),
+            _reader: None,
         }
     }
 

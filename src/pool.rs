@@ -60,9 +60,13 @@ impl Pool {
     /// of `toolpool_pool_from_registry` and the bindings.
     pub fn from_registry(path: Option<&std::path::Path>, tool: &str, count: usize) -> Result<Pool> {
         let registry = match path {
-            Some(p) => Registry::from_path(p)?,
-            None => Registry::from_env()?,
-        };
+            Some(p) => Registry::from_path(p),
+            None => Registry::from_env(),
+        }
+        .map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{m}{}", id_hint(tool))),
+            other => other,
+        })?;
         if count == 0 {
             Pool::from_spec(registry.get(tool)?.clone())
         } else {
@@ -210,6 +214,11 @@ impl Pool {
     /// reaches another caller (the instance is recycled in `lines`/`marker` framing, the
     /// reply dropped and counted in `jsonrpc`).
     pub fn request(&self, payload: &str, timeout: impl Into<Wait>) -> Result<Reply> {
+        router::request(&self.core, payload, None, &timeout.into()).map(Reply::lossy)
+    }
+
+    /// [`Pool::request`] with the reply's exact bytes (no UTF-8 replacement).
+    pub fn request_bytes(&self, payload: &str, timeout: impl Into<Wait>) -> Result<Reply<Vec<u8>>> {
         router::request(&self.core, payload, None, &timeout.into())
     }
 
@@ -221,20 +230,15 @@ impl Pool {
         payload: &str,
         timeout: impl Into<Wait>,
     ) -> Result<Reply> {
-        router::request(&self.core, payload, Some(key), &timeout.into())
+        router::request(&self.core, payload, Some(key), &timeout.into()).map(Reply::lossy)
     }
 
     /// Lease one idle instance for exclusive use, waiting up to `timeout` (a `Duration`,
     /// or a [`Wait`] with a cancel token) for one.
     pub fn lease(&self, timeout: impl Into<Wait>) -> Result<Lease> {
         let wait = timeout.into();
-        match router::take(&self.core, Use::Lease, None, wait.until())? {
-            Some((hold, _)) => Ok(Lease::new(hold)),
-            None => Err(Error::unavailable(
-                &self.core.spec.id,
-                "no instance can serve a lease",
-            )),
-        }
+        let (hold, _) = router::take(&self.core, Use::Lease, None, wait.until())?;
+        Ok(Lease::new(hold))
     }
 
     /// Send a raw line to an instance picked by routing (round robin among ready,
@@ -410,6 +414,22 @@ impl Pool {
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.core.limiter
     }
+}
+
+/// For a registry that cannot be read: what `tool`, taken as a tool id, was looked up
+/// for, and a hint when it looks like a command line instead.
+fn id_hint(tool: &str) -> String {
+    let name = crate::spec::sanitize(tool);
+    let mut hint = format!(" (looking up tool id '{name}')");
+    if tool.contains(char::is_whitespace) || tool.contains('/') {
+        let argv: Vec<&str> = tool.split_whitespace().collect();
+        hint.push_str(&format!(
+            "; '{name}' looks like a command line, not a tool id: to start a command, give a \
+             spec with \"command\": {}",
+            serde_json::to_string(&argv).unwrap_or_default()
+        ));
+    }
+    hint
 }
 
 /// `spec` as `TOOLPOOL_DRY_RUN=1` makes it: dry with `default: "echo"` unless it has its

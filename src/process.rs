@@ -36,6 +36,8 @@ pub(crate) struct Launch {
     pub env: BTreeMap<String, String>,
     pub env_clear: bool,
     pub cwd: Option<PathBuf>,
+    /// stdin and stdout on a pseudo-terminal (see [`crate::spawn`]).
+    pub pty: bool,
 }
 
 /// A started child: its handle, the parent's ends of its three pipes, and the duty to
@@ -302,6 +304,7 @@ pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
         &launch.env,
         launch.env_clear,
         launch.cwd.as_deref(),
+        launch.pty,
     )
     .map_err(|e| {
         let why = match e {
@@ -388,6 +391,7 @@ mod tests {
             env: BTreeMap::new(),
             env_clear: false,
             cwd: None,
+            pty: false,
         })
         .unwrap()
     }

@@ -235,7 +235,12 @@ const POOL_FAMILIES: &[Family] = &[
 ];
 
 /// A family of the limiter (no labels): name, type, help, its one value.
-type LimiterFamily = (&'static str, &'static str, &'static str, fn(&LimiterStatus) -> usize);
+type LimiterFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LimiterStatus) -> usize,
+);
 
 /// The limiter's families.
 const LIMITER_FAMILIES: &[LimiterFamily] = &[

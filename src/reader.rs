@@ -226,6 +226,8 @@ pub(crate) struct StdoutReader {
     /// (routing checks them on every pick).
     eof_seen: AtomicBool,
     ready_seen: AtomicBool,
+    /// Some bytes were read (start-up output included).
+    wrote: AtomicBool,
 }
 
 impl StdoutReader {
@@ -263,6 +265,7 @@ impl StdoutReader {
             adapt: Adapt::default(),
             eof_seen: AtomicBool::new(false),
             ready_seen: AtomicBool::new(ready_now),
+            wrote: AtomicBool::new(false),
         }
     }
 
@@ -279,6 +282,11 @@ impl StdoutReader {
     /// True once the ready line was seen (or when there is none).
     pub fn ready(&self) -> bool {
         self.ready_seen.load(Acquire)
+    }
+
+    /// True once the tool has written anything on stdout.
+    pub fn wrote(&self) -> bool {
+        self.wrote.load(Relaxed)
     }
 
     /// Wait until `check` returns something, reading the pipe as needed, until
@@ -386,6 +394,9 @@ impl StdoutReader {
             Fetched::Nothing => false,
             Fetched::Again => true,
             Fetched::Data => {
+                if !self.wrote.load(Relaxed) {
+                    self.wrote.store(true, Relaxed);
+                }
                 self.split(st);
                 true
             }

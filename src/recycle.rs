@@ -38,7 +38,10 @@ pub(crate) fn recycle_gracefully(p: &Arc<PoolCore>, i: usize, old_pid: i32, why:
     let new = match p.spawn_ready(i) {
         Ok(c) => c,
         Err(e) => {
-            log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?} (recycle, reason={})", p.spec.id, e.to_string(), why.name());
+            // (A pool shutting down fails starts on purpose: nothing to warn about.)
+            if !p.is_shut_down() {
+                log::warn!(target: "toolpool", "start failed tool={} instance={i} error={:?} (recycle, reason={})", p.spec.id, e.to_string(), why.name());
+            }
             return; // try again on the next request or tick
         }
     };

@@ -11,7 +11,7 @@
 
 use crate::admission::Counts;
 use crate::cancel::{cancelled, CancelToken, Registration, Until, Wait};
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitInfo, Result};
 use crate::hold::{Claim, Hold, Use};
 use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
@@ -19,6 +19,7 @@ use crate::metrics::Outcome;
 use crate::oneshot;
 use crate::sizing;
 use crate::spec::{RestartPolicy, Routing};
+use crate::util::lossy;
 use serde::Serialize;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -40,12 +41,14 @@ pub enum ServedBy {
     Oneshot,
 }
 
-/// A successful request.
+/// A successful request. `T` is what the reply is read as: `String` (bytes that are not
+/// UTF-8 replaced by U+FFFD) from [`crate::Pool::request`], the exact bytes (`Vec<u8>`)
+/// from [`crate::Pool::request_bytes`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Reply {
+pub struct Reply<T = String> {
     /// The reply: the line (`lines`), the lines joined by `\n` (`marker`), the `result`
     /// as JSON text (`jsonrpc`), or the one-shot run's stdout without its final newline.
-    pub text: String,
+    pub text: T,
     /// The instance that answered (None for a one-shot run).
     pub instance: Option<usize>,
     /// Which path served it.
@@ -80,6 +83,18 @@ pub enum MapResult {
         /// The error's message.
         error: String,
     },
+}
+
+impl Reply<Vec<u8>> {
+    /// The same reply as text (bytes that are not UTF-8 replaced by U+FFFD).
+    pub(crate) fn lossy(self) -> Reply {
+        Reply {
+            text: lossy(self.text),
+            instance: self.instance,
+            served_by: self.served_by,
+            moved: self.moved,
+        }
+    }
 }
 
 impl From<Result<Reply>> for MapResult {
@@ -157,20 +172,75 @@ fn log_saturation(tool: &str, waiting: usize, max_waiting: usize) {
     );
 }
 
-fn may_serve(p: &PoolCore) -> bool {
-    let auto = p.spec.restart.policy != RestartPolicy::Never;
-    p.instances.iter().any(|inst| {
-        if inst.is_failed() {
-            return false;
+/// Why no instance will ever serve without a manual `restart`, or `None` while one may:
+/// every instance is marked failed (the restart cap), or ended and left down by the
+/// restart policy, or not running with its host unreachable. A started, starting or
+/// stopped-on-purpose instance may serve, and so may one whose restart is pending or whose
+/// exit the supervisor has not judged yet.
+fn none_can_serve(p: &PoolCore) -> Option<String> {
+    let policy = p.spec.restart.policy;
+    let mut reasons: Vec<String> = Vec::new();
+    for (i, inst) in p.instances.iter().enumerate() {
+        if let Some(why) = inst.failed() {
+            reasons.push(format!("instance {i} failed: {why}"));
+            continue;
         }
         if inst.supervision().will_start() {
-            return true;
+            return None;
         }
-        inst.with_current(|c| match c {
-            None => true,
-            Some(c) => auto || !matches!(c.state(), State::Dead | State::Stopped),
+        let ended = inst.with_current(|c| match c {
+            None => None,
+            Some(c) => match c.state() {
+                State::Dead | State::Stopped => Some(c.exit()),
+                _ => None,
+            },
+        });
+        // Not started, or stopped on purpose (lazy, idle): it starts on demand.
+        let exit = ended?;
+        let left_down = match (policy, exit) {
+            (RestartPolicy::Never, Some(_)) => true,
+            (RestartPolicy::OnFailure, Some(ExitInfo::Code(0))) => true,
+            // Not reaped yet, or the policy restarts it.
+            _ => false,
+        };
+        if !left_down {
+            return None;
+        }
+        let exit = exit.map_or("ended".into(), |e| match e {
+            ExitInfo::Code(c) => format!("exited with status {c}"),
+            ExitInfo::Signal(s) => format!("was killed by signal {s}"),
+        });
+        let policy = match policy {
+            RestartPolicy::Never => "never",
+            RestartPolicy::OnFailure => "on_failure",
+            RestartPolicy::Always => "always",
+        };
+        reasons.push(format!(
+            "instance {i} {exit}; restart.policy {policy} does not restart it"
+        ));
+    }
+    Some(summarize(reasons))
+}
+
+/// The reasons of several instances, the same ones said once with their count.
+fn summarize(reasons: Vec<String>) -> String {
+    let mut shown: Vec<(String, usize)> = Vec::new();
+    for r in reasons {
+        // "instance N <rest>": group by the rest.
+        let rest = r.splitn(3, ' ').nth(2).unwrap_or(&r).to_string();
+        match shown.iter_mut().find(|(x, _)| *x == rest) {
+            Some((_, n)) => *n += 1,
+            None => shown.push((rest, 1)),
+        }
+    }
+    shown
+        .into_iter()
+        .map(|(rest, n)| match n {
+            1 => format!("its instance {rest}"),
+            n => format!("{n} instances {rest}"),
         })
-    })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 thread_local! {
@@ -249,14 +319,15 @@ fn wake_on_cancel<'t>(p: &Arc<PoolCore>, token: &'t CancelToken) -> Registration
 }
 
 /// Take an instance for a request or a lease, waiting until `deadline` within the
-/// `limits.max_waiting` bound. `Ok(None)` means no instance can serve at all; the flag
+/// `limits.max_waiting` bound ([`Error::Unavailable`], with the reason, when no instance
+/// will ever serve); the flag
 /// says a sticky key moved.
 pub(crate) fn take(
     p: &Arc<PoolCore>,
     how: Use,
     key: Option<&str>,
     until: Until<'_>,
-) -> Result<Option<(Hold, bool)>> {
+) -> Result<(Hold, bool)> {
     let Until {
         deadline,
         timeout,
@@ -285,8 +356,8 @@ pub(crate) fn take(
         if let Some(picked) = picked {
             break picked;
         }
-        if !may_serve(p) {
-            return Ok(None);
+        if let Some(why) = none_can_serve(p) {
+            return Err(Error::unavailable(&p.spec.id, why));
         }
         let max_waiting = p.spec.limits.max_waiting;
         if c.waiting >= max_waiting {
@@ -329,7 +400,7 @@ pub(crate) fn take(
     if let Some(k) = key {
         p.admission.lock().remember(k, index, incarnation.pid());
     }
-    Ok(Some((Hold { claim, incarnation }, moved)))
+    Ok((Hold { claim, incarnation }, moved))
 }
 
 /// Run one request with routing, waiting, fallback and metrics.
@@ -338,7 +409,7 @@ pub(crate) fn request(
     payload: &str,
     key: Option<&str>,
     wait: &Wait,
-) -> Result<Reply> {
+) -> Result<Reply<Vec<u8>>> {
     let started = Instant::now();
     let result = route(p, payload, key, wait.until_from(started));
     let fallback = matches!(&result, Ok(r) if r.served_by == ServedBy::Oneshot);
@@ -349,7 +420,7 @@ pub(crate) fn request(
 
 /// One request on a held instance (a lease), counted in the pool's metrics as a routed
 /// request is (its latency is the exchange: a lease waits for no instance).
-pub(crate) fn request_held(hold: &Hold, payload: &str, wait: &Wait) -> Result<String> {
+pub(crate) fn request_held(hold: &Hold, payload: &str, wait: &Wait) -> Result<Vec<u8>> {
     let p = &hold.claim.pool;
     let started = Instant::now();
     let result = p
@@ -360,7 +431,12 @@ pub(crate) fn request_held(hold: &Hold, payload: &str, wait: &Wait) -> Result<St
     result
 }
 
-fn route(p: &Arc<PoolCore>, payload: &str, key: Option<&str>, until: Until<'_>) -> Result<Reply> {
+fn route(
+    p: &Arc<PoolCore>,
+    payload: &str,
+    key: Option<&str>,
+    until: Until<'_>,
+) -> Result<Reply<Vec<u8>>> {
     let Until {
         deadline, timeout, ..
     } = until;
@@ -372,8 +448,10 @@ fn route(p: &Arc<PoolCore>, payload: &str, key: Option<&str>, until: Until<'_>) 
         return oneshot(p, payload, timeout, "the pool is disabled");
     }
     let (hold, moved) = match take(p, Use::Request, key, until) {
-        Ok(Some(t)) => t,
-        Ok(None) => return oneshot(p, payload, timeout, "no instance can serve"),
+        Ok(t) => t,
+        Err(Error::Unavailable { reason, .. }) if p.spec.oneshot.is_some() => {
+            return oneshot(p, payload, timeout, &reason)
+        }
         Err(e @ (Error::Spawn(_) | Error::LimitReached { .. })) if p.spec.oneshot.is_some() => {
             return oneshot_after(p, payload, deadline, timeout, e)
         }
@@ -402,7 +480,7 @@ fn oneshot_after(
     deadline: Instant,
     timeout: Duration,
     why: Error,
-) -> Result<Reply> {
+) -> Result<Reply<Vec<u8>>> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(why);
@@ -410,7 +488,7 @@ fn oneshot_after(
     oneshot(p, payload, left.min(timeout), &why.to_string())
 }
 
-fn oneshot(p: &PoolCore, payload: &str, timeout: Duration, why: &str) -> Result<Reply> {
+fn oneshot(p: &PoolCore, payload: &str, timeout: Duration, why: &str) -> Result<Reply<Vec<u8>>> {
     if p.spec.dry_run.is_some() {
         return Err(Error::unavailable(
             &p.spec.id,

@@ -50,6 +50,7 @@ pub const RELOADABLE: &[&str] = &[
     "count",
     "min_instances",
     "lazy",
+    "pty",
 ];
 
 /// One caller's background start, if it asked for one while waiting.

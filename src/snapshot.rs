@@ -127,6 +127,9 @@ pub struct PoolStatus {
     pub max_instances: usize,
     /// The fewest it keeps started: `min_instances`, or `count` when the spec has none.
     pub min_instances: usize,
+    /// The spec's `shutdown.grace_ms`: what a shutdown without a grace of its own waits
+    /// (freeing or dropping the pool; Python's `shutdown()`).
+    pub shutdown_grace_ms: u64,
     /// Per instance.
     pub instances: Vec<InstanceStatus>,
     /// Instances by host and state, in the order of `remote.hosts` (empty for a local pool).
@@ -182,6 +185,7 @@ pub(crate) fn status(core: &PoolCore) -> PoolStatus {
         started,
         max_instances,
         min_instances: core.size.spec().min_instances.unwrap_or(max_instances),
+        shutdown_grace_ms: core.spec.shutdown.grace_ms,
         hosts: by_host(&instances),
         instances,
     }
@@ -245,9 +249,11 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
         (Some(cur), None) => cur.state(),
         (None, None) => State::Stopped,
     };
-    // No process because a restart failed and another is pending: dead, not stopped.
+    // No process, but not stopped on purpose: a restart is pending after a death or a
+    // failed start (dead), or the process is being replaced right now (starting).
     let state = match state {
         State::Stopped if sup.restart_pending() => State::Dead,
+        State::Stopped if sup.will_start() => State::Starting,
         other => other,
     };
     let now = Instant::now();

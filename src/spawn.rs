@@ -19,7 +19,8 @@
 //!   child's `PATH` here (as `Command` does), so the error for a missing binary and for a
 //!   bad `cwd` can be told apart.
 //!
-//! stdin, stdout and stderr are pipes; the host keeps the read end of stdin open as well,
+//! stdin, stdout and stderr are pipes (or, with `pty`, stdin and stdout a pseudo-terminal:
+//! [`Pty`]); the host keeps the read end of stdin open as well,
 //! so a write to it never raises SIGPIPE ([`crate::pipe`]). (A `socketpair` for stdin
 //! written with `send(MSG_NOSIGNAL)` would do that too, but a round trip through a Unix
 //! socket measured 1.7 µs slower than through a pipe.)
@@ -33,6 +34,7 @@ use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -127,12 +129,14 @@ fn resolve(program: &str, path: Option<&OsStr>, cwd: Option<&Path>) -> Result<Pa
     })
 }
 
-/// Spawn `argv` with the hygiene above. Thread-safe; nothing of the host is copied.
+/// Spawn `argv` with the hygiene above (with `pty`, stdin and stdout on a pseudo-terminal:
+/// see [`Pty`]). Thread-safe; nothing of the host is copied.
 pub(crate) fn spawn(
     argv: &[String],
     env: &BTreeMap<String, String>,
     env_clear: bool,
     cwd: Option<&Path>,
+    pty: bool,
 ) -> Result<Child, SpawnError> {
     if let Some(d) = cwd {
         if !d.is_dir() {
@@ -158,24 +162,48 @@ pub(crate) fn spawn(
             .map(|d| cstr(d.as_os_str().as_bytes()))
             .transpose()
             .map_err(other)?,
+        tty: None,
     };
-    let (in_child, in_parent) = pipe().map_err(other)?;
-    let (out_parent, out_child) = pipe().map_err(other)?;
     let (err_parent, err_child) = pipe().map_err(other)?;
     use std::os::fd::AsRawFd;
-    let ends = [
-        in_child.as_raw_fd(),
-        out_child.as_raw_fd(),
-        err_child.as_raw_fd(),
-    ];
-    // Through this thread's helper, if it has one (see `helper`).
-    let (r, pid) = helper::spawn(job, ends);
-    drop((out_child, err_child));
+    let r = if pty {
+        let pty = Pty::open().map_err(other)?;
+        let job = Job {
+            tty: Some(pty.path.clone()),
+            ..job
+        };
+        // The terminal's side is opened by the child by its name (which makes it the
+        // child's controlling terminal); the fds passed for 0 and 1 are not used.
+        let slave = pty.slave.as_raw_fd();
+        let ends = [slave, slave, err_child.as_raw_fd()];
+        let (r, pid) = helper::spawn(job, ends);
+        // Ours closed now: once the child's side is gone, reads of the master end (EIO).
+        drop((pty.slave, err_child));
+        (r, pid, pty.master.map(|m| (m.stdin, m.stdout)))
+    } else {
+        let (in_child, in_parent) = pipe().map_err(other)?;
+        let (out_parent, out_child) = pipe().map_err(other)?;
+        let ends = [
+            in_child.as_raw_fd(),
+            out_child.as_raw_fd(),
+            err_child.as_raw_fd(),
+        ];
+        // Through this thread's helper, if it has one (see `helper`).
+        let (r, pid) = helper::spawn(job, ends);
+        drop((out_child, err_child));
+        (
+            r,
+            pid,
+            Ok((StdinEnd::new(in_parent, in_child), File::from(out_parent))),
+        )
+    };
+    let (r, pid, ends) = r;
+    let (stdin, stdout) = ends.map_err(other)?;
     match r {
         0 => Ok(Child {
             pid,
-            stdin: StdinEnd::new(in_parent, in_child),
-            stdout: File::from(out_parent),
+            stdin,
+            stdout,
             stderr: File::from(err_parent),
         }),
         libc::ENOENT | libc::ENOTDIR => Err(match cwd {
@@ -193,6 +221,96 @@ pub(crate) struct Job {
     args: Vec<CString>,
     env: Vec<CString>,
     cwd: Option<CString>,
+    /// The terminal's path, to open as stdin and stdout (see [`Pty`]).
+    tty: Option<CString>,
+}
+
+/// Window size of a tool's terminal: wide, so that tools which wrap or lay out their
+/// output to the terminal's width (REPLs, progress lines) do so rarely.
+pub const PTY_COLUMNS: u16 = 1000;
+/// Rows of a tool's terminal.
+pub const PTY_ROWS: u16 = 50;
+
+/// A pseudo-terminal for a child's stdin and stdout, in raw mode (no echo, no CR/LF
+/// translation, no canonical line limit) with a [`PTY_COLUMNS`] × [`PTY_ROWS`] window.
+/// The child becomes a session leader (`POSIX_SPAWN_SETSID`, which also makes it its
+/// process group's leader, so the group kill is the same) and opens the terminal by name,
+/// which makes it its controlling terminal; the parent keeps the master end, read by the
+/// stdout reader and written (through a second fd on the same description) by the stdin
+/// writer. A write to the master never raises SIGPIPE.
+struct Pty {
+    /// Our ends, or why they could not be made (reported after the spawn's own error).
+    master: io::Result<MasterEnds>,
+    slave: OwnedFd,
+    path: CString,
+}
+
+struct MasterEnds {
+    stdin: StdinEnd,
+    stdout: File,
+}
+
+impl Pty {
+    fn open() -> io::Result<Pty> {
+        // SAFETY: posix_openpt returns a new fd (checked), owned from here on; grantpt,
+        // unlockpt, ptsname_r and the termios calls act on that fd with buffers we own.
+        unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let master = OwnedFd::from_raw_fd(fd);
+            if libc::grantpt(fd) != 0 || libc::unlockpt(fd) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut name = [0 as libc::c_char; 128];
+            let r = libc::ptsname_r(fd, name.as_mut_ptr(), name.len());
+            if r != 0 {
+                return Err(io::Error::from_raw_os_error(r));
+            }
+            let path = std::ffi::CStr::from_ptr(name.as_ptr()).to_owned();
+            let s = libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            );
+            if s < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let slave = OwnedFd::from_raw_fd(s);
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(s, &mut t) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(s, libc::TCSANOW, &t) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let ws = libc::winsize {
+                ws_row: PTY_ROWS,
+                ws_col: PTY_COLUMNS,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            libc::ioctl(fd, libc::TIOCSWINSZ, &ws);
+            let master = high(master).and_then(|out| {
+                let writer = out.try_clone()?;
+                Ok(MasterEnds {
+                    stdin: StdinEnd::pty(writer),
+                    stdout: File::from(out),
+                })
+            });
+            Ok(Pty {
+                master,
+                slave: high(slave)?,
+                path,
+            })
+        }
+    }
+}
+
+/// `fd` moved to 3 or above if it is below (see [`crate::pipe`]).
+fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
+    crate::pipe::high_fd(fd)
 }
 
 /// `posix_spawn` of `job` with the pipe `ends` (fds in the calling thread's table) as the
@@ -217,7 +335,7 @@ fn run(job: &Job, ends: &[i32; 3]) -> (i32, libc::pid_t) {
             libc::posix_spawnattr_destroy(&mut attr);
             return (r, 0);
         }
-        let r = match set_up(&mut attr, &mut fa, ends, job.cwd.as_ref()) {
+        let r = match set_up(&mut attr, &mut fa, ends, job.cwd.as_ref(), job.tty.as_ref()) {
             Ok(()) => libc::posix_spawn(
                 &mut pid,
                 job.prog.as_ptr(),
@@ -255,6 +373,7 @@ fn set_up(
     fa: &mut libc::posix_spawn_file_actions_t,
     ends: &[i32; 3],
     cwd: Option<&CString>,
+    tty: Option<&CString>,
 ) -> io::Result<()> {
     // SAFETY: `attr` and `fa` were initialised by the caller; the sigsets are plain data
     // initialised here; `cwd` outlives the call that copies it.
@@ -266,17 +385,40 @@ fn set_up(
         std::ptr::write_bytes(&mut all as *mut libc::sigset_t, 0xff, 1);
         check(libc::posix_spawnattr_setsigmask(attr, &empty))?;
         check(libc::posix_spawnattr_setsigdefault(attr, &all))?;
-        check(libc::posix_spawnattr_setpgroup(attr, 0))?;
-        let flags = libc::POSIX_SPAWN_SETSIGMASK
-            | libc::POSIX_SPAWN_SETSIGDEF
-            | libc::POSIX_SPAWN_SETPGROUP;
-        check(libc::posix_spawnattr_setflags(attr, flags as libc::c_short))?;
-        for (target, fd) in ends.iter().enumerate() {
-            check(libc::posix_spawn_file_actions_adddup2(
-                fa,
-                *fd,
-                target as i32,
-            ))?;
+        // A new session (for a terminal) leads a new group as well; else a new group.
+        let group = match tty {
+            Some(_) => libc::POSIX_SPAWN_SETSID,
+            None => {
+                check(libc::posix_spawnattr_setpgroup(attr, 0))?;
+                libc::POSIX_SPAWN_SETPGROUP as libc::c_short
+            }
+        };
+        let flags = libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
+            | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short
+            | group;
+        check(libc::posix_spawnattr_setflags(attr, flags))?;
+        match tty {
+            Some(path) => {
+                // Opened after setsid, without O_NOCTTY: the controlling terminal.
+                check(libc::posix_spawn_file_actions_addopen(
+                    fa,
+                    0,
+                    path.as_ptr(),
+                    libc::O_RDWR,
+                    0,
+                ))?;
+                check(libc::posix_spawn_file_actions_adddup2(fa, 0, 1))?;
+                check(libc::posix_spawn_file_actions_adddup2(fa, ends[2], 2))?;
+            }
+            None => {
+                for (target, fd) in ends.iter().enumerate() {
+                    check(libc::posix_spawn_file_actions_adddup2(
+                        fa,
+                        *fd,
+                        target as i32,
+                    ))?;
+                }
+            }
         }
         check(libc::posix_spawn_file_actions_addclosefrom_np(fa, 3))?;
         if let Some(d) = cwd {

@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod dry_run;
+mod protocol;
 mod remote;
 mod validate;
 pub use dry_run::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV, MAX_DRY_EXIT_CODE};
+pub use protocol::{Marker, Protocol};
 pub use remote::{Launcher, RemoteSpec, COMMAND_PLACEHOLDER, HOST_PLACEHOLDER};
 
 /// Most instances in one pool.
@@ -103,6 +105,20 @@ pub struct ToolSpec {
     /// What happens to the tool's stderr lines besides the tail kept for status:
     /// `"keep"` (default) or `"log"` (each line is also a `log` record).
     pub stderr: StderrMode,
+    /// Errors on stderr fail fast (`lines` and `marker` framing): while a request waits,
+    /// stderr lines from its instance followed by this many milliseconds with no reply
+    /// end it as a tool error ([`crate::Error::Tool`]) carrying those lines; the instance
+    /// stays up. A warning followed by a reply within the window is no error. With
+    /// `marker` framing, an empty reply after stderr lines is that error too (a tool told
+    /// to print the marker by `end_command` prints it after an error as well).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr_error_ms: Option<u64>,
+    /// The tool's stdin and stdout are a pseudo-terminal (stderr stays a pipe), so a tool
+    /// that buffers its output on a pipe (stdio, Python, jq, sed, mawk) writes line by
+    /// line as it does for a person. The terminal is raw: no echo, no CR/LF translation,
+    /// no line-length limit; `TERM=dumb` unless `env` sets it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pty: bool,
 }
 
 /// The spec key `stderr`.
@@ -146,6 +162,8 @@ impl Default for ToolSpec {
             min_instances: None,
             remote: None,
             stderr: StderrMode::Keep,
+            stderr_error_ms: None,
+            pty: false,
         }
     }
 }
@@ -251,31 +269,6 @@ impl Default for Limits {
             max_rss_mb: None,
             memory_budget_mb: None,
         }
-    }
-}
-
-/// Request framing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    /// One request line, one reply line, matched in order.
-    #[default]
-    Lines,
-    /// JSON-RPC 2.0, one object per line, matched by id.
-    Jsonrpc,
-    /// A reply is every line up to (not including) this terminator line.
-    Marker(String),
-    /// JSON-RPC 2.0 in the Language Server Protocol's base framing: every message, both
-    /// directions, is `Content-Length: N\r\n\r\n` and N bytes of JSON; matched by id as
-    /// in `jsonrpc`. A body longer than `limits.max_line_bytes` is skipped and counted.
-    Lsp,
-}
-
-impl Protocol {
-    /// True for the JSON-RPC framings (`jsonrpc`, `lsp`): replies matched by id, several
-    /// requests in flight, notifications, handshakes.
-    pub fn is_rpc(&self) -> bool {
-        matches!(self, Protocol::Jsonrpc | Protocol::Lsp)
     }
 }
 
@@ -409,7 +402,19 @@ impl ToolSpec {
     }
 
     fn from_value(id: Option<&str>, value: serde_json::Value) -> Result<ToolSpec> {
-        let name = sanitize(id.unwrap_or("<spec>"));
+        // The tool's name in messages: the registry's id, else the spec's own `id`, else
+        // the file name of `command[0]` (what the id will default to), read off the raw
+        // JSON since the spec may not deserialize.
+        let own = || {
+            let id = value.get("id").and_then(|v| v.as_str());
+            let cmd = value
+                .get("command")
+                .and_then(|c| c.get(0))
+                .and_then(|c| c.as_str())
+                .map(|c| c.rsplit('/').next().unwrap_or(c));
+            id.or(cmd).filter(|s| !s.is_empty())
+        };
+        let name = sanitize(id.or_else(own).unwrap_or("<spec>"));
         if !value.is_object() {
             return Err(Error::Config(format!(
                 "tool '{name}': a spec must be a JSON object"

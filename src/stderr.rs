@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,10 +32,10 @@ const TAIL_LINE_CHARS: usize = 500;
 pub(crate) fn spawn_drainer(
     spec: &ToolSpec,
     (index, pid): (usize, i32),
-    (stderr, reaper): (File, Option<Reaper>),
+    reaper: Option<Reaper>,
     counters: Arc<Counters>,
     (tx, drop_rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>),
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Arc<Tail>,
     done: Sender<()>,
 ) -> JoinHandle<()> {
     let sink = Sink {
@@ -45,7 +45,6 @@ pub(crate) fn spawn_drainer(
         cap: spec.limits.queue_lines,
         drop_rx,
         tail,
-        keep: spec.limits.stderr_tail_lines,
         log_as: (spec.stderr == StderrMode::Log).then(|| {
             format!(
                 "tool={} instance={index} pid={}",
@@ -56,7 +55,7 @@ pub(crate) fn spawn_drainer(
     };
     process::spawn_small_thread(format!("toolpool-err-{pid}"), move || {
         let _done = done;
-        drain(&sink, stderr, reaper)
+        drain(&sink, reaper)
     })
 }
 
@@ -67,7 +66,7 @@ pub(crate) fn exit_hook(
     who: String,
     pid: Arc<AtomicI32>,
     expected: Arc<AtomicBool>,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Arc<std::sync::OnceLock<Arc<Tail>>>,
     dead: Sender<()>,
     on_exit: OnExit,
 ) -> OnExit {
@@ -76,7 +75,7 @@ pub(crate) fn exit_hook(
                     // (0: no process was started, a dry-run incarnation.)
         let os_pid = Some(pid.load(Relaxed)).filter(|&p| p > 0);
         let who = format!("{who} pid={}", LogPid(os_pid));
-        log_exit(&who, e, &expected, &tail);
+        log_exit(&who, e, &expected, tail.get().map(|t| &**t));
         on_exit(e)
     })
 }
@@ -88,7 +87,7 @@ pub const EXIT_STDERR_WAIT: Duration = Duration::from_millis(100);
 
 /// The record of a process's end: a warning when nobody asked for it (with the last
 /// stderr lines), debug otherwise.
-fn log_exit(who: &str, exit: ExitInfo, expected: &AtomicBool, tail: &Mutex<VecDeque<String>>) {
+fn log_exit(who: &str, exit: ExitInfo, expected: &AtomicBool, tail: Option<&Tail>) {
     if expected.load(Relaxed) {
         log::debug!(target: "toolpool", "stopped {who} {}", exit_fields(exit));
         return;
@@ -96,7 +95,7 @@ fn log_exit(who: &str, exit: ExitInfo, expected: &AtomicBool, tail: &Mutex<VecDe
     if !log::log_enabled!(target: "toolpool", log::Level::Warn) {
         return;
     }
-    let tail: Vec<String> = tail.lock().iter().cloned().collect();
+    let tail = tail.map(Tail::lines).unwrap_or_default();
     log::warn!(
         target: "toolpool",
         "exited unexpectedly {who} {} stderr={tail:?}",
@@ -112,24 +111,96 @@ pub(crate) fn exit_fields(exit: ExitInfo) -> String {
     }
 }
 
-fn push_tail(tail: &Mutex<VecDeque<String>>, keep: usize, line: &[u8]) {
-    if keep == 0 {
-        return;
-    }
-    let mut s = String::from_utf8_lossy(line).into_owned();
-    if s.len() > TAIL_LINE_CHARS {
-        let mut cut = TAIL_LINE_CHARS;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
+/// The stderr lines an incarnation wrote lately (the last `limits.stderr_tail_lines`,
+/// each cut to [`TAIL_LINE_CHARS`]), how many it wrote in all and when the last came, and
+/// the pipe they come through (shared with the drainer, which reads it). The request path
+/// marks [`Tail::total`] before a request and asks for the lines since
+/// ([`Tail::since`]); [`Tail::settled`] tells it that every byte the tool has written to
+/// stderr so far is counted.
+pub(crate) struct Tail {
+    keep: usize,
+    state: Mutex<TailState>,
+    /// The drainer has taken bytes from the pipe and not yet counted their lines.
+    busy: AtomicBool,
+    pipe: File,
+}
+
+#[derive(Default)]
+struct TailState {
+    lines: VecDeque<String>,
+    total: u64,
+    last_at: Option<Instant>,
+}
+
+impl Tail {
+    /// The tail of the stderr pipe `pipe`, keeping `keep` lines.
+    pub fn new(pipe: File, keep: usize) -> Tail {
+        Tail {
+            keep,
+            state: Mutex::new(TailState::default()),
+            busy: AtomicBool::new(false),
+            pipe,
         }
-        s.truncate(cut);
-        s.push('…');
     }
-    let mut t = tail.lock();
-    if t.len() == keep {
-        t.pop_front();
+
+    /// The lines kept (lossy UTF-8).
+    pub fn lines(&self) -> Vec<String> {
+        self.state.lock().lines.iter().cloned().collect()
     }
-    t.push_back(s);
+
+    /// Lines written so far, and when the last one came.
+    pub fn total(&self) -> (u64, Option<Instant>) {
+        let st = self.state.lock();
+        (st.total, st.last_at)
+    }
+
+    /// The lines written after the first `mark` (as far as the tail still holds them), and
+    /// how many more came that it no longer holds.
+    pub fn since(&self, mark: u64) -> (Vec<String>, u64) {
+        let st = self.state.lock();
+        let new = st.total.saturating_sub(mark);
+        let held = (new as usize).min(st.lines.len());
+        let lines = st
+            .lines
+            .iter()
+            .skip(st.lines.len() - held)
+            .cloned()
+            .collect();
+        (lines, new - held as u64)
+    }
+
+    /// True when every whole line the tool has written to stderr so far is counted: none
+    /// waits in the pipe, and the drainer is not between reading and counting. (Read in
+    /// that order: a drainer that takes the bytes after the pipe was seen empty had set
+    /// `busy` before it read.)
+    pub fn settled(&self) -> bool {
+        let mut pending: libc::c_int = 0;
+        // SAFETY: FIONREAD on a pipe we hold open, into a live int.
+        let r = unsafe { libc::ioctl(self.pipe.as_raw_fd(), libc::FIONREAD, &mut pending) };
+        (r != 0 || pending == 0) && !self.busy.load(SeqCst)
+    }
+
+    fn push(&self, line: &[u8]) {
+        let mut st = self.state.lock();
+        st.total += 1;
+        st.last_at = Some(Instant::now());
+        if self.keep == 0 {
+            return;
+        }
+        let mut s = String::from_utf8_lossy(line).into_owned();
+        if s.len() > TAIL_LINE_CHARS {
+            let mut cut = TAIL_LINE_CHARS;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push('…');
+        }
+        if st.lines.len() == self.keep {
+            st.lines.pop_front();
+        }
+        st.lines.push_back(s);
+    }
 }
 
 /// Where the drainer puts what it reads.
@@ -140,8 +211,7 @@ struct Sink {
     /// Most lines kept on `tx`.
     cap: usize,
     drop_rx: Receiver<Vec<u8>>,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    keep: usize,
+    tail: Arc<Tail>,
     /// `tool=… instance=… pid=…` when stderr lines are logged.
     log_as: Option<String>,
 }
@@ -149,7 +219,7 @@ struct Sink {
 impl Sink {
     fn emit(&self, line: Vec<u8>) {
         self.counters.stderr_lines.fetch_add(1, Relaxed);
-        push_tail(&self.tail, self.keep, &line);
+        self.tail.push(&line);
         if let Some(who) = &self.log_as {
             log::info!(target: "toolpool::stderr", "stderr {who}: {}", String::from_utf8_lossy(&line));
         }
@@ -167,7 +237,8 @@ impl Sink {
 
 /// The drainer's loop: one `poll` on stderr and the reaper's exit fd, until stderr has
 /// reached EOF and the end has been reported.
-fn drain(sink: &Sink, src: File, reaper: Option<Reaper>) {
+fn drain(sink: &Sink, reaper: Option<Reaper>) {
+    let src = &sink.tail.pipe;
     // Without an exit fd (no fd left for a pipe), a thread of its own waits instead.
     let (mut reaper, exit_fd) = match reaper {
         Some(mut r) => match r.exit_fd() {
@@ -218,7 +289,9 @@ fn drain(sink: &Sink, src: File, reaper: Option<Reaper>) {
             }
         }
         if fds[0].revents != 0 {
-            match lines.fill_from(&src) {
+            // Busy from before the read until its lines are counted (see `Tail::settled`).
+            sink.tail.busy.store(true, SeqCst);
+            match lines.fill_from(src) {
                 Ok(0) => open = false,
                 Ok(_) => {
                     while let Some(line) = lines.next_line(sink.max, &sink.counters.lines_split) {
@@ -233,6 +306,7 @@ fn drain(sink: &Sink, src: File, reaper: Option<Reaper>) {
                     sink.emit(rest);
                 }
             }
+            sink.tail.busy.store(false, SeqCst);
         }
         if report_by.is_some_and(|by| !open || Instant::now() >= by) {
             if let Some(r) = reaper.take() {

@@ -187,10 +187,16 @@ fn on_dead(p: &Arc<PoolCore>, i: usize, exit: Option<ExitInfo>, now: Instant) {
         Next::RestartAt(_) => false,
         Next::StartFailed => true,
         _ => match r.policy {
-            RestartPolicy::Never => return,
             RestartPolicy::Always => true,
-            RestartPolicy::OnFailure if exit == Some(ExitInfo::Code(0)) => return,
-            RestartPolicy::OnFailure => true,
+            RestartPolicy::OnFailure if exit != Some(ExitInfo::Code(0)) => true,
+            RestartPolicy::Never | RestartPolicy::OnFailure => {
+                // It stays down: a recycle asked for before it ended is moot, and callers
+                // waiting for it are told why (the router asks `none_can_serve`).
+                if inst.supervision().take_recycle().is_some() {
+                    p.admission.wake();
+                }
+                return;
+            }
         },
     };
     if schedule && !schedule_restart(p, i, exit, now) {
@@ -286,14 +292,14 @@ fn probe(p: &Arc<PoolCore>, i: usize) {
     let result = exchange_on(p, &cur, &payload, wait.until_from(t0));
     let took = t0.elapsed();
     let ok = match (&result, &h.expect) {
-        (Ok(reply), Some(want)) => reply == want,
+        (Ok(reply), Some(want)) => reply == want.as_bytes(),
         (Ok(_), None) => true,
         (Err(Error::Tool { .. }), _) => p.spec.protocol.is_rpc(),
         (Err(_), _) => false,
     };
     if !ok {
         let why = match &result {
-            Ok(reply) => format!("unexpected reply {reply:?}"),
+            Ok(reply) => format!("unexpected reply {:?}", String::from_utf8_lossy(reply)),
             Err(e) => e.to_string(),
         };
         log::warn!(

@@ -616,26 +616,80 @@ fn a_second_ctrl_c_stops_requests_in_flight() {
     let args = ["run", "-n", "2", "--jsonl", "--", testtool()];
     let (mut child, seen) = started(&args, &marker, 2);
     let pid = child.id() as i32;
+    // stderr line by line, to see what the first Ctrl-C says.
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
     // Two requests that never get a reply (the default timeout is a minute).
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hang\nhang\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill(2) takes plain integers; the pid is our own child (or its group).
     unsafe { libc::kill(pid, libc::SIGINT) };
-    // The first Ctrl-C waits for what is in flight.
-    std::thread::sleep(Duration::from_millis(500));
+    // The first Ctrl-C waits for what is in flight, and says so.
+    let said = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("nothing said at the first Ctrl-C");
+    assert!(
+        said.contains("waiting for 2 requests in flight (Ctrl-C again stops them)"),
+        "{said}"
+    );
     assert!(
         child.try_wait().unwrap().is_none(),
         "exited at the first Ctrl-C"
     );
     // SAFETY: kill(2) takes plain integers; the pid is our own child (or its group).
     unsafe { libc::kill(pid, libc::SIGINT) };
-    let out = finished(child, &seen, &marker);
+    let mut out = finished(child, &seen, &marker);
     drop(stdin);
+    out.stderr = lines.join().unwrap().into_bytes();
     fails(&out, 130, &["2 requests, 0 ok, 2 failed", "interrupted"]);
     let rows = jsonl(&out);
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r["ok"] == false), "{rows:?}");
+}
+
+#[test]
+fn plain_output_passes_the_tools_bytes_through_and_jsonl_replaces_them() {
+    let out = cli(&["run", "-n", "1", "--", testtool()], "badutf8\nok\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"bad \xff\xfe\xc3 bytes\nok\n");
+    let out = cli(
+        &["run", "-n", "1", "--jsonl", "--", testtool()],
+        "badutf8\n",
+    );
+    let rows = jsonl(&out);
+    assert_eq!(
+        rows[0]["reply"], "bad \u{FFFD}\u{FFFD}\u{FFFD} bytes",
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn restart_policy_takes_both_spellings() {
+    for policy in ["on-failure", "on_failure", "always", "never"] {
+        let out = cli(
+            &["run", "-n", "1", "--restart", policy, "--", testtool()],
+            "x\n",
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{policy}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "x\n");
+    }
+    let out = cli(&["run", "--restart", "sometimes", "--", testtool()], "x\n");
+    fails(&out, 2, &["'sometimes' is not a restart policy"]);
 }
 
 #[test]

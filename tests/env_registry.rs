@@ -23,6 +23,14 @@ fn registry_from_env_and_pool_from_registry() {
         matches!(&unset, Error::Config(m) if m.contains("TOOLPOOL_REGISTRY")),
         "{unset}"
     );
+    // A command line taken for a tool id: the error says what was looked up, and how to
+    // start a command instead.
+    let err = Pool::from_registry(None, "bc -q", 0).unwrap_err();
+    let m = err.to_string();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(m.contains("TOOLPOOL_REGISTRY is not set"), "{m}");
+    assert!(m.contains("tool id 'bc -q'"), "{m}");
+    assert!(m.contains(r#""command": ["bc","-q"]"#), "{m}");
     let reg = Registry::from_path(&path).unwrap();
     std::env::set_var(toolpool::spec::REGISTRY_ENV, &path);
     assert_eq!(Registry::from_env().unwrap(), reg);

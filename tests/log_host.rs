@@ -54,4 +54,55 @@ fn the_host_logger_wins() {
         log::LevelFilter::Debug,
         "the host's level is untouched"
     );
+
+    // A pool freed right after a cancelled request (its instance is being replaced, so no
+    // late reply reaches anyone) says nothing false: its replacement is stopped by the
+    // shutdown on purpose, not a start that failed.
+    for k in 0..10 {
+        let pool = private(toolpool::ToolSpec {
+            id: format!("cancel_free_{k}"),
+            ..tool(1, &[])
+        });
+        let token = toolpool::CancelToken::new();
+        let canceller = {
+            let token = token.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                token.cancel();
+            })
+        };
+        let r = pool.request("hang", toolpool::Wait::new(T).with_cancel(&token));
+        assert!(matches!(r, Err(toolpool::Error::Cancelled(_))), "{r:?}");
+        canceller.join().unwrap();
+        drop(pool);
+    }
+    // Dry-run records name no pid (there is no process), as status does.
+    let mut spec = toolpool::ToolSpec::new(["/nonexistent/dry"]);
+    spec.id = "dry_log".into();
+    spec.dry_run = Some(toolpool::DryRun::echo());
+    let pool = toolpool::Pool::from_spec(spec).unwrap();
+    assert_eq!(pool.request("x", T).unwrap().text, "x");
+    pool.shutdown(T);
+    let got = HOST.0.lock().unwrap().clone();
+    let false_warnings: Vec<&String> = got
+        .iter()
+        .filter(|l| l.starts_with("WARN") && l.contains("cancel_free_"))
+        .collect();
+    assert!(false_warnings.is_empty(), "{false_warnings:#?}");
+    assert!(
+        got.iter()
+            .any(|l| l.contains("cancel kill tool=cancel_free_")),
+        "{got:#?}"
+    );
+    let dry: Vec<&String> = got.iter().filter(|l| l.contains("tool=dry_log")).collect();
+    assert!(
+        dry.iter()
+            .any(|l| l.starts_with("DEBUG stopped tool=dry_log instance=0 pid=null ")),
+        "{dry:#?}"
+    );
+    assert!(
+        dry.iter()
+            .all(|l| !l.contains("pid=-") && !l.contains("pid=0 ")),
+        "{dry:#?}"
+    );
 }

@@ -101,6 +101,14 @@ fn a_standalone_spec_takes_its_id_from_the_command() {
     assert!(
         matches!(ToolSpec::from_json(r#"{"command": ["x"], "nope": 1}"#), Err(Error::Config(m)) if m.contains("nope"))
     );
+    // Errors name the tool as its id will be, even when the spec does not parse.
+    let err = |json: &str| ToolSpec::from_json(json).unwrap_err().to_string();
+    let m = err(r#"{"command": ["/usr/bin/bc", "-q"], "count": "two"}"#);
+    assert!(m.contains("tool 'bc': key 'count'"), "{m}");
+    let m = err(r#"{"id": "calc", "command": ["bc"], "count": 0}"#);
+    assert!(m.contains("tool 'calc'"), "{m}");
+    let m = err(r#"{"command": 5}"#);
+    assert!(m.contains("tool '<spec>'"), "{m}");
 }
 
 #[test]

@@ -27,9 +27,10 @@ type Status struct {
 	Command           []string         `json:"command"` // the argv the pool runs (dry: would run)
 	WaitedForInstance uint64           `json:"waited_for_instance"`
 	Waiting           int              `json:"waiting"`
-	Started           int              `json:"started"`       // instances with a process now
-	MaxInstances      int              `json:"max_instances"` // the count (Resize changes it)
-	MinInstances      int              `json:"min_instances"` // min_instances, or the count
+	Started           int              `json:"started"`           // instances with a process now
+	MaxInstances      int              `json:"max_instances"`     // the count (Resize changes it)
+	MinInstances      int              `json:"min_instances"`     // min_instances, or the count
+	ShutdownGraceMs   int64            `json:"shutdown_grace_ms"` // the spec's shutdown.grace_ms (what Close waits)
 	Instances         []InstanceStatus `json:"instances"`
 	Hosts             []HostStatus     `json:"hosts"` // instances by host and state (remote pools; empty otherwise)
 }

@@ -17,7 +17,9 @@
 //! `hang` stop reading stdin and sleep forever · `silent` print nothing ·
 //! `env:NAME` the variable's value · `cwd` the working directory · `twice:TEXT` two lines ·
 //! `alloc:MB` allocate MB MiB, write every byte, keep it; reply `allocated TOTAL` (MiB held) ·
-//! `free` drop what `alloc` holds; reply `freed`.
+//! `free` drop what `alloc` holds; reply `freed` · `warn:MS:TEXT` a stderr line, MS ms, then
+//! TEXT · `fail:TEXT` TEXT on stderr only · `late:MS:TEXT` TEXT, then after MS ms a second
+//! line `late TEXT` · `tty` which of stdin, stdout, stderr are terminals, and `TERM`.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -250,6 +252,33 @@ fn command(text: &str, raw: &[u8], prefix: &str, out: &mut impl Write) -> std::i
         "free" => {
             HELD.lock().unwrap_or_else(|e| e.into_inner()).clear();
             writeln!(out, "{prefix}freed")
+        }
+        "warn" => {
+            eprintln!("warning: {rest} is coming");
+            std::thread::sleep(Duration::from_millis(n()));
+            writeln!(out, "{prefix}{rest}")
+        }
+        "fail" => {
+            let mut e = std::io::stderr().lock();
+            writeln!(e, "error: {}", &text[5..])
+        }
+        "late" => {
+            writeln!(out, "{prefix}{rest}")?;
+            out.flush()?;
+            std::thread::sleep(Duration::from_millis(n()));
+            writeln!(out, "{prefix}late {rest}")
+        }
+        "tty" => {
+            // SAFETY: isatty on the three standard fds.
+            let t = |fd| unsafe { libc::isatty(fd) } == 1;
+            writeln!(
+                out,
+                "stdin {} stdout {} stderr {} TERM={}",
+                t(0),
+                t(1),
+                t(2),
+                std::env::var("TERM").unwrap_or_default()
+            )
         }
         _ => {
             out.write_all(prefix.as_bytes())?;

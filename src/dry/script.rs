@@ -5,7 +5,7 @@
 use super::{Responder, MAX_DRY_OUT_BYTES, MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
 use crate::error::ExitInfo;
 use crate::linebuf::LineBuf;
-use crate::spec::{DryDefault, DryRun, Protocol};
+use crate::spec::{DryDefault, DryRun, Marker, Protocol};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -157,6 +157,17 @@ impl Script {
     }
 
     fn answer_line(&self, line: &[u8], proto: &Protocol) -> (Duration, Option<Action>) {
+        // The spec's `end_command`: the tool prints the marker, and only then.
+        if let Protocol::Marker(Marker {
+            marker,
+            end_command: Some(end),
+        }) = proto
+        {
+            if line == end.as_bytes() {
+                let out = format!("{marker}\n").into_bytes();
+                return (Duration::ZERO, Some(Action::Write(out)));
+            }
+        }
         let key = String::from_utf8_lossy(line);
         let found = self.dry.find(&key);
         let delay = Duration::from_millis(found.map_or(0, |r| r.delay_ms));
@@ -177,16 +188,24 @@ impl Script {
         };
         let mut out = Vec::with_capacity(text.len() + 8);
         match proto {
-            Protocol::Marker(m) => {
+            Protocol::Marker(Marker {
+                marker,
+                end_command: None,
+            }) => {
                 if !text.is_empty() {
                     out.extend_from_slice(&text);
                     out.push(b'\n');
                 }
-                out.extend_from_slice(m.as_bytes());
+                out.extend_from_slice(marker.as_bytes());
+                out.push(b'\n');
             }
-            _ => out.extend_from_slice(&text),
+            // With an `end_command` the marker comes when that line does.
+            Protocol::Marker(_) if text.is_empty() => {}
+            _ => {
+                out.extend_from_slice(&text);
+                out.push(b'\n');
+            }
         }
-        out.push(b'\n');
         (delay, Some(Action::Write(out)))
     }
 

@@ -14,11 +14,10 @@ use crate::process::{Launch, OnExit};
 use crate::reader::{StdoutFilter, StdoutReader};
 use crate::rpc::{ClientReplies, Dispatcher};
 use crate::spec::{Protocol, ToolSpec};
-use crate::stderr;
+use crate::stderr::{self, Tail};
 use crate::writer::StdinWriter;
 use crossbeam_channel::{bounded, unbounded, Receiver};
 use parking_lot::Mutex;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -37,17 +36,18 @@ impl Incarnation {
         let lsp = spec.protocol == Protocol::Lsp;
         let (rpc, filter) = dispatcher(spec, index);
         let (dead_tx, dead_rx) = bounded::<()>(0);
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         // Dropped by the stderr drainer when it ends: `join` and `death` wait for it, and
         // so does a dry responder's end (see `spawn_child`).
         let (stderr_done_tx, stderr_done_rx) = bounded::<()>(0);
         let expected = Arc::new(AtomicBool::new(false));
         let pid_cell = Arc::new(AtomicI32::new(0));
+        // The tail wraps the stderr pipe, made by the spawn; the exit record reads it.
+        let tail_cell: Arc<OnceLock<Arc<Tail>>> = Arc::new(OnceLock::new());
         let on_exit = stderr::exit_hook(
             format!("tool={} instance={index}", spec.id),
             Arc::clone(&pid_cell),
             Arc::clone(&expected),
-            Arc::clone(&stderr_tail),
+            Arc::clone(&tail_cell),
             dead_tx,
             on_exit,
         );
@@ -60,6 +60,8 @@ impl Incarnation {
             &pid_cell,
         )?;
         let pid = sp.process.pid();
+        let tail = Arc::new(Tail::new(sp.stderr, spec.limits.stderr_tail_lines));
+        let _ = tail_cell.set(Arc::clone(&tail));
         let q = spec.limits.queue_lines;
         // Allocated as it fills; the drainer keeps it to `q` lines.
         let (stderr_tx, stderr_rx) = unbounded::<Vec<u8>>();
@@ -85,10 +87,10 @@ impl Incarnation {
         let drainer = stderr::spawn_drainer(
             spec,
             (index, pid),
-            (sp.stderr, sp.reaper),
+            sp.reaper,
             Arc::clone(&counters),
             (stderr_tx, stderr_rx.clone()),
-            Arc::clone(&stderr_tail),
+            Arc::clone(&tail),
             stderr_done_tx,
         );
         Ok(Arc::new(Incarnation {
@@ -100,7 +102,7 @@ impl Incarnation {
             rpc,
             queue_lines: q,
             stderr_rx,
-            stderr_tail,
+            stderr_tail: tail,
             counters,
             stopped: AtomicBool::new(false),
             retired: AtomicBool::new(false),
@@ -165,11 +167,17 @@ fn spawn_child(
     (on_exit, stderr_done): (OnExit, Receiver<()>),
     pid_cell: &AtomicI32,
 ) -> Result<Started> {
+    let mut env = spec.env.clone();
+    if spec.pty {
+        // A terminal that draws nothing: colours and cursor moves off, unless asked for.
+        env.entry("TERM".into()).or_insert_with(|| "dumb".into());
+    }
     let launch = Launch {
         argv: spec.command.clone(),
-        env: spec.env.clone(),
+        env,
         env_clear: spec.env_clear,
         cwd: spec.cwd.clone(),
+        pty: spec.pty,
     };
     let wait = Duration::from_millis(spec.startup.timeout_ms);
     let sp: Started = match &spec.dry_run {

@@ -213,6 +213,7 @@ impl Masters {
             env: BTreeMap::new(),
             env_clear: false,
             cwd: None,
+            pty: false,
         })
         .map_err(|e| Error::Spawn(format!("host '{host}': {e}")))?;
         sp.reaper.into_thread();

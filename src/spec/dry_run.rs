@@ -2,7 +2,7 @@
 //! own tests run without the tool installed. A dry pool starts no process (see the
 //! `dry` module); this module is only the data and its validation.
 
-use super::{Protocol, MAX_DURATION_MS};
+use super::{Marker, Protocol, MAX_DURATION_MS};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Environment variable that makes every pool dry (`TOOLPOOL_DRY_RUN=1`): a spec without
@@ -163,7 +163,7 @@ fn one_line(key: &str, s: &str) -> Result<(), (String, String)> {
 fn check_reply(key: &str, reply: &str, protocol: &Protocol) -> Result<(), (String, String)> {
     match protocol {
         Protocol::Lines => one_line(key, reply),
-        Protocol::Marker(m) => {
+        Protocol::Marker(Marker { marker: m, .. }) => {
             if reply.contains('\0') {
                 return Err((key.into(), "contains a NUL byte".into()));
             }

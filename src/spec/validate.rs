@@ -47,6 +47,7 @@ impl ToolSpec {
             ("max_lifetime_ms", self.max_lifetime_ms),
             ("health.interval_ms", health.map(|h| h.interval_ms)),
             ("health.timeout_ms", health.map(|h| h.timeout_ms)),
+            ("stderr_error_ms", self.stderr_error_ms),
         ];
         for (key, ms) in durations {
             if ms.is_some_and(|ms| ms > MAX_DURATION_MS) {
@@ -81,7 +82,13 @@ impl ToolSpec {
             one_line("startup.ready_line", line)?;
         }
         if let Protocol::Marker(m) = &self.protocol {
-            one_line("protocol.marker", m)?;
+            one_line("protocol.marker", &m.marker)?;
+            if let Some(end) = &m.end_command {
+                one_line("protocol.end_command", end)?;
+                if end.is_empty() {
+                    return bad("protocol.end_command", "must not be empty");
+                }
+            }
         }
         if let Some(h) = &self.health {
             if let Some(p) = &h.probe {
@@ -201,6 +208,21 @@ impl ToolSpec {
         }
         if !self.client_replies.is_empty() && !rpc {
             return bad("client_replies", "needs the jsonrpc or lsp protocol");
+        }
+        if self.stderr_error_ms.is_some() && rpc {
+            return bad(
+                "stderr_error_ms",
+                "applies to the lines and marker protocols (a JSON-RPC tool answers errors with an error object)",
+            );
+        }
+        if self.stderr_error_ms == Some(0) {
+            return bad("stderr_error_ms", "must be at least 1");
+        }
+        if self.pty && self.remote.is_some() {
+            return bad(
+                "pty",
+                "cannot be used with remote (the launcher's own stdio reaches the remote tool)",
+            );
         }
         if self.protocol == Protocol::Lsp && self.startup.ready_line.is_some() {
             return bad(

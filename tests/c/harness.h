@@ -23,6 +23,8 @@ void tp_sleep_ms(unsigned ms);
 /* The pool's health once `dead` instances are dead, polled every 20 ms for up to `ms`
  * (the last health read when they never are). */
 ToolpoolHealth tp_wait_dead(const ToolpoolPool *p, uint32_t dead, unsigned ms);
+/* The same, until `alive` instances are alive and `dead` dead. */
+ToolpoolHealth tp_wait_health(const ToolpoolPool *p, uint32_t alive, uint32_t dead, unsigned ms);
 /* A pool from a spec JSON built with printf-style arguments; NULL (and a failure) if it
  * did not start. */
 ToolpoolPool *tp_pool(const char *fmt, ...);

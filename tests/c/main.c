@@ -37,15 +37,23 @@ void tp_sleep_ms(unsigned ms) {
     }
 }
 
-ToolpoolHealth tp_wait_dead(const ToolpoolPool *p, uint32_t dead, unsigned ms) {
+static ToolpoolHealth wait_health(const ToolpoolPool *p, int64_t alive, uint32_t dead, unsigned ms) {
     ToolpoolHealth h = {0, 0, 0};
     uint64_t until = tp_now_ms() + ms;
     do {
         if (toolpool_pool_health(p, &h) != TOOLPOOL_OK) break;
-        if (h.dead == dead) break;
+        if (h.dead == dead && (alive < 0 || h.alive == alive)) break;
         tp_sleep_ms(20);
     } while (tp_now_ms() < until);
     return h;
+}
+
+ToolpoolHealth tp_wait_dead(const ToolpoolPool *p, uint32_t dead, unsigned ms) {
+    return wait_health(p, -1, dead, ms);
+}
+
+ToolpoolHealth tp_wait_health(const ToolpoolPool *p, uint32_t alive, uint32_t dead, unsigned ms) {
+    return wait_health(p, alive, dead, ms);
 }
 
 ToolpoolPool *tp_pool(const char *fmt, ...) {

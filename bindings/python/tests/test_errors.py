@@ -144,6 +144,19 @@ def test_shut_down_after_shutdown_and_close(testtool):
             call()
 
 
+def test_shutdown_waits_the_specs_grace_by_default(testtool):
+    # A tool that ignores SIGTERM is killed once the grace has passed: the spec's 300 ms,
+    # not the 2 s default of a spec without the key.
+    spec = {"command": [testtool, "--ignore-term"], "shutdown": {"grace_ms": 300}}
+    with Pool(spec) as pool:
+        assert pool.status()["shutdown_grace_ms"] == 300
+        pool.send(0, "hang")
+        start = time.monotonic()
+        pool.shutdown()
+        took = time.monotonic() - start
+    assert 0.25 <= took < 1.5, took
+
+
 def test_timeout_error_is_quick(testtool):
     with Pool({"command": [testtool]}) as pool:
         start = time.monotonic()

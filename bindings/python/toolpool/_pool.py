@@ -27,7 +27,9 @@ __all__ = [
 
 #: Default for every ``timeout=`` (seconds): reads, requests, leases, ``map``.
 DEFAULT_TIMEOUT: float = 30.0
-#: Default ``grace=`` of :meth:`Pool.shutdown` (seconds), the same as the spec default.
+#: The grace (seconds) of the shutdown that :meth:`Pool.close` from another thread starts
+#: to wake the callers that wait (the spec default); the pool is then freed with the spec's
+#: own ``shutdown.grace_ms``.
 DEFAULT_GRACE: float = 2.0
 
 _U32_MAX = 0xFFFFFFFF
@@ -501,10 +503,13 @@ class Pool(Managed):
             return
         self._size = n.value
 
-    def shutdown(self, grace: float = DEFAULT_GRACE) -> None:
-        """Close every stdin, SIGTERM each process group, wait up to ``grace`` seconds,
-        SIGKILL the rest, reap. Idempotent. Afterwards I/O raises ``ShutDown``; ``len``,
-        ``health``, ``status`` and ``metrics`` still answer until :meth:`close`."""
+    def shutdown(self, grace: Optional[float] = None) -> None:
+        """Close every stdin, SIGTERM each process group, wait up to ``grace`` seconds
+        (``None``: the spec's ``shutdown.grace_ms``, as :meth:`close` waits), SIGKILL the
+        rest, reap. Idempotent. Afterwards I/O raises ``ShutDown``; ``len``, ``health``,
+        ``status`` and ``metrics`` still answer until :meth:`close`."""
+        if grace is None:
+            grace = self.status()["shutdown_grace_ms"] / 1000.0
         with self._borrow() as p:
             call(lib.toolpool_pool_shutdown, p, _ms(grace, "grace"))
 

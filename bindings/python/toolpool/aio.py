@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, T
 
 from ._cancel import CancelToken
 from ._errors import ShutDown, ToolpoolError
-from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Payload, Reply, Spec
+from ._pool import DEFAULT_TIMEOUT, Payload, Reply, Spec
 from ._pool import Lease as _Lease
 from ._pool import Pool as _Pool
 
@@ -143,8 +143,9 @@ class Pool:
             self._pool = await loop.run_in_executor(self._executor, lambda: _Pool(spec, count, registry=registry))
         return self
 
-    async def aclose(self, grace: float = DEFAULT_GRACE) -> None:
-        """Shut the pool down (in a thread) and free it. Idempotent."""
+    async def aclose(self, grace: Optional[float] = None) -> None:
+        """Shut the pool down (in a thread) and free it. Idempotent. ``grace`` as in
+        :meth:`toolpool.Pool.shutdown` (``None``: the spec's ``shutdown.grace_ms``)."""
         pool, self._pool = self._pool, None
         loop = asyncio.get_running_loop()
         if pool is not None:

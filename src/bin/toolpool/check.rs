@@ -103,7 +103,10 @@ fn settings(s: &ToolSpec) -> Vec<(&'static str, String)> {
             match &s.protocol {
                 Protocol::Lines => "lines".to_string(),
                 Protocol::Jsonrpc => format!("jsonrpc, {} in flight per instance", s.max_in_flight),
-                Protocol::Marker(m) => format!("marker:{m}"),
+                Protocol::Marker(m) => match &m.end_command {
+                    Some(end) => format!("marker:{} (end_command {end:?})", m.marker),
+                    None => format!("marker:{}", m.marker),
+                },
                 Protocol::Lsp => format!(
                     "lsp (Content-Length framing), {} in flight per instance",
                     s.max_in_flight

@@ -11,7 +11,8 @@ use toolpool::{Error, ServedBy};
 pub enum Outcome {
     /// It ran: its result, time taken (all attempts) and attempts.
     Ran {
-        result: Result<toolpool::Reply, Error>,
+        /// The reply's exact bytes: plain output passes them through.
+        result: Result<toolpool::Reply<Vec<u8>>, Error>,
         took: Duration,
         attempts: u32,
     },
@@ -78,7 +79,14 @@ impl<'a> Writer<'a> {
     }
 
     /// The summary line: requests, ok, failed, p50/p99, calls/s, restarts, instances used.
-    pub fn summary(&self, elapsed: Duration, restarts: u64, interrupted: bool) -> String {
+    /// The summary line; `stray` counts output lines that came outside any request.
+    pub fn summary(
+        &self,
+        elapsed: Duration,
+        restarts: u64,
+        stray: u64,
+        interrupted: bool,
+    ) -> String {
         let rows = self.ok + self.failed;
         let mut s = format!(
             "toolpool: {rows} requests, {} ok, {} failed",
@@ -95,10 +103,18 @@ impl<'a> Writer<'a> {
             self.used.len(),
             elapsed.as_secs_f64()
         );
+        if stray > 0 {
+            s += &format!(", {stray} output lines outside any request");
+        }
         if interrupted {
             s += &format!("; interrupted, {} read but not run", self.skipped);
         }
         s
+    }
+
+    /// True with `-q`: no summary, no messages on stderr.
+    pub fn quiet(&self) -> bool {
+        self.format.quiet
     }
 
     pub fn row(&mut self, seq: u64, outcome: Outcome) {
@@ -114,7 +130,7 @@ impl<'a> Writer<'a> {
         self.latency.record(took);
         let line_no = seq + 1;
         let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
-        let mut text = match &result {
+        let mut text: Vec<u8> = match &result {
             Ok(reply) => {
                 self.ok += 1;
                 if let Some(i) = reply.instance {
@@ -125,7 +141,7 @@ impl<'a> Writer<'a> {
                 if self.format.jsonl {
                     let mut o = format!(
                         "{{\"line\":{line_no},\"ok\":true,\"reply\":{},\"instance\":{}",
-                        self.reply_value(&reply.text),
+                        self.reply_value(&String::from_utf8_lossy(&reply.text)),
                         json!(reply.instance)
                     );
                     if reply.served_by == ServedBy::Oneshot {
@@ -135,7 +151,7 @@ impl<'a> Writer<'a> {
                     if attempts > 1 {
                         o += &format!(",\"attempts\":{attempts}");
                     }
-                    o + "}"
+                    (o + "}").into_bytes()
                 } else {
                     reply.text.clone()
                 }
@@ -151,7 +167,7 @@ impl<'a> Writer<'a> {
                     if attempts > 1 {
                         o += &format!(",\"attempts\":{attempts}");
                     }
-                    o + "}"
+                    (o + "}").into_bytes()
                 } else {
                     if !self.format.quiet && self.failed <= MAX_ERRORS_SHOWN {
                         let msg = format!("toolpool: line {line_no}: {e}");
@@ -162,7 +178,7 @@ impl<'a> Writer<'a> {
                             });
                         }
                     }
-                    String::new()
+                    Vec::new()
                 }
             }
         };
@@ -170,13 +186,13 @@ impl<'a> Writer<'a> {
         if self.output_closed || self.write_error.is_some() {
             return;
         }
-        text.push('\n');
+        text.push(b'\n');
         let res = if self.format.suspend_for_output {
             let out = &mut *self.out;
             self.progress
-                .suspend(|| out.write_all(text.as_bytes()).and_then(|_| out.flush()))
+                .suspend(|| out.write_all(&text).and_then(|_| out.flush()))
         } else {
-            self.out.write_all(text.as_bytes())
+            self.out.write_all(&text)
         };
         self.note(res);
     }

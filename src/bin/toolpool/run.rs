@@ -9,10 +9,10 @@
 //!   they complete with `--unordered`) and gives a credit back per row written.
 //!
 //! Ctrl-C: the reader stops (it polls the input, so an idle pipe does not hold it), jobs
-//! not yet started are dropped, requests in flight finish (the library has no cancellation
-//! yet), their rows are written, the summary is printed, the pool is shut down and the exit
-//! status is 130. A second Ctrl-C shuts the pool down at once, which fails what is still in
-//! flight.
+//! not yet started are dropped, requests in flight finish (the progress line, or one
+//! stderr line without it, says how many and that a second Ctrl-C stops them), their rows
+//! are written, the summary is printed, the pool is shut down and the exit status is 130.
+//! A second Ctrl-C shuts the pool down at once, which fails what is still in flight.
 
 use crate::input::{count_lines_later, Input, MAX_INPUT_LINE};
 use crate::progress::{Progress, When};
@@ -40,10 +40,9 @@ const MAX_WORKERS: usize = 1024;
 /// (stdout, or --output), in input order unless --unordered. Input is read as it comes
 /// (an endless pipe works) and at most --max-pending lines are held at once. A failed row
 /// is an empty output line plus a message on stderr, or an error object with --jsonl.
-/// Ctrl-C stops reading, lets the requests in flight finish (the library has no
-/// cancellation yet; a later version will cancel them), writes their rows, prints the
-/// summary, stops every tool process and exits 130; a second Ctrl-C stops the tools at
-/// once.
+/// Ctrl-C stops reading, lets the requests in flight finish (it says how many), writes
+/// their rows, prints the summary, stops every tool process and exits 130; a second
+/// Ctrl-C stops the tools at once, failing the requests still in flight.
 #[derive(Args, Debug)]
 #[command(after_help = crate::AFTER_HELP)]
 pub struct RunArgs {
@@ -64,7 +63,9 @@ pub struct RunArgs {
 
     /// One JSON object per input line: {"line": n, "ok": true, "reply": ..., "instance":
     /// i, "ms": t} or {"line": n, "ok": false, "error": {"code", "name", "message"}, "ms":
-    /// t}. With jsonrpc the reply is the result as JSON; otherwise a string.
+    /// t}. With jsonrpc the reply is the result as JSON; otherwise a string, in which bytes
+    /// that are not UTF-8 become U+FFFD (without --jsonl a reply's bytes are written as the
+    /// tool wrote them).
     #[arg(long)]
     pub jsonl: bool,
 
@@ -109,6 +110,10 @@ struct Done {
 struct Shared {
     /// Stop reading input and starting jobs (Ctrl-C, or the output closed).
     stop: AtomicBool,
+    /// A first Ctrl-C (or SIGTERM) came.
+    interrupted: AtomicBool,
+    /// Requests running now.
+    running: AtomicU64,
     /// Lines read so far.
     read: AtomicU64,
     /// The input has ended (then `read` is the total).
@@ -211,13 +216,21 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     let elapsed = started.elapsed();
     progress.finish();
     let metrics = pool.metrics();
+    let stray = stray_lines(&pool);
     pool.shutdown(Duration::from_millis(pool.spec().shutdown.grace_ms));
     interrupts.wait_forced_shutdown();
 
     let sig = interrupts.signal();
     let read_error = shared.read_error.lock().take();
     if !args.quiet {
-        eprintln!("{}", w.summary(elapsed, metrics.restarts, sig != 0));
+        eprintln!("{}", w.summary(elapsed, metrics.restarts, stray, sig != 0));
+        if stray > 0 && sig == 0 {
+            eprintln!(
+                "toolpool: warning: {stray} output lines came outside any request (a reply of \
+                 several lines, or a late one); with --protocol marker:END and --end-command \
+                 (a line that makes the tool print END) each reply ends at the marker"
+            );
+        }
     }
     if let Some(e) = &read_error {
         eprintln!("toolpool: reading the input failed: {e}");
@@ -236,6 +249,19 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     })
 }
 
+/// Output lines that came outside any request: those dropped before a request (counted
+/// by the pool) and those still waiting now, when every request is done.
+fn stray_lines(pool: &Pool) -> u64 {
+    let dropped: u64 = pool.status().instances.iter().map(|i| i.unsolicited).sum();
+    let mut waiting = 0;
+    for i in 0..pool.len() {
+        while pool.read_line_bytes(i, Duration::ZERO).is_ok() {
+            waiting += 1;
+        }
+    }
+    dropped + waiting
+}
+
 /// Write the rows as they come back (in input order unless `unordered`), giving a credit
 /// back for each row written, until every worker is done.
 fn write_rows(
@@ -249,11 +275,25 @@ fn write_rows(
     let mut pending: HashMap<u64, Outcome> = HashMap::new();
     let tick = crossbeam_channel::tick(Duration::from_millis(200));
     let mut total_set = false;
+    let mut told_interrupt = false;
     loop {
         let d = select! {
             recv(done_rx) -> d => match d { Ok(d) => Some(d), Err(_) => break },
             recv(tick) -> _ => None,
         };
+        if shared.interrupted.load(Relaxed) {
+            let running = shared.running.load(Relaxed);
+            let text = format!(
+                "interrupted: waiting for {running} request{} in flight (Ctrl-C again stops them)",
+                if running == 1 { "" } else { "s" }
+            );
+            if w.progress.drawn() {
+                w.progress.status(&text);
+            } else if !told_interrupt && !w.quiet() && running > 0 {
+                eprintln!("toolpool: {text}");
+            }
+            told_interrupt = true;
+        }
         if !total_set && shared.eof.load(Relaxed) {
             total_set = true;
             w.progress.set_total(shared.read.load(Relaxed));
@@ -308,6 +348,7 @@ impl Interrupts {
                     if first {
                         s.signal = sig;
                         shared.stop.store(true, Relaxed);
+                        shared.interrupted.store(true, Relaxed);
                     }
                     match s.pool.clone() {
                         Some(pool) if !first => {
@@ -359,7 +400,9 @@ fn work(
             let mut attempts = 0;
             let result = loop {
                 attempts += 1;
+                shared.running.fetch_add(1, Relaxed);
                 let r = request(pool, &job.line, timeout);
+                shared.running.fetch_sub(1, Relaxed);
                 match r {
                     Err(Error::InstanceDead(_)) if attempts <= retries => continue,
                     r => break r,
@@ -387,7 +430,7 @@ fn request(
     pool: &Pool,
     line: &Result<Vec<u8>, usize>,
     timeout: Duration,
-) -> Result<toolpool::Reply, Error> {
+) -> Result<toolpool::Reply<Vec<u8>>, Error> {
     let line = line.as_ref().map_err(|len| {
         Error::InvalidArgument(format!(
             "the input line is {len} bytes, longer than {MAX_INPUT_LINE}"
@@ -395,7 +438,7 @@ fn request(
     })?;
     let text = std::str::from_utf8(line)
         .map_err(|e| Error::InvalidArgument(format!("the input line is not valid UTF-8 ({e})")))?;
-    pool.request(text, timeout)
+    pool.request_bytes(text, timeout)
 }
 
 fn read_input(mut input: Input, credits: Receiver<()>, jobs: Sender<Job>, shared: &Shared) {

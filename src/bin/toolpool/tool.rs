@@ -5,6 +5,7 @@ use crate::Fatal;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
+use toolpool::spec::Marker;
 use toolpool::{Protocol, Registry, RestartPolicy, ToolSpec};
 
 /// The tool and its settings, shared by `run` and `bench`.
@@ -35,6 +36,28 @@ pub struct ToolArgs {
     /// [default: lines, or the spec's].
     #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol, help_heading = "Tool")]
     pub protocol: Option<Protocol>,
+
+    /// With --protocol marker:END, a line sent after each request that makes the tool
+    /// print END (bc: 'print "END\n"', sqlite3: '.print END', sh: 'echo END'), so replies
+    /// of several lines arrive whole.
+    #[arg(long, value_name = "LINE", help_heading = "Tool")]
+    pub end_command: Option<String>,
+
+    /// Run the tool on a pseudo-terminal (stdin and stdout; stderr stays apart), so a tool
+    /// that buffers its output on a pipe (jq, sed, python3, mawk...) answers line by line.
+    #[arg(long, help_heading = "Tool")]
+    pub pty: bool,
+
+    /// A request fails as a tool error, with the tool's stderr lines, when the tool wrote
+    /// on stderr and no reply came for this long (lines and marker framing; 0: off)
+    /// [default: 200ms for `-- CMD`, the spec's otherwise].
+    #[arg(long, value_name = "MS", help_heading = "Tool")]
+    pub stderr_error_ms: Option<u64>,
+
+    /// Restarts of one instance allowed within a minute (restart.window_ms) before it is
+    /// marked failed and requests fail with the reason [default: 5, or the spec's].
+    #[arg(long, value_name = "N", help_heading = "Tool")]
+    pub max_restarts: Option<u32>,
 
     /// An instance is ready only once it prints this exact line (start-up output before it
     /// is not taken for a reply).
@@ -93,6 +116,7 @@ impl ToolArgs {
             let mut spec = ToolSpec::new(self.command.clone());
             spec.count = default_instances();
             spec.restart.policy = RestartPolicy::OnFailure;
+            spec.stderr_error_ms = Some(DEFAULT_STDERR_ERROR_MS);
             spec
         } else if let Some(path) = &self.spec {
             let text = std::fs::read_to_string(path)
@@ -117,6 +141,29 @@ impl ToolArgs {
         }
         if let Some(p) = &self.protocol {
             spec.protocol = p.clone();
+        }
+        if let Some(end) = &self.end_command {
+            match &mut spec.protocol {
+                Protocol::Marker(m) => m.end_command = Some(end.clone()),
+                _ => {
+                    return Err(Fatal::config(
+                        "--end-command needs the marker protocol (--protocol marker:END)",
+                    ))
+                }
+            }
+        }
+        if self.pty {
+            spec.pty = true;
+        }
+        if let Some(ms) = self.stderr_error_ms {
+            spec.stderr_error_ms = (ms > 0).then_some(ms);
+        }
+        if spec.protocol.is_rpc() && from_command && self.stderr_error_ms.is_none() {
+            // The default is for line tools; a JSON-RPC tool answers errors itself.
+            spec.stderr_error_ms = None;
+        }
+        if let Some(n) = self.max_restarts {
+            spec.restart.max_restarts = n;
         }
         if let Some(r) = &self.ready_line {
             spec.startup.ready_line = Some(r.clone());
@@ -171,6 +218,10 @@ fn flag_names(msg: &str) -> String {
         ("'max_in_flight'", "--in-flight"),
         ("'startup.timeout_ms'", "--startup-timeout"),
         ("'protocol.marker'", "--protocol"),
+        ("'protocol.end_command'", "--end-command"),
+        ("'stderr_error_ms'", "--stderr-error-ms"),
+        ("'restart.max_restarts'", "--max-restarts"),
+        ("'pty'", "--pty"),
     ];
     for (key, flag) in flags {
         if msg.contains(key) {
@@ -179,6 +230,10 @@ fn flag_names(msg: &str) -> String {
     }
     msg.to_string()
 }
+
+/// `stderr_error_ms` for a tool given as `-- CMD`: long enough for a warning followed by
+/// a reply, short enough that a file with an error every thousand lines runs on.
+pub const DEFAULT_STDERR_ERROR_MS: u64 = 200;
 
 /// The number of cores (at least 1).
 pub fn default_instances() -> usize {
@@ -191,7 +246,7 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
         "jsonrpc" => Ok(Protocol::Jsonrpc),
         "lsp" => Ok(Protocol::Lsp),
         _ => match s.strip_prefix("marker:") {
-            Some(m) if !m.is_empty() => Ok(Protocol::Marker(m.to_string())),
+            Some(m) if !m.is_empty() => Ok(Protocol::Marker(Marker::new(m))),
             _ => Err(format!(
                 "'{s}' is not a protocol: use lines, jsonrpc, lsp or marker:END (END being the terminator line)"
             )),
@@ -258,7 +313,7 @@ mod tests {
         assert_eq!(parse_protocol("lines"), Ok(Protocol::Lines));
         assert_eq!(
             parse_protocol("marker:END"),
-            Ok(Protocol::Marker("END".into()))
+            Ok(Protocol::Marker(Marker::new("END")))
         );
         assert!(parse_protocol("marker:").is_err());
         assert!(parse_protocol("xml").is_err());
