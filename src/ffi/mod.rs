@@ -9,7 +9,7 @@
 //! [`strings`] (errors, strings, version), [`cancel`] (cancel tokens and the cancellable
 //! forms of the blocking calls).
 //!
-//! Global contract (also in the README, "C API conventions"):
+//! Global contract (also in docs/errors.md, "C API conventions"):
 //! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
 //! - Out-parameters are written only on success.
 //! - On failure a message is stored in a thread-local slot ([`strings`]); on success the

@@ -1,6 +1,6 @@
-"""The docs against the header: the README error tables, the README snippets (each is the
-code of a file that `make test` builds and runs, or is run here), the package's public
-names and its generated declarations."""
+"""The docs against the header: the error tables (docs/errors.md, the Python README), the
+README snippets (each is the code of a file that `make test` builds and runs, or is run
+here), the package's public names and its generated declarations."""
 
 import os
 import re
@@ -15,6 +15,7 @@ from toolpool import _errors, _generated
 from conftest import PY_DIR, REPO
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 PY_README = PY_DIR / "README.md"
 
 
@@ -32,11 +33,11 @@ def test_generated_statuses_match_the_header():
     assert _generated.STATUS == header_statuses()
 
 
-def test_main_readme_error_table_matches_the_header():
-    rows = re.findall(r"^\| (-?\d+) \| `(TOOLPOOL_\w+)` \|", README.read_text(), re.M)
+def test_docs_error_table_matches_the_header():
+    rows = re.findall(r"^\| (-?\d+) \| `(TOOLPOOL_\w+)` \|", (DOCS / "errors.md").read_text(), re.M)
     table = {name: int(v) for v, name in rows}
-    assert len(rows) == len(table), "a constant appears twice in the README's error table"
-    assert table == header_statuses(), "README.md's error table differs from include/toolpool.h"
+    assert len(rows) == len(table), "a constant appears twice in the error table of docs/errors.md"
+    assert table == header_statuses(), "docs/errors.md's error table differs from include/toolpool.h"
 
 
 def test_python_readme_error_table_matches_the_header_and_the_classes():
