@@ -5,8 +5,9 @@
 //! Built from the snapshots ([`crate::snapshot`]) and the pool's latency histogram, whose
 //! log-scale buckets have edges at every power of two microseconds, so the `le` bounds
 //! shown (powers of four from 16 µs) give exact cumulative counts. One `# HELP` and
-//! `# TYPE` per family, families in a fixed order, label values escaped. Every metric and
-//! its labels is listed in the README ("Metrics").
+//! `# TYPE` per family, families in a fixed order, label values escaped. Every family and
+//! its labels are listed in docs/observability.md; `bindings/python/tests/test_docs.py`
+//! keeps that table equal to this output.
 
 use crate::incarnation::State;
 use crate::lifecycle::PoolCore;
