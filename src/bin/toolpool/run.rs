@@ -9,10 +9,9 @@
 //!   they complete with `--unordered`) and gives a credit back per row written.
 //!
 //! Ctrl-C: the reader stops (it polls the input, so an idle pipe does not hold it), jobs
-//! not yet started are dropped, requests in flight finish (the library has no cancellation
-//! yet), their rows are written, the summary is printed, the pool is shut down and the exit
-//! status is 130. A second Ctrl-C shuts the pool down at once, which fails what is still in
-//! flight.
+//! not yet started are dropped, requests in flight finish, their rows are written, the
+//! summary is printed, the pool is shut down and the exit status is 130. A second Ctrl-C
+//! shuts the pool down at once, which fails what is still in flight.
 
 use crate::input::{count_lines_later, Input, MAX_INPUT_LINE};
 use crate::progress::{Progress, When};
@@ -40,10 +39,9 @@ const MAX_WORKERS: usize = 1024;
 /// (stdout, or --output), in input order unless --unordered. Input is read as it comes
 /// (an endless pipe works) and at most --max-pending lines are held at once. A failed row
 /// is an empty output line plus a message on stderr, or an error object with --jsonl.
-/// Ctrl-C stops reading, lets the requests in flight finish (the library has no
-/// cancellation yet; a later version will cancel them), writes their rows, prints the
-/// summary, stops every tool process and exits 130; a second Ctrl-C stops the tools at
-/// once.
+/// Ctrl-C stops reading, lets the requests in flight finish, writes their rows, prints
+/// the summary, stops every tool process and exits 130; a second Ctrl-C stops the tools
+/// at once.
 #[derive(Args, Debug)]
 #[command(after_help = crate::AFTER_HELP)]
 pub struct RunArgs {
