@@ -1,7 +1,7 @@
 /*
  * toolpool: pools of warm command-line tool processes driven over stdin/stdout.
  *
- * Global contract (details in the README, "C API conventions"):
+ * Global contract (details in docs/errors.md, "C API conventions"):
  *  - Functions returning int32_t return a ToolpoolStatus; TOOLPOOL_OK (0) is success.
  *  - Out-parameters are written only on success.
  *  - On failure, toolpool_last_error_message() / toolpool_last_error_code() describe it
@@ -142,8 +142,9 @@ typedef struct ToolpoolPool ToolpoolPool;
  * A log record for the host: `level` is 1 = error, 2 = warn, 3 = info, 4 = debug,
  * 5 = trace (the `log` crate's order); `target` is `"toolpool"` (life-cycle records) or
  * `"toolpool::stderr"` (a tool's stderr line, spec key `stderr: "log"`); `message` starts
- * with the event name and carries `key=value` fields (README, "Logs"). Both strings are
- * NUL-terminated UTF-8, borrowed for the call only: copy them to keep them.
+ * with the event name and carries `key=value` fields (docs/observability.md, "Logs").
+ * Both strings are NUL-terminated UTF-8, borrowed for the call only: copy them to keep
+ * them.
  */
 typedef void (*ToolpoolLogCallback)(void *userdata,
                                     int32_t level,
@@ -1081,7 +1082,7 @@ int32_t toolpool_pool_metrics_json(const struct ToolpoolPool *p, char **out_json
 
 /**
  * The pool's metrics in the Prometheus text exposition format 0.0.4 (families listed in
- * the README, "Metrics"), with this pool's process limit. Works after shutdown.
+ * docs/observability.md), with this pool's process limit. Works after shutdown.
  *
  * NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: `p` is borrowed; on success `*out` receives a new string that the caller

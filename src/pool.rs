@@ -317,7 +317,7 @@ impl Pool {
     }
 
     /// The pool's metrics in the Prometheus text exposition format 0.0.4 (the families
-    /// are listed in the README, "Metrics"), with this pool's limiter. Works after
+    /// are listed in docs/observability.md), with this pool's limiter. Works after
     /// shutdown.
     pub fn metrics_prometheus(&self) -> String {
         crate::prometheus::render_one(&self.core)

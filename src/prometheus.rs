@@ -7,8 +7,9 @@
 //! loop, so each family has one `# HELP` and one `# TYPE`, families keep a fixed order
 //! and label values are escaped. The latency histogram's log-scale buckets have edges at
 //! every power of two microseconds, so the `le` bounds shown (powers of four from 16 µs)
-//! give exact cumulative counts. The families are listed in docs/observability.md (a
-//! test holds the two together).
+//! give exact cumulative counts. Every family and its labels are listed in
+//! docs/observability.md; `bindings/python/tests/test_docs.py` keeps that table equal to
+//! this output.
 
 use crate::incarnation::State;
 use crate::lifecycle::PoolCore;

@@ -1,8 +1,9 @@
 //! Tool specs and the registry: how to start and drive one tool.
 //!
 //! A registry is a JSON document `{"tools": {"<id>": {spec}}}`. Every key is documented in
-//! the README ("Tool specs and the registry"); unknown keys, wrong types, an empty `command` or a `count`
-//! of 0 are errors that name the tool and the key.
+//! docs/specs.md (a test keeps its table equal to the keys parsed here); unknown keys,
+//! wrong types, an empty `command` or a `count` of 0 are errors that name the tool and the
+//! key.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -13,7 +13,7 @@ fn create_shutdown_cycles_leak_nothing() {
     let fds = fd_count();
     let threads = thread_count();
     // One thread per running instance (its stderr drainer, which also reaps it), plus
-    // the pool's supervisor; five fds per instance (see the README's "Other limits").
+    // the pool's supervisor; five fds per instance (see docs/behaviour.md, "Other limits").
     let n = 16;
     let pool = private(tool(n, &[]));
     // (eventually: the start's worker threads may still be on their way out.)

@@ -24,8 +24,9 @@
 // Calls that wait take a time.Duration (line I/O) or a context.Context (requests,
 // leases, batches). A context's deadline becomes the call's timeout; a context without
 // one gets DefaultTimeout (30 s). A context that is already done returns ctx.Err()
-// without calling toolpool. A call in progress inside toolpool is not interrupted by
-// cancelling its context: only the deadline bounds it.
+// without calling toolpool. Cancelling the context also stops a call already inside
+// toolpool, within milliseconds: the error is a *CancelError that matches ctx.Err() and
+// ErrCancelled (ErrTimeout when the deadline ran out); see README.md, "Cancellation".
 //
 // # Concurrency
 //

@@ -36,7 +36,7 @@ func slogLevel(level int32) slog.Level {
 
 // SetLogger sends toolpool's log records to l (nil: none, the default). Each record is
 // logged at the matching level (error, warn, info, debug; trace is LevelTrace) with its
-// message (the event name, then key=value fields; see the README, "Logs") and the
+// message (the event name, then key=value fields; see docs/observability.md, "Logs") and the
 // attribute "target" ("toolpool", or "toolpool::stderr" for a tool's stderr line with
 // spec key stderr: "log"). Records below what l's handler is enabled for at the time of
 // the call are not even built; call SetLogger again after changing the handler's level.
@@ -75,7 +75,7 @@ func toolpoolGoLog(_ unsafe.Pointer, level C.int32_t, target *C.char, message *C
 }
 
 // MetricsPrometheus is the pool's metrics in the Prometheus text exposition format 0.0.4
-// (toolpool_pool_metrics_prometheus; the families are listed in the README, "Metrics").
+// (toolpool_pool_metrics_prometheus; the families are listed in docs/observability.md).
 // It works after Shutdown.
 func (p *Pool) MetricsPrometheus() (string, error) {
 	return p.useString("MetricsPrometheus", func(h *C.ToolpoolPool, out **C.char) C.int32_t {

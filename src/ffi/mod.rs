@@ -11,7 +11,7 @@
 //! cancellable forms of the blocking calls), [`observe`] (the log callback, the metrics
 //! of every pool).
 //!
-//! Global contract (also in the README, "C API conventions"):
+//! Global contract (also in docs/errors.md, "C API conventions"):
 //! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
 //! - Out-parameters are written only on success.
 //! - On failure a message is stored in a thread-local slot ([`strings`]); on success the

@@ -9,8 +9,9 @@ use std::ffi::{c_char, c_void, CString};
 /// A log record for the host: `level` is 1 = error, 2 = warn, 3 = info, 4 = debug,
 /// 5 = trace (the `log` crate's order); `target` is `"toolpool"` (life-cycle records) or
 /// `"toolpool::stderr"` (a tool's stderr line, spec key `stderr: "log"`); `message` starts
-/// with the event name and carries `key=value` fields (README, "Logs"). Both strings are
-/// NUL-terminated UTF-8, borrowed for the call only: copy them to keep them.
+/// with the event name and carries `key=value` fields (docs/observability.md, "Logs").
+/// Both strings are NUL-terminated UTF-8, borrowed for the call only: copy them to keep
+/// them.
 pub type ToolpoolLogCallback = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,

@@ -124,7 +124,7 @@ pub unsafe extern "C" fn toolpool_pool_metrics_json(
 }
 
 /// The pool's metrics in the Prometheus text exposition format 0.0.4 (families listed in
-/// the README, "Metrics"), with this pool's process limit. Works after shutdown.
+/// docs/observability.md), with this pool's process limit. Works after shutdown.
 ///
 /// NULL handling: `p` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
 /// Ownership: `p` is borrowed; on success `*out` receives a new string that the caller

@@ -1,6 +1,7 @@
-"""The docs against the header: the README error tables, the README snippets (each is the
-code of a file that `make test` builds and runs, or is run here), the package's public
-names and its generated declarations."""
+"""The docs against the code: the error tables (docs/errors.md, the Python README) against
+the header, the README snippets (each is the code of a file that `make test` builds and
+runs, or is run here), the Prometheus families of docs/observability.md against a real
+pool's output, the package's public names and its generated declarations."""
 
 import os
 import re
@@ -9,12 +10,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 import toolpool
 from toolpool import _errors, _generated
 
 from conftest import PY_DIR, REPO
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 PY_README = PY_DIR / "README.md"
 
 
@@ -32,11 +37,11 @@ def test_generated_statuses_match_the_header():
     assert _generated.STATUS == header_statuses()
 
 
-def test_main_readme_error_table_matches_the_header():
-    rows = re.findall(r"^\| (-?\d+) \| `(TOOLPOOL_\w+)` \|", README.read_text(), re.M)
+def test_docs_error_table_matches_the_header():
+    rows = re.findall(r"^\| (-?\d+) \| `(TOOLPOOL_\w+)` \|", (DOCS / "errors.md").read_text(), re.M)
     table = {name: int(v) for v, name in rows}
-    assert len(rows) == len(table), "a constant appears twice in the README's error table"
-    assert table == header_statuses(), "README.md's error table differs from include/toolpool.h"
+    assert len(rows) == len(table), "a constant appears twice in the error table of docs/errors.md"
+    assert table == header_statuses(), "docs/errors.md's error table differs from include/toolpool.h"
 
 
 def test_python_readme_error_table_matches_the_header_and_the_classes():
@@ -104,3 +109,85 @@ def test_changelog_records_every_c_function():
     changelog = (REPO / "CHANGELOG.md").read_text()
     missing = [name for name, _, _ in _generated.FUNCTIONS if not re.search(rf"\b{name}\b", changelog)]
     assert not missing, f"CHANGELOG.md does not record these C functions: {missing}"
+
+
+def documented_families():
+    """{name: (type, {label: values or None}, has_tool)} from docs/observability.md's table.
+
+    A row is `| `name` | type | labels | meaning |`; labels are `label` = `v1`, `v2` (the
+    values the label takes), a bare `label`, nothing, or (no `tool`)."""
+    text = (DOCS / "observability.md").read_text()
+    rows = re.findall(r"^\| `(toolpool_\w+)` \| (\w+) \|([^|]*)\|", text, re.M)
+    assert rows, "docs/observability.md has no table of Prometheus families"
+    documented = {}
+    for name, kind, labels in rows:
+        assert name not in documented, f"{name} appears twice in docs/observability.md"
+        labels = labels.strip()
+        has_tool = labels != "(no `tool`)"
+        spec = {}
+        m = re.fullmatch(r"`(\w+)`(?: = (.*))?", labels)
+        if m:
+            spec[m.group(1)] = set(re.findall(r"`([^`]+)`", m.group(2))) if m.group(2) else None
+        else:
+            assert labels in ("", "(no `tool`)"), f"{name}: cannot read the labels cell {labels!r}"
+        documented[name] = (kind, spec, has_tool)
+    return documented
+
+
+def emitted_families(text):
+    """{documented name: (type, {label: values}, tool labels seen)} of a real exposition.
+
+    prometheus_client names a counter family without its `_total`; the docs use the name
+    of its series, so `_total` is put back. The histogram's own `le` is counted on its
+    `_bucket` series only."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        labels = {}
+        tools = set()
+        for smp in fam.samples:
+            for k, v in smp.labels.items():
+                if k == "tool":
+                    tools.add(v)
+                elif k != "pool":
+                    labels.setdefault(k, set()).add(v)
+        out[name] = (fam.type, labels, tools)
+    return out
+
+
+def test_docs_prometheus_families_are_what_a_pool_emits(testtool):
+    documented = documented_families()
+    # An elastic pool of the test tool with every per-instance family filled in: requests
+    # ok, one timeout (a recycle for reason `timeout`), running instances (memory, CPU).
+    spec = {"id": "py_docs_prom", "command": [testtool], "count": 3, "min_instances": 2}
+    with toolpool.Pool(spec) as pool:
+        for k in range(5):
+            assert pool.request(f"x{k}") == f"x{k}"
+        with pytest.raises(toolpool.Timeout):
+            pool.request("delay:1000:late", timeout=0.05)
+        for source, text in (
+            ("metrics_prometheus()", pool.metrics_prometheus()),
+            ("metrics_prometheus_all()", toolpool.metrics_prometheus_all()),
+        ):
+            emitted = emitted_families(text)
+            assert set(emitted) - set(documented) == set(), (
+                f"{source} emits families docs/observability.md does not list"
+            )
+            assert set(documented) - set(emitted) == set(), (
+                f"docs/observability.md lists families {source} does not emit"
+            )
+            for name, (kind, spec_labels, has_tool) in documented.items():
+                got_kind, got_labels, tools = emitted[name]
+                assert got_kind == kind, f"{name}: documented as {kind}, emitted as {got_kind}"
+                assert set(got_labels) == set(spec_labels), (
+                    f"{name}: documented labels {sorted(spec_labels)}, emitted {sorted(got_labels)} ({source})"
+                )
+                for label, values in spec_labels.items():
+                    if values is not None:
+                        assert got_labels[label] == values, (
+                            f"{name}: label {label} documented as {sorted(values)}, emitted {sorted(got_labels[label])}"
+                        )
+                if has_tool:
+                    assert "py_docs_prom" in tools, f"{name}: no series with tool=\"py_docs_prom\" ({source})"
+                else:
+                    assert tools == set(), f"{name}: documented without `tool`, emitted with {tools}"

@@ -140,22 +140,22 @@ def test_environment_makes_every_pool_dry():
     assert out.returncode != 0 and "SpawnFailed" in out.stderr
 
 
-def readme_section_block(lang):
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Testing your program without the tool", 1)[1].split("\n## ", 1)[0]
-    m = re.search(rf"^```{lang}\n(.*?)^```", section, re.S | re.M)
-    assert m, f"no ```{lang} block in the README's dry-run section"
-    return m.group(1)
+def docs_block(lang):
+    """The ```lang block of docs/testing.md (there is one per language)."""
+    text = (REPO / "docs" / "testing.md").read_text()
+    blocks = re.findall(rf"^```{lang}\n(.*?)^```", text, re.S | re.M)
+    assert len(blocks) == 1, f"docs/testing.md has {len(blocks)} ```{lang} blocks, want 1"
+    return blocks[0]
 
 
-def test_readme_dry_run_examples_are_the_tests_make_test_runs():
+def test_docs_dry_run_examples_are_the_tests_make_test_runs():
     files = {
-        "python": PY_DIR / "tests" / "test_readme_dry_run.py",
-        "go": REPO / "bindings" / "go" / "dryrun_readme_test.go",
+        "python": PY_DIR / "tests" / "test_docs_dry_run.py",
+        "go": REPO / "bindings" / "go" / "dryrun_docs_test.go",
     }
     for lang, path in files.items():
         comment = "#" if lang == "python" else "//"
-        want = marked_block(path, f"{comment} BEGIN README", f"{comment} END README")
-        assert readme_section_block(lang) == want.rstrip("\n") + "\n", (
-            f"the README's dry-run {lang} example differs from {path.relative_to(REPO)}"
+        want = marked_block(path, f"{comment} BEGIN docs/testing.md", f"{comment} END docs/testing.md")
+        assert docs_block(lang) == want.rstrip("\n") + "\n", (
+            f"the {lang} example of docs/testing.md differs from {path.relative_to(REPO)}: copy one onto the other"
         )

@@ -5,7 +5,7 @@ On import the package registers a C log callback (``toolpool_set_log_callback``)
 turns each record of libtoolpool into a record of the logger named ``"toolpool"``
 (:data:`LOGGER`) at the matching level: 1 error -> ``ERROR``, 2 warn -> ``WARNING``,
 3 info -> ``INFO``, 4 debug -> ``DEBUG``, 5 trace -> :data:`TRACE` (5). The message is
-the event name followed by ``key=value`` fields (README, "Logs"); the record's
+the event name followed by ``key=value`` fields (docs/observability.md, "Logs"); the record's
 ``toolpool_target`` attribute is ``"toolpool"``, or ``"toolpool::stderr"`` for a tool's
 stderr line (spec key ``"stderr": "log"``). Configure it like any logger, e.g.
 ``logging.getLogger("toolpool").setLevel(logging.INFO)``; it has no handler of its own.

@@ -443,7 +443,7 @@ class Pool(Managed):
 
     def metrics_prometheus(self) -> str:
         """The pool's metrics in the Prometheus text exposition format 0.0.4 (families
-        listed in the README, "Metrics"). Works after :meth:`shutdown`."""
+        listed in docs/observability.md). Works after :meth:`shutdown`."""
         out = c_void_p()
         with self._borrow() as p:
             call(lib.toolpool_pool_metrics_prometheus, p, byref(out))

@@ -9,11 +9,11 @@ import (
 	toolpool "github.com/toolpool/toolpool/bindings/go"
 )
 
-// The Go example of the README section "Testing your program without the tool": the
-// lines between BEGIN README and END README are that block
-// (bindings/python/tests/test_dry_run.py checks).
+// The Go example of docs/testing.md ("Testing your program without the tool"): the lines
+// between the BEGIN and END markers are that block (bindings/python/tests/test_dry_run.py
+// checks).
 
-// BEGIN README
+// BEGIN docs/testing.md
 func TestPricesWithoutTheTool(t *testing.T) {
 	// The real tool is not installed in CI: a dry pool never starts it.
 	pool, err := toolpool.New(`{
@@ -37,4 +37,4 @@ func TestPricesWithoutTheTool(t *testing.T) {
 	}
 }
 
-// END README
+// END docs/testing.md

@@ -1,7 +1,7 @@
-"""The pytest example of the README section "Testing your program without the tool":
-the lines between BEGIN README and END README are that block (test_dry_run.py checks)."""
+"""The pytest example of docs/testing.md ("Testing your program without the tool"): the
+lines between the BEGIN and END markers are that block (test_dry_run.py checks)."""
 
-# BEGIN README
+# BEGIN docs/testing.md
 import json
 
 import pytest
@@ -34,4 +34,4 @@ def test_my_program_without_the_tool():
         with pytest.raises(toolpool.Timeout):
             pool.request({"method": "deep"}, timeout=0.2)
         assert pool.status()["dry_run"] is True
-# END README
+# END docs/testing.md
