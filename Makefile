@@ -1,8 +1,9 @@
 # toolpool: one entry point for Rust, C, Go and Python.
 #   make demo   - a real pool of real tools doing real work (the main job)
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
-# Both install what the machine lacks (the demo: bc; the tests also sqlite3, valgrind,
-# pkg-config, openssh-server with apt-get, and pytest, mypy, prometheus_client with pip),
+# Both install what the machine lacks (the demo: bc; the tests also sqlite3, jq, tcl, mawk,
+# valgrind, pkg-config, openssh-server with apt-get, and pytest, mypy, prometheus_client
+# with pip),
 # and target/protocol-venv, a virtual environment with protocol servers from PyPI
 # (mcp-server-time, jedi-language-server, ruff) for the protocol tests and the demo.
 # Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
@@ -52,7 +53,9 @@ demo-deps:
 	@command -v bc >/dev/null || { echo "installing bc"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bc >/dev/null; }
 apt-deps: demo-deps
-	@missing=""; for p in sqlite3 jq valgrind pkg-config; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@# command:package; the real tools of tests/tools_as_they_are.rs and the C, Go, Python tests
+	@missing=""; for cp in sqlite3:sqlite3 jq:jq tclsh:tcl mawk:mawk valgrind:valgrind pkg-config:pkg-config; do \
+	  command -v $${cp%%:*} >/dev/null || missing="$$missing $${cp#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	@# tests/remote.rs, the Python remote test and the ssh bench row start a throwaway sshd on 127.0.0.1

@@ -98,12 +98,14 @@ const LINE_NL: &str = concat!(line60!(), "\n");
 /// then a check that each one produced its row; the numbers mean nothing.
 const SMOKE_ENV: &str = "TOOLPOOL_BENCH_SMOKE";
 /// Figures emitted unpinned only, besides `pinned_names()` (emitted pinned and unpinned).
-const UNPINNED_NAMES: [&str; 5] = [
+const UNPINNED_NAMES: [&str; 7] = [
     "jsonrpc_spawn_per_call",
     "jsonrpc_floor",
     "jsonrpc_roundtrip",
     "round_robin_8x3",
     "least_busy_8x3",
+    "python_pipe_unbuffered",
+    "python_pty",
 ];
 
 fn smoke() -> bool {
@@ -819,6 +821,55 @@ fn jsonrpc_suite() {
     ));
 }
 
+/// The same Python line echo driven on pipes with `-u` and on a pseudo-terminal without
+/// it: what `pty` costs a request against the tool's own unbuffered flag.
+fn pty_suite() {
+    let Some(py) = python() else {
+        for name in ["python_pipe_unbuffered", "python_pty"] {
+            emit(&skipped(name, false, "python3 not found"));
+        }
+        return;
+    };
+    let echo = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)";
+    let pool = |pty: bool| {
+        let mut argv = vec![py.as_str()];
+        if !pty {
+            argv.push("-u");
+        }
+        argv.extend(["-c", echo]);
+        Pool::from_spec(ToolSpec {
+            pty,
+            ..ToolSpec::new(argv)
+        })
+        .expect("start the python pool")
+    };
+    let (pipe, pty) = (pool(false), pool(true));
+    let call = |p: &Pool| {
+        let r = p.request(LINE, TIMEOUT).expect("python echo");
+        assert_eq!(r.text, LINE);
+    };
+    for _ in 0..scale(WARMUP) {
+        call(&pipe);
+        call(&pty);
+    }
+    let mut on_pipe = Stats::new("python_pipe_unbuffered");
+    let mut on_pty = Stats::new("python_pty");
+    for _ in 0..scale(ROUNDS) {
+        measure(&mut on_pipe, scale(JSONRPC_BLOCK), || call(&pipe));
+        measure(&mut on_pty, scale(JSONRPC_BLOCK), || call(&pty));
+    }
+    pipe.shutdown(GRACE);
+    pty.shutdown(GRACE);
+    let base = on_pipe.p50();
+    emit(&on_pipe.json(false, "python_pipe_unbuffered", 1.0, "reference"));
+    emit(&on_pty.json(
+        false,
+        "python_pipe_unbuffered",
+        on_pty.p50() / base,
+        "p50 / p50(python_pipe_unbuffered): the cost of pty (target <= 1.2)",
+    ));
+}
+
 fn routing_suite() {
     let rr_pool = Arc::new(testtool_pool(INSTANCES_8X3, Routing::RoundRobin));
     let lb_pool = Arc::new(testtool_pool(INSTANCES_8X3, Routing::LeastBusy));
@@ -1212,6 +1263,7 @@ fn main() {
     core_suite(false);
     scale_suite(false);
     jsonrpc_suite();
+    pty_suite();
     routing_suite();
     ssh_suite();
     let rows = ROWS.lock().expect("rows");

@@ -66,9 +66,12 @@
 //!    `result` JSON, or [`Error::Tool`]) is counted in the instance's metrics. A timeout or
 //!    protocol error in `lines` or `marker` framing may leave a late reply in the stream,
 //!    so the incarnation is killed and the supervisor (`supervisor`) starts another. The
-//!    instance goes back to admission (waking a waiter), the request counts toward
-//!    [`ToolSpec::max_requests`], an [`Error::InstanceDead`] falls back to the one-shot
+//!    request counts toward [`ToolSpec::max_requests`], the instance goes back to
+//!    admission (waking a waiter), an [`Error::InstanceDead`] falls back to the one-shot
 //!    run when [`ToolSpec::fallback`] says so, and the [`Reply`] returns.
+//!
+//! Steps 3 to 6 on a taken instance are one function, `Hold::serve` (`hold`): a routed
+//! request and a [`Lease::request`] take the same path and count alike.
 //!
 //! **Cancellation.** Every blocking call takes `impl Into<`[`Wait`]`>`: a `Duration`, or a
 //! timeout with a [`CancelToken`] that another thread may trigger. The token travels down
@@ -79,8 +82,8 @@
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, `linebuf`,
 //! `pipe`, [`cancel`] → `metrics`, `spawn` → `process` → `limiter`, `reader`, `writer`, `stderr` →
 //! `rpc`, `oneshot`, `dry` → `lsp` → `incarnation` → `instance`, `admission`, `exchange` →
-//! `handshake`, `roster` → `lifecycle` → `sizing`, `recycle` → `supervisor`, `snapshot` →
-//! `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top. A submodule is
+//! `handshake`, `roster` → `lifecycle` → `sizing`, `recycle` → `hold` → `supervisor`,
+//! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top. A submodule is
 //! part of its parent's layer and holds one of its ideas: `spec`'s validation
 //! (`spec/validate.rs`) and key data (`spec/dry_run.rs`, `spec/remote.rs`), how an
 //! incarnation is put together (`incarnation/start.rs`), what a dry-run responder answers

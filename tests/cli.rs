@@ -886,3 +886,114 @@ fn bench_drives_the_example_mcp_spec() {
         "{o}"
     );
 }
+
+#[test]
+fn the_tools_people_have_from_the_command_line() {
+    // bc's error on stderr fails its row fast, in bc's own words; the rest answer.
+    let t0 = Instant::now();
+    let out = cli(&["run", "-n", "1", "--", "bc", "-q"], "1+1\n1/0\n2*3\n");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(text(&out.stdout), "2\n\n6\n");
+    assert!(
+        stderr.contains("line 2: tool error: Runtime error (func=(main), adr=3): Divide by zero"),
+        "{stderr}"
+    );
+    // A long bc result wraps over two lines, which `lines` framing cannot tell apart
+    // from the next reply: one line is left over, counted, and the cure named.
+    let out = cli(&["run", "-n", "1", "--", "bc", "-q"], "2^300\n1+1\n");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("1 output lines outside any request"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--end-command"), "{stderr}");
+    // ... and with an end command it arrives whole.
+    let out = cli(
+        &[
+            "run",
+            "-n",
+            "1",
+            "--protocol",
+            "marker:END",
+            "--end-command",
+            "print \"END\\n\"",
+            "--jsonl",
+            "--",
+            "bc",
+            "-q",
+        ],
+        "2^300\n",
+    );
+    let rows = jsonl(&out);
+    assert_eq!(
+        rows[0]["reply"].as_str().unwrap().lines().count(),
+        2,
+        "{rows:?}"
+    );
+    // sqlite3: a query's rows are one reply; an error is its row's error.
+    let out = cli(
+        &[
+            "run",
+            "-n",
+            "1",
+            "--protocol",
+            "marker:END",
+            "--end-command",
+            ".print END",
+            "--jsonl",
+            "--",
+            "sqlite3",
+        ],
+        "create table t(a);\ninsert into t values (1), (2);\nselect a from t;\nselec 1;\n",
+    );
+    let rows = jsonl(&out);
+    assert_eq!(rows[2]["reply"], "1\n2", "{rows:?}");
+    assert_eq!(rows[3]["error"]["name"], "tool_error", "{rows:?}");
+    assert!(
+        rows[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("syntax error"),
+        "{rows:?}"
+    );
+    // jq buffers on a pipe; on a terminal it answers.
+    let out = cli(
+        &["run", "-n", "1", "--pty", "--", "jq", "-M", "-c", ".a"],
+        "{\"a\": 7}\n",
+    );
+    assert_eq!(text(&out.stdout), "7\n", "{}", text(&out.stderr));
+    let out = cli(
+        &[
+            "run",
+            "-n",
+            "1",
+            "--timeout",
+            "500ms",
+            "--",
+            "jq",
+            "-c",
+            ".a",
+        ],
+        "{\"a\": 7}\n",
+    );
+    assert!(text(&out.stderr).contains("--pty"), "{}", text(&out.stderr));
+    // A tool that crashes on every line: the cap stops it and the rows say so at once.
+    let out = cli(
+        &[
+            "run",
+            "-n",
+            "1",
+            "--max-restarts",
+            "1",
+            "--",
+            testtool(),
+            "--crash-after",
+            "1",
+        ],
+        &"x\n".repeat(20),
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("restart.max_restarts"), "{stderr}");
+}

@@ -130,6 +130,30 @@ fn bc_with_an_end_command_gives_wrapped_results_whole() {
 }
 
 #[test]
+fn tclsh_and_a_shell_with_an_end_command() {
+    let tcl = private(ToolSpec {
+        protocol: marker("END", "puts END; flush stdout"),
+        stderr_error_ms: Some(200),
+        ..spec(&["tclsh"])
+    });
+    assert_eq!(tcl.request("puts [expr 6*7]", T).unwrap().text, "42");
+    let msg = tool_error(tcl.request("puts [expr 1/0]", T));
+    assert!(msg.contains("divide by zero"), "{msg}");
+    assert_eq!(tcl.request("puts a; puts b", T).unwrap().text, "a\nb");
+    let sh = private(ToolSpec {
+        protocol: marker("END", "echo END"),
+        stderr_error_ms: Some(200),
+        ..spec(&["sh"])
+    });
+    assert_eq!(sh.request("printf 'x\\ny\\n'", T).unwrap().text, "x\ny");
+    assert_eq!(sh.request("cd /tmp && pwd", T).unwrap().text, "/tmp");
+    // The shell keeps its state: the next request runs in /tmp.
+    assert_eq!(sh.request("pwd", T).unwrap().text, "/tmp");
+    let msg = tool_error(sh.request("ls /no/such/dir", T));
+    assert!(msg.contains("No such file"), "{msg}");
+}
+
+#[test]
 fn a_late_second_line_never_reaches_the_next_caller_with_an_end_command() {
     // `late:300:a` prints "a", then 300 ms later "late a", then reads on; the end command
     // is read after that, so the marker comes after both lines.

@@ -113,5 +113,6 @@ void test_cancel_many_waiters(void);
 void test_cancel_jsonrpc(void);
 void test_log_callback(void);
 void test_metrics_prometheus(void);
+void test_tools_pty_and_end_command(void);
 
 #endif

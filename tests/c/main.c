@@ -107,6 +107,7 @@ static const struct test TESTS[] = {
     {"reload", test_reload},
     {"log_callback", test_log_callback},
     {"metrics_prometheus", test_metrics_prometheus},
+    {"tools_pty_and_end_command", test_tools_pty_and_end_command},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here

@@ -136,7 +136,8 @@ class ProtocolError(ToolpoolError):
 
 
 class ToolError(ToolpoolError):
-    """The tool answered with an error: a JSON-RPC error, a failed one-shot run (10)."""
+    """The tool answered with an error: a JSON-RPC error, a failed one-shot run, or
+    stderr lines and no reply (``stderr_error_ms``) (10)."""
 
     CODE = TOOLPOOL_TOOL_ERROR
 
