@@ -17,7 +17,7 @@
 //! - `round_robin_8x3` / `least_busy_8x3`: 8 threads sharing 3 instances through
 //!   `pool.request`; calls_per_s / round_robin calls_per_s.
 //!
-//! Issue 11's rows use a minimal C echo child (benches/echo.c, raw read/write, built here
+//! The floor rows use a minimal C echo child (benches/echo.c, raw read/write, built here
 //! with `cc -O2`) and one 61-byte line (60 characters and the newline):
 //!
 //! - `floor_c`: that child on raw blocking pipes from the calling thread; ratio p50 /
@@ -47,7 +47,7 @@
 //!   tracepoint through `perf_event_open` (benches/pool/syscalls.rs); ratio = count / the
 //!   floor's. Skipped with the reason when the counter cannot be opened.
 //!
-//! - `ssh_roundtrip` (issue 16): `request` on a pool of the test tool over ssh to
+//! - `ssh_roundtrip`: `request` on a pool of the test tool over ssh to
 //!   127.0.0.1 (a throwaway sshd this bench starts, tests/common/sshd.rs), in blocks
 //!   interleaved with the same `request` on a local pool (`local_p50_us`); ratio = p50 /
 //!   local p50. Skipped with a note when `/usr/sbin/sshd` is missing (`make bench`
@@ -1037,7 +1037,7 @@ fn pin_to_one_cpu() -> Result<usize, String> {
     }
 }
 
-/// Issue 11's system calls per round trip of the calling thread, pinned (so the count is
+/// System calls per round trip of the calling thread, pinned (so the count is
 /// the common case: no spin): the raw C floor (`write` + `read`), `send` + `read_line`
 /// and `request` on the C echo child. `syscalls_per_call` is the count; ratio = that /
 /// the floor's. Skipped with the reason when the kernel counter cannot be opened.
@@ -1281,7 +1281,7 @@ fn main() {
     eprintln!("total bench time {:.1} s", t0.elapsed().as_secs_f64());
 }
 
-/// Issue 16: the round trip over ssh to 127.0.0.1 next to the local one.
+/// The round trip over ssh to 127.0.0.1 next to the local one.
 fn ssh_suite() {
     if !sshd::available() {
         emit(&skipped("ssh_roundtrip", false, "sshd not installed"));

@@ -11,7 +11,7 @@
 //!   readable for good.
 //!
 //! Without a token none of this runs: no allocation, no system call, no lock. A leaf
-//! module (it imports only `util`). [`Wait::until`] turns a wait into the
+//! module (it imports only `util`). `Wait::until` turns a wait into the
 //! deadline the layers below take.
 
 use crate::util::deadline_after;

@@ -7,8 +7,10 @@
 //! - `jsonrpc`: the payload wrapped with an id ([`crate::rpc`]); the reply is the one the
 //!   [`Dispatcher`] routes to that id, so many may be in flight.
 //!
+//! - `prompt`: see [`crate::prompt`].
+//!
 //! Nothing here decides what happens to an incarnation after a failed exchange: the caller
-//! asks [`leaves_late_reply`] and recycles it (see `supervisor::exchange`).
+//! asks [`leaves_late_reply`] and recycles it (see `hold::exchange_on`).
 //!
 //! A cancelled exchange ends like a timed-out one: in `lines`/`marker` framing its reply
 //! may still come, so it is [`Error::Cancelled`] and the incarnation is recycled; in
@@ -24,6 +26,7 @@
 use crate::cancel::Until;
 use crate::error::{Error, Result};
 use crate::incarnation::Incarnation;
+use crate::prompt;
 use crate::reader::WaitEnd;
 use crate::rpc::{self, Dispatcher};
 use crate::spec::{Marker, Protocol, ToolSpec};
@@ -62,6 +65,7 @@ pub(crate) fn exchange(
             spec.cancel_notification.as_deref(),
             &what,
         ),
+        (Protocol::Prompt(p), _) => prompt::exchange(inc, spec, p, payload, until),
         (proto, _) => {
             // Output nobody asked for must not be taken for this reply.
             inc.drop_unsolicited();
@@ -191,14 +195,23 @@ fn read_watching(
 }
 
 /// True when a failed exchange may have left its reply in the stream, so the next caller
-/// would read it: the incarnation must be replaced (`lines` and `marker` framing; in
-/// `jsonrpc` a late reply is matched by id and dropped).
-pub(crate) fn leaves_late_reply<T>(protocol: &Protocol, result: &Result<T>) -> bool {
-    !protocol.is_rpc()
-        && matches!(
-            result,
-            Err(Error::Timeout { .. } | Error::Protocol(_) | Error::Cancelled(_))
-        )
+/// would read it: the incarnation must be replaced (`lines` and `marker` framing, and
+/// `prompt` unless an interrupt brought the tool back to its prompt; in `jsonrpc` a late
+/// reply is matched by id and dropped).
+pub(crate) fn leaves_late_reply<T>(
+    inc: &Incarnation,
+    protocol: &Protocol,
+    result: &Result<T>,
+) -> bool {
+    let failed = matches!(
+        result,
+        Err(Error::Timeout { .. } | Error::Protocol(_) | Error::Cancelled(_))
+    );
+    match protocol {
+        Protocol::Jsonrpc | Protocol::Lsp => false,
+        Protocol::Prompt(_) => failed && !prompt::in_step(inc),
+        Protocol::Lines | Protocol::Marker(_) => failed,
+    }
 }
 
 fn jsonrpc(

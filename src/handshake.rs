@@ -1,6 +1,7 @@
-//! The start-up handshake (`startup.handshake`): the JSON-RPC messages an incarnation is
-//! sent on every start and restart before it takes work (MCP's `initialize` and
-//! `notifications/initialized`, LSP's `initialize` and `initialized`).
+//! The start-up handshake: what an incarnation does on every start and restart before it
+//! takes work. For JSON-RPC tools, `startup.handshake`: the messages it is sent (MCP's
+//! `initialize` and `notifications/initialized`, LSP's `initialize` and `initialized`);
+//! for `prompt` tools, the first prompt and the `init` lines (see [`crate::prompt`]).
 //!
 //! It asks the layer below for one exchange per request ([`crate::exchange`], replies
 //! matched by id) and sends notifications as they are; the incarnation owns the result
@@ -13,7 +14,7 @@ use crate::cancel::Until;
 use crate::error::{Error, Result};
 use crate::exchange;
 use crate::incarnation::Incarnation;
-use crate::spec::ToolSpec;
+use crate::spec::{Protocol, ToolSpec};
 use std::time::{Duration, Instant};
 
 /// Run `spec.startup.handshake` on `inc` (already past its ready line) by `deadline`,
@@ -25,6 +26,11 @@ pub(crate) fn run(
     deadline: Instant,
     cancel: Option<&CancelToken>,
 ) -> Result<()> {
+    if let Protocol::Prompt(p) = &spec.protocol {
+        crate::prompt::start(inc, spec, p, deadline, cancel)?;
+        inc.finish_handshake(None);
+        return Ok(());
+    }
     let steps = &spec.startup.handshake;
     if steps.is_empty() {
         return Ok(());

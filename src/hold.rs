@@ -85,7 +85,7 @@ pub(crate) fn exchange_on(
         )));
     }
     let result = framing::exchange(inc, &p.spec, payload, until);
-    if leaves_late_reply(&p.spec.protocol, &result) {
+    if leaves_late_reply(inc, &p.spec.protocol, &result) {
         let (tool, index, pid) = (&p.spec.id, inc.index(), inc.log_pid());
         match &result {
             Err(Error::Timeout { .. }) => {

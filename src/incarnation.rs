@@ -20,6 +20,7 @@ use crate::error::{DeathInfo, Error, ExitInfo, Result};
 use crate::metrics::Counters;
 use crate::reader::{OutState, StdoutReader, WaitEnd};
 use crate::rpc::{encode_notification, Dispatcher};
+use crate::session::Session;
 use crate::stderr::Tail;
 use crate::util::LogPid;
 use crate::writer::{SendError, StdinWriter};
@@ -89,6 +90,8 @@ pub(crate) struct Incarnation {
     handshake_pending: AtomicBool,
     /// The reply to the first handshake request (JSON text).
     handshake_reply: OnceLock<String>,
+    /// The interactive session (`prompt` framing only).
+    session: Option<Mutex<Session>>,
 }
 
 impl Incarnation {
@@ -132,6 +135,11 @@ impl Incarnation {
                 self.tail_suffix()
             ))),
         }
+    }
+
+    /// `; last stderr: ...` when there are stderr lines (for error messages).
+    pub fn stderr_suffix(&self) -> String {
+        self.tail_suffix()
     }
 
     fn tail_suffix(&self) -> String {
@@ -410,6 +418,26 @@ impl Incarnation {
             return None;
         }
         crate::procstat::group_usage(pid)
+    }
+
+    /// The interactive session (`prompt` framing only).
+    pub fn session(&self) -> Option<&Mutex<Session>> {
+        self.session.as_ref()
+    }
+
+    /// Count `n` lines of start-up output (the banner before a first prompt).
+    pub fn count_startup_lines(&self, n: u64) {
+        self.counters.startup_lines.fetch_add(n, Relaxed);
+    }
+
+    /// Count `n` pieces of output that came outside any request.
+    pub fn count_unsolicited(&self, n: u64) {
+        self.counters.unsolicited.fetch_add(n, Relaxed);
+    }
+
+    /// Interrupt the tool as Ctrl-C on a terminal does: SIGINT to its process group.
+    pub fn interrupt(&self) {
+        self.process.signal(libc::SIGINT);
     }
 
     /// The JSON-RPC dispatcher (`jsonrpc` only).

@@ -208,7 +208,7 @@ impl Pool {
     /// Send `payload` to an instance picked by the spec's `routing` and wait up to `timeout`
     /// (waiting for a free instance included) for its reply.
     ///
-    /// `timeout` is a `Duration` or a [`Wait`] that also carries a [`CancelToken`]: a
+    /// `timeout` is a `Duration` or a [`Wait`] that also carries a [`CancelToken`](crate::CancelToken): a
     /// cancelled request returns [`Error::Cancelled`] within milliseconds, whichever stage
     /// it is in (waiting for an instance, for a start, for the reply); its late reply never
     /// reaches another caller (the instance is recycled in `lines`/`marker` framing, the

@@ -21,7 +21,7 @@ use crate::metrics::Counters;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
     Ordering::Release,
@@ -45,6 +45,33 @@ pub(crate) trait StdoutFilter: Send + Sync {
         split: &AtomicU64,
     ) -> Option<(Vec<u8>, bool)> {
         buf.next_piece(max, split)
+    }
+}
+
+/// Takes stdout as it comes, not in lines: each read is one queued chunk (the `prompt`
+/// framing, whose prompt ends no line). A chunk is at most `limits.max_line_bytes`.
+pub(crate) struct Chunks;
+
+impl StdoutFilter for Chunks {
+    fn filter(&self, chunk: Vec<u8>) -> Option<Vec<u8>> {
+        Some(chunk)
+    }
+
+    fn closed(&self) {}
+
+    fn next_message(
+        &self,
+        buf: &mut LineBuf,
+        max: usize,
+        _split: &AtomicU64,
+    ) -> Option<(Vec<u8>, bool)> {
+        let pending = buf.pending();
+        if pending.is_empty() {
+            return None;
+        }
+        let chunk = pending[..pending.len().min(max.max(1))].to_vec();
+        buf.consume(chunk.len());
+        Some((chunk, false))
     }
 }
 
@@ -222,6 +249,9 @@ pub(crate) struct StdoutReader {
     counters: Arc<Counters>,
     /// How replies came lately (used by the leader only).
     adapt: Adapt,
+    /// An fd that also wakes the leader's `poll` (readable: drained, and the waiters look
+    /// again): the stderr drainer's signal in the `prompt` framing.
+    wake: Option<RawFd>,
     /// Mirrors of `OutState::eof` and `OutState::ready()`, readable without the lock
     /// (routing checks them on every pick).
     eof_seen: AtomicBool,
@@ -238,6 +268,7 @@ impl StdoutReader {
         ready_line: Option<Vec<u8>>,
         filter: Option<Arc<dyn StdoutFilter>>,
         counters: Arc<Counters>,
+        wake: Option<RawFd>,
     ) -> StdoutReader {
         // SAFETY: fcntl on an fd we own; only the leader reads it, after poll.
         unsafe {
@@ -263,6 +294,7 @@ impl StdoutReader {
             filter,
             counters,
             adapt: Adapt::default(),
+            wake,
             eof_seen: AtomicBool::new(false),
             ready_seen: AtomicBool::new(ready_now),
             wrote: AtomicBool::new(false),
@@ -485,17 +517,18 @@ impl StdoutReader {
                 events: libc::POLLIN,
                 revents: 0,
             };
-            let mut p = [pipe, pipe];
-            let n = match cancel.flatten() {
-                Some(fd) => {
-                    p[1].fd = fd;
-                    2
-                }
-                None => 1,
-            };
-            // SAFETY: poll on `n` valid pollfds.
+            // [pipe, cancel, wake]; a negative fd is skipped.
+            let mut p = [pipe, pipe, pipe];
+            p[1].fd = cancel.flatten().unwrap_or(-1);
+            p[2].fd = self.wake.unwrap_or(-1);
+            let n = if self.wake.is_some() { 3 } else { 2 };
+            // SAFETY: poll on `n` initialised pollfds.
             let r = unsafe { libc::poll(p.as_mut_ptr(), n, ms) };
             if r > 0 {
+                if p[2].revents != 0 {
+                    drain_wake(p[2].fd);
+                    return true; // the waiters look again
+                }
                 return p[0].revents != 0;
             }
             if r == 0 {
@@ -571,6 +604,13 @@ impl StdoutReader {
         let front = st.pushed - st.queue.len() as u64;
         st.forget_cut_before(front);
     }
+}
+
+/// Reset eventfd `fd` (made readable by a waker) to not readable.
+fn drain_wake(fd: RawFd) {
+    let mut count: u64 = 0;
+    // SAFETY: an 8-byte read into a live u64 from a non-blocking eventfd.
+    unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
 }
 
 /// How long [`read_any`] polls one set of readers before it looks again (restarted

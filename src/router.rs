@@ -1,6 +1,6 @@
 //! Requests over a pool: picking an instance (round robin, least busy, sticky), waiting
 //! for a free one within bounds (the admission module), the request on the instance taken
-//! ([`Hold::serve`], the one request path), the one-shot fallback, and the pool's
+//! (`Hold::serve`, the one request path), the one-shot fallback, and the pool's
 //! request metrics.
 //!
 //! Every request ends in exactly one outcome: a reply, a tool error, a timeout, an

@@ -15,7 +15,7 @@ mod protocol;
 mod remote;
 mod validate;
 pub use dry_run::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV, MAX_DRY_EXIT_CODE};
-pub use protocol::{Marker, Protocol};
+pub use protocol::{Marker, Prompt, Protocol, DEFAULT_CONTINUATION};
 pub use remote::{Launcher, RemoteSpec, COMMAND_PLACEHOLDER, HOST_PLACEHOLDER};
 
 /// Most instances in one pool.

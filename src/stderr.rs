@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -123,7 +123,37 @@ pub(crate) struct Tail {
     /// The drainer has taken bytes from the pipe and not yet counted their lines.
     busy: AtomicBool,
     pipe: File,
+    /// The `prompt` framing's copy of stderr as it comes (see [`Raw`]).
+    raw: Option<Raw>,
 }
+
+/// stderr as it comes, not in lines, for the `prompt` framing (a prompt on stderr ends no
+/// line): the bytes not yet taken (at most [`MAX_RAW_STDERR`], the oldest dropped), and
+/// an eventfd the drainer makes readable when bytes come, which wakes the caller waiting
+/// on stdout (`StdoutReader`'s wake fd).
+pub(crate) struct Raw {
+    bytes: Mutex<Vec<u8>>,
+    wake: OwnedFd,
+}
+
+impl Raw {
+    /// An empty one, with its eventfd (the only failure: no fd left).
+    pub fn new() -> std::io::Result<Raw> {
+        // SAFETY: eventfd with valid flags; a non-negative result is a new fd.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Raw {
+            bytes: Mutex::new(Vec::new()),
+            // SAFETY: a fresh fd we own from here on.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+}
+
+/// Most stderr bytes held for the `prompt` framing between two looks.
+pub const MAX_RAW_STDERR: usize = 1 << 20;
 
 #[derive(Default)]
 struct TailState {
@@ -133,14 +163,45 @@ struct TailState {
 }
 
 impl Tail {
-    /// The tail of the stderr pipe `pipe`, keeping `keep` lines.
-    pub fn new(pipe: File, keep: usize) -> Tail {
+    /// The tail of the stderr pipe `pipe`, keeping `keep` lines; with `raw`, also stderr
+    /// as it comes ([`Tail::take_raw`], [`Tail::wake_fd`]).
+    pub fn new(pipe: File, keep: usize, raw: Option<Raw>) -> Tail {
         Tail {
             keep,
             state: Mutex::new(TailState::default()),
             busy: AtomicBool::new(false),
             pipe,
+            raw,
         }
+    }
+
+    /// The stderr bytes that came since the last call (with `raw` only).
+    pub fn take_raw(&self) -> Vec<u8> {
+        self.raw
+            .as_ref()
+            .map(|r| std::mem::take(&mut *r.bytes.lock()))
+            .unwrap_or_default()
+    }
+
+    /// The eventfd that turns readable when stderr bytes come (with `raw` only).
+    pub fn wake_fd(&self) -> Option<RawFd> {
+        self.raw.as_ref().map(|r| r.wake.as_raw_fd())
+    }
+
+    /// Keep `bytes` for [`Tail::take_raw`] and wake the waiter.
+    fn forward(&self, bytes: &[u8]) {
+        let Some(r) = &self.raw else { return };
+        {
+            let mut held = r.bytes.lock();
+            held.extend_from_slice(bytes);
+            if held.len() > MAX_RAW_STDERR {
+                let over = held.len() - MAX_RAW_STDERR;
+                held.drain(..over);
+            }
+        }
+        let one: u64 = 1;
+        // SAFETY: an 8-byte write from a live u64 to a non-blocking eventfd we own.
+        unsafe { libc::write(r.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
     /// The lines kept (lossy UTF-8).
@@ -293,7 +354,9 @@ fn drain(sink: &Sink, reaper: Option<Reaper>) {
             sink.tail.busy.store(true, SeqCst);
             match lines.fill_from(src) {
                 Ok(0) => open = false,
-                Ok(_) => {
+                Ok(n) => {
+                    let pending = lines.pending();
+                    sink.tail.forward(&pending[pending.len() - n..]);
                     while let Some(line) = lines.next_line(sink.max, &sink.counters.lines_split) {
                         sink.emit(line);
                     }

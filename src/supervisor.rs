@@ -5,8 +5,9 @@
 //!
 //! The thread sleeps until an event (a child was reaped, a recycle was asked for) or the
 //! next timer; with no timers configured it only wakes on events. What it acts on is each
-//! instance's [`Supervision`] (what is pending next, and the history behind it), which
-//! the request path (`hold`) and recycling also move through its transitions.
+//! instance's [`Supervision`](crate::instance::Supervision) (what is pending next, and the
+//! history behind it), which the request path (`hold`) and recycling also move through its
+//! transitions.
 
 use crate::cancel::Wait;
 use crate::error::{Error, ExitInfo};

@@ -1,4 +1,4 @@
-//! Cancellation (issue 12): every blocking call stops on its token, within a generous
+//! Cancellation: every blocking call stops on its token, within a generous
 //! bound of `cancel()`, ends like a timeout, and the next caller gets its own reply.
 //! Also the over-long reply line in `lines` framing (no piece reaches another caller).
 

@@ -1,4 +1,4 @@
-//! Elastic sizing (`min_instances`), `resize` and the rolling `reload` (issue 18), with
+//! Elastic sizing (`min_instances`), `resize` and the rolling `reload`, with
 //! real processes of the test tool.
 
 mod common;

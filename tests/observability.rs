@@ -1,4 +1,4 @@
-//! Observability (issue 14) with real processes: log records for life-cycle events,
+//! Observability with real processes: log records for life-cycle events,
 //! memory and CPU per instance, recycling on memory, and the Prometheus exposition.
 //!
 //! The log sink is process-wide, so each test uses its own tool id and looks only at the

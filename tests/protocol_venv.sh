@@ -1,15 +1,15 @@
 #!/bin/sh
-# Makes target/protocol-venv, a Python virtual environment with the protocol servers the
-# tests and the demo drive (an MCP server and two language servers, from PyPI), when it is
-# missing; prints its path. Safe to run from several test binaries at once (flock).
+# Makes target/protocol-venv, a Python virtual environment with the protocol servers and
+# REPLs the tests and the demo drive (an MCP server, two language servers and IPython, from
+# PyPI), when it is missing; prints its path. Safe to run from several test binaries at once (flock).
 set -e
 cd "$(dirname "$0")/.."
 VENV=target/protocol-venv
 mkdir -p target
 exec 9>target/.protocol-venv.lock
 flock 9
-if [ ! -x "$VENV/bin/mcp-server-time" ] || [ ! -x "$VENV/bin/jedi-language-server" ] || [ ! -x "$VENV/bin/ruff" ]; then
-  echo "installing mcp-server-time, jedi-language-server and ruff into $VENV" >&2
+if [ ! -x "$VENV/bin/mcp-server-time" ] || [ ! -x "$VENV/bin/jedi-language-server" ] || [ ! -x "$VENV/bin/ruff" ] || [ ! -x "$VENV/bin/ipython" ]; then
+  echo "installing mcp-server-time, jedi-language-server, ruff and ipython into $VENV" >&2
   if ! python3 -m venv "$VENV" >&2; then
     # Debian splits venv (ensurepip) into its own package.
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
@@ -17,6 +17,6 @@ if [ ! -x "$VENV/bin/mcp-server-time" ] || [ ! -x "$VENV/bin/jedi-language-serve
     rm -rf "$VENV"
     python3 -m venv "$VENV"
   fi
-  "$VENV/bin/pip" install -q mcp-server-time==2026.10.19 jedi-language-server==0.47.0 ruff==0.17.6 >&2
+  "$VENV/bin/pip" install -q mcp-server-time==2026.10.19 jedi-language-server==0.47.0 ruff==0.17.6 ipython==9.19.1 >&2
 fi
 echo "$(pwd)/$VENV"

@@ -1,37 +1,20 @@
-//! Protocol servers (issue 19): a start-up handshake, the `lsp` framing, notifications from
+//! Protocol servers: a start-up handshake, the `lsp` framing, notifications from
 //! the host, requests from the tool. Against real servers nobody here wrote (installed from
 //! PyPI into target/protocol-venv by tests/protocol_venv.sh) and, for the error paths,
 //! against examples/tools/rpc_tool.py.
 
 mod common;
 
-use common::{private, rpc_tool, T};
+use common::{private, protocol_venv, rpc_tool, T};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use toolpool::{
     Error, HandshakeMessage, Pool, Protocol, Restart, RestartPolicy, Startup, State, ToolSpec,
 };
 
-/// The virtual environment with the servers, made when missing.
-fn venv() -> &'static PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/protocol_venv.sh");
-        let out = Command::new(script).output().expect("run protocol_venv.sh");
-        assert!(
-            out.status.success(),
-            "protocol_venv.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-}
-
 fn bin(name: &str) -> String {
-    venv().join("bin").join(name).display().to_string()
+    format!("{}/bin/{name}", protocol_venv())
 }
 
 fn msg(method: &str, params: Value) -> HandshakeMessage {

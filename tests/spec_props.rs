@@ -1,4 +1,4 @@
-//! Hostile specs (issue 17): whatever a spec holds (NUL bytes, newlines, huge numbers,
+//! Hostile specs: whatever a spec holds (NUL bytes, newlines, huge numbers,
 //! wrong types, deep nesting, long strings), parsing and `Pool::from_spec` return `Ok` or
 //! `Err(Error::Config)` and never panic, and every pool that starts shuts down cleanly.
 
@@ -167,7 +167,7 @@ proptest! {
     }
 }
 
-/// The table of issue 17: each is a config error naming the key, before anything starts.
+/// Hostile values: each is a config error naming the key, before anything starts.
 #[test]
 fn values_that_can_never_work_name_their_key() {
     let cases = [

@@ -11,8 +11,9 @@ use crate::limiter::Limiter;
 use crate::lsp::LspFilter;
 use crate::metrics::Counters;
 use crate::process::{Launch, OnExit};
-use crate::reader::{StdoutFilter, StdoutReader};
+use crate::reader::{Chunks, StdoutFilter, StdoutReader};
 use crate::rpc::{ClientReplies, Dispatcher};
+use crate::session::Session;
 use crate::spec::{Protocol, ToolSpec};
 use crate::stderr::{self, Tail};
 use crate::writer::StdinWriter;
@@ -41,6 +42,17 @@ impl Incarnation {
         let (stderr_done_tx, stderr_done_rx) = bounded::<()>(0);
         let expected = Arc::new(AtomicBool::new(false));
         let pid_cell = Arc::new(AtomicI32::new(0));
+        // The `prompt` framing reads stderr as it comes, too (made before the spawn: its
+        // one failure, no fd left, must not leave a child behind).
+        let (raw, session) = match &spec.protocol {
+            Protocol::Prompt(p) => {
+                let fail =
+                    |e: String| Error::Spawn(format!("tool '{}' instance {index}: {e}", spec.id));
+                let raw = stderr::Raw::new().map_err(|e| fail(e.to_string()))?;
+                (Some(raw), Some(Mutex::new(Session::new(p).map_err(fail)?)))
+            }
+            _ => (None, None),
+        };
         // The tail wraps the stderr pipe, made by the spawn; the exit record reads it.
         let tail_cell: Arc<OnceLock<Arc<Tail>>> = Arc::new(OnceLock::new());
         let on_exit = stderr::exit_hook(
@@ -60,7 +72,7 @@ impl Incarnation {
             &pid_cell,
         )?;
         let pid = sp.process.pid();
-        let tail = Arc::new(Tail::new(sp.stderr, spec.limits.stderr_tail_lines));
+        let tail = Arc::new(Tail::new(sp.stderr, spec.limits.stderr_tail_lines, raw));
         let _ = tail_cell.set(Arc::clone(&tail));
         let q = spec.limits.queue_lines;
         // Allocated as it fills; the drainer keeps it to `q` lines.
@@ -83,6 +95,7 @@ impl Incarnation {
             spec.startup.ready_line.clone().map(String::into_bytes),
             filter,
             Arc::clone(&counters),
+            tail.wake_fd(),
         );
         let drainer = stderr::spawn_drainer(
             spec,
@@ -110,15 +123,19 @@ impl Incarnation {
             drainer: Mutex::new(Some(drainer)),
             drained: stderr_done_rx,
             lsp,
-            handshake_pending: AtomicBool::new(!spec.startup.handshake.is_empty()),
+            // A start-up to finish: JSON-RPC messages, or the first prompt and `init`.
+            handshake_pending: AtomicBool::new(
+                !spec.startup.handshake.is_empty() || matches!(spec.protocol, Protocol::Prompt(_)),
+            ),
             handshake_reply: OnceLock::new(),
+            session,
         }))
     }
 }
 
 /// The JSON-RPC dispatcher of instance `index` (`jsonrpc` and `lsp` only), and the filter
 /// its stdout passes: the dispatcher itself, or for `lsp` the `Content-Length` framing in
-/// front of it.
+/// front of it; for `prompt`, no dispatcher and the chunks as they come.
 fn dispatcher(
     spec: &ToolSpec,
     index: usize,
@@ -135,6 +152,11 @@ fn dispatcher(
             d as Arc<dyn StdoutFilter>
         }
     });
+    // The `prompt` framing takes stdout as it comes: its prompt ends no line.
+    let filter = match spec.protocol {
+        Protocol::Prompt(_) => Some(Arc::new(Chunks) as Arc<dyn StdoutFilter>),
+        _ => filter,
+    };
     (rpc, filter)
 }
 

@@ -3,7 +3,8 @@
 //! range, keys that need another key), each failure naming the key and why.
 
 use super::{
-    sanitize, Protocol, ToolSpec, MAX_COUNT, MAX_DURATION_MS, MAX_MEMORY_MB, MAX_QUEUE_LINES,
+    sanitize, Prompt, Protocol, ToolSpec, MAX_COUNT, MAX_DURATION_MS, MAX_MEMORY_MB,
+    MAX_QUEUE_LINES,
 };
 use crate::error::{Error, Result};
 
@@ -81,6 +82,9 @@ impl ToolSpec {
         if let Some(line) = &self.startup.ready_line {
             one_line("startup.ready_line", line)?;
         }
+        if let Protocol::Prompt(p) = &self.protocol {
+            self.check_prompt(p)?;
+        }
         if let Protocol::Marker(m) = &self.protocol {
             one_line("protocol.marker", &m.marker)?;
             if let Some(end) = &m.end_command {
@@ -102,6 +106,47 @@ impl ToolSpec {
             check_argv("oneshot.command", &o.command)?;
         }
         self.check_remote()
+    }
+
+    /// The `prompt` protocol's keys: patterns that compile and match something, init lines
+    /// without NUL bytes, and the keys it cannot be used with.
+    fn check_prompt(&self, p: &Prompt) -> std::result::Result<(), (String, String)> {
+        let patterns = [
+            ("protocol.prompt", Some(p.prompt.as_str())),
+            ("protocol.continuation", p.continuation.as_deref()),
+            ("protocol.error", p.error.as_deref()),
+        ];
+        for (key, pattern) in patterns {
+            let Some(pattern) = pattern else { continue };
+            match regex::Regex::new(pattern) {
+                Err(e) => return bad(key, format!("is not a regular expression: {e}")),
+                Ok(re) if re.is_match("") => {
+                    return bad(
+                        key,
+                        "matches the empty string, so it would match everywhere",
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
+        for (i, line) in p.init.iter().enumerate() {
+            if line.contains('\0') {
+                return bad(&format!("protocol.init[{i}]"), "contains a NUL byte");
+            }
+        }
+        if self.startup.ready_line.is_some() {
+            return bad(
+                "startup.ready_line",
+                "the prompt protocol is ready at the tool's first prompt; leave this out",
+            );
+        }
+        if self.stderr_error_ms.is_some() {
+            return bad(
+                "stderr_error_ms",
+                "the prompt protocol makes any stderr output during a request a tool error already",
+            );
+        }
+        Ok(())
     }
 
     /// The `remote` key, and what must reach a remote shell as one line.

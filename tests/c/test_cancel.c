@@ -1,4 +1,4 @@
-/* Cancellation (issue 12): a ToolpoolCancel triggered from another pthread stops a
+/* Cancellation: a ToolpoolCancel triggered from another pthread stops a
  * blocking call with TOOLPOOL_CANCELLED; the next caller gets its own reply (nonce); many
  * waiters cancelled at once leave the waiting and in-flight counters at zero. */
 #define _POSIX_C_SOURCE 200809L

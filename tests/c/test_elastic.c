@@ -1,4 +1,4 @@
-/* Elastic sizing, toolpool_pool_resize and toolpool_pool_reload (issue 18) on real
+/* Elastic sizing, toolpool_pool_resize and toolpool_pool_reload on real
  * processes of the test tool, with three pthreads making requests meanwhile. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,7 +18,7 @@ static void ask(ToolpoolPool *p, uint32_t i, const char *line, char *out, size_t
 }
 
 void test_elastic_sequential(void) {
-    /* The bug issue 18 opens with: a lazy pool of 4 and one caller started all four. */
+    /* A lazy pool of 4 and one caller once started all four. */
     ToolpoolPool *p = tp_pool("{\"command\": [\"%s\"], \"count\": 4, \"lazy\": true}", TESTTOOL);
     if (p == NULL) return;
     char first[32] = "";

@@ -1,4 +1,4 @@
-/* Hostile specs through the C ABI (issue 17): generated specs with NUL bytes, newlines,
+/* Hostile specs through the C ABI: generated specs with NUL bytes, newlines,
  * huge numbers, wrong types, deep nesting and long strings. toolpool_pool_new returns
  * TOOLPOOL_OK or TOOLPOOL_CONFIG (TOOLPOOL_INVALID_ARGUMENT for text that is not UTF-8),
  * never TOOLPOOL_PANIC; every pool that starts answers and shuts down cleanly. */

@@ -1,4 +1,4 @@
-/* Protocol servers (issue 19) through the C ABI: the lsp framing, a start-up handshake,
+/* Protocol servers through the C ABI: the lsp framing, a start-up handshake,
  * notifications from the host (toolpool_pool_notify, toolpool_lease_notify), requests
  * from the tool answered, against the JSON-RPC test tool in its --lsp mode. */
 #include <stdlib.h>

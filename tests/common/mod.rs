@@ -199,3 +199,21 @@ pub fn assert_has_line(lines: &[String], needle: &str) {
         "no line with {needle:?} in {lines:?}"
     );
 }
+
+/// The virtual environment with the protocol servers and REPLs from PyPI
+/// (tests/protocol_venv.sh), made when missing; its path.
+pub fn protocol_venv() -> &'static str {
+    static VENV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/protocol_venv.sh");
+        let out = std::process::Command::new(script)
+            .output()
+            .expect("run protocol_venv.sh");
+        assert!(
+            out.status.success(),
+            "protocol_venv.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}

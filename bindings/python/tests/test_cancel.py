@@ -1,4 +1,4 @@
-"""Cancellation (issue 12): a CancelToken from another thread, Ctrl-C on the main thread
+"""Cancellation: a CancelToken from another thread, Ctrl-C on the main thread
 (a subprocess that receives SIGINT), and asyncio task cancellation (toolpool.aio). Each
 checks that the next request gets its own reply (a nonce), and that many cancelled
 waiters leave the pool's counters at zero."""

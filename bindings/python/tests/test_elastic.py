@@ -1,4 +1,4 @@
-"""Elastic sizing (min_instances), pool.resize and pool.reload (issue 18) on real
+"""Elastic sizing (min_instances), pool.resize and pool.reload on real
 processes of the test tool, with three threads making requests meanwhile."""
 
 import threading

@@ -1,4 +1,4 @@
-"""Protocol servers (issue 19) from Python: the lsp framing, a start-up handshake,
+"""Protocol servers from Python: the lsp framing, a start-up handshake,
 ``notify`` on a pool and a lease, requests from the tool answered; against the JSON-RPC
 test tool in its ``--lsp`` mode and a real language server from PyPI."""
 

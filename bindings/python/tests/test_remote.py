@@ -1,4 +1,4 @@
-"""A pool over ssh from Python (issue 16): a real OpenSSH server on 127.0.0.1, started
+"""A pool over ssh from Python: a real OpenSSH server on 127.0.0.1, started
 here on a free port with throwaway keys (ssh-keygen) and a known_hosts this test writes,
 so host key checking stays on. sshd is killed and its directory removed even when a test
 fails. `make test` installs openssh-server when /usr/sbin/sshd is missing."""

@@ -103,6 +103,7 @@ fn settings(s: &ToolSpec) -> Vec<(&'static str, String)> {
             match &s.protocol {
                 Protocol::Lines => "lines".to_string(),
                 Protocol::Jsonrpc => format!("jsonrpc, {} in flight per instance", s.max_in_flight),
+                Protocol::Prompt(p) => format!("prompt:{}", p.prompt),
                 Protocol::Marker(m) => match &m.end_command {
                     Some(end) => format!("marker:{} (end_command {end:?})", m.marker),
                     None => format!("marker:{}", m.marker),

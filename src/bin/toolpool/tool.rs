@@ -5,7 +5,7 @@ use crate::Fatal;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
-use toolpool::spec::Marker;
+use toolpool::spec::{Marker, Prompt};
 use toolpool::{Protocol, Registry, RestartPolicy, ToolSpec};
 
 /// The tool and its settings, shared by `run` and `bench`.
@@ -32,8 +32,10 @@ pub struct ToolArgs {
     /// Framing: "lines" (one line in, one line out), "jsonrpc" (each input line is
     /// {"method": ..., "params": ...}; the reply is the result), "lsp" (the same with
     /// the Language Server Protocol's Content-Length framing; a start-up handshake comes
-    /// from --spec), or "marker:END" (the reply is every line up to the line END)
-    /// [default: lines, or the spec's].
+    /// from --spec), "marker:END" (the reply is every line up to the line END), or
+    /// "prompt:REGEX" (an interactive tool: the reply is what it writes up to its next
+    /// prompt, which REGEX matches; with --pty for most REPLs) [default: lines, or the
+    /// spec's].
     #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol, help_heading = "Tool")]
     pub protocol: Option<Protocol>,
 
@@ -158,8 +160,12 @@ impl ToolArgs {
         if let Some(ms) = self.stderr_error_ms {
             spec.stderr_error_ms = (ms > 0).then_some(ms);
         }
-        if spec.protocol.is_rpc() && from_command && self.stderr_error_ms.is_none() {
-            // The default is for line tools; a JSON-RPC tool answers errors itself.
+        if !matches!(spec.protocol, Protocol::Lines | Protocol::Marker(_))
+            && from_command
+            && self.stderr_error_ms.is_none()
+        {
+            // The default is for line tools: a JSON-RPC tool answers errors itself, and
+            // the prompt framing takes stderr output for an error already.
             spec.stderr_error_ms = None;
         }
         if let Some(n) = self.max_restarts {
@@ -245,10 +251,12 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
         "lines" => Ok(Protocol::Lines),
         "jsonrpc" => Ok(Protocol::Jsonrpc),
         "lsp" => Ok(Protocol::Lsp),
-        _ => match s.strip_prefix("marker:") {
-            Some(m) if !m.is_empty() => Ok(Protocol::Marker(Marker::new(m))),
+        _ => match (s.strip_prefix("marker:"), s.strip_prefix("prompt:")) {
+            (Some(m), _) if !m.is_empty() => Ok(Protocol::Marker(Marker::new(m))),
+            (_, Some(p)) if !p.is_empty() => Ok(Protocol::Prompt(Prompt::new(p))),
             _ => Err(format!(
-                "'{s}' is not a protocol: use lines, jsonrpc, lsp or marker:END (END being the terminator line)"
+                "'{s}' is not a protocol: use lines, jsonrpc, lsp, marker:END (END being the \
+                 terminator line) or prompt:REGEX (REGEX matching the tool's prompt)"
             )),
         },
     }
