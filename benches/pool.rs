@@ -98,7 +98,7 @@ const LINE_NL: &str = concat!(line60!(), "\n");
 /// then a check that each one produced its row; the numbers mean nothing.
 const SMOKE_ENV: &str = "TOOLPOOL_BENCH_SMOKE";
 /// Figures emitted unpinned only, besides `pinned_names()` (emitted pinned and unpinned).
-const UNPINNED_NAMES: [&str; 7] = [
+const UNPINNED_NAMES: [&str; 8] = [
     "jsonrpc_spawn_per_call",
     "jsonrpc_floor",
     "jsonrpc_roundtrip",
@@ -106,6 +106,7 @@ const UNPINNED_NAMES: [&str; 7] = [
     "least_busy_8x3",
     "python_pipe_unbuffered",
     "python_pty",
+    "python_prompt",
 ];
 
 fn smoke() -> bool {
@@ -822,10 +823,11 @@ fn jsonrpc_suite() {
 }
 
 /// The same Python line echo driven on pipes with `-u` and on a pseudo-terminal without
-/// it: what `pty` costs a request against the tool's own unbuffered flag.
+/// it (what `pty` costs a request against the tool's own unbuffered flag), and the same
+/// interpreter as a REPL in prompt framing.
 fn pty_suite() {
     let Some(py) = python() else {
-        for name in ["python_pipe_unbuffered", "python_pty"] {
+        for name in ["python_pipe_unbuffered", "python_pty", "python_prompt"] {
             emit(&skipped(name, false, "python3 not found"));
         }
         return;
@@ -844,22 +846,39 @@ fn pty_suite() {
         .expect("start the python pool")
     };
     let (pipe, pty) = (pool(false), pool(true));
+    // The same interpreter as an interactive REPL in prompt framing: the statement is the
+    // line as a string literal, and the reply its repr (two characters more).
+    let repl = Pool::from_spec(ToolSpec {
+        pty: true,
+        protocol: Protocol::Prompt(toolpool::spec::Prompt::new(">>> ")),
+        ..ToolSpec::new([py.as_str(), "-i", "-q"])
+    })
+    .expect("start the python REPL pool");
+    let literal = format!("'{LINE}'");
     let call = |p: &Pool| {
         let r = p.request(LINE, TIMEOUT).expect("python echo");
         assert_eq!(r.text, LINE);
     };
+    let ask = || {
+        let r = repl.request(&literal, TIMEOUT).expect("python prompt");
+        assert_eq!(r.text, literal);
+    };
     for _ in 0..scale(WARMUP) {
         call(&pipe);
         call(&pty);
+        ask();
     }
     let mut on_pipe = Stats::new("python_pipe_unbuffered");
     let mut on_pty = Stats::new("python_pty");
+    let mut prompt = Stats::new("python_prompt");
     for _ in 0..scale(ROUNDS) {
         measure(&mut on_pipe, scale(JSONRPC_BLOCK), || call(&pipe));
         measure(&mut on_pty, scale(JSONRPC_BLOCK), || call(&pty));
+        measure(&mut prompt, scale(JSONRPC_BLOCK), ask);
     }
     pipe.shutdown(GRACE);
     pty.shutdown(GRACE);
+    repl.shutdown(GRACE);
     let base = on_pipe.p50();
     emit(&on_pipe.json(false, "python_pipe_unbuffered", 1.0, "reference"));
     emit(&on_pty.json(
@@ -867,6 +886,12 @@ fn pty_suite() {
         "python_pipe_unbuffered",
         on_pty.p50() / base,
         "p50 / p50(python_pipe_unbuffered): the cost of pty (target <= 1.2)",
+    ));
+    emit(&prompt.json(
+        false,
+        "python_pty",
+        prompt.p50() / on_pty.p50(),
+        "p50 / p50(python_pty): python3 -i in prompt framing against the same python3 as a lines tool on a pty",
     ));
 }
 

@@ -80,12 +80,13 @@
 //! [`Error::Cancelled`] and the request ends as a timed-out one would (step 6).
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, `linebuf`,
-//! `pipe`, [`cancel`] → `metrics`, `spawn` → `process` → `limiter`, `reader`, `writer`, `stderr` →
-//! `rpc`, `oneshot`, `dry` → `lsp` → `incarnation` → `instance`, `admission`, `exchange` →
-//! `handshake`, `roster` → `lifecycle` → `sizing`, `recycle` → `hold` → `supervisor`,
-//! `snapshot` → `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top. A submodule is
-//! part of its parent's layer and holds one of its ideas: `spec`'s validation
-//! (`spec/validate.rs`) and key data (`spec/dry_run.rs`, `spec/remote.rs`), how an
+//! `pipe`, `term`, [`cancel`] → `metrics`, `spawn`, `session` → `process` → `limiter`,
+//! `reader`, `writer`, `stderr` → `rpc`, `oneshot`, `dry` → `lsp` → `incarnation` →
+//! `prompt` → `instance`, `admission`, `exchange` → `handshake`, `roster` → `lifecycle` →
+//! `sizing`, `recycle` → `hold` → `supervisor`, `snapshot` → `router` → `lease` → `pool` →
+//! `pools`; [`ffi`] (feature `capi`) on top. A submodule is part of its parent's layer and
+//! holds one of its ideas: `spec`'s validation (`spec/validate.rs`) and key data
+//! (`spec/protocol.rs`, `spec/dry_run.rs`, `spec/remote.rs`), how an
 //! incarnation is put together (`incarnation/start.rs`), what a dry-run responder answers
 //! (`dry/script.rs`), the start of a whole pool (`lifecycle/start_all.rs`), the spawn
 //! helper with a small fd table (`spawn/helper.rs`).

@@ -21,7 +21,7 @@ use crate::cancel::{CancelToken, Until};
 use crate::error::{Error, Result};
 use crate::incarnation::Incarnation;
 use crate::reader::WaitEnd;
-use crate::session::{Scanned, Session};
+use crate::session::{reply_text, Scanned, Session};
 use crate::spec::{Prompt, ToolSpec};
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
@@ -142,8 +142,9 @@ pub(crate) fn in_step(inc: &Incarnation) -> bool {
 /// The reply of a request that ended at the prompt: stdout's text (its final newlines
 /// dropped), or the tool error that stderr output or the `error` pattern makes of it.
 fn reply(inc: &Incarnation, spec: &ToolSpec, out: Scanned, err: Scanned) -> Result<Vec<u8>> {
-    let text = out.text.trim_end_matches('\n');
-    let errors = err.text.trim_matches('\n');
+    let text = &reply_text(&out.text);
+    let errors = reply_text(&err.text);
+    let errors = errors.trim_start_matches('\n');
     let tool_error = |message: &str| {
         let data = serde_json::json!({
             "stdout": text,

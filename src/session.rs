@@ -139,15 +139,29 @@ fn continuation_at(body: &str, pos: usize, re: &Regex) -> Option<(usize, usize)>
 }
 
 /// Step over the tool's echo of input `line` at `pos`, if it is there: a line equal to it
-/// (leading blanks aside: a line editor may indent it) and its newline.
+/// (leading blanks aside: a line editor may indent it) that a line editor ended (a carriage
+/// return and a line feed, `\r\n` in the text: what a program prints on the raw terminal
+/// ends with `\n` alone, so output equal to the input is not taken for an echo).
 fn skip_echo(body: &str, pos: &mut usize, line: Option<&str>) {
     let Some(line) = line else { return };
     let rest = &body[*pos..];
-    let first = rest.split('\n').next().unwrap_or("");
+    let Some((first, _)) = rest.split_once('\n') else {
+        return;
+    };
+    let Some(first) = first.strip_suffix('\r') else {
+        return;
+    };
     let want = line.trim();
-    if !want.is_empty() && first.trim() == want && rest.len() > first.len() {
-        *pos += first.len() + 1;
+    if !want.is_empty() && first.trim() == want {
+        *pos += first.len() + 2;
     }
+}
+
+/// Text as a reply gives it: line ends as `\n`, the final ones dropped.
+pub(crate) fn reply_text(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .trim_end_matches('\n')
+        .to_string()
 }
 
 #[cfg(test)]
@@ -182,12 +196,15 @@ mod tests {
         // Two statements: the prompt after the first is taken out.
         let s = reply(">>> 1\n>>> ", "x = 1\nprint(x)", ">>> ");
         assert_eq!((s.text.as_str(), s.prompts), ("1\n", 1));
-        // node: the echo of the input, then the output.
-        let s = reply("1+1\r\n2\n> ".replace('\r', "").as_str(), "1+1", "> ");
+        // node: the echo of the input (ended by CR LF), then the output.
+        let s = reply("1+1\r\n2\n> ", "1+1", "> ");
         assert_eq!(s.text, "2\n");
+        // Output equal to the input (ended by LF alone) is no echo.
+        let s = reply("5\n>>> ", "5", ">>> ");
+        assert_eq!(s.text, "5\n");
         // IPython redrawn: echo (auto-indented), continuation prompts, the output.
         let s = reply(
-            "def f(a):\n   ...:         return a*2\n   ...:\n\nIn [4]: ",
+            "def f(a):\r\n   ...:         return a*2\r\n   ...:\r\n\nIn [4]: ",
             "def f(a):\n    return a*2\n",
             r"In \[\d+\]: ",
         );

@@ -39,6 +39,11 @@ enum Parse {
 #[derive(Debug)]
 pub(crate) struct Screen {
     rows: Vec<Vec<char>>,
+    /// Rows that a carriage return and a line feed ended (a line editor's Enter; a
+    /// program's output on a raw terminal ends its lines with a line feed alone).
+    crlf: Vec<bool>,
+    /// The last byte was a carriage return.
+    after_cr: bool,
     row: usize,
     col: usize,
     saved: (usize, usize),
@@ -54,6 +59,8 @@ impl Default for Screen {
     fn default() -> Screen {
         Screen {
             rows: vec![Vec::new()],
+            crlf: vec![false],
+            after_cr: false,
             row: 0,
             col: 0,
             saved: (0, 0),
@@ -73,12 +80,16 @@ impl Screen {
         }
     }
 
-    /// The text drawn: the rows joined by `\n`, trailing blanks cut from every row but the
-    /// cursor's (a prompt may end in a space).
+    /// The text drawn: the rows joined by `\n` (`\r\n` after a row that a carriage return
+    /// and a line feed ended: see [`Screen::crlf`]), trailing blanks cut from every row but
+    /// the cursor's (a prompt may end in a space).
     pub fn text(&self) -> String {
         let mut s = String::new();
         for (i, r) in self.rows.iter().enumerate() {
             if i > 0 {
+                if self.crlf.get(i - 1) == Some(&true) {
+                    s.push('\r');
+                }
                 s.push('\n');
             }
             let line: String = r.iter().collect();
@@ -94,6 +105,7 @@ impl Screen {
     /// Forget what was drawn (the parser's state and the modes stay).
     pub fn clear(&mut self) {
         self.rows = vec![Vec::new()];
+        self.crlf = vec![false];
         self.row = 0;
         self.col = 0;
         self.saved = (0, 0);
@@ -107,6 +119,7 @@ impl Screen {
         self.ensure_row();
         let row = std::mem::take(&mut self.rows[self.row]);
         self.rows = vec![row];
+        self.crlf = vec![false];
         self.row = 0;
         self.saved = (0, 0);
         self.mark = self.col;
@@ -163,6 +176,7 @@ impl Screen {
     }
 
     fn ground(&mut self, b: u8) {
+        let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
         if !self.utf8.is_empty() || b >= 0x80 {
             self.utf8.push(b);
             match std::str::from_utf8(&self.utf8) {
@@ -186,6 +200,8 @@ impl Screen {
             }
             b'\r' => self.col = 0,
             b'\n' | 0x0b | 0x0c => {
+                self.ensure_row();
+                self.crlf[self.row] = after_cr;
                 self.down(1);
                 self.col = 0;
             }
@@ -258,6 +274,7 @@ impl Screen {
                     let col = self.col;
                     self.line().truncate(col);
                     self.rows.truncate(self.row + 1);
+                    self.crlf.truncate(self.row + 1);
                 }
                 2 | 3 => self.clear(),
                 _ => {}
@@ -310,6 +327,7 @@ impl Screen {
     fn ensure_row(&mut self) {
         while self.rows.len() <= self.row {
             self.rows.push(Vec::new());
+            self.crlf.push(false);
         }
     }
 
@@ -345,7 +363,8 @@ mod tests {
 
     #[test]
     fn plain_text_and_line_ends() {
-        assert_eq!(text(b"a\nb\r\nc"), "a\nb\nc");
+        // A row ended by CR LF (a line editor's Enter) keeps the CR in the text.
+        assert_eq!(text(b"a\nb\r\nc"), "a\nb\r\nc");
         assert_eq!(text(b"abc\rX"), "Xbc");
         assert_eq!(text(b"ab\x08c"), "ac");
         assert_eq!(text("é€\n".as_bytes()), "é€\n");
@@ -371,7 +390,7 @@ mod tests {
             b"\x1b[?25l\x1b[8D\x1b[0m\x1b[JIn [1]: 1\x1b[0m+\x1b[0;32m1\x1b[11D\x1b[0m\r\n\x1b[J",
         );
         s.feed(b"Out[1]: 2\n\n");
-        assert_eq!(s.text(), "In [1]: 1+1\nOut[1]: 2\n\n");
+        assert_eq!(s.text(), "In [1]: 1+1\r\nOut[1]: 2\n\n");
         // Up two rows and draw a block again over itself.
         let mut s = Screen::default();
         s.feed(b"In [3]: def f(a):\r\n   ...:     return a\r\n   ...: ");
@@ -380,7 +399,7 @@ mod tests {
         );
         assert_eq!(
             s.text(),
-            "In [3]: def f(a):\n   ...:     return a\n   ...:\n"
+            "In [3]: def f(a):\r\n   ...:     return a\r\n   ...:\r\n"
         );
     }
 
@@ -404,7 +423,7 @@ mod mark_tests {
         s.feed(b"banner\nIn [1]: ");
         s.keep_cursor_row();
         s.feed(b"\x1b[8D\x1b[JIn [1]: 1+1\r\nOut[1]: 2\n");
-        assert_eq!(s.text_since_mark(), "1+1\nOut[1]: 2\n");
+        assert_eq!(s.text_since_mark(), "1+1\r\nOut[1]: 2\n");
         let mut s = Screen::default();
         s.feed(b">>> ");
         s.keep_cursor_row();

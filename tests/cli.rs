@@ -997,3 +997,40 @@ fn the_tools_people_have_from_the_command_line() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("restart.max_restarts"), "{stderr}");
 }
+
+#[test]
+fn an_interactive_tool_from_the_command_line() {
+    // python3 -i on a terminal: each input line is one statement, its reply what Python
+    // printed before its next prompt; a traceback is that row's error.
+    let out = cli(
+        &[
+            "run",
+            "-n",
+            "1",
+            "--pty",
+            "--protocol",
+            "prompt:>>> ",
+            "--jsonl",
+            "--",
+            "python3",
+            "-i",
+            "-q",
+        ],
+        "x = 6\nx * 7\nprint('a'); print('b')\n1/0\nx\n",
+    );
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 5, "{}", text(&out.stderr));
+    assert_eq!(rows[0]["reply"], "");
+    assert_eq!(rows[1]["reply"], "42");
+    assert_eq!(rows[2]["reply"], "a\nb");
+    assert_eq!(rows[3]["error"]["name"], "tool_error", "{rows:?}");
+    assert!(
+        rows[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ZeroDivisionError"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[4]["reply"], "6");
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -35,6 +35,9 @@ fn tool_error(r: toolpool::Result<toolpool::Reply>) -> String {
 fn python_keeps_its_state_and_answers_blocks_and_errors() {
     let pool = private(python(Prompt::new(">>> ")));
     assert_eq!(pool.request("1+1", T).unwrap().text, "2");
+    // A reply equal to the request is the reply, not an echo of it.
+    assert_eq!(pool.request("5", T).unwrap().text, "5");
+    assert_eq!(pool.request("'x'", T).unwrap().text, "'x'");
     assert_eq!(pool.request("x = 5", T).unwrap().text, "");
     // A block of several lines: the continuation prompts are not in the reply.
     let block = "def f(a):\n    if a > 3:\n        return a * 2\n    return a\n";
@@ -232,6 +235,8 @@ fn node_echoes_its_input_and_the_reply_leaves_it_out() {
     }
     let pool = private(prompt_spec(&["node"], Prompt::new("> ")));
     assert_eq!(pool.request("1+1", T).unwrap().text, "2");
+    // node echoes the input line before its result: the echo goes, the equal result stays.
+    assert_eq!(pool.request("5", T).unwrap().text, "5");
     assert_eq!(pool.request("let x = 5", T).unwrap().text, "undefined");
     assert_eq!(pool.request("x * 3", T).unwrap().text, "15");
     assert_eq!(

@@ -59,7 +59,7 @@ pub struct Prompt {
 
 /// The continuation prompts of Python (`... `), IPython (`   ...: `), sqlite3 (`   ...> `)
 /// and node (`... `), as [`Prompt::continuation`] takes them.
-pub const DEFAULT_CONTINUATION: &str = r"(?m)[ \t]*\.\.\.[:>]?(?: |$)";
+pub const DEFAULT_CONTINUATION: &str = r"(?m)[ \t]*\.\.\.[:>]?(?: |\r|$)";
 
 impl Prompt {
     /// A prompt framing with every optional key at its default.

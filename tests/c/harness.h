@@ -114,5 +114,6 @@ void test_cancel_jsonrpc(void);
 void test_log_callback(void);
 void test_metrics_prometheus(void);
 void test_tools_pty_and_end_command(void);
+void test_interactive_python(void);
 
 #endif

@@ -108,6 +108,7 @@ static const struct test TESTS[] = {
     {"log_callback", test_log_callback},
     {"metrics_prometheus", test_metrics_prometheus},
     {"tools_pty_and_end_command", test_tools_pty_and_end_command},
+    {"interactive_python", test_interactive_python},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here
