@@ -119,6 +119,11 @@ typedef int32_t ToolpoolStatus;
 #endif // __cplusplus
 
 /**
+ * Why a pooled attempt failed, as `fallback` and `retry` name it.
+ */
+typedef struct Cause Cause;
+
+/**
  * An opaque cancel token, from `toolpool_cancel_new`, freed with `toolpool_cancel_free`.
  * `toolpool_cancel_trigger` may be called from any thread, also while calls wait on it.
  */
@@ -133,10 +138,18 @@ typedef struct ToolpoolLease ToolpoolLease;
 
 /**
  * An opaque pool handle, from `toolpool_pool_new` or `toolpool_pool_from_registry`, freed
- * with `toolpool_pool_free`. Every call but `toolpool_pool_free` may be made from many
- * threads at once on the same handle.
+ * with `toolpool_pool_free`; or lent by `toolpool_pools_get`, and then freed with its
+ * `ToolpoolPools`. Every call but `toolpool_pool_free` may be made from many threads at
+ * once on the same handle.
  */
 typedef struct ToolpoolPool ToolpoolPool;
+
+/**
+ * An opaque handle of a pool per tool, from `toolpool_pools_new`, freed with
+ * `toolpool_pools_free`. Every call but `toolpool_pools_free` may be made from many
+ * threads at once on the same handle.
+ */
+typedef struct ToolpoolPools ToolpoolPools;
 
 /**
  * A log record for the host: `level` is 1 = error, 2 = warn, 3 = info, 4 = debug,
@@ -822,16 +835,134 @@ int32_t toolpool_pool_shutdown(struct ToolpoolPool *p, uint32_t grace_ms);
  * pool. Leases taken from it stay valid until freed (their calls return
  * `TOOLPOOL_SHUT_DOWN`).
  *
- * NULL handling: NULL is ignored.
+ * NULL handling: NULL is ignored; so is a pool lent by `toolpool_pools_get` (its
+ * `ToolpoolPools` frees it).
  * Ownership: takes back ownership of `p`; `p` must not be used afterwards.
  * Thread safety: must not race any other call on the same handle (finish or join every
  * thread using it first); other pools are unaffected.
  *
  * # Safety
- * `p` must be NULL or a handle from `toolpool_pool_new` / `toolpool_pool_from_registry`
- * not yet freed, with no call on it in progress.
+ * `p` must be NULL, a pool lent by a live `ToolpoolPools`, or a handle from
+ * `toolpool_pool_new` / `toolpool_pool_from_registry` not yet freed, with no call on it
+ * in progress.
  */
 void toolpool_pool_free(struct ToolpoolPool *p);
+
+/**
+ * A pool for every tool of the registry file at `registry_path` (NULL: the file named by
+ * `$TOOLPOOL_REGISTRY`), each started as its spec says (a `lazy` tool on first use).
+ *
+ * Errors: `TOOLPOOL_IO` when the file cannot be read; `TOOLPOOL_CONFIG` for an invalid
+ * registry or an unset `$TOOLPOOL_REGISTRY`; a tool's start-up error (then nothing is
+ * left running).
+ * NULL handling: `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `registry_path` may be NULL.
+ * Ownership: `registry_path` is borrowed; on success `*out` receives a new handle that
+ * the caller owns and frees with `toolpool_pools_free`.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `registry_path` must be NULL or NUL-terminated; `out` NULL or writable.
+ */
+int32_t toolpool_pools_new(const char *registry_path, struct ToolpoolPools **out);
+
+/**
+ * The pool of tool `tool_id`: a borrowed `ToolpoolPool *` that every `toolpool_pool_*`
+ * function takes, valid until `toolpool_pools_free` (`toolpool_pool_free` on it does
+ * nothing).
+ *
+ * Errors: `TOOLPOOL_NOT_FOUND` for an id the registry does not have (the message lists
+ * the known ones).
+ * NULL handling: `pools`, `tool_id` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `tool_id` is borrowed; `*out` is owned by `pools`.
+ * Thread safety: safe from many threads at once on the same handle.
+ *
+ * # Safety
+ * `pools` must be NULL or a live handle; `tool_id` NULL or NUL-terminated; `out` NULL or
+ * writable.
+ */
+int32_t toolpool_pools_get(const struct ToolpoolPools *pools,
+                           const char *tool_id,
+                           struct ToolpoolPool **out);
+
+/**
+ * Run mixed jobs, each on its tool's pool (every tool's jobs as a batch, all tools at
+ * once), waiting up to `timeout_ms` for each job. `jobs_json` is a JSON array of `[tool,
+ * payload]` pairs; `*out_results_json` receives one result per job, in input order, as
+ * `toolpool_pool_map_json` gives them (a job of an unknown tool is its own error).
+ *
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` for `jobs_json` that is not such an array.
+ * NULL handling: `pools`, `jobs_json` or `out_results_json` NULL is
+ * `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `jobs_json` is borrowed; on success `*out_results_json` receives a new
+ * string that the caller frees with `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same handle.
+ *
+ * # Safety
+ * `pools` must be NULL or a live handle; `jobs_json` NULL or NUL-terminated;
+ * `out_results_json` NULL or writable.
+ */
+int32_t toolpool_pools_map_json(const struct ToolpoolPools *pools,
+                                const char *jobs_json,
+                                uint32_t timeout_ms,
+                                char **out_results_json);
+
+/**
+ * The status of every pool as JSON: `{"<tool id>": <toolpool_pool_status_json's
+ * document>, ...}`.
+ *
+ * NULL handling: `pools` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_json` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same handle.
+ *
+ * # Safety
+ * `pools` must be NULL or a live handle; `out_json` NULL or writable.
+ */
+int32_t toolpool_pools_status_json(const struct ToolpoolPools *pools, char **out_json);
+
+/**
+ * Every pool's metrics in the Prometheus text exposition format 0.0.4 (families listed
+ * in docs/observability.md), with the process's limiter.
+ *
+ * NULL handling: `pools` or `out_text` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_text` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same handle.
+ *
+ * # Safety
+ * `pools` must be NULL or a live handle; `out_text` NULL or writable.
+ */
+int32_t toolpool_pools_metrics_prometheus(const struct ToolpoolPools *pools, char **out_text);
+
+/**
+ * Shut every pool down, all at once, each waiting up to `grace_ms` (`UINT32_MAX`: its
+ * spec's `shutdown.grace_ms`) as `toolpool_pool_shutdown` does. Idempotent; the pools'
+ * status and metrics still answer until `toolpool_pools_free`.
+ *
+ * NULL handling: `pools` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `pools` is borrowed.
+ * Thread safety: safe from many threads at once on the same handle; calls waiting on
+ * its pools are woken and return `TOOLPOOL_SHUT_DOWN`.
+ *
+ * # Safety
+ * `pools` must be NULL or a live handle.
+ */
+int32_t toolpool_pools_shutdown(const struct ToolpoolPools *pools, uint32_t grace_ms);
+
+/**
+ * Free the handle and the pools it lent, shutting every pool down first (with its spec's
+ * `shutdown.grace_ms`) unless `toolpool_pools_shutdown` already did.
+ *
+ * NULL handling: NULL is ignored.
+ * Ownership: takes back ownership of `pools`; it and every pool `toolpool_pools_get`
+ * lent must not be used afterwards.
+ * Thread safety: must not race any other call on the handle or on its pools.
+ *
+ * # Safety
+ * `pools` must be NULL or a handle from `toolpool_pools_new` not yet freed, with no call
+ * on it or its pools in progress.
+ */
+void toolpool_pools_free(struct ToolpoolPools *pools);
 
 /**
  * Send `payload` as one request to an instance picked by the spec's `routing` and wait
@@ -1017,6 +1148,33 @@ int32_t toolpool_pool_lease_cancellable(struct ToolpoolPool *p,
                                         uint32_t timeout_ms,
                                         const struct ToolpoolCancel *c,
                                         struct ToolpoolLease **out);
+
+/**
+ * A request with options, its reply as JSON: `{"text": "...", "instance": N|null,
+ * "served_by": "pool"|"retry"|"oneshot", "moved": bool}`. `options_json` is NULL or
+ * `{"key": "...", "retry": {"max": N, "on": ["dead", ...]}}`: a sticky key (as
+ * `toolpool_pool_request_sticky`) and this request's own retry (the spec key `retry`;
+ * `{"max": 0}` turns the spec's off).
+ *
+ * Errors: as `toolpool_pool_request_cancellable`; `TOOLPOOL_INVALID_ARGUMENT` for
+ * options that are not such JSON (the message names the key).
+ * NULL handling: `p`, `payload` or `out_reply_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`;
+ * `options_json` and `c` may be NULL.
+ * Ownership: the strings and `c` are borrowed for the call; on success `*out_reply_json`
+ * receives a new string that the caller frees with `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same pool; `c` may be triggered
+ * from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live pool handle; the strings NULL or NUL-terminated; `c` NULL or
+ * a live token; `out_reply_json` NULL or writable.
+ */
+int32_t toolpool_pool_request_json(struct ToolpoolPool *p,
+                                   const char *payload,
+                                   const char *options_json,
+                                   uint32_t timeout_ms,
+                                   const struct ToolpoolCancel *c,
+                                   char **out_reply_json);
 
 /**
  * Counts of the pool's instances: total, alive (starting or ready), dead (ended on their

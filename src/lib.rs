@@ -153,14 +153,16 @@ pub use lsp::MAX_LSP_HEADER_BYTES;
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
 pub use pool::metrics_prometheus_all;
-pub use pool::{Health, HostStatus, InstanceStatus, Pool, PoolOptions, PoolStatus, DISABLE_ENV};
+pub use pool::{
+    Health, HostStatus, InstanceStatus, Pool, PoolOptions, PoolStatus, RequestOptions, DISABLE_ENV,
+};
 pub use pools::Pools;
 pub use reader::SPIN_BUDGET;
 pub use remote::{Launcher, RemoteSpec};
 pub use router::{MapResult, Reply, ServedBy};
 pub use spec::StderrMode;
-pub use spec::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV};
 pub use spec::{
-    HandshakeMessage, HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart,
-    RestartPolicy, Routing, Shutdown, Startup, ToolSpec,
+    Cause, Fallback, HandshakeMessage, HealthProbe, Limits, Oneshot, OneshotInput, Protocol,
+    Registry, Restart, RestartPolicy, Retry, Routing, Shutdown, Startup, ToolSpec,
 };
+pub use spec::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV};

@@ -1,5 +1,6 @@
 //! Request counters and a lock-free latency histogram, per pool and per instance.
 
+use crate::spec::Cause;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -158,9 +159,41 @@ pub(crate) struct Metrics {
     pub timeout: AtomicU64,
     pub fallback: AtomicU64,
     pub latency: Histogram,
+    /// Fallbacks and retries, by cause (a pool's only).
+    pub fallbacks: Causes,
+    pub retries: Causes,
+}
+
+/// A counter per [`Cause`], in the order of [`Cause::ALL`].
+#[derive(Debug, Default)]
+pub(crate) struct Causes([AtomicU64; 6]);
+
+impl Causes {
+    /// Count one.
+    pub fn count(&self, cause: Cause) {
+        self.0[cause as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Every cause by name, zeros included.
+    pub fn by_name(&self) -> std::collections::BTreeMap<String, u64> {
+        Cause::ALL
+            .iter()
+            .map(|&c| (c.name().to_string(), self.0[c as usize].load(Relaxed)))
+            .collect()
+    }
 }
 
 impl Metrics {
+    /// A retry of a request that failed for `cause`.
+    pub fn count_retry(&self, cause: Cause) {
+        self.retries.count(cause);
+    }
+
+    /// A fallback of a request that failed for `cause`.
+    pub fn count_fallback(&self, cause: Cause) {
+        self.fallbacks.count(cause);
+    }
+
     pub fn record(&self, outcome: Outcome, fallback: bool, took: Duration) {
         match outcome {
             Outcome::Ok => &self.ok,
@@ -227,8 +260,12 @@ pub struct MetricsSnapshot {
     pub requests_error: u64,
     /// Requests that timed out.
     pub requests_timeout: u64,
-    /// Requests served by the one-shot fallback (also counted in ok/error/timeout).
+    /// Requests served by a one-shot run (also counted in ok/error/timeout).
     pub requests_fallback: u64,
+    /// Requests sent to the one-shot run after a pooled failure, by cause (`fallback`).
+    pub fallbacks: std::collections::BTreeMap<String, u64>,
+    /// Pooled runs after the first, by the cause of the failure before (`retry`).
+    pub retries: std::collections::BTreeMap<String, u64>,
     /// Lines written to stdin, all instances.
     pub lines_in: u64,
     /// Lines read from stdout, all instances.

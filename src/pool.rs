@@ -17,7 +17,7 @@ use crate::reader::WaitEnd;
 use crate::router::{self, Reply, MAX_MAP_THREADS};
 use crate::sizing;
 use crate::snapshot;
-use crate::spec::{Registry, ToolSpec};
+use crate::spec::{Registry, Retry, ToolSpec};
 use crate::supervisor::Supervisor;
 use crate::util::lossy;
 use parking_lot::Mutex;
@@ -35,6 +35,15 @@ pub const DISABLE_ENV: &str = "TOOLPOOL_DISABLE";
 pub struct Pool {
     core: Arc<PoolCore>,
     supervisor: Mutex<Option<Supervisor>>,
+}
+
+/// Options of one request ([`Pool::request_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions {
+    /// A sticky key, as [`Pool::request_sticky`] takes it.
+    pub key: Option<String>,
+    /// This request's `retry` instead of the spec's ([`Retry`] with `max` 0: none).
+    pub retry: Option<Retry>,
 }
 
 /// Options of a pool beyond its spec.
@@ -96,12 +105,15 @@ impl Pool {
         let core = Arc::new(PoolCore::new(spec, limiter, disabled));
         if !disabled && !core.spec.lazy {
             if let Err(e) = core.start_all() {
-                if core.spec.oneshot.is_none() {
+                use crate::spec::Cause;
+                let fb = &core.spec.fallback;
+                let serves = fb.on(Cause::SpawnFailed) || fb.on(Cause::Unavailable);
+                if core.spec.oneshot.is_none() || !serves {
                     core.set_shut_down();
                     return Err(e);
                 }
-                // With a one-shot fallback, a pool that cannot start still serves; its
-                // instances are failed (not retried) until `restart` is called.
+                // With a one-shot fallback on these causes, a pool that cannot start still
+                // serves; its instances are failed (not retried) until `restart` is called.
                 for inst in &core.instances {
                     inst.mark_failed(format!("could not start: {e}"));
                 }
@@ -214,12 +226,36 @@ impl Pool {
     /// reaches another caller (the instance is recycled in `lines`/`marker` framing, the
     /// reply dropped and counted in `jsonrpc`).
     pub fn request(&self, payload: &str, timeout: impl Into<Wait>) -> Result<Reply> {
-        router::request(&self.core, payload, None, &timeout.into()).map(Reply::lossy)
+        router::request(&self.core, payload, None, &timeout.into(), None).map(Reply::lossy)
     }
 
-    /// [`Pool::request`] with the reply's exact bytes (no UTF-8 replacement).
-    pub fn request_bytes(&self, payload: &str, timeout: impl Into<Wait>) -> Result<Reply<Vec<u8>>> {
-        router::request(&self.core, payload, None, &timeout.into())
+    /// [`Pool::request`] with [`RequestOptions`]: a sticky key, and this call's own
+    /// `retry` instead of the spec's.
+    pub fn request_with(
+        &self,
+        payload: &str,
+        options: &RequestOptions,
+        timeout: impl Into<Wait>,
+    ) -> Result<Reply> {
+        self.request_bytes(payload, options, timeout)
+            .map(Reply::lossy)
+    }
+
+    /// [`Pool::request_with`] with the reply's exact bytes (no UTF-8 replacement).
+    pub fn request_bytes(
+        &self,
+        payload: &str,
+        options: &RequestOptions,
+        timeout: impl Into<Wait>,
+    ) -> Result<Reply<Vec<u8>>> {
+        let key = options.key.as_deref();
+        router::request(
+            &self.core,
+            payload,
+            key,
+            &timeout.into(),
+            options.retry.as_ref(),
+        )
     }
 
     /// Like [`Pool::request`], but `key` maps to the same instance while that instance
@@ -230,7 +266,7 @@ impl Pool {
         payload: &str,
         timeout: impl Into<Wait>,
     ) -> Result<Reply> {
-        router::request(&self.core, payload, Some(key), &timeout.into()).map(Reply::lossy)
+        router::request(&self.core, payload, Some(key), &timeout.into(), None).map(Reply::lossy)
     }
 
     /// Lease one idle instance for exclusive use, waiting up to `timeout` (a `Duration`,
@@ -408,6 +444,11 @@ impl Pool {
     /// True after [`Pool::shutdown`].
     pub fn is_shut_down(&self) -> bool {
         self.core.is_shut_down()
+    }
+
+    /// The shared core (for `Pools`' Prometheus exposition).
+    pub(crate) fn core(&self) -> Arc<PoolCore> {
+        Arc::clone(&self.core)
     }
 
     /// The limiter this pool's processes count against.

@@ -13,8 +13,9 @@
 //!   it could have been reused;
 //! - a write to a dead child's stdin never raises SIGPIPE, which would kill a C or Go host:
 //!   the host holds the pipe's read end as well ([`crate::pipe`]), and the threads we own
-//!   block SIGPIPE ([`spawn_thread`]) for the pipes they write without one (one-shot
-//!   runs); no signal handler is ever installed.
+//!   block SIGPIPE for the pipes they write without one (one-shot runs); they block every
+//!   other asynchronous signal too ([`spawn_thread`]), so a signal sent to the host runs
+//!   its handler on one of the host's threads; no signal handler is ever installed.
 
 use crate::error::{Error, ExitInfo, Result};
 use crate::pipe::StdinEnd;
@@ -252,7 +253,9 @@ impl Drop for Reaper {
 /// instances reserve 0.75 GiB of addresses instead of the 6 GiB of default stacks.
 pub const SMALL_STACK_BYTES: usize = 256 * 1024;
 
-/// Spawn a thread that blocks SIGPIPE, so its writes to a pipe without a reader return EPIPE.
+/// Spawn a thread that blocks the asynchronous signals (SIGPIPE among them, so its writes
+/// to a pipe without a reader return EPIPE; the others so that a signal sent to the process
+/// reaches a host thread: `util::block_async_signals`).
 ///
 /// The name is sanitised (a NUL byte in a thread name would panic). Panics only when the
 /// OS refuses a new thread (out of memory or threads), as `std::thread::spawn` does.
@@ -263,7 +266,7 @@ where
     std::thread::Builder::new()
         .name(name.replace('\0', "?"))
         .spawn(move || {
-            block_sigpipe();
+            crate::util::block_async_signals();
             f()
         })
         .expect("toolpool: cannot spawn a thread")
@@ -278,20 +281,10 @@ where
         .name(name.replace('\0', "?"))
         .stack_size(SMALL_STACK_BYTES)
         .spawn(move || {
-            block_sigpipe();
+            crate::util::block_async_signals();
             f()
         })
         .expect("toolpool: cannot spawn a thread")
-}
-
-fn block_sigpipe() {
-    // SAFETY: manipulating this thread's own signal mask with a properly initialised set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
 }
 
 /// Start `launch` (with `posix_spawn`: see [`crate::spawn`] for the hygiene it keeps).

@@ -62,14 +62,23 @@ fn live_pools() -> Vec<(Arc<PoolCore>, Option<String>)> {
         .collect()
 }
 
-/// The exposition of one pool (with its `pool` label, if it has one) and its limiter.
-pub(crate) fn render_one(core: &Arc<PoolCore>) -> String {
-    let label = LIVE
-        .lock()
+/// The `pool` label of `core`, if it has one.
+fn label_of(core: &Arc<PoolCore>) -> Option<String> {
+    LIVE.lock()
         .iter()
         .find(|e| std::ptr::eq(e.pool.as_ptr(), Arc::as_ptr(core)))
-        .and_then(|e| e.label.clone());
-    render(&[(Arc::clone(core), label)], &core.limiter)
+        .and_then(|e| e.label.clone())
+}
+
+/// The exposition of one pool (with its `pool` label, if it has one) and its limiter.
+pub(crate) fn render_one(core: &Arc<PoolCore>) -> String {
+    render(&[(Arc::clone(core), label_of(core))], &core.limiter)
+}
+
+/// The exposition of some pools (a `Pools`), with the global limiter.
+pub(crate) fn render_some(cores: &[Arc<PoolCore>]) -> String {
+    let pools: Vec<_> = cores.iter().map(|c| (Arc::clone(c), label_of(c))).collect();
+    render(&pools, Limiter::global())
 }
 
 /// The exposition of every live pool (and the global limiter).
@@ -131,6 +140,18 @@ const POOL_FAMILIES: &[Family] = &[
         "counter",
         "Requests served by the one-shot fallback (also in toolpool_requests_total).",
         |r| one(r.metrics.requests_fallback),
+    ),
+    (
+        "toolpool_fallbacks_total",
+        "counter",
+        "Requests sent to the one-shot run after a pooled failure, by cause (dead, timeout, invalid_reply, unavailable, spawn_failed, tool_error).",
+        |r| by("cause", r.metrics.fallbacks.clone()),
+    ),
+    (
+        "toolpool_retries_total",
+        "counter",
+        "Pooled runs after the first, by the cause of the failure before.",
+        |r| by("cause", r.metrics.retries.clone()),
     ),
     (
         "toolpool_request_duration_seconds",

@@ -17,8 +17,9 @@ use crate::incarnation::{Incarnation, State};
 use crate::lifecycle::PoolCore;
 use crate::metrics::Outcome;
 use crate::oneshot;
+use crate::rpc;
 use crate::sizing;
-use crate::spec::{RestartPolicy, Routing};
+use crate::spec::{Cause, Protocol, RestartPolicy, Retry, Routing};
 use crate::util::lossy;
 use serde::Serialize;
 use std::cell::Cell;
@@ -35,9 +36,11 @@ pub const MAX_MAP_THREADS: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServedBy {
-    /// A pooled instance.
+    /// A pooled instance, at the first run.
     Pool,
-    /// A one-shot run of the tool.
+    /// A pooled instance, at a later run (`retry`).
+    Retry,
+    /// A one-shot run of the tool (`fallback`, or a disabled pool).
     Oneshot,
 }
 
@@ -403,15 +406,17 @@ pub(crate) fn take(
     Ok((Hold { claim, incarnation }, moved))
 }
 
-/// Run one request with routing, waiting, fallback and metrics.
+/// Run one request with routing, waiting, retries, fallback and metrics. `retry` is the
+/// caller's override of the spec's `retry` (`Some` with `max` 0: no retry).
 pub(crate) fn request(
     p: &Arc<PoolCore>,
     payload: &str,
     key: Option<&str>,
     wait: &Wait,
+    retry: Option<&Retry>,
 ) -> Result<Reply<Vec<u8>>> {
     let started = Instant::now();
-    let result = route(p, payload, key, wait.until_from(started));
+    let result = route(p, payload, key, wait.until_from(started), retry);
     let fallback = matches!(&result, Ok(r) if r.served_by == ServedBy::Oneshot);
     p.metrics
         .record(Outcome::of(&result), fallback, started.elapsed());
@@ -431,63 +436,111 @@ pub(crate) fn request_held(hold: &Hold, payload: &str, wait: &Wait) -> Result<Ve
     result
 }
 
+/// The cause `fallback` and `retry` name a failure by; `None` for the failures that
+/// neither may act on (cancelled, shut down, a bad argument, a full stdin queue).
+fn cause(e: &Error) -> Option<Cause> {
+    Some(match e {
+        Error::InstanceDead(_) => Cause::Dead,
+        Error::Timeout { .. } => Cause::Timeout,
+        Error::Protocol(_) => Cause::InvalidReply,
+        Error::Unavailable { .. }
+        | Error::LimitReached { .. }
+        | Error::Failed { .. }
+        | Error::Saturated { .. } => Cause::Unavailable,
+        Error::Spawn(_) => Cause::SpawnFailed,
+        Error::Tool { .. } => Cause::ToolError,
+        _ => return None,
+    })
+}
+
 fn route(
     p: &Arc<PoolCore>,
     payload: &str,
     key: Option<&str>,
     until: Until<'_>,
+    retry: Option<&Retry>,
 ) -> Result<Reply<Vec<u8>>> {
-    let Until {
-        deadline, timeout, ..
-    } = until;
     p.check_open()?;
     if cancelled(until.cancel) {
         return Err(Error::Cancelled(format!("a request to '{}'", p.spec.id)));
     }
     if p.disabled {
-        return oneshot(p, payload, timeout, "the pool is disabled");
+        return oneshot(p, payload, until.timeout, "the pool is disabled");
     }
-    let (hold, moved) = match take(p, Use::Request, key, until) {
-        Ok(t) => t,
-        Err(Error::Unavailable { reason, .. }) if p.spec.oneshot.is_some() => {
-            return oneshot(p, payload, timeout, &reason)
+    let fallback = &p.spec.fallback;
+    let may_fall_back = fallback.any() && p.spec.oneshot.is_some() && p.spec.dry_run.is_none();
+    // With `timeout` among the fallback's causes, the pooled attempts get `attempt_ms` of
+    // the caller's time (default half), so the one-shot run has the rest.
+    let pooled = match may_fall_back && fallback.on(Cause::Timeout) {
+        true => {
+            let part = fallback
+                .attempt_ms
+                .map_or(until.timeout / 2, Duration::from_millis)
+                .min(until.timeout);
+            Until {
+                deadline: until.deadline.min(Instant::now() + part),
+                timeout: part,
+                cancel: until.cancel,
+            }
         }
-        Err(e @ (Error::Spawn(_) | Error::LimitReached { .. })) if p.spec.oneshot.is_some() => {
-            return oneshot_after(p, payload, deadline, timeout, e)
-        }
-        Err(e) => return Err(e),
+        false => until,
     };
-    let index = hold.claim.index;
-    let result = hold.serve(payload, until);
-    drop(hold);
-    match result {
-        Ok(text) => Ok(Reply {
-            text,
-            instance: Some(index),
-            served_by: ServedBy::Pool,
-            moved,
-        }),
-        Err(e @ Error::InstanceDead(_)) if p.spec.fallback && p.spec.oneshot.is_some() => {
-            oneshot_after(p, payload, deadline, timeout, e)
+    let retry = retry.or(p.spec.retry.as_ref());
+    let mut runs = 0;
+    loop {
+        let e = match attempt(p, payload, key, pooled) {
+            Ok(mut reply) => {
+                if runs > 0 {
+                    reply.served_by = ServedBy::Retry;
+                }
+                return Ok(reply);
+            }
+            Err(e) => e,
+        };
+        let Some(why) = cause(&e) else {
+            return Err(e);
+        };
+        let again = retry.is_some_and(|r| r.on(why) && runs < r.max);
+        if again && Instant::now() < pooled.deadline && !cancelled(until.cancel) {
+            runs += 1;
+            p.metrics.count_retry(why);
+            log::debug!(target: "toolpool", "retry tool={} cause={} run={runs}", p.spec.id, why.name());
+            continue;
         }
-        Err(e) => Err(e),
+        if may_fall_back && fallback.on(why) {
+            let left = until.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || cancelled(until.cancel) {
+                return Err(e);
+            }
+            p.metrics.count_fallback(why);
+            return oneshot(p, payload, left.min(until.timeout), &e.to_string());
+        }
+        return Err(e);
     }
 }
 
-fn oneshot_after(
-    p: &PoolCore,
+/// One pooled attempt: take an instance (waiting within `until`), serve the request on it.
+fn attempt(
+    p: &Arc<PoolCore>,
     payload: &str,
-    deadline: Instant,
-    timeout: Duration,
-    why: Error,
+    key: Option<&str>,
+    until: Until<'_>,
 ) -> Result<Reply<Vec<u8>>> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(why);
-    }
-    oneshot(p, payload, left.min(timeout), &why.to_string())
+    let (hold, moved) = take(p, Use::Request, key, until)?;
+    let index = hold.claim.index;
+    let text = hold.serve(payload, until)?;
+    Ok(Reply {
+        text,
+        instance: Some(index),
+        served_by: ServedBy::Pool,
+        moved,
+    })
 }
 
+/// One run of the spec's `oneshot` command for `payload` (`why`: what sent the request
+/// there), shaped as a pooled reply of the same framing would be: for `jsonrpc` and `lsp`
+/// the payload goes as a JSON-RPC request and the reply is its `result` (an error object
+/// is a tool error); for `marker`, the lines before the marker.
 fn oneshot(p: &PoolCore, payload: &str, timeout: Duration, why: &str) -> Result<Reply<Vec<u8>>> {
     if p.spec.dry_run.is_some() {
         return Err(Error::unavailable(
@@ -501,13 +554,56 @@ fn oneshot(p: &PoolCore, payload: &str, timeout: Duration, why: &str) -> Result<
             format!("{why}; no oneshot fallback"),
         ));
     };
-    let text = oneshot::run(&p.spec, o, payload, timeout, &p.limiter)?;
+    let rpc = p.spec.protocol.is_rpc();
+    let input = match rpc {
+        true => lossy(rpc::encode_request(ONESHOT_ID, payload)?),
+        false => payload.to_string(),
+    };
+    let out = oneshot::run(&p.spec, o, &input, timeout, &p.limiter)?;
+    let text = match &p.spec.protocol {
+        Protocol::Jsonrpc | Protocol::Lsp => oneshot_result(&p.spec.id, &out)?,
+        Protocol::Marker(m) => {
+            let marker = m.marker.as_bytes();
+            let end = out
+                .split(|&b| b == b'\n')
+                .scan(0usize, |at, line| {
+                    let start = *at;
+                    *at += line.len() + 1;
+                    Some((start, line))
+                })
+                .find(|(_, line)| *line == marker)
+                .map_or(out.len(), |(start, _)| start);
+            out[..end]
+                .strip_suffix(b"\n")
+                .unwrap_or(&out[..end])
+                .to_vec()
+        }
+        _ => out,
+    };
     Ok(Reply {
         text,
         instance: None,
         served_by: ServedBy::Oneshot,
         moved: false,
     })
+}
+
+/// The id of the one request a one-shot run of a JSON-RPC tool is sent.
+const ONESHOT_ID: u64 = 1;
+
+/// The `result` of the JSON-RPC reply to [`ONESHOT_ID`] among the lines of a one-shot
+/// run's stdout (an error object is [`Error::Tool`]); none is [`Error::Protocol`].
+fn oneshot_result(tool: &str, out: &[u8]) -> Result<Vec<u8>> {
+    for line in out.split(|&b| b == b'\n') {
+        if let rpc::Parsed::Reply { id, outcome } = rpc::parse_line(line) {
+            if id == ONESHOT_ID {
+                return outcome.map(String::into_bytes).map_err(Error::from);
+            }
+        }
+    }
+    Err(Error::Protocol(format!(
+        "the one-shot run of '{tool}' wrote no JSON-RPC reply to its request"
+    )))
 }
 
 /// The instance for a routed raw line: the next ready, unleased one in turn.

@@ -130,6 +130,10 @@ pub struct PoolStatus {
     /// The spec's `shutdown.grace_ms`: what a shutdown without a grace of its own waits
     /// (freeing or dropping the pool; Python's `shutdown()`).
     pub shutdown_grace_ms: u64,
+    /// Requests sent to the one-shot run after a pooled failure, by cause (`fallback`).
+    pub fallbacks: std::collections::BTreeMap<String, u64>,
+    /// Pooled runs after the first, by the cause of the failure before (`retry`).
+    pub retries: std::collections::BTreeMap<String, u64>,
     /// Per instance.
     pub instances: Vec<InstanceStatus>,
     /// Instances by host and state, in the order of `remote.hosts` (empty for a local pool).
@@ -186,6 +190,8 @@ pub(crate) fn status(core: &PoolCore) -> PoolStatus {
         max_instances,
         min_instances: core.size.spec().min_instances.unwrap_or(max_instances),
         shutdown_grace_ms: core.spec.shutdown.grace_ms,
+        fallbacks: core.metrics.fallbacks.by_name(),
+        retries: core.metrics.retries.by_name(),
         hosts: by_host(&instances),
         instances,
     }
@@ -351,6 +357,8 @@ pub(crate) fn metrics(core: &PoolCore) -> MetricsSnapshot {
         requests_error: m.error.load(Relaxed),
         requests_timeout: m.timeout.load(Relaxed),
         requests_fallback: m.fallback.load(Relaxed),
+        fallbacks: m.fallbacks.by_name(),
+        retries: m.retries.by_name(),
         lines_in: sum(&|i| i.lines_in),
         lines_out: sum(&|i| i.lines_out),
         protocol_errors: sum(&|i| i.protocol_errors),

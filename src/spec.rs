@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod dry_run;
+mod fallback;
 mod protocol;
 mod remote;
 mod validate;
 pub use dry_run::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV, MAX_DRY_EXIT_CODE};
+pub use fallback::{Cause, Fallback, Retry};
 pub use protocol::{Marker, Prompt, Protocol, DEFAULT_CONTINUATION};
 pub use remote::{Launcher, RemoteSpec, COMMAND_PLACEHOLDER, HOST_PLACEHOLDER};
 
@@ -24,6 +26,9 @@ pub const MAX_COUNT: usize = 4096;
 pub const MAX_QUEUE_LINES: usize = 1 << 20;
 /// Largest value of any `*_ms` key: 30 days.
 pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// Most runs a request may get after its first (`retry.max`).
+pub const MAX_RETRIES: u32 = 100;
 
 /// Largest `limits.max_rss_mb` and `limits.memory_budget_mb`: 1 TiB in MiB.
 pub const MAX_MEMORY_MB: u64 = 1 << 20;
@@ -63,8 +68,14 @@ pub struct ToolSpec {
     pub max_in_flight: usize,
     /// Run the tool once per request instead of (or as a fallback for) the pool.
     pub oneshot: Option<Oneshot>,
-    /// Serve a request with `oneshot` when its instance fails mid-request.
-    pub fallback: bool,
+    /// Run a request that failed on the pool once through `oneshot`, by the cause of the
+    /// failure: `false` (default), `true` (every cause but `tool_error`), a list of causes,
+    /// or `{"on": [causes], "attempt_ms": N}` (see [`Fallback`]).
+    pub fallback: Fallback,
+    /// Run a request that failed on the pool again, up to `max` more times, on the causes
+    /// `on` (see [`Retry`]). Default: no retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
     /// Never start the pool; serve every request with `oneshot`. `TOOLPOOL_DISABLE=1` in the
     /// environment has the same effect.
     pub disabled: bool,
@@ -149,7 +160,8 @@ impl Default for ToolSpec {
             routing: Routing::RoundRobin,
             max_in_flight: 1,
             oneshot: None,
-            fallback: false,
+            fallback: Fallback::default(),
+            retry: None,
             disabled: false,
             dry_run: None,
             restart: Restart::default(),

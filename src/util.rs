@@ -1,5 +1,5 @@
 //! Small helpers every layer may use: deadlines that never overflow, lossy text, jitter,
-//! and pids as log records write them.
+//! pids as log records write them, and the signal mask of the library's threads.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -55,5 +55,30 @@ impl std::fmt::Display for LogPid {
             Some(pid) => write!(f, "{pid}"),
             None => f.write_str("null"),
         }
+    }
+}
+
+/// Block every asynchronous signal in the calling thread (one the library owns), leaving
+/// only the fault signals a thread cannot block usefully (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+/// SIGTRAP, SIGSYS). A signal sent to the process then goes to one of the host's threads,
+/// where its handler expects to run (a handler that writes to a self-pipe would fail in a
+/// thread with an fd table of its own, as the spawn helper has), and a write to a pipe
+/// without a reader returns EPIPE instead of raising SIGPIPE.
+pub(crate) fn block_async_signals() {
+    // SAFETY: manipulating this thread's own signal mask with a properly initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for sig in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+        ] {
+            libc::sigdelset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

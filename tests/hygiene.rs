@@ -143,3 +143,49 @@ fn a_tool_that_closes_its_stdin_gives_a_timeout_not_a_hang() {
     assert!((16..=50).contains(&k), "refused after {k} lines");
     pool.shutdown(Duration::from_millis(100));
 }
+
+/// The signal mask of thread `tid` of this process (`SigBlk`), if it still runs.
+fn blocked(tid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("SigBlk:"))?;
+    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+}
+
+#[test]
+fn the_librarys_threads_leave_signals_to_the_hosts_threads() {
+    // While a pool starts (slowly: the spawn helper and the start workers are up), and once
+    // it runs, every thread toolpool made blocks SIGINT and SIGTERM, so a signal sent to the
+    // process runs the host's handler on a host thread (a handler on the spawn helper,
+    // whose fd table is its own, could not even write to its self-pipe).
+    let starting = std::thread::spawn(|| {
+        let mut spec = tool(4, &["--start-delay-ms", "600", "--ready", "R"]);
+        spec.startup.ready_line = Some("R".into());
+        private(spec)
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !starting.is_finished() && std::time::Instant::now() < until {
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let tid = task.file_name().to_string_lossy().to_string();
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let comm = comm.trim().to_string();
+            if !comm.starts_with("toolpool-") {
+                continue;
+            }
+            if let Some(mask) = blocked(&tid) {
+                let bit = |sig: i32| 1u64 << (sig - 1);
+                assert_eq!(
+                    mask & (bit(libc::SIGINT) | bit(libc::SIGTERM) | bit(libc::SIGPIPE)),
+                    bit(libc::SIGINT) | bit(libc::SIGTERM) | bit(libc::SIGPIPE),
+                    "{comm} ({tid}) lets signals in: SigBlk {mask:x}"
+                );
+                seen.insert(comm);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pool = starting.join().unwrap();
+    assert!(seen.contains("toolpool-spawn"), "{seen:?}");
+    assert!(seen.contains("toolpool-start"), "{seen:?}");
+    drop(pool);
+}

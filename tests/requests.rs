@@ -560,12 +560,17 @@ fn fallback_serves_when_disabled_missing_or_dying() {
     assert_eq!(pool.health().alive, 0);
     assert_eq!(pool.metrics().requests_fallback, 1);
 
-    // The binary is missing: the pool cannot start, the one-shot path serves.
+    // The binary is missing: the pool cannot start, the one-shot path serves (fallback on
+    // spawn failures).
     let spec = toolpool::ToolSpec {
         oneshot: Some(Oneshot {
             command: vec!["echo".into()],
             input: OneshotInput::Arg,
         }),
+        fallback: toolpool::Fallback {
+            on: vec![toolpool::Cause::SpawnFailed, toolpool::Cause::Unavailable],
+            attempt_ms: None,
+        },
         count: 2,
         ..toolpool::ToolSpec::new(["/no/such/binary"])
     };
@@ -584,7 +589,7 @@ fn fallback_serves_when_disabled_missing_or_dying() {
     // fallback: true and an instance dies mid-request.
     let mut spec = tool(1, &[]);
     spec.oneshot = cat_oneshot;
-    spec.fallback = true;
+    spec.fallback = toolpool::Fallback::all();
     let pool = private(spec);
     assert_eq!(pool.request("normal", T).unwrap().served_by, ServedBy::Pool);
     let r = pool.request("crash:1", T).unwrap();
@@ -637,7 +642,7 @@ fn fallback_serves_when_disabled_missing_or_dying() {
 }
 
 #[test]
-fn pools_run_mixed_jobs_grouped_by_tool() {
+fn pools_map_mixed_jobs_grouped_by_tool() {
     let reg = Registry::from_json(&format!(
         r#"{{"tools": {{
             "echo": {{"command": ["{}"], "count": 2}},
@@ -646,7 +651,7 @@ fn pools_run_mixed_jobs_grouped_by_tool() {
         testtool()
     ))
     .unwrap();
-    let pools = Pools::new(reg);
+    let pools = Pools::new(reg).unwrap();
     let jobs = vec![
         ("bc", "1+1"),
         ("echo", "hello"),
@@ -656,7 +661,7 @@ fn pools_run_mixed_jobs_grouped_by_tool() {
         ("nope", "y"),
         ("bc", "2^10"),
     ];
-    let results = pools.run(&jobs, T);
+    let results = pools.map(&jobs, T);
     let texts: Vec<String> = results
         .iter()
         .map(|r| {
@@ -673,7 +678,7 @@ fn pools_run_mixed_jobs_grouped_by_tool() {
     let a = pools.pool("bc").unwrap();
     let b = pools.pool("bc").unwrap();
     assert!(Arc::ptr_eq(&a, &b));
-    pools.shutdown(Duration::from_millis(200));
+    pools.shutdown(Some(Duration::from_millis(200)));
     assert!(a.is_shut_down());
 }
 

@@ -6,7 +6,8 @@
 //! (`ffi_call`), and the boundary macros (`try_handle!`, `try_str!`, `try_out!`, ...) that
 //! hold the pointer conversions and their SAFETY arguments. The status enum is the core's
 //! [`ToolpoolStatus`] table. One file per C object: [`pool`] (its life cycle; the
-//! calls on a pool by subject in [`lines`], [`requests`] and [`status`]), [`lease`],
+//! calls on a pool by subject in [`lines`], [`requests`] and [`status`]), [`pools`] (a
+//! pool per tool of a registry, lending pool handles), [`lease`],
 //! [`limiter`], [`strings`] (errors, strings, version), [`cancel`] (cancel tokens and the
 //! cancellable forms of the blocking calls), [`observe`] (the log callback, the metrics
 //! of every pool).
@@ -94,6 +95,7 @@ pub mod limiter;
 pub mod lines;
 pub mod observe;
 pub mod pool;
+pub mod pools;
 pub mod requests;
 pub mod status;
 pub mod strings;

@@ -6,12 +6,16 @@
 use super::{ffi_call, ffi_void, millis, to_u32, Handle};
 use crate::{Pool, ToolSpec};
 use std::ffi::c_char;
+use std::sync::Arc;
 
 /// An opaque pool handle, from `toolpool_pool_new` or `toolpool_pool_from_registry`, freed
-/// with `toolpool_pool_free`. Every call but `toolpool_pool_free` may be made from many
-/// threads at once on the same handle.
+/// with `toolpool_pool_free`; or lent by `toolpool_pools_get`, and then freed with its
+/// `ToolpoolPools`. Every call but `toolpool_pool_free` may be made from many threads at
+/// once on the same handle.
 pub struct ToolpoolPool {
-    pub(crate) pool: Pool,
+    pub(crate) pool: Arc<Pool>,
+    /// Lent by a `ToolpoolPools`: `toolpool_pool_free` leaves it alone.
+    pub(crate) lent: bool,
 }
 
 impl Handle for ToolpoolPool {
@@ -23,7 +27,10 @@ impl Handle for ToolpoolPool {
 }
 
 fn boxed(pool: Pool) -> *mut ToolpoolPool {
-    Box::into_raw(Box::new(ToolpoolPool { pool }))
+    Box::into_raw(Box::new(ToolpoolPool {
+        pool: Arc::new(pool),
+        lent: false,
+    }))
 }
 
 /// Start a pool from a standalone tool spec in JSON (the keys of a registry entry plus an
@@ -209,20 +216,26 @@ pub unsafe extern "C" fn toolpool_pool_shutdown(p: *mut ToolpoolPool, grace_ms: 
 /// pool. Leases taken from it stay valid until freed (their calls return
 /// `TOOLPOOL_SHUT_DOWN`).
 ///
-/// NULL handling: NULL is ignored.
+/// NULL handling: NULL is ignored; so is a pool lent by `toolpool_pools_get` (its
+/// `ToolpoolPools` frees it).
 /// Ownership: takes back ownership of `p`; `p` must not be used afterwards.
 /// Thread safety: must not race any other call on the same handle (finish or join every
 /// thread using it first); other pools are unaffected.
 ///
 /// # Safety
-/// `p` must be NULL or a handle from `toolpool_pool_new` / `toolpool_pool_from_registry`
-/// not yet freed, with no call on it in progress.
+/// `p` must be NULL, a pool lent by a live `ToolpoolPools`, or a handle from
+/// `toolpool_pool_new` / `toolpool_pool_from_registry` not yet freed, with no call on it
+/// in progress.
 #[no_mangle]
 pub unsafe extern "C" fn toolpool_pool_free(p: *mut ToolpoolPool) {
     if p.is_null() {
         return;
     }
     ffi_void("toolpool_pool_free", || {
+        // SAFETY: `p` is live per the caller's contract.
+        if unsafe { (*p).lent } {
+            return;
+        }
         // SAFETY: `p` came from `Box::into_raw` in `boxed` (the caller's contract).
         drop(unsafe { Box::from_raw(p) });
     });

@@ -287,3 +287,64 @@ pub unsafe extern "C" fn toolpool_pool_lease_cancellable(
         Ok(())
     })
 }
+
+/// Options of `toolpool_pool_request_json`, as JSON: `{"key": "..."}` (a sticky key),
+/// `{"retry": {"max": N, "on": [causes]}}` (this request's retry instead of the spec's).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestOptionsJson {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    retry: Option<crate::Retry>,
+}
+
+/// A request with options, its reply as JSON: `{"text": "...", "instance": N|null,
+/// "served_by": "pool"|"retry"|"oneshot", "moved": bool}`. `options_json` is NULL or
+/// `{"key": "...", "retry": {"max": N, "on": ["dead", ...]}}`: a sticky key (as
+/// `toolpool_pool_request_sticky`) and this request's own retry (the spec key `retry`;
+/// `{"max": 0}` turns the spec's off).
+///
+/// Errors: as `toolpool_pool_request_cancellable`; `TOOLPOOL_INVALID_ARGUMENT` for
+/// options that are not such JSON (the message names the key).
+/// NULL handling: `p`, `payload` or `out_reply_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`;
+/// `options_json` and `c` may be NULL.
+/// Ownership: the strings and `c` are borrowed for the call; on success `*out_reply_json`
+/// receives a new string that the caller frees with `toolpool_string_free`.
+/// Thread safety: safe from many threads at once on the same pool; `c` may be triggered
+/// from any thread.
+///
+/// # Safety
+/// `p` must be NULL or a live pool handle; the strings NULL or NUL-terminated; `c` NULL or
+/// a live token; `out_reply_json` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_pool_request_json(
+    p: *mut ToolpoolPool,
+    payload: *const c_char,
+    options_json: *const c_char,
+    timeout_ms: u32,
+    c: *const ToolpoolCancel,
+    out_reply_json: *mut *mut c_char,
+) -> i32 {
+    ffi_call("toolpool_pool_request_json", || {
+        let pool = try_handle!(p);
+        let payload = try_str!(payload);
+        let options = try_str_opt!(options_json);
+        let out = try_out!(out_reply_json);
+        let options: RequestOptionsJson = match options {
+            None => RequestOptionsJson {
+                key: None,
+                retry: None,
+            },
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| invalid("options_json", &format!("is not valid options: {e}")))?,
+        };
+        let options = crate::RequestOptions {
+            key: options.key,
+            retry: options.retry,
+        };
+        let reply = pool.request_with(payload, &options, try_wait!(timeout_ms, c))?;
+        out.write(json_string(&reply)?);
+        Ok(())
+    })
+}

@@ -153,7 +153,10 @@ impl PoolCore {
                 if std::thread::Builder::new()
                     .name("toolpool-start".into())
                     .stack_size(crate::process::SMALL_STACK_BYTES)
-                    .spawn_scoped(s, move || crate::spawn::with_helper(work))
+                    .spawn_scoped(s, move || {
+                        crate::util::block_async_signals();
+                        crate::spawn::with_helper(work)
+                    })
                     .is_err()
                 {
                     work();

@@ -101,6 +101,9 @@ impl Helper {
             .name("toolpool-spawn".into())
             .stack_size(STACK_BYTES)
             .spawn(move || {
+                // A signal sent to the host must never run its handler here: a handler
+                // that writes to an fd would write into this thread's own fd table.
+                crate::util::block_async_signals();
                 // SAFETY: plain syscalls on this thread's own (unshared) fd table.
                 let ok = unsafe {
                     libc::unshare(libc::CLONE_FILES) == 0

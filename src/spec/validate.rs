@@ -4,7 +4,7 @@
 
 use super::{
     sanitize, Prompt, Protocol, ToolSpec, MAX_COUNT, MAX_DURATION_MS, MAX_MEMORY_MB,
-    MAX_QUEUE_LINES,
+    MAX_QUEUE_LINES, MAX_RETRIES,
 };
 use crate::error::{Error, Result};
 
@@ -49,6 +49,7 @@ impl ToolSpec {
             ("health.interval_ms", health.map(|h| h.interval_ms)),
             ("health.timeout_ms", health.map(|h| h.timeout_ms)),
             ("stderr_error_ms", self.stderr_error_ms),
+            ("fallback.attempt_ms", self.fallback.attempt_ms),
         ];
         for (key, ms) in durations {
             if ms.is_some_and(|ms| ms > MAX_DURATION_MS) {
@@ -253,6 +254,17 @@ impl ToolSpec {
         }
         if !self.client_replies.is_empty() && !rpc {
             return bad("client_replies", "needs the jsonrpc or lsp protocol");
+        }
+        if self.fallback.any() && self.oneshot.is_none() {
+            return bad(
+                "fallback",
+                "needs a oneshot command to fall back to (the key 'oneshot')",
+            );
+        }
+        if let Some(r) = &self.retry {
+            if r.max > MAX_RETRIES {
+                return bad("retry.max", format!("must be at most {MAX_RETRIES}"));
+            }
         }
         if self.stderr_error_ms.is_some() && rpc {
             return bad(

@@ -171,7 +171,7 @@ fn settings(s: &ToolSpec) -> Vec<(&'static str, String)> {
         flags.push(format!(
             "one-shot {}{}",
             shell_words(&o.command),
-            if s.fallback { " (fallback)" } else { "" }
+            if s.fallback.any() { " (fallback)" } else { "" }
         ));
     }
     if !flags.is_empty() {

@@ -9,12 +9,11 @@ use toolpool::{Error, ServedBy};
 
 /// What became of a job.
 pub enum Outcome {
-    /// It ran: its result, time taken (all attempts) and attempts.
+    /// It ran: its result and the time taken (every run of it).
     Ran {
         /// The reply's exact bytes: plain output passes them through.
         result: Result<toolpool::Reply<Vec<u8>>, Error>,
         took: Duration,
-        attempts: u32,
     },
     /// Interrupted before it started.
     Skipped,
@@ -118,12 +117,7 @@ impl<'a> Writer<'a> {
     }
 
     pub fn row(&mut self, seq: u64, outcome: Outcome) {
-        let Outcome::Ran {
-            result,
-            took,
-            attempts,
-        } = outcome
-        else {
+        let Outcome::Ran { result, took } = outcome else {
             self.skipped += 1;
             return;
         };
@@ -144,13 +138,12 @@ impl<'a> Writer<'a> {
                         self.reply_value(&String::from_utf8_lossy(&reply.text)),
                         json!(reply.instance)
                     );
-                    if reply.served_by == ServedBy::Oneshot {
-                        o += ",\"served_by\":\"oneshot\"";
+                    match reply.served_by {
+                        ServedBy::Oneshot => o += ",\"served_by\":\"oneshot\"",
+                        ServedBy::Retry => o += ",\"served_by\":\"retry\"",
+                        ServedBy::Pool => {}
                     }
                     o += &format!(",\"ms\":{}", json!(ms));
-                    if attempts > 1 {
-                        o += &format!(",\"attempts\":{attempts}");
-                    }
                     (o + "}").into_bytes()
                 } else {
                     reply.text.clone()
@@ -159,15 +152,12 @@ impl<'a> Writer<'a> {
             Err(e) => {
                 self.failed += 1;
                 if self.format.jsonl {
-                    let mut o = format!(
-                        "{{\"line\":{line_no},\"ok\":false,\"error\":{},\"ms\":{}",
+                    format!(
+                        "{{\"line\":{line_no},\"ok\":false,\"error\":{},\"ms\":{}}}",
                         error_json(e),
                         json!(ms)
-                    );
-                    if attempts > 1 {
-                        o += &format!(",\"attempts\":{attempts}");
-                    }
-                    (o + "}").into_bytes()
+                    )
+                    .into_bytes()
                 } else {
                     if !self.format.quiet && self.failed <= MAX_ERRORS_SHOWN {
                         let msg = format!("toolpool: line {line_no}: {e}");

@@ -74,7 +74,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Run a request again, up to N more times, when its instance died under it.
+    /// Run a request again, up to N more times, when its instance died under it (the
+    /// spec's "retry", with "on": ["dead"]) [default: the spec's "retry", else none].
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: u32,
 
@@ -397,21 +398,12 @@ fn work(
             Outcome::Skipped
         } else {
             let t0 = Instant::now();
-            let mut attempts = 0;
-            let result = loop {
-                attempts += 1;
-                shared.running.fetch_add(1, Relaxed);
-                let r = request(pool, &job.line, timeout);
-                shared.running.fetch_sub(1, Relaxed);
-                match r {
-                    Err(Error::InstanceDead(_)) if attempts <= retries => continue,
-                    r => break r,
-                }
-            };
+            shared.running.fetch_add(1, Relaxed);
+            let result = request(pool, &job.line, timeout, retries);
+            shared.running.fetch_sub(1, Relaxed);
             Outcome::Ran {
                 result,
                 took: t0.elapsed(),
-                attempts,
             }
         };
         if done
@@ -430,6 +422,7 @@ fn request(
     pool: &Pool,
     line: &Result<Vec<u8>, usize>,
     timeout: Duration,
+    retries: u32,
 ) -> Result<toolpool::Reply<Vec<u8>>, Error> {
     let line = line.as_ref().map_err(|len| {
         Error::InvalidArgument(format!(
@@ -438,7 +431,12 @@ fn request(
     })?;
     let text = std::str::from_utf8(line)
         .map_err(|e| Error::InvalidArgument(format!("the input line is not valid UTF-8 ({e})")))?;
-    pool.request_bytes(text, timeout)
+    // --retries: the library's retry on a death (the spec's `retry` otherwise).
+    let options = toolpool::RequestOptions {
+        key: None,
+        retry: (retries > 0).then(|| toolpool::Retry::new(retries, [toolpool::Cause::Dead])),
+    };
+    pool.request_bytes(text, &options, timeout)
 }
 
 fn read_input(mut input: Input, credits: Receiver<()>, jobs: Sender<Job>, shared: &Shared) {
