@@ -47,6 +47,9 @@ apt-deps:
 	@# tests/remote.rs, the Python remote test and the ssh bench row start a throwaway sshd on 127.0.0.1
 	@[ -x /usr/sbin/sshd ] || { echo "installing openssh-server"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssh-server >/dev/null; }
+	@# tests/slurm.rs starts a one-node Slurm cluster (munged, slurmctld, slurmd) in a private dir
+	@[ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ] || { echo "installing slurm-wlm munge"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; }
 py-deps:
 	@$(PYTHON) -c 'import pytest, mypy' 2>/dev/null || { echo "installing pytest mypy"; \
 	  $(PYTHON) -m pip install -q pytest mypy 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages pytest mypy; }
