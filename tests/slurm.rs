@@ -76,7 +76,11 @@ fn steps_gone(steps: &[String]) -> bool {
 fn srun_pool_serves_each_instance_in_a_named_step_of_its_own() {
     let _serial = serial();
     let cluster = Slurm::start();
-    eprintln!("{}", cluster.version());
+    eprintln!(
+        "{}, node idle {:?} after the start",
+        cluster.version(),
+        cluster.up_after
+    );
     let weird = r#"it's "quoted" $HOME `id`; a|b"#;
     let mut spec = srun_spec(&["localhost"], 3, &["--prefix", weird]);
     spec.env.insert("TP_VAR".into(), "two words; 'q' $x".into());
@@ -182,7 +186,7 @@ fn sigkilled_srun_never_leaves_its_step_running() {
         .unwrap_or(20);
     // Enough instances that the next one is ready while the killed ones restart (Slurm
     // starts a new job once the killed one's job has completed, about 2.5 s later).
-    const N: usize = 8;
+    const N: usize = 16;
     let mut spec = srun_spec(&["localhost"], N, &["--ignore-term"]);
     spec.restart = Restart {
         policy: RestartPolicy::Always,

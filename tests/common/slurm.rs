@@ -9,8 +9,7 @@
 //!
 //! Dropping it kills every `slurmstepd` of this cluster with everything below it and
 //! every process started with its `SLURM_CONF` (a tool left behind by a failed test),
-//! stops the daemons (SIGTERM, then SIGKILL), and removes the dir: also when the test
-//! panics.
+//! kills the daemons, and removes the dir: also when the test panics.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -31,6 +30,8 @@ pub struct Slurm {
     pub conf: PathBuf,
     /// munged, slurmctld, slurmd (stopped in reverse order).
     daemons: Vec<(&'static str, Child)>,
+    /// From the start of [`Slurm::start`] until the node was idle.
+    pub up_after: Duration,
 }
 
 /// True when the daemons and the clients are installed.
@@ -67,6 +68,7 @@ impl Slurm {
     /// the packages when they are missing, and with the daemons' logs when it does not
     /// come up.
     pub fn start() -> Slurm {
+        let t0 = Instant::now();
         assert!(
             available(),
             "Slurm is missing: `apt-get install -y slurm-wlm munge` (make test installs them)"
@@ -92,6 +94,7 @@ impl Slurm {
         )
         .unwrap();
         let d = dir.display();
+        let ctld = free_port();
         let conf = dir.join("slurm.conf");
         std::fs::write(
             &conf,
@@ -113,7 +116,6 @@ impl Slurm {
                  SlurmdParameters=config_overrides\nReturnToService=2\n\
                  NodeName={NODE} NodeAddr=127.0.0.1 CPUs=64 State=UNKNOWN\n\
                  PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP\n",
-                ctld = free_port(),
                 slurmd = free_port(),
             ),
         )
@@ -130,6 +132,7 @@ impl Slurm {
             dir: dir.clone(),
             conf: conf.clone(),
             daemons: Vec::new(),
+            up_after: Duration::ZERO,
         };
         me.daemons.push(daemon(
             "munged",
@@ -150,6 +153,11 @@ impl Slurm {
             Command::new(SLURMCTLD).arg("-D").arg("-f").arg(&conf),
             &dir.join("slurmctld.out"),
         ));
+        // slurmd and the clients retry a controller that does not answer yet only once a
+        // second: they start once its port is open.
+        me.wait_for("slurmctld's port", Duration::from_secs(30), |_| {
+            std::net::TcpStream::connect(("127.0.0.1", ctld)).is_ok()
+        });
         me.daemons.push(daemon(
             "slurmd",
             Command::new(SLURMD)
@@ -161,6 +169,7 @@ impl Slurm {
             s.run("sinfo", &["-h", "-o", "%T"])
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "idle")
         });
+        me.up_after = t0.elapsed();
         me
     }
 
@@ -270,15 +279,9 @@ impl Drop for Slurm {
             // SAFETY: plain syscall; a slurmstepd of this cluster or a process below one.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        for (_, c) in self.daemons.iter().rev() {
-            // SAFETY: plain syscall on our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        }
-        let end = Instant::now() + Duration::from_secs(3);
+        // The state is thrown away with the dir: nothing to save (slurmctld takes 3 s to
+        // stop on SIGTERM).
         for (_, c) in self.daemons.iter_mut().rev() {
-            while Instant::now() < end && !matches!(c.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
             let _ = c.kill();
             let _ = c.wait();
         }
