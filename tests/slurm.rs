@@ -371,7 +371,7 @@ fn step_cancelled_by_slurm_is_a_dead_instance_and_restarts() {
 #[test]
 fn instances_inside_an_allocation_are_steps_of_its_job() {
     let _serial = serial();
-    let cluster = Slurm::start();
+    let _cluster = Slurm::start();
     // Outside an allocation a spec without hosts says what is missing.
     let json = format!(
         r#"{{"command":["{}"],"remote":{{"launcher":"srun","per_host":2}}}}"#,
@@ -389,22 +389,15 @@ fn instances_inside_an_allocation_are_steps_of_its_job() {
         other => panic!("expected a config error, got {other:?}"),
     }
     let exe = std::env::current_exe().unwrap();
-    let out = cluster
-        .run(
-            "salloc",
-            &[
-                "-N1",
-                "--job-name=toolpool-alloc-test",
-                "--",
-                exe.to_str().unwrap(),
-                "--exact",
-                "inside_an_allocation",
-                "--include-ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ],
-        )
-        .unwrap();
+    let out = std::process::Command::new("salloc")
+        .args(["-N1", "--job-name=toolpool-alloc-test", "--"])
+        .arg(exe)
+        .args(["--exact", "inside_an_allocation", "--include-ignored"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("salloc runs");
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -426,11 +419,19 @@ fn instances_inside_an_allocation_are_steps_of_its_job() {
     );
 }
 
-/// Run only under `salloc` by the test above.
+/// Set by the test above for the run under `salloc`.
+const INSIDE: &str = "TOOLPOOL_TEST_INSIDE_SALLOC";
+
+/// Run under `salloc` by the test above, which checks its output (a run of the ignored
+/// tests outside it returns at once).
 #[test]
 #[ignore = "runs inside salloc, started by instances_inside_an_allocation_are_steps_of_its_job"]
 fn inside_an_allocation() {
-    let job = std::env::var("SLURM_JOB_ID").expect("run under salloc");
+    if std::env::var_os(INSIDE).is_none() {
+        eprintln!("not under salloc: run by instances_inside_an_allocation_are_steps_of_its_job");
+        return;
+    }
+    let job = std::env::var("SLURM_JOB_ID").expect("salloc sets SLURM_JOB_ID");
     // The cluster of the test that started salloc (its SLURM_CONF came along).
     let cluster_steps = slurm::steps;
     // No hosts: the allocation's node, two instances on it.
