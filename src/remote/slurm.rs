@@ -20,7 +20,7 @@
 //! the job outside an allocation) and cancels what Slurm still runs under it: the step
 //! with `scancel JOB.STEP` (SIGKILL to every process of the step at once), then the job
 //! `srun` made (never the allocation toolpool runs in). It looks again (after
-//! [`steps::CHASE_WAIT`], then at doubling waits) until nothing is left,
+//! [`steps::CHASE_WAIT`], then at doubling waits) until two looks in a row find nothing,
 //! [`steps::CHASE_TRIES`] times at most. The same thread learns each running step's
 //! id for the status (one `squeue` for every start not yet known, 100 ms after the start,
 //! then less and less often up to every [`steps::RESOLVE_MAX_WAIT`]). Lookups and cancels

@@ -251,9 +251,12 @@ fn keep(shared: &Shared) {
                     if !chase.contains(&c.tag) {
                         return true;
                     }
-                    // Gone; or, while shutting down, cancelled in this round: Slurm does
-                    // the rest, the pool's shutdown need not wait for it.
-                    if !found.runs(&c.tag) || closing {
+                    // Gone at two looks in a row (a job that a dying srun had asked for
+                    // may show up just after the first); or, while shutting down,
+                    // cancelled in this round: Slurm does the rest, the pool's shutdown
+                    // need not wait for it.
+                    let gone = !found.runs(&c.tag);
+                    if closing || (gone && c.tries > 0) {
                         return false;
                     }
                     c.next = now + (CHASE_WAIT * (1 << c.tries.min(8))).min(CHASE_MAX_WAIT);
