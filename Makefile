@@ -2,8 +2,8 @@
 #   make demo   - a real pool of real tools doing real work (the main job)
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
 # Both install what the machine lacks (the demo: bc; the tests also sqlite3, jq, tcl, mawk,
-# valgrind, pkg-config, openssh-server with apt-get, and pytest, mypy, prometheus_client
-# with pip),
+# valgrind, pkg-config, openssh-server, slurm-wlm and munge with apt-get, and pytest, mypy,
+# prometheus_client with pip),
 # and target/protocol-venv, a virtual environment with protocol servers from PyPI
 # (mcp-server-time, jedi-language-server, ruff) for the protocol tests and the demo.
 # Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
@@ -61,6 +61,9 @@ apt-deps: demo-deps
 	@# tests/remote.rs, the Python remote test and the ssh bench row start a throwaway sshd on 127.0.0.1
 	@[ -x /usr/sbin/sshd ] || { echo "installing openssh-server"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssh-server >/dev/null; }
+	@# tests/slurm.rs starts a one-node Slurm cluster (munged, slurmctld, slurmd) in a private dir
+	@[ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ] || { echo "installing slurm-wlm munge"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; }
 py-deps:
 	@$(PYTHON) -c 'import pytest, mypy' 2>/dev/null || { echo "installing pytest mypy"; \
 	  $(PYTHON) -m pip install -q pytest mypy 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages pytest mypy; }

@@ -91,7 +91,8 @@
 //! (`dry/script.rs`), the start of a whole pool (`lifecycle/start_all.rs`), the spawn
 //! helper with a small fd table (`spawn/helper.rs`).
 //! [`remote`] sits beside `incarnation` (it builds the launcher argv that `process`
-//! spawns and runs the ssh master connections; `lifecycle` asks it for each start); its
+//! spawns, runs the ssh master connections, and keeps an `srun` pool's Slurm steps with
+//! `squeue`/`scancel` run through `oneshot`; `lifecycle` asks it for each start); its
 //! data, [`RemoteSpec`], is part of `spec`.
 //! Observability adds `procstat` (memory and CPU from `/proc`, beside `process`),
 //! [`log_bridge`] (the `log` sink for C, Go and Python hosts, a leaf) and `prometheus`

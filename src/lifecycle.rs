@@ -336,22 +336,25 @@ impl PoolCore {
         index: usize,
         cancel: Option<&CancelToken>,
     ) -> Result<Arc<Incarnation>> {
+        // The spec now (a reload changes it); for a remote pool, its launcher argv.
+        let current = self.size.spec();
+        let remote_start;
+        let (spec, step) = match &self.remote {
+            Some(r) => {
+                remote_start = r.local_spec(&current, index, self.start_deadline())?;
+                (&remote_start.spec, remote_start.step)
+            }
+            None => (&*current, None),
+        };
         let weak: Weak<PoolCore> = Arc::downgrade(self);
         let on_exit = Box::new(move |exit: ExitInfo| {
             if let Some(p) = weak.upgrade() {
                 p.on_exit(index, exit);
             }
+            // The launcher is gone: an srun's step is cancelled if Slurm still runs it
+            // (also when the closure is dropped unrun: the launcher did not start).
+            drop(step);
         });
-        // The spec now (a reload changes it); for a remote pool, its launcher argv.
-        let current = self.size.spec();
-        let remote_spec;
-        let spec = match &self.remote {
-            Some(r) => {
-                remote_spec = r.local_spec(&current, index, self.start_deadline())?;
-                &remote_spec
-            }
-            None => &*current,
-        };
         Incarnation::start(
             spec,
             index,

@@ -57,6 +57,24 @@ pub(crate) fn run(
     outcome(&spec.id, exit, &out, &err)
 }
 
+/// Run one of toolpool's own helper commands (`argv`, the host's environment, stdin
+/// closed, counted by no limiter: `squeue`, `scancel`, `scontrol` for Slurm pools) and
+/// collect its stdout and stderr. The exit is `None` when it ran longer than `timeout`
+/// (it was killed then); `Err` when it could not start.
+pub(crate) fn capture(
+    argv: Vec<String>,
+    timeout: Duration,
+) -> Result<(Option<ExitInfo>, Vec<u8>, Vec<u8>)> {
+    let sp = crate::process::spawn(&Launch {
+        argv,
+        env: Default::default(),
+        env_clear: false,
+        cwd: None,
+        pty: false,
+    })?;
+    Ok(drive(sp, None, timeout))
+}
+
 /// Feed stdin, collect stdout and stderr (each on its own thread, so neither pipe can fill
 /// up), wait up to `timeout`, then kill and reap. The exit is `None` on a timeout.
 fn drive(

@@ -94,7 +94,7 @@ impl Pool {
     /// With `dry_run` (or `TOOLPOOL_DRY_RUN=1`) no process ever starts: responders stand
     /// in for the tool, and `disabled` is ignored.
     pub fn with_options(spec: ToolSpec, opts: PoolOptions) -> Result<Pool> {
-        let spec = dry_run_env(spec);
+        let spec = crate::remote::slurm::take_allocation_nodes(dry_run_env(spec))?;
         spec.validate()?;
         // A dry pool runs no process at all, one-shot runs included.
         let disabled =
@@ -401,7 +401,8 @@ impl Pool {
     /// the process limit allows: one that cannot keeps its new process, which did start),
     /// the old instances keep serving, and that start-up error is returned.
     pub fn reload(&self, spec: ToolSpec) -> Result<()> {
-        sizing::reload(&self.core, dry_run_env(spec))
+        let spec = crate::remote::slurm::take_allocation_nodes(dry_run_env(spec))?;
+        sizing::reload(&self.core, spec)
     }
 
     /// [`Pool::reload`] from a standalone JSON spec (as for `toolpool_pool_new`); a spec

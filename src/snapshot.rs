@@ -75,6 +75,9 @@ pub struct InstanceStatus {
     /// Why its last start failed (`remote` pools): the host and the launcher's message.
     /// Cleared by the next start that reaches the host.
     pub host_error: Option<String>,
+    /// The Slurm job step (`JOB.STEP`) of its latest start (`srun` pools), once toolpool
+    /// has learned it from `squeue` (shortly after the step starts).
+    pub step_id: Option<String>,
     /// Resident memory of the current process group (the process and every descendant
     /// still in its group), bytes, read from `/proc` now; `None` when not running.
     pub rss_bytes: Option<u64>,
@@ -304,6 +307,7 @@ fn instance_status(core: &PoolCore, i: usize, counts: &Counts) -> InstanceStatus
             .unwrap_or(0),
         host: core.remote.as_ref().map(|r| r.host(i).to_string()),
         host_error: core.remote.as_ref().and_then(|r| r.last_error(i)),
+        step_id: core.remote.as_ref().and_then(|r| r.step_id(i)),
         rss_bytes: usage.map(|u| u.rss_bytes),
         cpu_seconds: usage.map(|u| u.cpu_seconds),
         recycles: recycles_of(inst),

@@ -461,7 +461,9 @@ impl ToolSpec {
                     "tool '{name}': key 'remote.per_host': cannot be used with 'count' (give one of them)"
                 )));
             }
-            spec.count = n.saturating_mul(spec.remote.as_ref().map_or(1, |r| r.hosts.len()));
+            // Hosts taken from a Slurm allocation are not known yet: one until they are.
+            let hosts = spec.remote.as_ref().map_or(1, |r| r.hosts.len().max(1));
+            spec.count = n.saturating_mul(hosts);
         }
         spec.validate()?;
         Ok(spec)

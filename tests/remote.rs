@@ -1,20 +1,17 @@
 //! Instances on other hosts (`remote`), against a real OpenSSH server on 127.0.0.1 that
 //! each test starts on a free port with throwaway keys (tests/common/sshd.rs), and
-//! through stand-ins for `srun` and `kubectl` on PATH (no Slurm or Kubernetes here: the
-//! stand-ins record their exact argv, then run the remote part locally). All traffic goes
-//! to loopback.
+//! through stand-ins for `srun` and `kubectl` on PATH (the stand-ins record their exact
+//! argv, then run the remote part locally; tests/slurm.rs runs a real Slurm cluster, no
+//! Kubernetes runs here). All traffic goes to loopback.
 
 mod common;
 #[path = "common/sshd.rs"]
 mod sshd;
 
-use common::{eventually, testtool, Seen};
+use common::{eventually, reply_pid, testtool, Seen};
 use sshd::Sshd;
 use std::time::{Duration, Instant};
-use toolpool::{
-    Error, Launcher, Limiter, Pool, PoolOptions, RemoteSpec, Restart, RestartPolicy, Startup,
-    State, ToolSpec,
-};
+use toolpool::{Error, Launcher, Pool, RemoteSpec, Restart, RestartPolicy, State, ToolSpec};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -28,35 +25,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const CLEANUP: Duration = Duration::from_secs(5);
 
 fn ssh_spec(sshd: &Sshd, hosts: &[&str], count: usize, args: &[&str]) -> ToolSpec {
-    let mut argv = vec![testtool().to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    argv.extend(["--ready".into(), "READY".into()]);
-    ToolSpec {
-        id: "remote-testtool".into(),
-        count,
-        startup: Startup {
-            ready_line: Some("READY".into()),
-            timeout_ms: 20_000,
-            ..Default::default()
-        },
-        remote: Some(RemoteSpec {
-            launcher: Launcher::Ssh,
-            hosts: hosts.iter().map(|s| s.to_string()).collect(),
-            options: sshd.options(),
-            per_host: None,
-        }),
-        ..ToolSpec::new(argv)
-    }
+    common::remote_tool(Launcher::Ssh, hosts, sshd.options(), count, args)
 }
 
 fn pool(spec: ToolSpec) -> toolpool::Result<Pool> {
-    Pool::with_options(
-        spec,
-        PoolOptions {
-            limiter: Some(Limiter::new(0)),
-            ..Default::default()
-        },
-    )
+    common::try_private(spec)
 }
 
 /// Processes whose argv holds `needle` as one argument (ssh clients and masters of a test).
@@ -73,14 +46,6 @@ fn processes_with_arg(needle: &str) -> Vec<i32> {
         }
     }
     out
-}
-
-fn reply_pid(pool: &Pool, index: usize, cmd: &str) -> i32 {
-    pool.send(index, cmd).unwrap();
-    let line = pool.read_line(index, T).unwrap();
-    line.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("a pid, got {line:?}"))
 }
 
 #[test]
@@ -119,6 +84,23 @@ fn spec_errors_name_the_key() {
             r#"{"command":["cat"],"remote":{"launcher":"ssh","hosts":["a"],"port":22}}"#,
             "port",
         ),
+        // only srun may leave the hosts to the Slurm allocation
+        (
+            r#"{"command":["cat"],"remote":{"launcher":"kubectl"}}"#,
+            "remote.hosts",
+        ),
+        (
+            r#"{"command":["cat"],"remote":{"launcher":"srun","hosts":["n1"],"options":["-Jmine"]}}"#,
+            "remote.options[0]",
+        ),
+        (
+            r#"{"command":["cat"],"remote":{"launcher":"srun","options":["--job-name=x"]}}"#,
+            "--job-name",
+        ),
+        (
+            r#"{"command":["cat"],"remote":{"launcher":"srun","per_host":0}}"#,
+            "remote.per_host",
+        ),
     ];
     for (json, want) in cases {
         match ToolSpec::from_json(json) {
@@ -132,6 +114,11 @@ fn spec_errors_name_the_key() {
     )
     .unwrap();
     assert_eq!(s.count, 6);
+    // without hosts (srun: the allocation's nodes, known when a pool is made) per_host
+    // counts one node until then
+    let s = ToolSpec::from_json(r#"{"command":["cat"],"remote":{"launcher":"srun","per_host":3}}"#)
+        .unwrap();
+    assert_eq!((s.count, s.remote.unwrap().hosts.len()), (3, 0));
     // a spec goes back to JSON and parses to the same (the launcher as string or array)
     for json in [
         r#"{"command":["cat"],"remote":{"launcher":"kubectl","hosts":["p"],"options":["-n","x"]}}"#,
@@ -235,15 +222,7 @@ fn ssh_pool_on_two_host_names_serves_and_shows_hosts() {
         dir.display()
     );
     drop(p);
-    assert!(
-        eventually(Duration::from_secs(3), || common::fd_count() == fds0
-            && common::thread_count() <= threads0),
-        "fds {} -> {}, threads {} -> {}",
-        fds0,
-        common::fd_count(),
-        threads0,
-        common::thread_count()
-    );
+    common::assert_fds_and_threads_back(fds0, threads0);
     assert!(
         eventually(Duration::from_secs(3), || ours
             .iter()
@@ -550,21 +529,16 @@ fn standin_argv(dir: &std::path::Path, name: &str, pid: i32) -> Vec<String> {
 }
 
 fn standin_pool(launcher: Launcher, options: &[&str]) -> Pool {
+    let options = options.iter().map(|s| s.to_string()).collect();
     let mut spec = ToolSpec {
         id: "standin".into(),
-        count: 2,
-        startup: Startup {
-            ready_line: Some("READY".into()),
-            timeout_ms: 20_000,
-            ..Default::default()
-        },
-        remote: Some(RemoteSpec {
+        ..common::remote_tool(
             launcher,
-            hosts: vec!["node-a".into(), "node-b".into()],
-            options: options.iter().map(|s| s.to_string()).collect(),
-            per_host: None,
-        }),
-        ..ToolSpec::new([testtool(), "--prefix", "a b 'c'", "--ready", "READY"])
+            &["node-a", "node-b"],
+            options,
+            2,
+            &["--prefix", "a b 'c'"],
+        )
     };
     spec.env.insert("TP_VAR".into(), "v w".into());
     pool(spec).unwrap()
@@ -593,12 +567,18 @@ fn srun_argv_through_a_stand_in() {
     for (i, node) in ["node-a", "node-b"].iter().enumerate() {
         assert_eq!(st.instances[i].host.as_deref(), Some(*node));
         let argv = standin_argv(&dir, "srun", st.instances[i].pid.unwrap());
+        // each start's step is named with a tag of its own (see tests/slurm.rs)
+        let tag = argv[5]
+            .strip_prefix("--job-name=")
+            .unwrap_or_else(|| panic!("a step name in {argv:?}"));
+        assert!(tag.starts_with(&format!("toolpool-standin-{i}-")), "{tag}");
         let mut want: Vec<String> = vec![
             dir.join("srun").display().to_string(),
             "--nodes=1".into(),
             "--ntasks=1".into(),
             "--unbuffered".into(),
             format!("--nodelist={node}"),
+            format!("--job-name={tag}"),
             "--partition=debug".into(),
             "--time=5".into(),
         ];

@@ -92,6 +92,7 @@ type InstanceStatus struct {
 	ClientRequests uint64  `json:"client_requests"`
 	Host           string  `json:"host"`        // remote pools: the host it runs on
 	HostError      string  `json:"host_error"`  // remote pools: why its last start failed
+	StepID         string  `json:"step_id"`     // srun pools: the Slurm job step (JOB.STEP) of its latest start
 	RSSBytes       uint64  `json:"rss_bytes"`   // resident memory of the process group; 0 when not running
 	CPUSeconds     float64 `json:"cpu_seconds"` // user + system CPU of the process group
 	Recycles       uint64  `json:"recycles"`    // replaced while working (requests, age, memory, timeout)

@@ -6,11 +6,14 @@
 //! the local spec of each start (`Remote::local_spec`).
 //!
 //! On the remote side the tool always runs under the [`watchdog`], which ends it and its
-//! descendants once the launcher is gone. The spec's `env` and `cwd` apply on the remote
+//! descendants once the launcher is gone. Under `srun` that is not enough (a SIGKILLed
+//! `srun` leaves its step running with its stdin open): [`slurm`] names every step and
+//! cancels it once its `srun` has ended. The spec's `env` and `cwd` apply on the remote
 //! side (`env` through `env(1)`, `cwd` by the watchdog); the local launcher runs with the
 //! host's own environment.
 
 pub mod quote;
+pub mod slurm;
 pub(crate) mod ssh;
 pub mod watchdog;
 
@@ -24,40 +27,53 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The remote side of one pool: its hosts, the ssh masters, the last start error of each
-/// instance.
+/// The remote side of one pool: its hosts, the ssh masters or the Slurm steps, the last
+/// start error of each instance.
 pub(crate) struct Remote {
     spec: RemoteSpec,
     /// Made on the first ssh start (the private socket directory is created then).
     masters: Mutex<Option<Arc<ssh::Masters>>>,
-    errors: Mutex<Vec<Option<String>>>,
+    /// By instance index (a grown pool has indices beyond its first count).
+    errors: Mutex<BTreeMap<usize, String>>,
     /// Set by shutdown: no master starts after it.
     closed: std::sync::atomic::AtomicBool,
-    /// Per instance, which of its host's ssh connections it uses (one per
-    /// [`SESSIONS_PER_CONNECTION`] instances of that host).
-    shards: Vec<usize>,
+    /// The steps of an `srun` pool (none in a dry run, where no srun runs).
+    steps: Option<slurm::Steps>,
+    /// The instance count the pool was created with (the start of a whole pool).
+    count: usize,
+}
+
+/// What starts one remote instance locally.
+pub(crate) struct LocalStart {
+    /// The launcher's argv as a spec (see [`Remote::local_spec`]).
+    pub spec: ToolSpec,
+    /// For `srun`: dropped once the launcher has ended, it has the start's Slurm step
+    /// cancelled if Slurm still runs it.
+    pub step: Option<slurm::StepGuard>,
 }
 
 impl Remote {
-    /// The remote side of `tool`, or `None` for a local pool.
+    /// The remote side of `tool`, or `None` for a local pool. The hosts must be known
+    /// (see [`slurm::take_allocation_nodes`]).
     pub fn new(tool: &ToolSpec) -> Option<Remote> {
         let spec = tool.remote.clone()?;
+        let srun = spec.launcher == Launcher::Srun && tool.dry_run.is_none();
         Some(Remote {
             masters: Mutex::new(None),
-            errors: Mutex::new(vec![None; tool.count]),
+            errors: Mutex::new(BTreeMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
-            shards: {
-                let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-                (0..tool.count)
-                    .map(|i| {
-                        let k = seen.entry(spec.host(i)).or_default();
-                        *k += 1;
-                        (*k - 1) / SESSIONS_PER_CONNECTION
-                    })
-                    .collect()
-            },
+            steps: srun.then(|| slurm::Steps::new(&tool.id, slurm::allocation())),
+            count: tool.count,
             spec,
         })
+    }
+
+    /// Which of its host's ssh connections instance `index` uses: one per
+    /// [`SESSIONS_PER_CONNECTION`] instances of that host, in index order.
+    fn shard(&self, index: usize) -> usize {
+        let host = self.host(index);
+        let before = (0..index).filter(|&j| self.host(j) == host).count();
+        before / SESSIONS_PER_CONNECTION
     }
 
     /// The host of instance `index`.
@@ -65,31 +81,55 @@ impl Remote {
         self.spec.host(index)
     }
 
-    /// The spec that starts instance `index` locally: `command` is the launcher's argv,
-    /// the id names the host (`tool@host`, so every message about the instance does), and
-    /// `env`/`cwd` have moved into the remote command. For ssh the host's master
-    /// connection is made first (by `deadline`): a host that cannot be reached fails here,
-    /// naming the host and ssh's stderr.
-    pub fn local_spec(&self, tool: &ToolSpec, index: usize, deadline: Instant) -> Result<ToolSpec> {
+    /// What starts instance `index` locally: a spec whose `command` is the launcher's
+    /// argv, whose id names the host (`tool@host`, so every message about the instance
+    /// does), and whose `env`/`cwd` have moved into the remote command; for `srun`, the
+    /// guard of its step. For ssh the host's master connection is made first (by
+    /// `deadline`): a host that cannot be reached fails here, naming the host and ssh's
+    /// stderr.
+    pub fn local_spec(
+        &self,
+        tool: &ToolSpec,
+        index: usize,
+        deadline: Instant,
+    ) -> Result<LocalStart> {
         let host = self.host(index).to_string();
-        let result = self.launcher_argv(tool, index, &host, deadline);
-        *self
-            .errors
-            .lock()
-            .get_mut(index)
-            .expect("one entry per instance") = result.as_ref().err().map(|e| e.to_string());
+        let (tag, step) = match &self.steps {
+            Some(s) => {
+                let (tag, guard) = s.begin(index);
+                (Some(tag), Some(guard))
+            }
+            None => (None, None),
+        };
+        let result = self.launcher_argv(tool, index, &host, tag.as_deref(), deadline);
+        {
+            let mut errors = self.errors.lock();
+            match &result {
+                Ok(_) => errors.remove(&index),
+                Err(e) => errors.insert(index, e.to_string()),
+            };
+        }
         let argv = result.map_err(|e| match e {
             Error::Spawn(m) => Error::Spawn(format!("tool '{}' instance {index}: {m}", tool.id)),
             other => other,
         })?;
-        Ok(ToolSpec {
-            id: format!("{}@{host}", tool.id),
-            command: argv,
-            env: BTreeMap::new(),
-            env_clear: false,
-            cwd: None,
-            ..tool.clone()
+        Ok(LocalStart {
+            spec: ToolSpec {
+                id: format!("{}@{host}", tool.id),
+                command: argv,
+                env: BTreeMap::new(),
+                env_clear: false,
+                cwd: None,
+                ..tool.clone()
+            },
+            step,
         })
+    }
+
+    /// The Slurm step (`JOB.STEP`) of the latest start of `index` (`srun` pools), once
+    /// learned.
+    pub fn step_id(&self, index: usize) -> Option<String> {
+        self.steps.as_ref().and_then(|s| s.step_id(index))
     }
 
     /// The instances grouped by the connection they use (host, and for ssh the master
@@ -97,25 +137,30 @@ impl Remote {
     /// start runs the groups in parallel.
     pub fn groups(&self) -> Vec<Vec<usize>> {
         let mut by: BTreeMap<(&str, usize), Vec<usize>> = BTreeMap::new();
-        for (i, shard) in self.shards.iter().enumerate() {
-            by.entry((self.host(i), *shard)).or_default().push(i);
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for i in 0..self.count {
+            let host = self.host(i);
+            let before = seen.entry(host).or_default();
+            by.entry((host, *before / SESSIONS_PER_CONNECTION))
+                .or_default()
+                .push(i);
+            *before += 1;
         }
         by.into_values().collect()
     }
 
     /// Record why the start of `index` failed after the launcher ran (no ready line).
     pub fn record_error(&self, index: usize, err: &Error) {
-        if let Some(e) = self.errors.lock().get_mut(index) {
-            *e = Some(err.to_string());
-        }
+        self.errors.lock().insert(index, err.to_string());
     }
 
     /// The last failed start of `index` (cleared by a successful one).
     pub fn last_error(&self, index: usize) -> Option<String> {
-        self.errors.lock().get(index).cloned().flatten()
+        self.errors.lock().get(&index).cloned()
     }
 
-    /// Stop the ssh masters and remove their directory.
+    /// Stop the ssh masters and remove their directory; let the Slurm keeper finish its
+    /// cancels.
     pub fn shutdown(&self) {
         let _g = self.masters.lock();
         self.closed
@@ -124,6 +169,9 @@ impl Remote {
         if let Some(m) = self.masters.lock().take() {
             m.shutdown();
         }
+        if let Some(s) = &self.steps {
+            s.shutdown();
+        }
     }
 
     fn launcher_argv(
@@ -131,6 +179,7 @@ impl Remote {
         tool: &ToolSpec,
         index: usize,
         host: &str,
+        tag: Option<&str>,
         deadline: Instant,
     ) -> Result<Vec<String>> {
         let wrapped = remote_argv(tool);
@@ -138,7 +187,7 @@ impl Remote {
         Ok(match &self.spec.launcher {
             Launcher::Ssh => {
                 let masters = self.masters()?;
-                let shard = self.shards[index];
+                let shard = self.shard(index);
                 let socket = masters.socket(host, shard, deadline)?;
                 let mut argv: Vec<String> = vec![
                     "ssh".into(),
@@ -160,6 +209,8 @@ impl Remote {
                     "--unbuffered".into(),
                     format!("--nodelist={host}"),
                 ];
+                let allocation = self.steps.as_ref().and_then(|s| s.allocation());
+                argv.extend(slurm::srun_flags(tag.unwrap_or("toolpool"), allocation));
                 argv.extend(opts);
                 argv.extend(wrapped);
                 argv

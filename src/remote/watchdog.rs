@@ -6,10 +6,12 @@
 //! SIGTERM would run on for ever. The wrapper (the way GNU parallel wraps remote jobs):
 //!
 //! - relays its stdin to the tool through a FIFO with `cat`, so it sees the launcher's
-//!   end of input itself (a killed `ssh` client, a closed channel, a `kubectl exec` or
-//!   `srun` that died, or toolpool closing stdin to stop the instance) even when the tool
-//!   never reads, and even when ssh connections are shared (the remote `sshd` outlives a
-//!   single session, so watching the parent alone would miss it);
+//!   end of input itself (a killed `ssh` client, a closed channel, a `kubectl exec` that
+//!   died, or toolpool closing stdin to stop the instance) even when the tool never
+//!   reads, and even when ssh connections are shared (the remote `sshd` outlives a
+//!   single session, so watching the parent alone would miss it). Under `srun` only an
+//!   end of input that `srun` forwards arrives: `slurmstepd` keeps the stdin of a step
+//!   whose `srun` was killed open, so [`super::slurm`] cancels such steps;
 //! - watches its parent (the remote `sshd` session, `slurmstepd`, the container runtime)
 //!   once a second, for a launcher that dies without closing stdin;
 //! - then gives the tool [`EOF_GRACE`] to exit on the end of input, sends SIGTERM to its

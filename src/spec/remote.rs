@@ -16,7 +16,8 @@ pub const COMMAND_PLACEHOLDER: &str = "{command}";
 pub enum Launcher {
     /// OpenSSH `ssh`; the host is an ssh destination (`host`, `user@host`, an alias).
     Ssh,
-    /// Slurm `srun`; the host is a node name (`--nodelist`).
+    /// Slurm `srun`; the host is a node name (`--nodelist`). Each instance is a job step
+    /// of its own, named so that toolpool can cancel it (see [`crate::remote::slurm`]).
     Srun,
     /// `kubectl exec -i`; the host is a pod name.
     Kubectl,
@@ -68,12 +69,18 @@ impl<'de> Deserialize<'de> for Launcher {
 
 /// Instances on other hosts: `{"launcher": ..., "hosts": [...], "options": [...],
 /// "per_host": N}`. Instance `i` runs on `hosts[i % hosts.len()]`.
+///
+/// With the `srun` launcher `hosts` may be left out (or empty) inside a Slurm allocation:
+/// a pool then takes the allocation's nodes when it is created (see
+/// [`crate::remote::slurm`]), and `per_host` counts per node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteSpec {
     /// The launcher.
     pub launcher: Launcher,
-    /// Hosts (ssh destinations, Slurm node names, pod names), at least one.
+    /// Hosts (ssh destinations, Slurm node names, pod names), at least one; for `srun`
+    /// none means the nodes of the Slurm allocation toolpool runs in.
+    #[serde(default)]
     pub hosts: Vec<String>,
     /// Extra launcher arguments (ssh options such as `-p 2222` or `-o Key=Value`, srun
     /// flags, kubectl flags such as `-n NAMESPACE` or `-c CONTAINER`); for a template they
@@ -86,15 +93,25 @@ pub struct RemoteSpec {
 }
 
 impl RemoteSpec {
-    /// The host of instance `index`.
+    /// The host of instance `index` (empty while the hosts are still to be taken from a
+    /// Slurm allocation).
     pub fn host(&self, index: usize) -> &str {
-        &self.hosts[index % self.hosts.len()]
+        match self.hosts.len() {
+            0 => "",
+            n => &self.hosts[index % n],
+        }
+    }
+
+    /// True when the hosts are to be taken from the Slurm allocation (`srun` without
+    /// `hosts`).
+    pub fn hosts_from_allocation(&self) -> bool {
+        self.launcher == Launcher::Srun && self.hosts.is_empty()
     }
 
     /// The first bad key under `remote` and why (`count` is the spec's instance count).
     pub(crate) fn check(&self, count: usize) -> std::result::Result<(), (String, String)> {
         let bad = |key: &str, why: String| Err((format!("remote.{key}"), why));
-        if self.hosts.is_empty() {
+        if self.hosts.is_empty() && self.launcher != Launcher::Srun {
             return bad("hosts", "must name at least one host".into());
         }
         for (i, h) in self.hosts.iter().enumerate() {
@@ -135,21 +152,32 @@ impl RemoteSpec {
                     "contains a NUL byte or a newline".into(),
                 );
             }
+            if self.launcher == Launcher::Srun
+                && (o.starts_with("-J") || o.starts_with("--job-name"))
+            {
+                return bad(
+                    &format!("options[{i}]"),
+                    "toolpool names each srun step itself (to cancel it): drop --job-name/-J"
+                        .into(),
+                );
+            }
         }
         if let Some(n) = self.per_host {
+            // Hosts still to come from the allocation count as one until they are known.
+            let hosts = self.hosts.len().max(1);
             let max = super::MAX_COUNT;
-            if n == 0 || n.saturating_mul(self.hosts.len()) > max {
+            if n == 0 || n.saturating_mul(hosts) > max {
                 return bad(
                     "per_host",
                     format!("must be at least 1, and per_host × hosts at most {max}"),
                 );
             }
-            if count != n * self.hosts.len() {
+            if count != n * hosts {
                 return bad(
                     "per_host",
                     format!(
                         "count is {count} but per_host × hosts is {}: give one of count and per_host",
-                        n * self.hosts.len()
+                        n * hosts
                     ),
                 );
             }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
-use toolpool::{Pool, PoolOptions, Protocol, ToolSpec};
+use toolpool::{Launcher, Pool, PoolOptions, Protocol, RemoteSpec, Startup, ToolSpec};
 
 pub const T: Duration = Duration::from_secs(5);
 
@@ -47,8 +47,43 @@ pub fn rpc(count: usize) -> ToolSpec {
     }
 }
 
+/// `count` instances of the test tool with `args` on `hosts` through `launcher` (with its
+/// `options`), ready once it prints READY (within 20 s: remote starts are slower).
+pub fn remote_tool(
+    launcher: Launcher,
+    hosts: &[&str],
+    options: Vec<String>,
+    count: usize,
+    args: &[&str],
+) -> ToolSpec {
+    let mut argv = vec![testtool().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    argv.extend(["--ready".into(), "READY".into()]);
+    ToolSpec {
+        id: "remote-testtool".into(),
+        count,
+        startup: Startup {
+            ready_line: Some("READY".into()),
+            timeout_ms: 20_000,
+            ..Default::default()
+        },
+        remote: Some(RemoteSpec {
+            launcher,
+            hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            options,
+            per_host: None,
+        }),
+        ..ToolSpec::new(argv)
+    }
+}
+
 /// A pool with its own limiter, so tests in one binary do not see each other's children.
 pub fn private(spec: ToolSpec) -> Pool {
+    try_private(spec).expect("pool starts")
+}
+
+/// [`private`], or why the pool did not start.
+pub fn try_private(spec: ToolSpec) -> toolpool::Result<Pool> {
     Pool::with_options(
         spec,
         PoolOptions {
@@ -56,7 +91,25 @@ pub fn private(spec: ToolSpec) -> Pool {
             ..Default::default()
         },
     )
-    .expect("pool starts")
+}
+
+/// The pid the test tool of `index` replies to `cmd` (`pid`, `grandchild`).
+pub fn reply_pid(pool: &Pool, index: usize, cmd: &str) -> i32 {
+    pool.send(index, cmd).unwrap();
+    let line = pool.read_line(index, Duration::from_secs(20)).unwrap();
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("a pid, got {line:?}"))
+}
+
+/// The argv of a process, from /proc (empty once it is gone).
+pub fn argv_of(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 /// The pid of every instance (each is running).
@@ -167,6 +220,19 @@ pub fn group_alive(pgid: i32, cutoff: u64) -> bool {
         let start: u64 = f.get(19).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
         f[0] != "Z" && f[2].parse::<i32>() == Ok(pgid) && start < cutoff
     })
+}
+
+/// Wait (up to 3 s) until this process has `fds0` fds and at most `threads0` threads
+/// again (after a pool's drop), else panic with the counts.
+#[track_caller]
+pub fn assert_fds_and_threads_back(fds0: usize, threads0: usize) {
+    assert!(
+        eventually(Duration::from_secs(3), || fd_count() == fds0
+            && thread_count() <= threads0),
+        "fds {fds0} -> {}, threads {threads0} -> {}",
+        fd_count(),
+        thread_count()
+    );
 }
 
 pub fn fd_count() -> usize {

@@ -108,6 +108,8 @@ def test_ssh_pool_serves_and_status_shows_hosts(testtool: str, ssh_options: List
             ("localhost", 2, 2),
         ]
         assert all(i["host_error"] is None for i in st["instances"])
+        # the Slurm step of an srun pool's instance; none over ssh
+        assert all(i["step_id"] is None for i in st["instances"])
 
 
 def test_remote_spec_errors_name_the_key() -> None:
