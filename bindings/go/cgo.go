@@ -15,6 +15,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"runtime"
@@ -57,7 +58,16 @@ func cString(op, param, s string) (*C.char, error) {
 	return C.CString(s), nil
 }
 
-// freeC frees memory from cString (NULL is fine).
+// cJSON encodes v as JSON in C memory for parameter param of op (free it with freeC).
+func cJSON(op, param string, v any) (*C.char, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, newError(CodeInvalidArgument, op, "%s cannot be encoded: %v", param, err)
+	}
+	return cString(op, param, string(b))
+}
+
+// freeC frees memory from cString and cJSON (NULL is fine).
 func freeC(s *C.char) {
 	C.free(unsafe.Pointer(s))
 }

@@ -27,6 +27,9 @@ type Pool struct {
 	closed atomic.Bool
 	once   sync.Once
 	size   atomic.Int64
+	// lent: the handle belongs to a Pools (Pools.Pool); Close leaves it, Pools.Close
+	// ends it.
+	lent bool
 }
 
 // New starts a pool from a standalone tool spec in JSON: the keys of a registry entry
@@ -428,15 +431,28 @@ func (p *Pool) Map(ctx context.Context, payloads []string) ([]Result, error) {
 	if payloads == nil {
 		payloads = []string{}
 	}
-	in, err := json.Marshal(payloads)
-	if err != nil {
-		return nil, newError(CodeInvalidArgument, op, "payloads cannot be encoded: %v", err)
-	}
-	cs, err := cString(op, "payloads", string(in))
+	cs, err := cJSON(op, "payloads", payloads)
 	if err != nil {
 		return nil, err
 	}
 	defer freeC(cs)
+	var s string
+	err = withContext(ctx, func(c *C.ToolpoolCancel) error {
+		var err error
+		s, err = p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
+			return C.toolpool_pool_map_json_cancellable(h, cs, ms, c, out)
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return decodeResults(ctx, op, s, len(payloads))
+}
+
+// decodeResults reads the results of a batch (toolpool_pool_map_json's JSON): one per
+// request, n of them, each with its own error.
+func decodeResults(ctx context.Context, op, s string, n int) ([]Result, error) {
 	var raw []struct {
 		OK       bool   `json:"ok"`
 		Text     string `json:"text"`
@@ -445,16 +461,11 @@ func (p *Pool) Map(ctx context.Context, payloads []string) ([]Result, error) {
 		Code     int32  `json:"code"`
 		Error    string `json:"error"`
 	}
-	err = withContext(ctx, func(c *C.ToolpoolCancel) error {
-		return p.useJSON(op, &raw, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
-			return C.toolpool_pool_map_json_cancellable(h, cs, ms, c, out)
-		})
-	})
-	if err != nil {
+	if err := decodeJSON(op, s, &raw); err != nil {
 		return nil, err
 	}
-	if len(raw) != len(payloads) {
-		return nil, newError(CodeProtocol, op, "%d results for %d payloads", len(raw), len(payloads))
+	if len(raw) != n {
+		return nil, newError(CodeProtocol, op, "%d results for %d requests", len(raw), n)
 	}
 	results := make([]Result, len(raw))
 	for k, r := range raw {
@@ -545,11 +556,19 @@ func (p *Pool) Shutdown(grace time.Duration) error {
 // Close shuts the pool down (with the spec's shutdown.grace_ms, unless Shutdown already
 // did) and frees it: no child outlives it. It waits for calls in progress on other
 // goroutines to return first. Idempotent; always returns nil. Leases taken from the pool
-// stay valid (their calls return ErrShutDown) until closed.
+// stay valid (their calls return ErrShutDown) until closed. A pool from Pools.Pool
+// belongs to its Pools: Close does nothing, Pools.Close ends it.
 func (p *Pool) Close() error {
-	if p == nil {
+	if p == nil || p.lent {
 		return nil
 	}
+	p.detach()
+	return nil
+}
+
+// detach marks the pool closed, waits for the calls in progress and frees the handle (a
+// no-op in C for a lent one).
+func (p *Pool) detach() {
 	p.once.Do(func() {
 		p.closed.Store(true)
 		runtime.SetFinalizer(p, nil)
@@ -561,5 +580,4 @@ func (p *Pool) Close() error {
 			C.toolpool_pool_free(h)
 		}
 	})
-	return nil
 }

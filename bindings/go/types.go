@@ -20,19 +20,21 @@ type Health struct {
 
 // Status is a pool's state (toolpool_pool_status_json).
 type Status struct {
-	Tool              string           `json:"tool"`
-	ShutDown          bool             `json:"shut_down"`
-	Disabled          bool             `json:"disabled"`
-	DryRun            bool             `json:"dry_run"` // no process runs: canned replies stand in for the tool
-	Command           []string         `json:"command"` // the argv the pool runs (dry: would run)
-	WaitedForInstance uint64           `json:"waited_for_instance"`
-	Waiting           int              `json:"waiting"`
-	Started           int              `json:"started"`           // instances with a process now
-	MaxInstances      int              `json:"max_instances"`     // the count (Resize changes it)
-	MinInstances      int              `json:"min_instances"`     // min_instances, or the count
-	ShutdownGraceMs   int64            `json:"shutdown_grace_ms"` // the spec's shutdown.grace_ms (what Close waits)
-	Instances         []InstanceStatus `json:"instances"`
-	Hosts             []HostStatus     `json:"hosts"` // instances by host and state (remote pools; empty otherwise)
+	Tool              string            `json:"tool"`
+	ShutDown          bool              `json:"shut_down"`
+	Disabled          bool              `json:"disabled"`
+	DryRun            bool              `json:"dry_run"` // no process runs: canned replies stand in for the tool
+	Command           []string          `json:"command"` // the argv the pool runs (dry: would run)
+	WaitedForInstance uint64            `json:"waited_for_instance"`
+	Waiting           int               `json:"waiting"`
+	Started           int               `json:"started"`           // instances with a process now
+	MaxInstances      int               `json:"max_instances"`     // the count (Resize changes it)
+	MinInstances      int               `json:"min_instances"`     // min_instances, or the count
+	ShutdownGraceMs   int64             `json:"shutdown_grace_ms"` // the spec's shutdown.grace_ms (what Close waits)
+	Fallbacks         map[string]uint64 `json:"fallbacks"`         // requests sent to the one-shot run, by cause
+	Retries           map[string]uint64 `json:"retries"`           // pooled runs after the first, by cause
+	Instances         []InstanceStatus  `json:"instances"`
+	Hosts             []HostStatus      `json:"hosts"` // instances by host and state (remote pools; empty otherwise)
 }
 
 // HostStatus counts the instances of one host of a remote pool by state.
@@ -114,6 +116,8 @@ type Metrics struct {
 	RequestsError      uint64            `json:"requests_error"`
 	RequestsTimeout    uint64            `json:"requests_timeout"`
 	RequestsFallback   uint64            `json:"requests_fallback"`
+	Fallbacks          map[string]uint64 `json:"fallbacks"` // requests sent to the one-shot run, by cause
+	Retries            map[string]uint64 `json:"retries"`   // pooled runs after the first, by cause
 	LinesIn            uint64            `json:"lines_in"`
 	LinesOut           uint64            `json:"lines_out"`
 	ProtocolErrors     uint64            `json:"protocol_errors"`
@@ -170,12 +174,13 @@ type Reply struct {
 	Text     string // the reply, framed by the spec's protocol
 	Instance int    // the instance that answered; -1 when a one-shot run served it
 	Moved    bool   // the key's instance had died and the key moved to another one
+	ServedBy string // "pool", "retry" (a later pooled run) or "oneshot" (RequestWith only)
 }
 
 // Result is one entry of Map, in the order of the payloads.
 type Result struct {
 	Text     string // the reply when Err is nil
 	Instance int    // the instance that answered; -1 for a one-shot run or a failure
-	ServedBy string // "pool" or "oneshot"; "" on failure
+	ServedBy string // "pool", "retry" or "oneshot"; "" on failure
 	Err      error  // nil, or an *Error for this payload alone
 }

@@ -115,5 +115,6 @@ void test_log_callback(void);
 void test_metrics_prometheus(void);
 void test_tools_pty_and_end_command(void);
 void test_interactive_python(void);
+void test_pools_and_request_json(void);
 
 #endif

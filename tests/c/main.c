@@ -109,6 +109,7 @@ static const struct test TESTS[] = {
     {"metrics_prometheus", test_metrics_prometheus},
     {"tools_pty_and_end_command", test_tools_pty_and_end_command},
     {"interactive_python", test_interactive_python},
+    {"pools_and_request_json", test_pools_and_request_json},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here

@@ -22,13 +22,16 @@ from ._ffi import LIB_PATH
 from ._limit import KillReport, kill_all, limit_status, set_limit, version
 from ._cancel import CancelToken
 from ._log import LOGGER, TRACE, metrics_prometheus_all
-from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, Spec
+from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, RetrySpec, Spec
+from ._pools import Pools
 from . import aio  # toolpool.aio: the asyncio face
 
 __all__ = [
     "Pool",
+    "Pools",
     "Lease",
     "Reply",
+    "RetrySpec",
     "Payload",
     "Spec",
     "DEFAULT_TIMEOUT",

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import threading
-from ctypes import byref, c_bool, c_uint32, c_void_p
+from ctypes import byref, c_uint32, c_void_p
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ._cancel import CancelToken, run_blocking
@@ -21,6 +21,7 @@ __all__ = [
     "Pool",
     "Lease",
     "Reply",
+    "RetrySpec",
     "Payload",
     "Spec",
 ]
@@ -42,13 +43,37 @@ Spec = Union[Mapping[str, Any], str, bytes, Sequence[str]]
 
 
 class Reply(NamedTuple):
-    """The answer to :meth:`Pool.request_sticky`."""
+    """The answer to :meth:`Pool.request_sticky` and :meth:`Pool.request_reply`."""
 
     text: str
     #: The instance that answered; None when a one-shot run served the request.
     instance: Optional[int]
     #: True when the key's instance had died and the key moved to another one.
     moved: bool
+    #: Which path served it: ``"pool"``, ``"retry"`` (a later pooled run) or
+    #: ``"oneshot"`` (the spec's one-shot command).
+    served_by: str = "pool"
+
+
+#: A retry for one request (the spec key ``retry``): ``{"max": N, "on": [causes]}``, or
+#: ``(N, [causes])``; causes ``"dead"``, ``"timeout"``, ``"invalid_reply"``,
+#: ``"unavailable"``, ``"spawn_failed"``, ``"tool_error"``.
+RetrySpec = Union[Mapping[str, Any], Tuple[int, Sequence[str]]]
+
+
+def _options(key: Optional[Union[str, bytes]], retry: Optional[RetrySpec]) -> Optional[bytes]:
+    """The options JSON of ``toolpool_pool_request_json`` (None: none)."""
+    opts: Dict[str, Any] = {}
+    if key is not None:
+        opts["key"] = key.decode("utf-8") if isinstance(key, bytes) else key
+    if retry is not None:
+        if isinstance(retry, tuple):
+            opts["retry"] = {"max": retry[0], "on": list(retry[1])}
+        elif isinstance(retry, Mapping):
+            opts["retry"] = dict(retry)
+        else:
+            raise TypeError(f"retry must be a dict or a (max, causes) tuple, not {type(retry).__name__}")
+    return _cstr(json.dumps(opts), "options") if opts else None
 
 
 # -- conversions --------------------------------------------------------------------------
@@ -202,6 +227,27 @@ class Pool(Managed):
             d["count"] = count
         return json.dumps(d)
 
+    #: Lent by a :class:`toolpool.Pools`: its own ``close()`` does nothing.
+    _lent: bool = False
+
+    @classmethod
+    def _from_lent(cls, ptr: int) -> "Pool":
+        """A pool handle lent by ``toolpool_pools_get`` (its ``Pools`` frees it)."""
+        self = cls.__new__(cls)
+        self._lent = True
+        self._init_handle(ptr)
+        n = c_uint32()
+        call(lib.toolpool_pool_size, ptr, byref(n))
+        self._size = n.value
+        return self
+
+    def close(self) -> None:
+        """Shut the pool down (the spec's ``shutdown.grace_ms``) and free it; idempotent.
+        A pool from a :class:`toolpool.Pools` belongs to it: this does nothing, and the
+        ``Pools`` closes it."""
+        if not self._lent:
+            super().close()
+
     def _delete(self, ptr: int) -> None:
         lib.toolpool_pool_free(ptr)
 
@@ -319,7 +365,12 @@ class Pool(Managed):
     # -- requests -----------------------------------------------------------------------
 
     def request(
-        self, payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None
+        self,
+        payload: Payload,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        *,
+        cancel: Optional[CancelToken] = None,
+        retry: Optional[RetrySpec] = None,
     ) -> str:
         """One request, framed by the spec's ``protocol``, to an instance picked by its
         ``routing``; returns the reply text (for ``jsonrpc``: the JSON text of
@@ -328,7 +379,10 @@ class Pool(Managed):
         ``Timeout``, ``ToolError``, ``InstanceDead``, ``Saturated``, ``Unavailable``,
         ``ProtocolError``, ``ShutDown``, ``Cancelled`` (``cancel`` was triggered from
         another thread). Ctrl-C stops it within milliseconds with ``KeyboardInterrupt``;
-        the abandoned request's reply never reaches another caller."""
+        the abandoned request's reply never reaches another caller. ``retry`` overrides the
+        spec's ``retry`` for this request (``{"max": 0}``: none)."""
+        if retry is not None:
+            return self.request_reply(payload, timeout, cancel=cancel, retry=retry).text
         data, ms = _payload(payload), _ms(timeout)
 
         def run(c: Optional[int]) -> str:
@@ -336,6 +390,30 @@ class Pool(Managed):
             with self._borrow() as p:
                 call(lib.toolpool_pool_request_cancellable, p, data, ms, c, byref(out))
             return _take(out)
+
+        return run_blocking(run, cancel)
+
+    def request_reply(
+        self,
+        payload: Payload,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        *,
+        key: Optional[Union[str, bytes]] = None,
+        retry: Optional[RetrySpec] = None,
+        cancel: Optional[CancelToken] = None,
+    ) -> Reply:
+        """:meth:`request` with options (a sticky ``key``; this request's ``retry``), and
+        the whole :class:`Reply`: the instance that answered and which path served it
+        (``served_by``)."""
+        data, ms = _payload(payload), _ms(timeout)
+        opts = _options(key, retry)
+
+        def run(c: Optional[int]) -> Reply:
+            out = c_void_p()
+            with self._borrow() as p:
+                call(lib.toolpool_pool_request_json, p, data, opts, ms, c, byref(out))
+            r = _take_json(out)
+            return Reply(str(r["text"]), r.get("instance"), bool(r.get("moved")), str(r.get("served_by", "pool")))
 
         return run_blocking(run, cancel)
 
@@ -348,30 +426,9 @@ class Pool(Managed):
         cancel: Optional[CancelToken] = None,
     ) -> Reply:
         """Like :meth:`request`, but requests with the same ``key`` go to the same
-        instance while it lives. Returns ``Reply(text, instance, moved)``."""
-        k = _cstr(key, "key")
-        data, ms = _payload(payload), _ms(timeout)
-
-        def run(c: Optional[int]) -> Reply:
-            out = c_void_p()
-            inst = c_uint32()
-            moved = c_bool()
-            with self._borrow() as p:
-                call(
-                    lib.toolpool_pool_request_sticky_cancellable,
-                    p,
-                    k,
-                    data,
-                    ms,
-                    c,
-                    byref(out),
-                    byref(inst),
-                    byref(moved),
-                )
-            text = _take(out)
-            return Reply(text, None if inst.value == _U32_MAX else inst.value, bool(moved.value))
-
-        return run_blocking(run, cancel)
+        instance while it lives. Returns ``Reply(text, instance, moved, served_by)``."""
+        _cstr(key, "key")
+        return self.request_reply(payload, timeout, key=key, cancel=cancel)
 
     def map(
         self,
@@ -572,7 +629,12 @@ class Lease(Managed):
         return run_blocking(run, cancel)
 
     def request(
-        self, payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT, *, cancel: Optional[CancelToken] = None
+        self,
+        payload: Payload,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        *,
+        cancel: Optional[CancelToken] = None,
+        retry: Optional[RetrySpec] = None,
     ) -> str:
         """One framed request on the leased instance (framing as :meth:`Pool.request`).
         A cancelled (or interrupted) request in ``lines``/``marker`` framing recycles the
