@@ -255,3 +255,40 @@ fn receive_ends() -> Option<[i32; 3]> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The signals blocked by thread `tid` of this process, from /proc.
+    fn blocked(tid: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    }
+
+    #[test]
+    fn the_helper_blocks_the_hosts_signals() {
+        // Started from a thread that blocks nothing, the helper (alive for as long as the
+        // closure runs) still blocks SIGINT and SIGTERM: a signal for the host never runs
+        // its handler in the helper's private fd table.
+        let masks = std::thread::spawn(|| {
+            super::with_helper(|| {
+                let mut masks = Vec::new();
+                for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+                    let comm = std::fs::read_to_string(task.path().join("comm")).unwrap();
+                    if comm.trim() == "toolpool-spawn" {
+                        masks.push(blocked(&task.file_name().to_string_lossy()));
+                    }
+                }
+                masks
+            })
+        })
+        .join()
+        .unwrap();
+        let bit = |sig: i32| 1u64 << (sig - 1);
+        let want = bit(libc::SIGINT) | bit(libc::SIGTERM) | bit(libc::SIGPIPE);
+        assert!(!masks.is_empty(), "no helper thread while with_helper runs");
+        for mask in masks {
+            assert_eq!(mask & want, want, "the helper lets signals in: SigBlk {mask:x}");
+        }
+    }
+}
