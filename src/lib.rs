@@ -76,11 +76,14 @@
 //! leader's `poll`, a follower's condvar) and wakes it; the call returns
 //! [`Error::Cancelled`] and the request ends as a timed-out one would (step 6).
 //!
+//! **Completion queue.** For hosts that wait on an event loop, [`Completions`] runs the
+//! same request on a thread of its own and reports it on an eventfd the loop watches.
+//!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, `linebuf`,
 //! `pipe`, [`cancel`] → `metrics`, `spawn` → `process` → `limiter`, `reader`, `writer`, `stderr` →
 //! `rpc`, `oneshot`, `dry` → `lsp` → `incarnation` → `instance`, `admission`, `exchange` →
 //! `handshake`, `roster` → `lifecycle` → `sizing`, `recycle` → `supervisor`, `snapshot` →
-//! `router` → `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top. A submodule is
+//! `router` → `lease` → `pool` → `pools`, [`completions`]; [`ffi`] (feature `capi`) on top. A submodule is
 //! part of its parent's layer and holds one of its ideas: `spec`'s validation
 //! (`spec/validate.rs`) and key data (`spec/dry_run.rs`, `spec/remote.rs`), how an
 //! incarnation is put together (`incarnation/start.rs`), what a dry-run responder answers
@@ -95,6 +98,7 @@
 
 mod admission;
 pub mod cancel;
+pub mod completions;
 mod dry;
 pub mod error;
 mod exchange;
@@ -134,6 +138,7 @@ mod util;
 mod writer;
 
 pub use cancel::{CancelToken, Wait};
+pub use completions::{Completion, Completions, MAX_COMPLETION_THREADS};
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 

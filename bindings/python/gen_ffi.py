@@ -31,6 +31,7 @@ TYPES: Dict[str, str] = {
     "bool": "c_bool",
     "int32_t": "c_int32",
     "uint32_t": "c_uint32",
+    "uint64_t": "c_uint64",
     "size_t": "c_size_t",
     "const char *": "c_char_p",
     "char *": "c_void_p",
@@ -39,6 +40,7 @@ TYPES: Dict[str, str] = {
     "uint8_t *": "c_void_p",
     "uint8_t **": "POINTER(c_void_p)",
     "uint32_t *": "POINTER(c_uint32)",
+    "int32_t *": "POINTER(c_int32)",
     "size_t *": "POINTER(c_size_t)",
     "bool *": "POINTER(c_bool)",
     "ToolpoolPool *": "c_void_p",
@@ -50,7 +52,11 @@ TYPES: Dict[str, str] = {
     "ToolpoolCancel *": "c_void_p",
     "const ToolpoolCancel *": "c_void_p",
     "ToolpoolCancel **": "POINTER(c_void_p)",
+    "ToolpoolCompletions *": "c_void_p",
+    "const ToolpoolCompletions *": "c_void_p",
+    "ToolpoolCompletions **": "POINTER(c_void_p)",
     "ToolpoolHealth *": "POINTER(ToolpoolHealth)",
+    "ToolpoolCompletion *": "POINTER(ToolpoolCompletion)",
     "void *": "c_void_p",
 }
 
@@ -95,6 +101,8 @@ def parse(text: str) -> Tuple[List[Tuple[str, int]], List[Tuple[str, List[Tuple[
         for decl in (d.strip() for d in body.split(";")):
             if decl:
                 ctype, name = decl.rsplit(None, 1)
+                if name.startswith("*"):
+                    ctype, name = ctype + " " + name[: name.count("*")], name.lstrip("*")
                 fields.append((name, _ctype(ctype, f"{m.group(1)}.{name}")))
         structs.append((m.group(1), fields))
 
@@ -129,7 +137,7 @@ def render(text: str) -> str:
         "The ToolpoolStatus constants, the structs and the ctypes signature of every C function.",
         '"""',
         "",
-        "from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int32, c_size_t, c_uint32, c_void_p",
+        "from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int32, c_size_t, c_uint32, c_uint64, c_void_p",
         "from typing import Any, Dict, Sequence, Tuple",
         "",
         "# enum ToolpoolStatus",

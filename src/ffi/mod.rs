@@ -7,7 +7,7 @@
 //! hold the pointer conversions and their SAFETY arguments. The status enum is the core's
 //! [`ToolpoolStatus`] table. One file per C object: [`pool`], [`lease`], [`limiter`],
 //! [`strings`] (errors, strings, version), [`cancel`] (cancel tokens and the cancellable
-//! forms of the blocking calls).
+//! forms of the blocking calls), [`completions`] (the completion queue).
 //!
 //! Global contract (also in the README, "C API conventions"):
 //! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
@@ -73,6 +73,7 @@ macro_rules! opt_out {
 }
 
 pub mod cancel;
+pub mod completions;
 /// The `Wait` of a cancellable call: `timeout_ms`, and the token `$c` unless it is NULL.
 macro_rules! try_wait {
     ($ms:ident, $c:ident) => {{
