@@ -25,7 +25,11 @@ fn take(q: &Completions, n: usize) -> Vec<Completion> {
     let mut got = Vec::new();
     let end = Instant::now() + T;
     while got.len() < n {
-        assert!(Instant::now() < end, "only {} of {n} completions", got.len());
+        assert!(
+            Instant::now() < end,
+            "only {} of {n} completions",
+            got.len()
+        );
         let mut p = libc::pollfd {
             fd: q.fd(),
             events: libc::POLLIN,
@@ -73,7 +77,11 @@ fn many_requests_complete_once_each_with_their_own_reply() {
     let mut seen = HashMap::new();
     for c in got {
         let r = c.result.unwrap();
-        assert_eq!(r.text, format!("r{}", c.tag), "a reply reached the wrong tag");
+        assert_eq!(
+            r.text,
+            format!("r{}", c.tag),
+            "a reply reached the wrong tag"
+        );
         assert!(seen.insert(c.tag, ()).is_none(), "tag {} twice", c.tag);
     }
     assert_eq!(seen.len(), n as usize);
@@ -81,7 +89,8 @@ fn many_requests_complete_once_each_with_their_own_reply() {
     assert!(q.next().is_none());
     assert_eq!(q.pending(), 0);
     // A sticky request reports its instance.
-    q.request_sticky(Arc::clone(&pool), 7, "k", "sticky", T).unwrap();
+    q.request_sticky(Arc::clone(&pool), 7, "k", "sticky", T)
+        .unwrap();
     let c = take(&q, 1).pop().unwrap();
     let r = c.result.unwrap();
     assert_eq!((c.tag, r.text.as_str()), (7, "sticky"));
@@ -110,7 +119,8 @@ fn cancel_by_tag_stops_a_running_and_a_queued_request_and_the_pool_goes_on() {
     let _serial = serial();
     let pool = Arc::new(private(tool(1, &[])));
     let q = Completions::new(1).unwrap();
-    q.request(Arc::clone(&pool), 1, "delay:5000:late", T).unwrap();
+    q.request(Arc::clone(&pool), 1, "delay:5000:late", T)
+        .unwrap();
     q.request(Arc::clone(&pool), 2, "queued", T).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
