@@ -31,9 +31,12 @@ VALGRIND     := valgrind --quiet --error-exitcode=1 --leak-check=full --errors-f
 all: build
 
 # libtoolpool.so, libtoolpool.a, the test tool and the toolpool command (target/release),
-# and the uninstalled target/pkgconfig/toolpool.pc.
+# the Python binding's extension (target/release/lib_native.so, from
+# bindings/python/native) and the uninstalled target/pkgconfig/toolpool.pc.
+PY_NATIVE    := --manifest-path bindings/python/native/Cargo.toml --target-dir $(TARGET_DIR)
 build:
 	$(CARGO) build --release --lib --bins --features cli
+	$(CARGO) build --release $(PY_NATIVE)
 	@mkdir -p $(PC_DIR)
 	@sed -e 's|@PREFIX@|$(abspath .)|' -e 's|@LIBDIR@|$(abspath $(LIB_DIR))|' \
 	  -e 's|@INCLUDEDIR@|$(abspath include)|' -e 's|@VERSION@|$(VERSION)|' \
@@ -81,7 +84,9 @@ bench: deps
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path bindings/python/native/Cargo.toml -- --check
 	$(CARGO) clippy --all-targets --features cli -- -D warnings
+	$(CARGO) clippy $(PY_NATIVE) -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet --features cli
 	@# The private modules' docs too: their links are how a reader follows a request down.
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet --features cli --document-private-items

@@ -1,4 +1,5 @@
-"""Loading libtoolpool and declaring the C functions (ctypes, no compiler needed).
+"""Loading libtoolpool and declaring the C functions (ctypes), and loading the native
+extension ``toolpool._native`` that makes the hot calls (see ``native/src/lib.rs``).
 
 The library is looked for, in order:
 
@@ -7,15 +8,21 @@ The library is looked for, in order:
    ``pip install``);
 3. ``<repo>/target/release/libtoolpool.so`` relative to this source file, i.e.
    ``../../target/release/`` seen from ``bindings/python``: the one ``make build`` makes.
+
+The extension is looked for inside the installed package (``toolpool/_native.abi3.so``),
+then as ``<repo>/target/release/lib_native.so`` (``make build``); it binds to the library
+loaded here, whichever that is.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
+import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 from ._generated import FUNCTIONS
 
@@ -73,3 +80,32 @@ for _name, _restype, _argtypes in FUNCTIONS:
     _fn.restype = _restype
     _fn.argtypes = list(_argtypes)
 del _name, _restype, _argtypes, _fn
+
+
+NATIVE_NAME = "_native.abi3.so"
+
+
+def native_paths() -> List[Path]:
+    """Where the native extension is looked for, in order."""
+    return [_PKG_DIR / NATIVE_NAME, _REPO_ROOT / "target" / "release" / "lib_native.so"]
+
+
+def _load_native() -> Any:
+    tried = native_paths()
+    for p in tried:
+        if p.is_file():
+            loader = importlib.machinery.ExtensionFileLoader("toolpool._native", str(p))
+            spec = importlib.util.spec_from_file_location("toolpool._native", str(p), loader=loader)
+            assert spec is not None
+            module = importlib.util.module_from_spec(spec)
+            loader.exec_module(module)
+            return module
+    raise ImportError(
+        "toolpool: cannot find the native extension; tried "
+        + ", ".join(str(p) for p in tried)
+        + ". Run `make build` in the repository, or `pip install` the package."
+    )
+
+
+#: The native extension (``toolpool._native``); bound to ``lib`` by ``_errors``.
+native: Any = _load_native()

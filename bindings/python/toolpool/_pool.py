@@ -8,11 +8,11 @@ import math
 import os
 import threading
 from ctypes import byref, c_bool, c_uint32, c_void_p
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ._cancel import CancelToken, run_blocking
-from ._errors import InvalidArgument, IndexOutOfRange, ToolpoolError, call, error_for_code
-from ._ffi import lib
+from ._errors import InvalidArgument, IndexOutOfRange, ShutDown, ToolpoolError, call, error_for_code
+from ._ffi import lib, native
 from ._managed import Managed
 
 __all__ = [
@@ -64,6 +64,9 @@ def _ms(timeout: Optional[float], what: str = "timeout") -> int:
     return min(ms, _U32_MAX)
 
 
+_DEFAULT_MS = _ms(DEFAULT_TIMEOUT)
+
+
 def _index(i: int) -> int:
     if isinstance(i, bool) or not isinstance(i, int):
         raise TypeError(f"instance index must be an int, not {type(i).__name__}")
@@ -104,6 +107,22 @@ def _payload_str(p: Payload) -> str:
         return b.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidArgument(f"payload is not valid UTF-8: {e}") from None
+
+
+def _hot(obj: Managed, fn: Callable[..., Any], cancel: Optional[CancelToken], *args: Any) -> Any:
+    """``fn(handle, *args, token)``: a blocking native call on ``obj``'s handle with no
+    thread hop and no lock (see ``_managed``; on the main thread the extension arms it for
+    Ctrl-C, see ``_cancel``). :meth:`Pool.request` has the same steps written out (one call
+    frame less)."""
+    calls = obj._calls
+    calls.append(None)
+    try:
+        ptr = obj._ptr
+        if ptr is None:
+            raise ShutDown(f"{obj._what} is closed")
+        return fn(ptr, *args, cancel.ptr or 0 if cancel is not None else 0)
+    finally:
+        calls.pop()
 
 
 def _take(ptr: c_void_p) -> str:
@@ -327,15 +346,19 @@ class Pool(Managed):
         ``ProtocolError``, ``ShutDown``, ``Cancelled`` (``cancel`` was triggered from
         another thread). Ctrl-C stops it within milliseconds with ``KeyboardInterrupt``;
         the abandoned request's reply never reaches another caller."""
-        data, ms = _payload(payload), _ms(timeout)
-
-        def run(c: Optional[int]) -> str:
-            out = c_void_p()
-            with self._borrow() as p:
-                call(lib.toolpool_pool_request_cancellable, p, data, ms, c, byref(out))
-            return _take(out)
-
-        return run_blocking(run, cancel)
+        if type(payload) is not str:
+            payload = _payload(payload)
+        ms = _DEFAULT_MS if timeout is DEFAULT_TIMEOUT else _ms(timeout)
+        calls = self._calls
+        calls.append(None)
+        try:
+            ptr = self._ptr
+            if ptr is None:
+                raise ShutDown("pool is closed")
+            text: str = native.request(ptr, payload, ms, cancel.ptr or 0 if cancel is not None else 0)
+            return text
+        finally:
+            calls.pop()
 
     def request_sticky(
         self,
@@ -347,29 +370,11 @@ class Pool(Managed):
     ) -> Reply:
         """Like :meth:`request`, but requests with the same ``key`` go to the same
         instance while it lives. Returns ``Reply(text, instance, moved)``."""
-        k = _cstr(key, "key")
-        data, ms = _payload(payload), _ms(timeout)
-
-        def run(c: Optional[int]) -> Reply:
-            out = c_void_p()
-            inst = c_uint32()
-            moved = c_bool()
-            with self._borrow() as p:
-                call(
-                    lib.toolpool_pool_request_sticky_cancellable,
-                    p,
-                    k,
-                    data,
-                    ms,
-                    c,
-                    byref(out),
-                    byref(inst),
-                    byref(moved),
-                )
-            text = _take(out)
-            return Reply(text, None if inst.value == _U32_MAX else inst.value, bool(moved.value))
-
-        return run_blocking(run, cancel)
+        if type(payload) is not str:
+            payload = _payload(payload)
+        k = key if type(key) is str else _cstr(key, "key")
+        text, instance, moved = _hot(self, native.request_sticky, cancel, k, payload, _ms(timeout))
+        return Reply(text, instance, moved)
 
     def map(
         self,
