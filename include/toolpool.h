@@ -379,6 +379,23 @@ int32_t toolpool_completions_take(const struct ToolpoolCompletions *q,
                                   size_t *out_count);
 
 /**
+ * Wait until a completion is there to take, up to `timeout_us` microseconds: spinning for
+ * at most 50 us when the process may use more than one CPU, then asleep in `poll` on the
+ * queue's descriptor. `*out_ready` receives 1 when one is there, else 0. For a host that
+ * expects a reply within microseconds and would rather not go through its event loop.
+ *
+ * NULL handling: `q` or `out_ready` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: nothing is allocated.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `q` must be NULL or a live queue; `out_ready` NULL or writable.
+ */
+int32_t toolpool_completions_wait(const struct ToolpoolCompletions *q,
+                                  uint32_t timeout_us,
+                                  uint32_t *out_ready);
+
+/**
  * Free a queue: cancel its pending requests, wait for its threads to end (milliseconds),
  * drop the completions nobody took, close its descriptor.
  *

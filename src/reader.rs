@@ -89,13 +89,14 @@ pub fn spin_slots() -> usize {
     *SLOTS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) - 1)
 }
 
-/// One of the [`spin_slots`], held while spinning.
-struct SpinSlot;
+/// One of the [`spin_slots`], held while spinning (also by the completion queue's spins,
+/// so that all spins of the process share the spare CPUs).
+pub(crate) struct SpinSlot;
 
 impl SpinSlot {
     /// A slot, unless all are taken or more callers wait than there are slots: then the
     /// CPUs are busy with callers and children, and a spin would take one from a child.
-    fn take() -> Option<SpinSlot> {
+    pub(crate) fn take() -> Option<SpinSlot> {
         let max = spin_slots();
         if WAITING.load(Relaxed) > max {
             return None;

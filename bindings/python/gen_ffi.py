@@ -34,6 +34,7 @@ NATIVE_FUNCTIONS = (
     "toolpool_completions_request",
     "toolpool_completions_request_sticky",
     "toolpool_completions_take",
+    "toolpool_completions_wait",
     "toolpool_pool_request_cancellable",
     "toolpool_pool_request_sticky_cancellable",
     "toolpool_last_error_message",

@@ -241,6 +241,32 @@ pub unsafe extern "C" fn toolpool_completions_take(
     })
 }
 
+/// Wait until a completion is there to take, up to `timeout_us` microseconds: spinning for
+/// at most 50 us when the process may use more than one CPU, then asleep in `poll` on the
+/// queue's descriptor. `*out_ready` receives 1 when one is there, else 0. For a host that
+/// expects a reply within microseconds and would rather not go through its event loop.
+///
+/// NULL handling: `q` or `out_ready` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+/// Ownership: nothing is allocated.
+/// Thread safety: safe from any thread.
+///
+/// # Safety
+/// `q` must be NULL or a live queue; `out_ready` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn toolpool_completions_wait(
+    q: *const ToolpoolCompletions,
+    timeout_us: u32,
+    out_ready: *mut u32,
+) -> i32 {
+    ffi_call("toolpool_completions_wait", || {
+        let queue = try_handle!(q);
+        let out = try_out!(out_ready);
+        let ready = queue.wait(std::time::Duration::from_micros(u64::from(timeout_us)));
+        out.write(u32::from(ready));
+        Ok(())
+    })
+}
+
 /// Free a queue: cancel its pending requests, wait for its threads to end (milliseconds),
 /// drop the completions nobody took, close its descriptor.
 ///

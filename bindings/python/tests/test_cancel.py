@@ -191,10 +191,12 @@ def test_aio_task_cancellation_cancels_the_c_call(testtool):
             assert await pool.request("aio-nonce-2") == "aio-nonce-2"
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(pool.map(["delay:3000:a", "delay:3000:b"]), 0.2)
-            # Many waiting tasks cancelled at once leave the counters at zero.
+            # Many waiting tasks cancelled at once leave the counters at zero. The pool's
+            # completion queue runs two requests per instance (one served, one waiting in
+            # admission); the other eight wait in the queue.
             tasks = [asyncio.create_task(pool.request("delay:3000:late", timeout=30)) for _ in range(10)]
             end = time.monotonic() + 10
-            while (await pool.status())["waiting"] < 9 and time.monotonic() < end:
+            while (await pool.status())["waiting"] < 1 and time.monotonic() < end:
                 await asyncio.sleep(0.01)
             t0 = time.monotonic()
             for t in tasks:
@@ -217,3 +219,115 @@ def test_readme_aio_example_runs():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "42" and lines[2] == "['2', '4']" and lines[3] == "10", out.stdout
+
+
+STORM = r"""
+import os, signal, sys, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.path.insert(0, sys.argv[1])
+import toolpool
+pool = toolpool.Pool({"command": [sys.argv[2]], "count": 1})
+print("ready", flush=True)
+ok = interrupted = 0
+for i in range(int(sys.argv[3])):
+    try:
+        reply = pool.request(f"n{i}", timeout=10)
+        assert reply == f"n{i}", (reply, i)
+        ok += 1
+    except KeyboardInterrupt:
+        interrupted += 1
+    except toolpool.Cancelled as e:  # the bug this test is about
+        print("cancelled", e, flush=True)
+        sys.exit(3)
+pool.close()
+tasks = [t for t in os.listdir("/proc/self/task")]
+names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks)
+print("done", ok, interrupted, threading.active_count(), names, flush=True)
+"""
+
+
+def test_sigints_between_and_during_calls_never_cancel_the_next_call(testtool):
+    """A SIGINT that lands while the main thread runs Python code raises
+    KeyboardInterrupt there; it must not stop the next call (the wakeup pipe's bytes
+    from before a call are dropped when it is armed). One during a call stops that call.
+    No thread is made per call: the only extra thread is the watcher."""
+    py_dir = str(Path(toolpool.__file__).resolve().parent.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", STORM, py_dir, testtool, "20000"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        sent = 0
+        while child.poll() is None and sent < 200:
+            child.send_signal(signal.SIGINT)
+            sent += 1
+            time.sleep(0.002)
+        out = child.stdout.read()
+        assert child.wait(30) == 0, out
+        words = out.split(maxsplit=4)
+        assert words[0] == "done", out
+        ok, interrupted, python_threads = int(words[1]), int(words[2]), int(words[3])
+        assert ok + interrupted == 20000 and interrupted >= 1, out
+        assert python_threads == 1, out
+        assert "toolpool-sigint" in words[4], out
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+OWN_HANDLER = r"""
+import signal, sys
+seen = []
+signal.signal(signal.SIGINT, lambda *a: seen.append(1))
+sys.path.insert(0, sys.argv[1])
+import toolpool
+pool = toolpool.Pool({"command": [sys.argv[2]], "count": 1})
+print("calling", flush=True)
+try:
+    pool.request("delay:4000:late", timeout=10)
+    print("returned", flush=True)
+except toolpool.Cancelled:
+    print("cancelled", len(seen), flush=True)
+print("next", pool.request("nonce-own", timeout=10), flush=True)
+"""
+
+
+def test_ctrl_c_with_a_handler_that_returns_leaves_the_call_cancelled(testtool):
+    py_dir = str(Path(toolpool.__file__).resolve().parent.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", OWN_HANDLER, py_dir, testtool], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "calling"
+        time.sleep(0.3)
+        child.send_signal(signal.SIGINT)
+        assert child.stdout.readline().split() == ["cancelled", "1"]
+        assert child.stdout.readline().split() == ["next", "nonce-own"]
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_aio_gather_many_requests_each_gets_its_own_reply(testtool):
+    async def main():
+        async with aio.Pool({"command": [testtool], "count": 3}) as pool:
+            replies = await asyncio.gather(*(pool.request(f"g{k}") for k in range(3000)))
+            assert replies == [f"g{k}" for k in range(3000)]
+            sticky = await asyncio.gather(*(pool.request_sticky(f"key{k % 5}", f"s{k}") for k in range(50)))
+            assert [r.text for r in sticky] == [f"s{k}" for k in range(50)]
+            by_key = {}
+            for k, r in enumerate(sticky):
+                assert by_key.setdefault(k % 5, r.instance) == r.instance
+            # A bad payload is refused at submission, not lost in the queue.
+            with pytest.raises(toolpool.InvalidArgument):
+                await pool.request("nul\0byte")
+            assert await pool.request("after") == "after"
+
+    asyncio.run(main())

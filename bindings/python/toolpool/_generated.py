@@ -90,6 +90,7 @@ FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
     ("toolpool_completions_request_sticky", c_int32, (c_void_p, c_void_p, c_char_p, c_char_p, c_uint32, c_uint64)),
     ("toolpool_completions_cancel", c_int32, (c_void_p, c_uint64, POINTER(c_uint32))),
     ("toolpool_completions_take", c_int32, (c_void_p, POINTER(ToolpoolCompletion), c_size_t, POINTER(c_size_t))),
+    ("toolpool_completions_wait", c_int32, (c_void_p, c_uint32, POINTER(c_uint32))),
     ("toolpool_completions_free", None, (c_void_p,)),
     ("toolpool_lease_index", c_int32, (c_void_p, POINTER(c_uint32))),
     ("toolpool_lease_send", c_int32, (c_void_p, c_char_p)),

@@ -397,6 +397,23 @@ fn completions_take<'py>(py: Python<'py>, queue: usize) -> PyResult<Bound<'py, P
     }
 }
 
+/// `toolpool_completions_wait(queue, timeout_us)` with the GIL released: whether a
+/// completion is there to take.
+#[pyfunction]
+fn completions_wait(py: Python<'_>, queue: usize, timeout_us: u32) -> PyResult<bool> {
+    let api = &bound()?.api;
+    let (rc, ready) = py.detach(|| {
+        let mut ready = 0u32;
+        // SAFETY: a live queue lent by the package; `ready` writable.
+        let rc = unsafe {
+            (api.toolpool_completions_wait)(queue as *const c_void, timeout_us, &mut ready)
+        };
+        (rc, ready)
+    });
+    submitted(py, api, rc)?;
+    Ok(ready != 0)
+}
+
 /// The module: `toolpool._native`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -409,5 +426,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(completions_request, m)?)?;
     m.add_function(wrap_pyfunction!(completions_request_sticky, m)?)?;
     m.add_function(wrap_pyfunction!(completions_take, m)?)?;
+    m.add_function(wrap_pyfunction!(completions_wait, m)?)?;
     Ok(())
 }
