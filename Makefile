@@ -72,14 +72,14 @@ test: test-rust test-c test-go test-python test-install
 
 # Unit, integration (tests/header.rs is the header check), doc tests, examples (the README's
 # Rust snippet is run); the benchmark only in its smoke mode (a few iterations in the debug
-# profile, every row checked, none printed).
-test-rust: deps protocol-venv
+# profile, every row checked, none printed; its binding rows run what `make build` made).
+test-rust: build deps protocol-venv
 	$(CARGO) test --features cli --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --doc
 	$(CARGO) run --quiet --release --example readme
 	TOOLPOOL_BENCH_SMOKE=1 $(CARGO) test --quiet --bench pool
 
-bench: deps
+bench: build deps
 	$(CARGO) bench --bench pool
 
 lint:
