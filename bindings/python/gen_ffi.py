@@ -38,6 +38,7 @@ NATIVE_FUNCTIONS = (
     "toolpool_pool_request_cancellable",
     "toolpool_pool_request_sticky_cancellable",
     "toolpool_last_error_message",
+    "toolpool_set_log_callback",
     "toolpool_string_free",
 )
 #: The structs the native extension reads.
@@ -64,6 +65,8 @@ RUST_TYPES: Dict[str, str] = {
     "ToolpoolCancel **": "*mut *mut c_void",
     "const ToolpoolCompletions *": "*const c_void",
     "ToolpoolCompletion *": "*mut ToolpoolCompletion",
+    "void *": "*mut c_void",
+    "ToolpoolLogCallback": "ToolpoolLogCallback",
 }
 
 # C type (as cbindgen spells it, without `struct`) -> ctypes expression. Strings that
@@ -209,6 +212,19 @@ def render_native(text: str) -> str:
         "",
         "use std::ffi::{c_char, c_void, CStr};",
     ]
+    for m in re.finditer(r"typedef ([\w\s\*]+?)\s*\(\*(\w+)\)\(([^)]*)\);", text):
+        if m.group(2) not in RUST_TYPES:
+            continue
+        args = []
+        for p in " ".join(m.group(3).split()).split(","):
+            ptype, _, pname = p.strip().rpartition(" ")
+            if pname.startswith("*"):
+                ptype = ptype + " " + pname[: pname.count("*")]
+            args.append(_rust(ptype, f"{m.group(2)}({pname.lstrip('*')})"))
+        ret = _rust(m.group(1), f"{m.group(2)} return")
+        arrow = "" if ret == "()" else f" -> {ret}"
+        out += ["", f"/// `{m.group(2)}` (NULL is `None`).",
+                f"pub type {m.group(2)} = Option<unsafe extern \"C\" fn({', '.join(args)}){arrow}>;"]
     for sname in NATIVE_STRUCTS:
         m = re.search(r"typedef struct %s \{(.*?)\} %s;" % (sname, sname), text, re.S)
         if m is None:

@@ -222,23 +222,42 @@ def test_readme_aio_example_runs():
 
 
 STORM = r"""
-import os, signal, sys, threading
+import os, select, signal, sys, threading
+# One CPU: the watcher thread then runs only when the main thread lets it, the case where a
+# SIGINT from before a call could still be unread when the call starts.
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, sys.argv[1])
 import toolpool
 pool = toolpool.Pool({"command": [sys.argv[2]], "count": 1})
 print("ready", flush=True)
-ok = interrupted = 0
-for i in range(int(sys.argv[3])):
+ok = interrupted = i = 0
+
+
+def run():
+    # Until the parent, done signalling, writes a line on stdin.
+    global ok, interrupted, i
+    while True:
+        i += 1
+        if i % 100 == 0 and select.select([sys.stdin], [], [], 0)[0]:
+            return
+        try:
+            reply = pool.request(f"n{i}", timeout=10)
+            assert reply == f"n{i}", (reply, i)
+            ok += 1
+        except KeyboardInterrupt:
+            interrupted += 1
+        except toolpool.Cancelled as e:  # the bug this test is about
+            print("cancelled", e, flush=True)
+            sys.exit(3)
+
+
+while True:
     try:
-        reply = pool.request(f"n{i}", timeout=10)
-        assert reply == f"n{i}", (reply, i)
-        ok += 1
-    except KeyboardInterrupt:
+        run()
+        break
+    except KeyboardInterrupt:  # landed between calls, in Python code
         interrupted += 1
-    except toolpool.Cancelled as e:  # the bug this test is about
-        print("cancelled", e, flush=True)
-        sys.exit(3)
 pool.close()
 tasks = [t for t in os.listdir("/proc/self/task")]
 names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks)
@@ -247,30 +266,34 @@ print("done", ok, interrupted, threading.active_count(), names, flush=True)
 
 
 def test_sigints_between_and_during_calls_never_cancel_the_next_call(testtool):
-    """A SIGINT that lands while the main thread runs Python code raises
-    KeyboardInterrupt there; it must not stop the next call (the wakeup pipe's bytes
-    from before a call are dropped when it is armed). One during a call stops that call.
-    No thread is made per call: the only extra thread is the watcher."""
+    """SIGINTs every 2 ms during back-to-back main-thread requests, on one CPU: one that
+    lands while the main thread runs Python code raises KeyboardInterrupt there and must
+    not stop a later call (a call is armed only after the bytes already in the wakeup pipe
+    are read); one that lands during a call stops it with KeyboardInterrupt. Never a
+    Cancelled, every reply the caller's own, and no thread made per call: the only extra
+    thread is the watcher."""
     py_dir = str(Path(toolpool.__file__).resolve().parent.parent)
     child = subprocess.Popen(
-        [sys.executable, "-c", STORM, py_dir, testtool, "20000"],
+        [sys.executable, "-c", STORM, py_dir, testtool],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout is not None
+    assert child.stdin is not None and child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "ready"
-        sent = 0
-        while child.poll() is None and sent < 200:
+        for _ in range(150):
             child.send_signal(signal.SIGINT)
-            sent += 1
             time.sleep(0.002)
+        time.sleep(0.1)
+        child.stdin.write("stop\n")
+        child.stdin.flush()
         out = child.stdout.read()
         assert child.wait(30) == 0, out
         words = out.split(maxsplit=4)
         assert words[0] == "done", out
         ok, interrupted, python_threads = int(words[1]), int(words[2]), int(words[3])
-        assert ok + interrupted == 20000 and interrupted >= 1, out
+        assert ok > 0 and interrupted >= 1, out
         assert python_threads == 1, out
         assert "toolpool-sigint" in words[4], out
     finally:

@@ -80,6 +80,8 @@ def _after_fork_in_child() -> None:
     # The watcher thread does not exist in a forked child: start over there, and give the
     # wakeup descriptor back to whoever had it before (our pipe is closed).
     forward = native.after_fork_in_child()
+    if forward is None:
+        return  # ours was never set
     try:
         signal.set_wakeup_fd(forward)
     except (ValueError, OSError):

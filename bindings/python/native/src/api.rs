@@ -6,6 +6,9 @@
 
 use std::ffi::{c_char, c_void, CStr};
 
+/// `ToolpoolLogCallback` (NULL is `None`).
+pub type ToolpoolLogCallback = Option<unsafe extern "C" fn(*mut c_void, i32, *const c_char, *const c_char)>;
+
 /// `struct ToolpoolCompletion`.
 #[repr(C)]
 pub struct ToolpoolCompletion {
@@ -29,6 +32,7 @@ pub struct Api {
     pub toolpool_pool_request_cancellable: unsafe extern "C" fn(*mut c_void, *const c_char, u32, *const c_void, *mut *mut c_char) -> i32,
     pub toolpool_pool_request_sticky_cancellable: unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char, u32, *const c_void, *mut *mut c_char, *mut u32, *mut bool) -> i32,
     pub toolpool_last_error_message: unsafe extern "C" fn() -> *const c_char,
+    pub toolpool_set_log_callback: unsafe extern "C" fn(i32, ToolpoolLogCallback, *mut c_void) -> i32,
     pub toolpool_string_free: unsafe extern "C" fn(*mut c_char),
 }
 
@@ -60,6 +64,7 @@ impl Api {
                 toolpool_pool_request_cancellable: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, *const c_char, u32, *const c_void, *mut *mut c_char) -> i32>(need(c"toolpool_pool_request_cancellable")?),
                 toolpool_pool_request_sticky_cancellable: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char, u32, *const c_void, *mut *mut c_char, *mut u32, *mut bool) -> i32>(need(c"toolpool_pool_request_sticky_cancellable")?),
                 toolpool_last_error_message: std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> *const c_char>(need(c"toolpool_last_error_message")?),
+                toolpool_set_log_callback: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(i32, ToolpoolLogCallback, *mut c_void) -> i32>(need(c"toolpool_set_log_callback")?),
                 toolpool_string_free: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_char)>(need(c"toolpool_string_free")?),
             })
         }

@@ -11,10 +11,13 @@
 //! process holds one copy of the library and one set of its globals. Handles (pools,
 //! cancel tokens, completion queues) come from Python as addresses (`int`), which the
 //! package takes from its ctypes objects; errors are raised as the package's exception
-//! classes (built by the `error_for_code` function given to [`bind`]).
+//! classes (built by the `error_for_code` function given to [`bind`]). It also carries
+//! libtoolpool's log records to Python ([`log`]) and Ctrl-C for the main thread's calls
+//! ([`sigint`]).
 
 #[rustfmt::skip]
 mod api;
+mod log;
 mod sigint;
 
 use api::{Api, ToolpoolCompletion};
@@ -294,9 +297,10 @@ fn disarm(py: Python<'_>, status: i32) -> Option<PyErr> {
 }
 
 /// In a child after `fork` (the watcher thread is not there): start over. Returns the
-/// wakeup descriptor to set back (the one that was set before ours, or -1).
+/// wakeup descriptor to set back (the one that was set before ours, or -1) when ours was
+/// set, else None.
 #[pyfunction]
-fn after_fork_in_child() -> i32 {
+fn after_fork_in_child() -> Option<i32> {
     sigint::after_fork_in_child()
 }
 
@@ -427,5 +431,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(completions_request_sticky, m)?)?;
     m.add_function(wrap_pyfunction!(completions_take, m)?)?;
     m.add_function(wrap_pyfunction!(completions_wait, m)?)?;
+    m.add_function(wrap_pyfunction!(log::set_log_sink, m)?)?;
+    m.add_function(wrap_pyfunction!(log::clear_log_sink, m)?)?;
     Ok(())
 }

@@ -218,8 +218,8 @@ fn watch(api: &'static Api, rfd: i32) {
 
 /// In a child after `fork`: the watcher thread is gone, and so is whoever held the lock.
 /// Start over on the next armed call. Returns the wakeup descriptor to set back (the one
-/// set before ours, or -1): ours is closed here.
-pub fn after_fork_in_child() -> i32 {
+/// set before ours, or -1) when ours was set (it is closed here), else None.
+pub fn after_fork_in_child() -> Option<i32> {
     if STATE.is_locked() {
         // SAFETY: in the child only the forking thread exists; a lock held at the fork
         // belonged to a thread that is not there (the main thread never holds it across
@@ -227,12 +227,13 @@ pub fn after_fork_in_child() -> i32 {
         unsafe { STATE.force_unlock() };
     }
     let mut st = STATE.lock();
-    if st.rfd >= 0 {
-        // SAFETY: our pipe's descriptors, inherited by the child; closed once.
-        unsafe {
-            libc::close(st.rfd);
-            libc::close(st.wfd);
-        }
+    if st.rfd < 0 {
+        return None;
+    }
+    // SAFETY: our pipe's descriptors, inherited by the child; closed once.
+    unsafe {
+        libc::close(st.rfd);
+        libc::close(st.wfd);
     }
     let forward = st.forward;
     *st = State {
@@ -241,14 +242,14 @@ pub fn after_fork_in_child() -> i32 {
         forward: -1,
         ..State::default()
     };
-    forward
+    Some(forward)
 }
 
 /// The error of an armed call that a SIGINT stopped (it returned `TOOLPOOL_CANCELLED`):
-/// what the pending signal handlers raise. Python may have run the handler already, inside
-/// a callback into Python during the call (a log record), where its `KeyboardInterrupt`
-/// was lost; with Python's default SIGINT handler that is raised here instead. None when a
-/// handler of the program's own returned normally: the call's `Cancelled` stands.
+/// what the pending signal handlers raise. Should Python have run the handler already,
+/// inside a callback into Python during the call, its `KeyboardInterrupt` was lost there;
+/// with Python's default SIGINT handler that is raised here instead. None when a handler of
+/// the program's own returned normally: the call's `Cancelled` stands.
 pub fn interrupted_error(py: Python<'_>) -> Option<PyErr> {
     if let Err(e) = py.check_signals() {
         return Some(e);
