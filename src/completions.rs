@@ -19,7 +19,7 @@
 use crate::cancel::{CancelToken, Wait};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
-use crate::reader::{SpinSlot, SPIN_BUDGET};
+use crate::reader::{spin_slots, SpinSlot, SPIN_BUDGET};
 use crate::router::Reply;
 use parking_lot::{Condvar, Mutex};
 use std::borrow::Borrow;
@@ -101,6 +101,8 @@ struct Shared {
     max_threads: usize,
     /// Jobs in the queue (read without the lock by a spinning thread).
     queued: AtomicUsize,
+    /// A thread of this queue spins for the next job now (at most one does).
+    spinning: AtomicBool,
     jobs: Mutex<Jobs>,
     job_ready: Condvar,
     /// The tokens of the requests submitted and not yet completed, by tag.
@@ -153,6 +155,7 @@ impl Completions {
             shared: Arc::new(Shared {
                 max_threads,
                 queued: AtomicUsize::new(0),
+                spinning: AtomicBool::new(false),
                 jobs: Mutex::new(Jobs::default()),
                 job_ready: Condvar::new(),
                 pending: Mutex::new(HashMap::new()),
@@ -377,10 +380,13 @@ fn limit_of(pool: &Pool) -> (usize, usize) {
 }
 
 /// A queue thread: run jobs until the queue is dropped. Out of work, it first spins for up
-/// to [`SPIN_BUDGET`] when a spin slot is free (the stdout reader's: a CPU to spare, shared
-/// by all spins of the process): a caller that submits its next request as soon as it has
-/// the last reply (one request at a time from an event loop) then finds it awake, instead
-/// of paying a thread wake-up on every request.
+/// to [`SPIN_BUDGET`] (one thread of the queue at a time, and only when the process may
+/// use more than one CPU): a caller that submits its next request as soon as it has the
+/// last reply (one request at a time from an event loop) then finds it awake, instead of
+/// paying a thread wake-up on every request. This spin does not take one of the reader's
+/// spin slots: it happens while the caller handles the last reply, when neither the caller
+/// nor the tool waits for a CPU, and the caller's own wait for the reply holds the slot
+/// until just after this thread's last job ended.
 fn serve(shared: &Shared) {
     let mut jobs = shared.jobs.lock();
     let mut spun = false;
@@ -389,19 +395,18 @@ fn serve(shared: &Shared) {
             if jobs.closed {
                 return;
             }
-            if !spun {
+            if !spun && spin_slots() > 0 && !shared.spinning.swap(true, Acquire) {
                 spun = true;
-                if let Some(_slot) = SpinSlot::take() {
-                    drop(jobs);
-                    let end = Instant::now() + SPIN_BUDGET;
-                    while shared.queued.load(Relaxed) == 0 && Instant::now() < end {
-                        for _ in 0..64 {
-                            std::hint::spin_loop();
-                        }
+                drop(jobs);
+                let end = Instant::now() + SPIN_BUDGET;
+                while shared.queued.load(Relaxed) == 0 && Instant::now() < end {
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
                     }
-                    jobs = shared.jobs.lock();
-                    continue;
                 }
+                shared.spinning.store(false, Release);
+                jobs = shared.jobs.lock();
+                continue;
             }
             spun = false;
             jobs.idle += 1;
