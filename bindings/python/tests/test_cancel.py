@@ -230,13 +230,17 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, sys.argv[1])
 import toolpool
 pool = toolpool.Pool({"command": [sys.argv[2]], "count": 1})
-print("ready", flush=True)
 ok = interrupted = i = 0
+announced = False
 
 
 def run():
-    # Until the parent, done signalling, writes a line on stdin.
-    global ok, interrupted, i
+    # Until the parent, done signalling, writes a line on stdin. The parent signals only
+    # once it has read "ready": from then on every line of the child is inside a try.
+    global ok, interrupted, i, announced
+    if not announced:
+        announced = True
+        print("ready", flush=True)
     while True:
         i += 1
         if i % 100 == 0 and select.select([sys.stdin], [], [], 0)[0]:
