@@ -102,10 +102,7 @@ class _Completions:
         p = pool._ptr
         if p is None:
             raise ShutDown("pool is closed")
-        if key is None:
-            native.completions_request(self.ptr, p, payload, ms, tag)
-        else:
-            native.completions_request_sticky(self.ptr, p, key, payload, ms, tag)
+        native.completions_request(self.ptr, p, key, payload, ms, tag)
         fut: "asyncio.Future[_Done]" = self.loop.create_future()
         alone = not self.futures
         self.futures[tag] = fut

@@ -304,57 +304,41 @@ fn after_fork_in_child() -> Option<i32> {
     sigint::after_fork_in_child()
 }
 
-/// `toolpool_completions_request(queue, pool, payload, timeout_ms, tag)`: submit; never
-/// waits (the GIL is kept).
+/// `toolpool_completions_request(queue, pool, payload, timeout_ms, tag)`, or with a `key`
+/// `toolpool_completions_request_sticky`: submit; never waits (the GIL is kept).
 #[pyfunction]
+#[pyo3(signature = (queue, pool, key, payload, timeout_ms, tag))]
 fn completions_request(
     py: Python<'_>,
     queue: usize,
     pool: usize,
+    key: Option<&Bound<'_, PyAny>>,
     payload: &Bound<'_, PyAny>,
     timeout_ms: u32,
     tag: u64,
 ) -> PyResult<()> {
     let api = &bound()?.api;
     let payload = c_text(py, "payload", payload)?;
-    // SAFETY: live handles lent by the package (the pool outlives the queue's requests),
-    // a C string copied by the call.
-    let rc = unsafe {
-        (api.toolpool_completions_request)(
-            queue as *const c_void,
-            pool as *const c_void,
-            payload.addr() as *const c_char,
-            timeout_ms,
-            tag,
-        )
-    };
-    submitted(py, api, rc)
-}
-
-/// `toolpool_completions_request_sticky(queue, pool, key, payload, timeout_ms, tag)`.
-#[pyfunction]
-fn completions_request_sticky(
-    py: Python<'_>,
-    queue: usize,
-    pool: usize,
-    key: &Bound<'_, PyAny>,
-    payload: &Bound<'_, PyAny>,
-    timeout_ms: u32,
-    tag: u64,
-) -> PyResult<()> {
-    let api = &bound()?.api;
-    let key = c_text(py, "key", key)?;
-    let payload = c_text(py, "payload", payload)?;
-    // SAFETY: as in `completions_request`.
-    let rc = unsafe {
-        (api.toolpool_completions_request_sticky)(
-            queue as *const c_void,
-            pool as *const c_void,
-            key.addr() as *const c_char,
-            payload.addr() as *const c_char,
-            timeout_ms,
-            tag,
-        )
+    let (q, p) = (queue as *const c_void, pool as *const c_void);
+    let payload = payload.addr() as *const c_char;
+    let rc = match key {
+        // SAFETY: live handles lent by the package (the pool outlives the queue's
+        // requests), C strings copied by the call.
+        None => unsafe { (api.toolpool_completions_request)(q, p, payload, timeout_ms, tag) },
+        Some(key) => {
+            let key = c_text(py, "key", key)?;
+            // SAFETY: as above.
+            unsafe {
+                (api.toolpool_completions_request_sticky)(
+                    q,
+                    p,
+                    key.addr() as *const c_char,
+                    payload,
+                    timeout_ms,
+                    tag,
+                )
+            }
+        }
     };
     submitted(py, api, rc)
 }
@@ -428,7 +412,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(disarm, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(completions_request, m)?)?;
-    m.add_function(wrap_pyfunction!(completions_request_sticky, m)?)?;
     m.add_function(wrap_pyfunction!(completions_take, m)?)?;
     m.add_function(wrap_pyfunction!(completions_wait, m)?)?;
     m.add_function(wrap_pyfunction!(log::set_log_sink, m)?)?;
