@@ -56,7 +56,7 @@
 //!   `py_aio_seq_c` (`await pool.request`, one at a time): p50 / `py_main_c` p50.
 //!   `go_binding_c` (the Go binding's `Request`, one goroutine): p50 / the C request's.
 //!   `py_4x4_c` (4 Python threads, 4 instances) and `py_aio_gather_c` (one `gather` of
-//!   4 x N requests over 4 instances): calls_per_s / `py_purepy_4x4_c` calls_per_s (the
+//!   5,000 requests over 4 instances): calls_per_s / `py_purepy_4x4_c` calls_per_s (the
 //!   pure-Python pool, 4 threads); `py_purepy_4x4_c`: calls_per_s / the C request's 4x4.
 //!   `go_binding_c_4x4` (4 goroutines, 4 instances): calls_per_s / the plain Go pool's
 //!   (`go_pool_calls_per_s`, measured in the same rounds). Skipped with the reason when

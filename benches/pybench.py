@@ -9,8 +9,8 @@ Latency paths: ``main`` (``pool.request`` from the main thread), ``worker`` (fro
 thread), ``purepy`` (the pure-Python pool from the main thread), ``aio_seq`` (``await
 pool.request`` one at a time on an ``aio.Pool``). Throughput paths: ``py_4x4`` (INSTANCES
 threads, routed ``pool.request`` over INSTANCES instances, N calls each), ``purepy_4x4``
-(the same on the pure-Python pool), ``aio_gather`` (one ``asyncio.gather`` of N x INSTANCES
-requests over INSTANCES instances). Prints one JSON object: ``{path: {"samples_us": [...],
+(the same on the pure-Python pool), ``aio_gather`` (one ``asyncio.gather`` of
+``min(5000, N x INSTANCES)`` requests over INSTANCES instances). Prints one JSON object: ``{path: {"samples_us": [...],
 "wall_us": W, "calls": C}}``.
 
 The pure-Python pool is the design toolpool grew from: one ``subprocess.Popen`` per
@@ -175,7 +175,7 @@ def main():
 
         async def gather():
             async with aio.Pool({"command": [child], "count": count}) as pool:
-                return await aio_gather(pool, warmup, n * count, line)
+                return await aio_gather(pool, warmup, min(5000, n * count), line)
 
         out["aio_gather"] = asyncio.run(gather())
     else:
