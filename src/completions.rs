@@ -261,8 +261,7 @@ impl Completions {
         let queued = {
             let mut jobs = self.shared.jobs.lock();
             let i = jobs.queue.iter().position(|j| j.tag == tag);
-            let job = i.and_then(|i| jobs.queue.remove(i));
-            job
+            i.and_then(|i| jobs.queue.remove(i))
         };
         if queued.is_some() {
             self.shared.complete(
