@@ -358,3 +358,34 @@ def test_aio_gather_many_requests_each_gets_its_own_reply(testtool):
             assert await pool.request("after") == "after"
 
     asyncio.run(main())
+
+
+def test_aio_pool_dropped_without_aclose_frees_its_queue_before_its_pool(testtool):
+    """An aio.Pool that is never closed, with requests in flight, is collected without a
+    crash: the queue (which the requests borrow the pool through) goes first."""
+    code = f"""
+import asyncio, gc, sys
+sys.path.insert(0, {str(Path(toolpool.__file__).resolve().parent.parent)!r})
+from toolpool import aio
+
+async def main():
+    pool = await aio.Pool({{"command": [{testtool!r}], "count": 1}}).start()
+    tasks = [asyncio.create_task(pool.request("delay:2000:late")) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks2 = [asyncio.create_task(pool.request("delay:2000:late")) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    del pool
+
+loop = asyncio.new_event_loop()
+loop.run_until_complete(main())
+for t in asyncio.all_tasks(loop):
+    t.cancel()
+loop.close()
+gc.collect()
+print("ok", flush=True)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stdout, out.stderr)

@@ -61,7 +61,10 @@ class _Completions:
     """A ``ToolpoolCompletions`` queue watched by the running loop: each submitted request
     gets a tag and a future, resolved when the loop sees the queue's descriptor readable."""
 
-    def __init__(self, max_threads: int) -> None:
+    def __init__(self, max_threads: int, pool: _Pool) -> None:
+        # The queue's requests borrow the pool: it must outlive the queue, even when both
+        # are garbage at once (an aio.Pool never closed).
+        self.pool = pool
         out = c_void_p()
         call(lib.toolpool_completions_new, max_threads, byref(out))
         assert out.value is not None
@@ -141,12 +144,24 @@ class _Completions:
         ptr, self.ptr = self.ptr, None
         if ptr is None:
             return
-        self.loop.remove_reader(self.fd)
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self.fd)
         lib.toolpool_completions_free(ptr)
         futures, self.futures = self.futures, {}
         for fut in futures.values():
             if not fut.done():
                 fut.set_result((TOOLPOOL_SHUT_DOWN, "the aio pool is closed", None, False))
+
+
+    def __del__(self) -> None:
+        # An aio.Pool dropped without aclose(): free the queue (cancelling its requests)
+        # before the pool it borrows can go.
+        ptr, self.ptr = getattr(self, "ptr", None), None
+        if ptr is not None:
+            try:
+                lib.toolpool_completions_free(ptr)
+            except Exception:  # interpreter shutdown: the module may be half torn down
+                pass
 
 
 def _result(done: _Done) -> str:
@@ -262,7 +277,7 @@ class Pool:
             spec, count, registry = self._args
             loop = asyncio.get_running_loop()
             self._pool = await loop.run_in_executor(self._executor, lambda: _Pool(spec, count, registry=registry))
-            self._queue = _Completions(self._max_threads)
+            self._queue = _Completions(self._max_threads, self._pool)
         return self
 
     async def aclose(self, grace: float = DEFAULT_GRACE) -> None:
