@@ -40,9 +40,12 @@ TEST_ENV     := TOOLPOOL_LIB=$(abspath $(LIB_DIR))/libtoolpool.so TOOLPOOL_TESTT
 all: build
 
 # libtoolpool.so, libtoolpool.a, the test tool and the toolpool command (target/release),
-# and the uninstalled target/pkgconfig/toolpool.pc.
+# the Python binding's extension (target/release/lib_native.so, from
+# bindings/python/native) and the uninstalled target/pkgconfig/toolpool.pc.
+PY_NATIVE    := --manifest-path bindings/python/native/Cargo.toml --target-dir $(TARGET_DIR)
 build:
 	$(CARGO) build --release --lib --bins --features cli
+	$(CARGO) build --release $(PY_NATIVE)
 	@mkdir -p $(PC_DIR)
 	@sed -e 's|@PREFIX@|$(abspath .)|' -e 's|@LIBDIR@|$(abspath $(LIB_DIR))|' \
 	  -e 's|@INCLUDEDIR@|$(abspath include)|' -e 's|@VERSION@|$(VERSION)|' \
@@ -86,19 +89,21 @@ test: test-rust test-c test-c-asan test-go test-python test-install
 
 # Unit, integration (tests/header.rs is the header check), doc tests, examples (the README's
 # Rust snippet is run); the benchmark only in its smoke mode (a few iterations in the debug
-# profile, every row checked, none printed).
-test-rust: deps protocol-venv
+# profile, every row checked, none printed; its binding rows run what `make build` made).
+test-rust: build deps protocol-venv
 	$(CARGO) test --features cli --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --doc
 	$(CARGO) run --quiet --release --example readme
 	TOOLPOOL_BENCH_SMOKE=1 $(CARGO) test --quiet --bench pool
 
-bench: deps
+bench: build deps
 	$(CARGO) bench --bench pool
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path bindings/python/native/Cargo.toml -- --check
 	$(CARGO) clippy --all-targets --features cli -- -D warnings
+	$(CARGO) clippy $(PY_NATIVE) -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet --features cli
 	@# The private modules' docs too: their links are how a reader follows a request down.
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet --features cli --document-private-items

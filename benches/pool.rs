@@ -47,6 +47,22 @@
 //!   tracepoint through `perf_event_open` (benches/pool/syscalls.rs); ratio = count / the
 //!   floor's. Skipped with the reason when the counter cannot be opened.
 //!
+//! - The bindings (benches/pybench.py, benches/gobinding), on the C echo child and line,
+//!   each process one block, interleaved with blocks of the Rust `request` on a pool of the
+//!   same child (`request_c_p50_us`, `request_c_calls_per_s` in the rows):
+//!   `py_main_c`, `py_worker_c` (`pool.request` from Python's main thread, from another
+//!   thread), `py_purepy_c` (the pure-Python pool: Popen, a reader thread, Queues):
+//!   p50 / the C request's p50; `vs_purepy` = p50 / the pure-Python pool's.
+//!   `py_aio_seq_c` (`await pool.request`, one at a time): p50 / `py_main_c` p50.
+//!   `go_binding_c` (the Go binding's `Request`, one goroutine): p50 / the C request's.
+//!   `py_4x4_c` (4 Python threads, 4 instances) and `py_aio_gather_c` (one `gather` of
+//!   5,000 requests over 4 instances): calls_per_s / `py_purepy_4x4_c` calls_per_s (the
+//!   pure-Python pool, 4 threads); `py_purepy_4x4_c`: calls_per_s / the C request's 4x4.
+//!   `go_binding_c_4x4` (4 goroutines, 4 instances): calls_per_s / the plain Go pool's
+//!   (`go_pool_calls_per_s`, measured in the same rounds). Skipped with the reason when
+//!   `make build` has not built the library, the Python extension or
+//!   target/pkgconfig/toolpool.pc, or `go` is missing.
+//!
 //! - `ssh_roundtrip`: `request` on a pool of the test tool over ssh to
 //!   127.0.0.1 (a throwaway sshd this bench starts, tests/common/sshd.rs), in blocks
 //!   interleaved with the same `request` on a local pool (`local_p50_us`); ratio = p50 /
@@ -81,11 +97,19 @@ const PINNED_ENV: &str = "TOOLPOOL_BENCH_PINNED";
 /// Sources of the helper programs the bench builds (into `CARGO_TARGET_TMPDIR`).
 const ECHO_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/echo.c");
 const GO_POOL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/gopool");
+const GO_BINDING_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/gobinding");
+const PY_BENCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pybench.py");
+/// What `make build` makes, which the binding rows use.
+const RELEASE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release");
+const PY_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bindings/python");
+const PKG_CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pkgconfig");
 const HELPER_DIR: &str = env!("CARGO_TARGET_TMPDIR");
 /// How the parent hands the helpers it built to the pinned child.
 const ECHO_ENV: &str = "TOOLPOOL_BENCH_ECHO";
 const GO_POOL_ENV: &str = "TOOLPOOL_BENCH_GO_POOL";
 const GO_SKIP_ENV: &str = "TOOLPOOL_BENCH_GO_SKIP";
+const GO_BINDING_ENV: &str = "TOOLPOOL_BENCH_GO_BINDING";
+const GO_BINDING_SKIP_ENV: &str = "TOOLPOOL_BENCH_GO_BINDING_SKIP";
 /// The line of the C echo figures: 60 characters, 61 bytes with its newline.
 macro_rules! line60 {
     () => {
@@ -188,8 +212,12 @@ impl Stats {
         }
     }
 
-    /// Nearest-rank percentile of the sorted samples.
+    /// Nearest-rank percentile of the sorted samples (NaN, printed as null, when a figure
+    /// has only a rate: a `gather`).
     fn pct(&self, q: f64) -> f64 {
+        if self.samples.is_empty() {
+            return f64::NAN;
+        }
         let mut s = self.samples.clone();
         s.sort_by(f64::total_cmp);
         let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
@@ -381,10 +409,13 @@ fn request_line(pool: &Pool) {
     assert_eq!(r.text, LINE, "requested C echo");
 }
 
-/// The helper programs: the C echo child (always) and the Go pool (when `go` is there).
+/// The helper programs: the C echo child (always), the Go pool (when `go` is there), the Go
+/// binding's bench program and the Python binding (when `make build` made what they need).
 struct Helpers {
     echo: String,
     go_pool: Result<String, String>,
+    go_binding: Result<String, String>,
+    python: Result<(), String>,
 }
 
 static HELPERS: OnceLock<Helpers> = OnceLock::new();
@@ -396,11 +427,21 @@ fn helpers() -> &'static Helpers {
             let echo = std::env::var(ECHO_ENV).expect("echo path from the parent");
             let go_pool = std::env::var(GO_POOL_ENV)
                 .map_err(|_| std::env::var(GO_SKIP_ENV).unwrap_or_else(|_| "no Go pool".into()));
-            return Helpers { echo, go_pool };
+            let go_binding = std::env::var(GO_BINDING_ENV).map_err(|_| {
+                std::env::var(GO_BINDING_SKIP_ENV).unwrap_or_else(|_| "no Go binding".into())
+            });
+            return Helpers {
+                echo,
+                go_pool,
+                go_binding,
+                python: python_binding(),
+            };
         }
         Helpers {
             echo: build_echo(),
             go_pool: build_go_pool(),
+            go_binding: build_go_binding(),
+            python: python_binding(),
         }
     })
 }
@@ -456,10 +497,59 @@ fn build_go_pool() -> Result<String, String> {
     })
 }
 
+/// `go build` of benches/gobinding against the uninstalled target/pkgconfig/toolpool.pc
+/// (`make build`), or why not.
+fn build_go_binding() -> Result<String, String> {
+    match Command::new("go").arg("version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => return Err("go not installed".into()),
+    }
+    if !Path::new(PKG_CONFIG_DIR).join("toolpool.pc").is_file() {
+        return Err(format!(
+            "{PKG_CONFIG_DIR}/toolpool.pc missing: run make build"
+        ));
+    }
+    let path = match std::env::var_os("PKG_CONFIG_PATH") {
+        Some(p) => format!("{PKG_CONFIG_DIR}:{}", p.to_string_lossy()),
+        None => PKG_CONFIG_DIR.to_string(),
+    };
+    build_to("toolpool-bench-gobinding", |tmp| {
+        run_build(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(tmp)
+                .arg(".")
+                .env("PKG_CONFIG_PATH", path)
+                .current_dir(GO_BINDING_DIR),
+        )
+    })
+}
+
+/// Whether the Python binding can run from the checkout: python3, and the library and the
+/// extension that `make build` makes.
+fn python_binding() -> Result<(), String> {
+    for f in ["libtoolpool.so", "lib_native.so"] {
+        if !Path::new(RELEASE_DIR).join(f).is_file() {
+            return Err(format!("{RELEASE_DIR}/{f} missing: run make build"));
+        }
+    }
+    match Command::new("python3").arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("python3 not installed".into()),
+    }
+}
+
 /// One run of the Go pool (`lat`: one caller on one instance; `tput`: one goroutine per
 /// instance), its samples added to `st` as one block.
 fn go_pool_run(st: &mut Stats, go: &str, mode: &str, iters: usize, instances: usize) {
-    let out = Command::new(go)
+    let v = helper_run(Command::new(go), mode, iters, instances);
+    add_run(st, &v);
+}
+
+/// Run a bench helper (the Go pool, the Go binding, pybench.py) on the C echo child and
+/// the line, and parse its JSON.
+fn helper_run(mut cmd: Command, mode: &str, iters: usize, instances: usize) -> Value {
+    let out = cmd
         .args([
             mode,
             &helpers().echo,
@@ -471,9 +561,18 @@ fn go_pool_run(st: &mut Stats, go: &str, mode: &str, iters: usize, instances: us
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .expect("run the Go pool");
-    assert!(out.status.success(), "Go pool {mode}: {}", out.status);
-    let v: Value = serde_json::from_slice(&out.stdout).expect("the Go pool's JSON");
+        .unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
+    assert!(
+        out.status.success(),
+        "{:?} {mode}: {}",
+        cmd.get_program(),
+        out.status
+    );
+    serde_json::from_slice(&out.stdout).expect("the helper's JSON")
+}
+
+/// Add one helper run (`{"samples_us": [...], "wall_us": W, "calls": C}`) as a block.
+fn add_run(st: &mut Stats, v: &Value) {
     let samples: Vec<f64> = v["samples_us"]
         .as_array()
         .expect("samples_us")
@@ -483,6 +582,161 @@ fn go_pool_run(st: &mut Stats, go: &str, mode: &str, iters: usize, instances: us
     let wall = Duration::from_secs_f64(v["wall_us"].as_f64().expect("wall_us") / 1e6);
     let calls = v["calls"].as_u64().expect("calls") as usize;
     st.add_block(&samples, wall, calls);
+}
+
+/// benches/pybench.py with the checkout's binding, library and extension.
+fn pybench() -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(PY_BENCH).env("PYTHONPATH", PY_DIR).env(
+        "TOOLPOOL_LIB",
+        Path::new(RELEASE_DIR).join("libtoolpool.so"),
+    );
+    cmd
+}
+
+/// The Python and Go binding rows (see the module docs), pinned or not.
+fn bindings_suite(pinned: bool) {
+    let h = helpers();
+    let lat_names = ["py_main_c", "py_worker_c", "py_purepy_c", "py_aio_seq_c"];
+    let tput_names = ["py_4x4_c", "py_purepy_4x4_c", "py_aio_gather_c"];
+    // Latency: the C request and each binding path in interleaved blocks.
+    let pool_c = echo_pool(1, Routing::RoundRobin);
+    for _ in 0..scale(WARMUP) {
+        request_line(&pool_c);
+    }
+    let mut req = Stats::new("request_c");
+    let mut py: Vec<Stats> = lat_names.iter().map(|n| Stats::new(*n)).collect();
+    let mut gob = Stats::new("go_binding_c");
+    for _ in 0..scale(ROUNDS) {
+        measure(&mut req, scale(BLOCK), || request_line(&pool_c));
+        if h.python.is_ok() {
+            let v = helper_run(pybench(), "lat", scale(BLOCK), 1);
+            for (st, key) in py.iter_mut().zip(["main", "worker", "purepy", "aio_seq"]) {
+                add_run(st, &v[key]);
+            }
+        }
+        if let Ok(go) = &h.go_binding {
+            add_run(
+                &mut gob,
+                &helper_run(Command::new(go), "lat", scale(BLOCK), 1),
+            );
+        }
+    }
+    pool_c.shutdown(GRACE);
+    let r50 = req.p50();
+    match &h.python {
+        Ok(()) => {
+            let (main50, pure50) = (py[0].p50(), py[2].p50());
+            for st in &py[..3] {
+                let mut row = st.json(
+                    pinned,
+                    "request_c",
+                    st.p50() / r50,
+                    "p50 / p50(the C request, same rounds)",
+                );
+                row["request_c_p50_us"] = json!(round2(r50));
+                row["vs_purepy"] = json!(round3(st.p50() / pure50));
+                emit(&row);
+            }
+            let aio = &py[3];
+            let mut row = aio.json(
+                pinned,
+                "py_main_c",
+                aio.p50() / main50,
+                "p50 / p50(py_main_c)",
+            );
+            row["request_c_p50_us"] = json!(round2(r50));
+            row["vs_request_c"] = json!(round3(aio.p50() / r50));
+            emit(&row);
+        }
+        Err(why) => lat_names
+            .iter()
+            .for_each(|n| emit(&skipped(n, pinned, why))),
+    }
+    match &h.go_binding {
+        Ok(_) => {
+            let mut row = gob.json(
+                pinned,
+                "request_c",
+                gob.p50() / r50,
+                "p50 / p50(the C request, same rounds)",
+            );
+            row["request_c_p50_us"] = json!(round2(r50));
+            emit(&row);
+        }
+        Err(why) => emit(&skipped("go_binding_c", pinned, why)),
+    }
+
+    // Throughput: 4 callers over 4 instances, in alternating rounds.
+    let pool4 = Arc::new(echo_pool(THREADS_4X4, Routing::RoundRobin));
+    let mut req4 = Stats::new("request_c_4x4");
+    let mut py4: Vec<Stats> = tput_names.iter().map(|n| Stats::new(*n)).collect();
+    let mut gob4 = Stats::new("go_binding_c_4x4");
+    let mut gop4 = Stats::new("go_pool_c_4x4");
+    for _ in 0..scale(THROUGHPUT_ROUNDS) {
+        run_threads(&mut req4, THREADS_4X4, scale(ITERS_4X4), |_| {
+            let pool = Arc::clone(&pool4);
+            move || request_line(&pool)
+        });
+        if h.python.is_ok() {
+            let v = helper_run(pybench(), "tput", scale(ITERS_4X4), THREADS_4X4);
+            for (st, key) in py4.iter_mut().zip(["py_4x4", "purepy_4x4", "aio_gather"]) {
+                add_run(st, &v[key]);
+            }
+        }
+        if let (Ok(gb), Ok(gp)) = (&h.go_binding, &h.go_pool) {
+            add_run(
+                &mut gob4,
+                &helper_run(Command::new(gb), "tput", scale(ITERS_4X4), THREADS_4X4),
+            );
+            go_pool_run(&mut gop4, gp, "tput", scale(ITERS_4X4), THREADS_4X4);
+        }
+    }
+    pool4.shutdown(GRACE);
+    let rc = req4.calls_per_s();
+    match &h.python {
+        Ok(()) => {
+            let pure = py4[1].calls_per_s();
+            for st in [&py4[0], &py4[2]] {
+                let mut row = st.json(
+                    pinned,
+                    "py_purepy_4x4_c",
+                    st.calls_per_s() / pure,
+                    "calls_per_s / calls_per_s(py_purepy_4x4_c)",
+                );
+                row["request_c_calls_per_s"] = json!(rc.round());
+                row["vs_request_c"] = json!(round3(st.calls_per_s() / rc));
+                emit(&row);
+            }
+            let mut row = py4[1].json(
+                pinned,
+                "request_c_4x4",
+                pure / rc,
+                "calls_per_s / calls_per_s(the C request 4x4, same rounds)",
+            );
+            row["request_c_calls_per_s"] = json!(rc.round());
+            emit(&row);
+        }
+        Err(why) => tput_names
+            .iter()
+            .for_each(|n| emit(&skipped(n, pinned, why))),
+    }
+    match (&h.go_binding, &h.go_pool) {
+        (Ok(_), Ok(_)) => {
+            let gp = gop4.calls_per_s();
+            let mut row = gob4.json(
+                pinned,
+                "go_pool_c_4x4",
+                gob4.calls_per_s() / gp,
+                "calls_per_s / calls_per_s(the plain Go pool 4x4, same rounds)",
+            );
+            row["go_pool_calls_per_s"] = json!(gp.round());
+            row["request_c_calls_per_s"] = json!(rc.round());
+            row["vs_request_c"] = json!(round3(gob4.calls_per_s() / rc));
+            emit(&row);
+        }
+        (Err(why), _) | (_, Err(why)) => emit(&skipped("go_binding_c_4x4", pinned, why)),
+    }
 }
 
 fn pool_call(pool: &Pool, i: usize) {
@@ -1117,6 +1371,15 @@ fn pinned_names() -> Vec<String> {
         "request_c_4x4",
         "request_lb_c_4x4",
         "go_pool_c_4x4",
+        "py_main_c",
+        "py_worker_c",
+        "py_purepy_c",
+        "py_aio_seq_c",
+        "go_binding_c",
+        "py_4x4_c",
+        "py_purepy_4x4_c",
+        "py_aio_gather_c",
+        "go_binding_c_4x4",
     ];
     let scale = scale_sizes().iter().map(|n| format!("scale_{n}"));
     core.iter().map(|s| s.to_string()).chain(scale).collect()
@@ -1128,6 +1391,7 @@ fn pinned_main() {
         Ok(cpu) => {
             eprintln!("pinned run on CPU {cpu}");
             core_suite(true);
+            bindings_suite(true);
             syscall_suite();
             scale_suite(true);
         }
@@ -1160,6 +1424,10 @@ fn run_pinned_child() {
     match &h.go_pool {
         Ok(go) => cmd.env(GO_POOL_ENV, go),
         Err(why) => cmd.env(GO_SKIP_ENV, why),
+    };
+    match &h.go_binding {
+        Ok(go) => cmd.env(GO_BINDING_ENV, go),
+        Err(why) => cmd.env(GO_BINDING_SKIP_ENV, why),
     };
     let out = cmd
         .stdin(Stdio::null())
@@ -1286,6 +1554,7 @@ fn main() {
     helpers();
     run_pinned_child();
     core_suite(false);
+    bindings_suite(false);
     scale_suite(false);
     jsonrpc_suite();
     pty_suite();
@@ -1365,8 +1634,8 @@ fn smoke_check(rows: &[Value]) {
             .find(|v| v["name"] == *name && v["pinned"] == false);
         match row {
             None => bad.push(format!("{name}: no row")),
-            // The Go peer rows need `go`, which is optional.
-            Some(v) if name.starts_with("go_pool") && v["skipped"] == "go not installed" => {}
+            // The Go rows need `go`, which is optional.
+            Some(v) if name.starts_with("go_") && v["skipped"] == "go not installed" => {}
             Some(v) if v.get("skipped").is_some() => {
                 bad.push(format!("{name}: skipped: {}", v["skipped"]))
             }

@@ -130,6 +130,13 @@ typedef struct Cause Cause;
 typedef struct ToolpoolCancel ToolpoolCancel;
 
 /**
+ * An opaque completion queue, from `toolpool_completions_new`, freed with
+ * `toolpool_completions_free`. Every call but `toolpool_completions_free` may be made from
+ * many threads at once on the same queue.
+ */
+typedef struct ToolpoolCompletions ToolpoolCompletions;
+
+/**
  * An opaque lease handle, from `toolpool_pool_lease`, freed with `toolpool_lease_free`.
  * A lease is one conversation: use it from one thread at a time (it may move between
  * threads).
@@ -150,6 +157,39 @@ typedef struct ToolpoolPool ToolpoolPool;
  * threads at once on the same handle.
  */
 typedef struct ToolpoolPools ToolpoolPools;
+
+/**
+ * One finished request, filled by `toolpool_completions_take`.
+ */
+typedef struct ToolpoolCompletion {
+  /**
+   * The tag the request was submitted with.
+   */
+  uint64_t tag;
+  /**
+   * The request's outcome: `TOOLPOOL_OK`, or the status it failed with
+   * (`TOOLPOOL_CANCELLED` after `toolpool_completions_cancel`, `TOOLPOOL_TIMEOUT`, ...).
+   */
+  int32_t status;
+  /**
+   * The instance that answered; `UINT32_MAX` when it failed or a one-shot run served it.
+   */
+  uint32_t instance;
+  /**
+   * For a sticky request: the key's instance had died and the key moved.
+   */
+  bool moved;
+  /**
+   * Which path served it: `"pool"`, `"retry"` or `"oneshot"` (a string with static
+   * storage: never freed); NULL when it failed.
+   */
+  const char *served_by;
+  /**
+   * The reply on `TOOLPOOL_OK`, else the error message (what `toolpool_last_error_message`
+   * would say). Never NULL; freed by the caller with `toolpool_string_free`.
+   */
+  char *text;
+} ToolpoolCompletion;
 
 /**
  * A log record for the host: `level` is 1 = error, 2 = warn, 3 = info, 4 = debug,
@@ -241,6 +281,146 @@ int32_t toolpool_cancel_is_triggered(const struct ToolpoolCancel *c, uint32_t *o
  * using it in progress.
  */
 void toolpool_cancel_free(struct ToolpoolCancel *c);
+
+/**
+ * Make a completion queue that runs at most `max_threads` requests at once (1 to 1024;
+ * more wait in the queue, still cancellable). Its threads are made on demand and end
+ * with `toolpool_completions_free`. One eventfd is made (`toolpool_completions_fd`).
+ *
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` (`max_threads` out of range), `TOOLPOOL_IO` (no
+ * eventfd).
+ * NULL handling: `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out` receives a new queue that the caller owns and frees with
+ * `toolpool_completions_free`.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+int32_t toolpool_completions_new(uint32_t max_threads, struct ToolpoolCompletions **out);
+
+/**
+ * The queue's descriptor: readable while completions wait to be taken. Watch it for
+ * reading (poll, epoll, a loop's reader callback) and call `toolpool_completions_take`
+ * when it is; never read, write or close it.
+ *
+ * NULL handling: `q` or `out_fd` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: the descriptor belongs to the queue and is closed by
+ * `toolpool_completions_free`.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `q` must be NULL or a live queue; `out_fd` NULL or writable.
+ */
+int32_t toolpool_completions_fd(const struct ToolpoolCompletions *q, int32_t *out_fd);
+
+/**
+ * Submit `payload` as one request on pool `p` (as `toolpool_pool_request`: routing,
+ * framing, waiting up to `timeout_ms` for an instance and the reply) and return at once;
+ * a thread of the queue runs it, and its completion, with `tag`, is taken with
+ * `toolpool_completions_take`. Each submitted request completes exactly once.
+ *
+ * Errors (of the submission; the request's own errors come in its completion):
+ * `TOOLPOOL_INVALID_ARGUMENT` (`tag` already pending on this queue, invalid UTF-8).
+ * NULL handling: `q`, `p` or `payload` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `payload` is copied before return. `p` is borrowed until the request has
+ * completed: free the pool only after each request submitted on it completed (or after
+ * `toolpool_completions_free`); `toolpool_pool_shutdown` makes them complete at once.
+ * Thread safety: safe from many threads at once on the same queue and pool.
+ *
+ * # Safety
+ * `q` must be NULL or a live queue; `p` NULL or a live pool that stays live as said
+ * above; `payload` NULL or NUL-terminated.
+ */
+int32_t toolpool_completions_request(const struct ToolpoolCompletions *q,
+                                     const struct ToolpoolPool *p,
+                                     const char *payload,
+                                     uint32_t timeout_ms,
+                                     uint64_t tag);
+
+/**
+ * `toolpool_completions_request` as `toolpool_pool_request_sticky`: requests with the same
+ * `key` go to the same instance while it lives (the completion's `instance` and `moved`
+ * say where it went).
+ *
+ * Errors, NULL handling, ownership and thread safety: as `toolpool_completions_request`;
+ * `key` NULL is `TOOLPOOL_INVALID_ARGUMENT` and is copied before return.
+ *
+ * # Safety
+ * As `toolpool_completions_request`; `key` NULL or NUL-terminated.
+ */
+int32_t toolpool_completions_request_sticky(const struct ToolpoolCompletions *q,
+                                            const struct ToolpoolPool *p,
+                                            const char *key,
+                                            const char *payload,
+                                            uint32_t timeout_ms,
+                                            uint64_t tag);
+
+/**
+ * Cancel the pending request submitted with `tag`: it completes with `TOOLPOOL_CANCELLED`
+ * within milliseconds (at once when it has not started), with the guarantees of a
+ * timeout (its reply never reaches another caller). `*out_found` (if not NULL) receives
+ * 1, or 0 when no request with that tag was pending (it completed already).
+ *
+ * NULL handling: `q` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `out_found` may be NULL.
+ * Ownership: nothing is allocated.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `q` must be NULL or a live queue; `out_found` NULL or writable.
+ */
+int32_t toolpool_completions_cancel(const struct ToolpoolCompletions *q,
+                                    uint64_t tag,
+                                    uint32_t *out_found);
+
+/**
+ * Take up to `cap` finished requests, oldest first, into `out[0..*out_count]`; never
+ * waits (`*out_count` 0 when none is there). The descriptor stops being readable once
+ * the last one is taken.
+ *
+ * NULL handling: `q`, `out` or `out_count` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: each completion's `text` is a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from any thread; each completion is taken once.
+ *
+ * # Safety
+ * `q` must be NULL or a live queue; `out` NULL or writable for `cap` completions;
+ * `out_count` NULL or writable.
+ */
+int32_t toolpool_completions_take(const struct ToolpoolCompletions *q,
+                                  struct ToolpoolCompletion *out,
+                                  size_t cap,
+                                  size_t *out_count);
+
+/**
+ * Wait until a completion is there to take, up to `timeout_us` microseconds: spinning for
+ * at most 50 us when the process may use more than one CPU, then asleep in `poll` on the
+ * queue's descriptor. `*out_ready` receives 1 when one is there, else 0. For a host that
+ * expects a reply within microseconds and would rather not go through its event loop.
+ *
+ * NULL handling: `q` or `out_ready` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: nothing is allocated.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `q` must be NULL or a live queue; `out_ready` NULL or writable.
+ */
+int32_t toolpool_completions_wait(const struct ToolpoolCompletions *q,
+                                  uint32_t timeout_us,
+                                  uint32_t *out_ready);
+
+/**
+ * Free a queue: cancel its pending requests, wait for its threads to end (milliseconds),
+ * drop the completions nobody took, close its descriptor.
+ *
+ * NULL handling: NULL is ignored.
+ * Ownership: takes back ownership of `q`; `q` must not be used afterwards.
+ * Thread safety: must not race another call on the same queue.
+ *
+ * # Safety
+ * `q` must be NULL or a queue from `toolpool_completions_new` not yet freed.
+ */
+void toolpool_completions_free(struct ToolpoolCompletions *q);
 
 /**
  * The index of the leased instance.

@@ -79,12 +79,15 @@
 //! leader's `poll`, a follower's condvar) and wakes it; the call returns
 //! [`Error::Cancelled`] and the request ends as a timed-out one would (step 6).
 //!
+//! **Completion queue.** For hosts that wait on an event loop, [`Completions`] runs the
+//! same request on a thread of its own and reports it on an eventfd the loop watches.
+//!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, `linebuf`,
 //! `pipe`, `term`, [`cancel`] → `metrics`, `spawn`, `session` → `process` → `limiter`,
 //! `reader`, `writer`, `stderr` → `rpc`, `oneshot`, `dry` → `lsp` → `incarnation` →
 //! `prompt` → `instance`, `admission`, `exchange` → `handshake`, `roster` → `lifecycle` →
 //! `sizing`, `recycle` → `hold` → `supervisor`, `snapshot` → `router` → `lease` → `pool` →
-//! `pools`; [`ffi`] (feature `capi`) on top. A submodule is part of its parent's layer and
+//! `pools`, [`completions`]; [`ffi`] (feature `capi`) on top. A submodule is part of its parent's layer and
 //! holds one of its ideas: `spec`'s validation (`spec/validate.rs`) and key data
 //! (`spec/protocol.rs`, `spec/dry_run.rs`, `spec/remote.rs`), how an
 //! incarnation is put together (`incarnation/start.rs`), what a dry-run responder answers
@@ -100,6 +103,7 @@
 
 mod admission;
 pub mod cancel;
+pub mod completions;
 mod dry;
 pub mod error;
 mod exchange;
@@ -143,6 +147,7 @@ mod util;
 mod writer;
 
 pub use cancel::{CancelToken, Wait};
+pub use completions::{Completion, Completions, MAX_COMPLETION_THREADS};
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 

@@ -116,13 +116,14 @@ pub fn spin_slots() -> usize {
     *SLOTS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) - 1)
 }
 
-/// One of the [`spin_slots`], held while spinning.
-struct SpinSlot;
+/// One of the [`spin_slots`], held while spinning (also by the completion queue's spins,
+/// so that all spins of the process share the spare CPUs).
+pub(crate) struct SpinSlot;
 
 impl SpinSlot {
     /// A slot, unless all are taken or more callers wait than there are slots: then the
     /// CPUs are busy with callers and children, and a spin would take one from a child.
-    fn take() -> Option<SpinSlot> {
+    pub(crate) fn take() -> Option<SpinSlot> {
         let max = spin_slots();
         if WAITING.load(Relaxed) > max {
             return None;
@@ -330,15 +331,11 @@ impl StdoutReader {
         cancel: Option<&CancelToken>,
         mut check: impl FnMut(&mut OutState) -> Option<T>,
     ) -> Result<T, WaitEnd> {
-        // With a token: wake followers on the condvar, and the leader through the token's
-        // eventfd in its poll set (both before the first look at the token).
-        let _registered = cancel.map(|c| {
-            let (st, cv) = (Arc::clone(&self.st), Arc::clone(&self.cv));
-            c.on_cancel(Arc::new(move || {
-                drop(st.lock());
-                cv.notify_all();
-            }))
-        });
+        // With a token: the leader is woken through the token's eventfd in its poll set
+        // (made before the first look at the token); a follower through a waker on the
+        // condvar, registered the first time it is about to wait (so a caller that never
+        // follows, the common case, registers nothing).
+        let mut registered = None;
         let cancel_fd = cancel.map(CancelToken::poll_fd);
         let mut st = self.st.lock();
         loop {
@@ -366,6 +363,15 @@ impl StdoutReader {
                     return check(&mut st).ok_or(WaitEnd::Timeout);
                 }
                 // Nothing to read for now (the queue is full): wait for a change.
+            }
+            if let (Some(c), None) = (cancel, &registered) {
+                let (st, cv) = (Arc::clone(&self.st), Arc::clone(&self.cv));
+                registered = Some(c.on_cancel(Arc::new(move || {
+                    drop(st.lock());
+                    cv.notify_all();
+                })));
+                // Cancelled before the waker was there: nobody would wake this wait.
+                continue;
             }
             // A token without an eventfd is looked at every slice.
             let until = match cancel_fd {

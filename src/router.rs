@@ -44,6 +44,26 @@ pub enum ServedBy {
     Oneshot,
 }
 
+impl ServedBy {
+    /// The name, as JSON spells it: `"pool"`, `"retry"` or `"oneshot"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServedBy::Pool => "pool",
+            ServedBy::Retry => "retry",
+            ServedBy::Oneshot => "oneshot",
+        }
+    }
+
+    /// [`ServedBy::name`] as a C string with static storage.
+    pub fn c_name(self) -> &'static std::ffi::CStr {
+        match self {
+            ServedBy::Pool => c"pool",
+            ServedBy::Retry => c"retry",
+            ServedBy::Oneshot => c"oneshot",
+        }
+    }
+}
+
 /// A successful request. `T` is what the reply is read as: `String` (bytes that are not
 /// UTF-8 replaced by U+FFFD) from [`crate::Pool::request`], the exact bytes (`Vec<u8>`)
 /// from [`crate::Pool::request_bytes`].

@@ -170,10 +170,17 @@ fn the_librarys_threads_leave_signals_to_the_hosts_threads() {
         if let Some(mask) = blocked(&tid) {
             let bit = |sig: i32| 1u64 << (sig - 1);
             let want = bit(libc::SIGINT) | bit(libc::SIGTERM) | bit(libc::SIGPIPE);
-            assert_eq!(mask & want, want, "{comm} ({tid}) lets signals in: SigBlk {mask:x}");
+            assert_eq!(
+                mask & want,
+                want,
+                "{comm} ({tid}) lets signals in: SigBlk {mask:x}"
+            );
             seen.insert(comm.split('-').nth(1).unwrap_or_default().to_string());
         }
     }
-    assert!(seen.contains("err") && seen.contains("sup"), "threads seen: {seen:?}");
+    assert!(
+        seen.contains("err") && seen.contains("sup"),
+        "threads seen: {seen:?}"
+    );
     drop(pool);
 }

@@ -30,38 +30,60 @@ func (e *CancelError) Unwrap() []error {
 	return []error{e.Err, e.Cause}
 }
 
-// withContext runs f with a C cancel token tied to ctx: while f runs, a goroutine waits
-// for ctx.Done() and, when ctx was cancelled, triggers the token, which stops the C call
-// within milliseconds (TOOLPOOL_CANCELLED); a deadline stops it as its timeout
-// (TOOLPOOL_TIMEOUT, at the same moment). A context that can never be done (Done() == nil) costs nothing:
-// f gets a NULL token. The token is freed only after f returned and the goroutine ended.
+// withContext runs f with a C cancel token tied to ctx: when ctx is cancelled while f runs,
+// the token is triggered (by context.AfterFunc, so no goroutine waits per call), which
+// stops the C call within milliseconds (TOOLPOOL_CANCELLED); a deadline stops it as its
+// timeout (TOOLPOOL_TIMEOUT, at the same moment). A context that can never be done (Done()
+// == nil) costs nothing: f gets a NULL token. Tokens that were not triggered are reused.
 func withContext(ctx context.Context, f func(c *C.ToolpoolCancel) error) error {
 	if ctx == nil || ctx.Done() == nil {
 		return f(nil)
 	}
-	var c *C.ToolpoolCancel
-	if rc := C.toolpool_cancel_new(&c); rc != C.TOOLPOOL_OK {
+	c := getToken()
+	if c == nil {
 		return f(nil) // cannot fail but for a NULL out-pointer; keep working without
 	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		select {
-		case <-ctx.Done():
-			// A deadline is the call's timeout already (ctxTimeout): it ends as
-			// ErrTimeout, as it always did. Only a cancellation needs the token.
-			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				C.toolpool_cancel_trigger(c)
-			}
-		case <-stop:
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		// A deadline is the call's timeout already (ctxTimeout): it ends as ErrTimeout,
+		// as it always did. Only a cancellation needs the token.
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			C.toolpool_cancel_trigger(c)
 		}
-	}()
+	})
 	err := f(c)
-	close(stop)
-	<-done
-	C.toolpool_cancel_free(c)
+	if stop() {
+		putToken(c)
+	} else {
+		<-fired // the trigger may be running: free the token only after it
+		C.toolpool_cancel_free(c)
+	}
 	return contextError(ctx, err)
+}
+
+// tokens holds cancel tokens that were never triggered, for reuse.
+var tokens = make(chan *C.ToolpoolCancel, 64)
+
+func getToken() *C.ToolpoolCancel {
+	select {
+	case c := <-tokens:
+		return c
+	default:
+		var c *C.ToolpoolCancel
+		if C.toolpool_cancel_new(&c) != C.TOOLPOOL_OK {
+			return nil
+		}
+		return c
+	}
+}
+
+func putToken(c *C.ToolpoolCancel) {
+	select {
+	case tokens <- c:
+	default:
+		C.toolpool_cancel_free(c)
+	}
 }
 
 // contextError ties a CANCELLED (or a TIMEOUT at the context's deadline) to the

@@ -174,3 +174,57 @@ func TestCancelJSONRPCDropsTheLateReply(t *testing.T) {
 		return err == nil && m.LateRepliesDropped == 1
 	})
 }
+
+// Cancel tokens are reused after calls whose context was not cancelled, and never after one
+// that was: cancellable contexts in a loop, some cancelled during the call, each request
+// getting its own reply or a cancellation, never another's reply.
+func TestCancellableContextsInALoopReuseTokensSafely(t *testing.T) {
+	p := testToolPool(t, 2)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for k := 0; k < 300; k++ {
+				ctx, cancel := context.WithCancel(context.Background())
+				payload := "r" + strings.Repeat("x", k%7) + string(rune('a'+g))
+				if k%50 == 0 {
+					payload = "delay:2000:late"
+					go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+				}
+				got, err := p.Request(ctx, payload)
+				cancel()
+				switch {
+				case k%50 == 0:
+					if !errors.Is(err, context.Canceled) {
+						t.Errorf("cancelled request: %q, %v", got, err)
+					}
+				case err != nil || got != payload:
+					t.Errorf("request %q: %q, %v", payload, got, err)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	nonceCheck(t, p, "nonce-reuse")
+}
+
+// A reply longer than the pooled reply buffer comes back whole, and an empty payload and
+// an empty sticky key are passed as such.
+func TestLongRepliesAndEmptyStrings(t *testing.T) {
+	p := testToolPool(t, 1)
+	long := strings.Repeat("0123456789", 1000)
+	if got, err := p.Request(context.Background(), long); err != nil || got != long {
+		t.Fatalf("long reply: %d bytes, %v", len(got), err)
+	}
+	if got, err := p.Request(context.Background(), ""); err != nil || got != "" {
+		t.Fatalf("empty payload: %q, %v", got, err)
+	}
+	r, err := p.RequestSticky(context.Background(), "", "sticky-empty-key")
+	if err != nil || r.Text != "sticky-empty-key" || r.Instance != 0 {
+		t.Fatalf("empty key: %+v, %v", r, err)
+	}
+	if _, err := p.Request(context.Background(), "nul\x00byte"); !errors.Is(err, toolpool.ErrInvalidArgument) {
+		t.Fatalf("NUL byte: %v", err)
+	}
+}

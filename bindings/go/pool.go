@@ -20,10 +20,12 @@ import (
 // Pool is a pool of warm tool processes (a ToolpoolPool handle). It is safe for
 // concurrent use by many goroutines. Close it to stop its processes.
 type Pool struct {
-	// mu is held shared by every call into C and exclusively by Close, so the handle is
-	// never freed while a call uses it (the only call of the C API that must not race).
-	mu     sync.RWMutex
-	h      *C.ToolpoolPool
+	// h is the handle until Close; active counts the calls inside C. A call adds itself to
+	// active, then loads h; Close clears h, then waits for active to drop to zero. So the
+	// handle is never freed while a call uses it (the only call of the C API that must not
+	// race), and no call takes a lock.
+	h      atomic.Pointer[poolHandle]
+	active atomic.Int64
 	closed atomic.Bool
 	once   sync.Once
 	size   atomic.Int64
@@ -31,6 +33,9 @@ type Pool struct {
 	// ends it.
 	lent bool
 }
+
+// poolHandle holds the C handle, so that it can be swapped atomically.
+type poolHandle struct{ h *C.ToolpoolPool }
 
 // New starts a pool from a standalone tool spec in JSON: the keys of a registry entry
 // plus an optional "id", with "count" instances. It returns once every instance is
@@ -97,7 +102,8 @@ func wrapPool(op string, h *C.ToolpoolPool) (*Pool, error) {
 		C.toolpool_pool_free(h)
 		return nil, err
 	}
-	p := &Pool{h: h}
+	p := &Pool{}
+	p.h.Store(&poolHandle{h})
 	p.size.Store(int64(n))
 	runtime.SetFinalizer(p, (*Pool).finalize)
 	return p, nil
@@ -113,23 +119,33 @@ func closedError(op, what string) *Error {
 	return newError(CodeShutDown, op, "the %s is closed", what)
 }
 
-// use runs one status-returning C call on the live handle under the shared lock.
-func (p *Pool) use(op string, f func(h *C.ToolpoolPool) C.int32_t) error {
+// enter counts a call in and returns the live handle; leave counts it out.
+func (p *Pool) enter(op string) (*C.ToolpoolPool, error) {
 	if p == nil {
-		return newError(CodeInvalidArgument, op, "nil *Pool")
+		return nil, newError(CodeInvalidArgument, op, "nil *Pool")
 	}
-	if p.closed.Load() {
-		return closedError(op, "pool")
-	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	h := p.h
+	p.active.Add(1)
+	h := p.h.Load()
 	if h == nil {
-		return closedError(op, "pool")
+		p.active.Add(-1)
+		return nil, closedError(op, "pool")
 	}
-	err := call(op, func() C.int32_t { return f(h) })
+	return h.h, nil
+}
+
+func (p *Pool) leave() {
+	p.active.Add(-1)
 	runtime.KeepAlive(p)
-	return err
+}
+
+// use runs one status-returning C call on the live handle.
+func (p *Pool) use(op string, f func(h *C.ToolpoolPool) C.int32_t) error {
+	h, err := p.enter(op)
+	if err != nil {
+		return err
+	}
+	defer p.leave()
+	return call(op, func() C.int32_t { return f(h) })
 }
 
 // useString is use for a call that returns a string through a char **.
@@ -364,20 +380,13 @@ func (p *Pool) Request(ctx context.Context, payload string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cs, err := cString(op, "payload", payload)
-	if err != nil {
-		return "", err
-	}
-	defer freeC(cs)
-	var reply string
+	var reply Reply
 	err = withContext(ctx, func(c *C.ToolpoolCancel) error {
 		var err error
-		reply, err = p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
-			return C.toolpool_pool_request_cancellable(h, cs, ms, c, out)
-		})
+		reply, err = p.request(op, nil, payload, ms, c)
 		return err
 	})
-	return reply, err
+	return reply.Text, err
 }
 
 // RequestSticky is Request where requests with the same key go to the same instance
@@ -388,34 +397,16 @@ func (p *Pool) RequestSticky(ctx context.Context, key, payload string) (Reply, e
 	if err != nil {
 		return Reply{}, err
 	}
-	ckey, err := cString(op, "key", key)
-	if err != nil {
-		return Reply{}, err
-	}
-	defer freeC(ckey)
-	cpayload, err := cString(op, "payload", payload)
-	if err != nil {
-		return Reply{}, err
-	}
-	defer freeC(cpayload)
-	var idx C.uint32_t
-	var moved C.bool
-	var text string
+	var reply Reply
 	err = withContext(ctx, func(c *C.ToolpoolCancel) error {
 		var err error
-		text, err = p.useString(op, func(h *C.ToolpoolPool, out **C.char) C.int32_t {
-			return C.toolpool_pool_request_sticky_cancellable(h, ckey, cpayload, ms, c, out, &idx, &moved)
-		})
+		reply, err = p.request(op, &key, payload, ms, c)
 		return err
 	})
 	if err != nil {
 		return Reply{}, err
 	}
-	r := Reply{Text: text, Instance: int(idx), Moved: bool(moved)}
-	if idx == C.uint32_t(math.MaxUint32) {
-		r.Instance = -1
-	}
-	return r, nil
+	return reply, nil
 }
 
 // Map sends each payload as its own request, spread over the pool, and returns one
@@ -572,12 +563,12 @@ func (p *Pool) detach() {
 	p.once.Do(func() {
 		p.closed.Store(true)
 		runtime.SetFinalizer(p, nil)
-		p.mu.Lock()
-		h := p.h
-		p.h = nil
-		p.mu.Unlock()
+		h := p.h.Swap(nil)
+		for p.active.Load() != 0 {
+			time.Sleep(time.Millisecond)
+		}
 		if h != nil {
-			C.toolpool_pool_free(h)
+			C.toolpool_pool_free(h.h)
 		}
 	})
 }

@@ -104,7 +104,8 @@ func (ps *Pools) Pool(id string) (*Pool, error) {
 	if err := call(op, func() C.int32_t { return C.toolpool_pool_size(h, &n) }); err != nil {
 		return nil, err
 	}
-	p := &Pool{h: h, lent: true}
+	p := &Pool{lent: true}
+	p.h.Store(&poolHandle{h})
 	p.size.Store(int64(n))
 	ps.lent[id] = p
 	return p, nil

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Generate ``toolpool/_generated.py`` from ``include/toolpool.h`` (as wasmtime-py generates
 its ctypes bindings from the C headers): the ``ToolpoolStatus`` constants, the structs and
-every function's ctypes signature, so that none of them is written by hand in Python.
+every function's ctypes signature, so that none of them is written by hand in Python; and
+``native/src/api.rs``, the Rust declarations of the few functions the native extension
+calls.
 
     python3 bindings/python/gen_ffi.py          # rewrite toolpool/_generated.py
     python3 bindings/python/gen_ffi.py --check  # exit 1 when it is stale (make test-python)
@@ -22,6 +24,49 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 HEADER = REPO / "include" / "toolpool.h"
 OUTPUT = HERE / "toolpool" / "_generated.py"
+#: The Rust declarations of the C functions the native extension calls (native/src/api.rs).
+NATIVE_OUTPUT = HERE / "native" / "src" / "api.rs"
+#: The functions the native extension calls (its hot paths), in the header's order.
+NATIVE_FUNCTIONS = (
+    "toolpool_cancel_new",
+    "toolpool_cancel_trigger",
+    "toolpool_cancel_free",
+    "toolpool_completions_request",
+    "toolpool_completions_request_sticky",
+    "toolpool_completions_take",
+    "toolpool_completions_wait",
+    "toolpool_pool_request_cancellable",
+    "toolpool_last_error_message",
+    "toolpool_set_log_callback",
+    "toolpool_string_free",
+)
+#: The structs the native extension reads.
+NATIVE_STRUCTS = ("ToolpoolCompletion",)
+
+# C type -> Rust type, for the native extension's declarations (handles are opaque).
+RUST_TYPES: Dict[str, str] = {
+    "void": "()",
+    "bool": "bool",
+    "int32_t": "i32",
+    "uint32_t": "u32",
+    "uint64_t": "u64",
+    "size_t": "usize",
+    "const char *": "*const c_char",
+    "char *": "*mut c_char",
+    "char **": "*mut *mut c_char",
+    "uint32_t *": "*mut u32",
+    "size_t *": "*mut usize",
+    "bool *": "*mut bool",
+    "ToolpoolPool *": "*mut c_void",
+    "const ToolpoolPool *": "*const c_void",
+    "const ToolpoolCancel *": "*const c_void",
+    "ToolpoolCancel *": "*mut c_void",
+    "ToolpoolCancel **": "*mut *mut c_void",
+    "const ToolpoolCompletions *": "*const c_void",
+    "ToolpoolCompletion *": "*mut ToolpoolCompletion",
+    "void *": "*mut c_void",
+    "ToolpoolLogCallback": "ToolpoolLogCallback",
+}
 
 # C type (as cbindgen spells it, without `struct`) -> ctypes expression. Strings that
 # toolpool returns through `char **` are c_void_p, not c_char_p: c_char_p would copy them
@@ -31,6 +76,7 @@ TYPES: Dict[str, str] = {
     "bool": "c_bool",
     "int32_t": "c_int32",
     "uint32_t": "c_uint32",
+    "uint64_t": "c_uint64",
     "size_t": "c_size_t",
     "const char *": "c_char_p",
     "char *": "c_void_p",
@@ -39,6 +85,7 @@ TYPES: Dict[str, str] = {
     "uint8_t *": "c_void_p",
     "uint8_t **": "POINTER(c_void_p)",
     "uint32_t *": "POINTER(c_uint32)",
+    "int32_t *": "POINTER(c_int32)",
     "size_t *": "POINTER(c_size_t)",
     "bool *": "POINTER(c_bool)",
     "ToolpoolPool *": "c_void_p",
@@ -53,7 +100,11 @@ TYPES: Dict[str, str] = {
     "ToolpoolCancel *": "c_void_p",
     "const ToolpoolCancel *": "c_void_p",
     "ToolpoolCancel **": "POINTER(c_void_p)",
+    "ToolpoolCompletions *": "c_void_p",
+    "const ToolpoolCompletions *": "c_void_p",
+    "ToolpoolCompletions **": "POINTER(c_void_p)",
     "ToolpoolHealth *": "POINTER(ToolpoolHealth)",
+    "ToolpoolCompletion *": "POINTER(ToolpoolCompletion)",
     "void *": "c_void_p",
 }
 
@@ -98,6 +149,8 @@ def parse(text: str) -> Tuple[List[Tuple[str, int]], List[Tuple[str, List[Tuple[
         for decl in (d.strip() for d in body.split(";")):
             if decl:
                 ctype, name = decl.rsplit(None, 1)
+                if name.startswith("*"):
+                    ctype, name = ctype + " " + name[: name.count("*")], name.lstrip("*")
                 fields.append((name, _ctype(ctype, f"{m.group(1)}.{name}")))
         structs.append((m.group(1), fields))
 
@@ -122,6 +175,108 @@ def parse(text: str) -> Tuple[List[Tuple[str, int]], List[Tuple[str, List[Tuple[
     return statuses, structs, functions
 
 
+def _norm(c: str) -> str:
+    c = re.sub(r"\bstruct\s+", "", c)
+    return re.sub(r"\s*\*", " *", c.strip()).replace("* *", "**")
+
+
+def _rust(c: str, where: str) -> str:
+    c = _norm(c)
+    if c not in RUST_TYPES:
+        raise SystemExit(f"gen_ffi.py: no Rust mapping for C type {c!r} ({where}); add it to RUST_TYPES")
+    return RUST_TYPES[c]
+
+
+def render_native(text: str) -> str:
+    """native/src/api.rs: a #[repr(C)] struct per NATIVE_STRUCTS and a table of function
+    pointers (one per NATIVE_FUNCTIONS) looked up by name in the loaded library."""
+    body = text.split('extern "C" {', 1)[-1]
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    body = re.sub(r"^\s*#.*$", "", body, flags=re.M)
+    sigs: Dict[str, Tuple[str, List[str]]] = {}
+    for m in re.finditer(r"([\w\s\*]+?)\b(toolpool_\w+)\(([^)]*)\);", body):
+        name, params, args = m.group(2), " ".join(m.group(3).split()), []
+        if name not in NATIVE_FUNCTIONS:
+            continue
+        if params != "void":
+            for p in params.split(","):
+                ptype, _, pname = p.strip().rpartition(" ")
+                if pname.startswith("*"):
+                    ptype = ptype + " " + pname[: pname.count("*")]
+                args.append(_rust(ptype, f"{name}({pname.lstrip('*')})"))
+        sigs[name] = (_rust(m.group(1), f"{name} return"), args)
+    out = [
+        "//! Generated by bindings/python/gen_ffi.py from include/toolpool.h: do not edit; run",
+        "//! `make header` (which also regenerates this file).",
+        "//!",
+        "//! The C functions the extension calls, as pointers looked up by name in the libtoolpool",
+        "//! that the package's ctypes layer loaded, and the structs they fill.",
+        "",
+        "use std::ffi::{c_char, c_void, CStr};",
+    ]
+    for m in re.finditer(r"typedef ([\w\s\*]+?)\s*\(\*(\w+)\)\(([^)]*)\);", text):
+        if m.group(2) not in RUST_TYPES:
+            continue
+        args = []
+        for p in " ".join(m.group(3).split()).split(","):
+            ptype, _, pname = p.strip().rpartition(" ")
+            if pname.startswith("*"):
+                ptype = ptype + " " + pname[: pname.count("*")]
+            args.append(_rust(ptype, f"{m.group(2)}({pname.lstrip('*')})"))
+        ret = _rust(m.group(1), f"{m.group(2)} return")
+        arrow = "" if ret == "()" else f" -> {ret}"
+        out += ["", f"/// `{m.group(2)}` (NULL is `None`).",
+                f"pub type {m.group(2)} = Option<unsafe extern \"C\" fn({', '.join(args)}){arrow}>;"]
+    for sname in NATIVE_STRUCTS:
+        m = re.search(r"typedef struct %s \{(.*?)\} %s;" % (sname, sname), text, re.S)
+        if m is None:
+            raise SystemExit(f"gen_ffi.py: struct {sname} not found in include/toolpool.h")
+        out += ["", f"/// `struct {sname}`.", "#[repr(C)]", f"pub struct {sname} {{"]
+        for decl in (d.strip() for d in re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S).split(";")):
+            if decl:
+                ctype, name = decl.rsplit(None, 1)
+                if name.startswith("*"):
+                    ctype, name = ctype + " " + name[: name.count("*")], name.lstrip("*")
+                out.append(f"    pub {name}: {_rust(ctype, sname + '.' + name)},")
+        out.append("}")
+    out += ["", "/// The functions, by their C names.", "#[allow(non_snake_case)]", "pub struct Api {"]
+    for name in NATIVE_FUNCTIONS:
+        if name not in sigs:
+            raise SystemExit(f"gen_ffi.py: {name} (NATIVE_FUNCTIONS) is not in include/toolpool.h")
+        ret, args = sigs[name]
+        arrow = "" if ret == "()" else f" -> {ret}"
+        out.append(f"    pub {name}: unsafe extern \"C\" fn({', '.join(args)}){arrow},")
+    out += [
+        "}",
+        "",
+        "impl Api {",
+        "    /// Look every function up with `sym`, which returns NULL for a missing name.",
+        "    ///",
+        "    /// # Safety",
+        "    /// `sym` must return the addresses of the functions of include/toolpool.h.",
+        "    pub unsafe fn load(sym: impl Fn(&CStr) -> *mut c_void) -> Result<Api, String> {",
+        "        let need = |name: &CStr| {",
+        "            let p = sym(name);",
+        "            if p.is_null() {",
+        "                Err(format!(\"{} is not in the loaded libtoolpool\", name.to_string_lossy()))",
+        "            } else {",
+        "                Ok(p)",
+        "            }",
+        "        };",
+        "        // SAFETY: each address is the C function of that name, whose signature is the",
+        "        // one declared in the struct (both come from include/toolpool.h).",
+        "        unsafe {",
+        "            Ok(Api {",
+    ]
+    for name in NATIVE_FUNCTIONS:
+        ret, args = sigs[name]
+        arrow = "" if ret == "()" else f" -> {ret}"
+        fn_type = f"unsafe extern \"C\" fn({', '.join(args)}){arrow}"
+        out.append(f"                {name}: std::mem::transmute::<*mut c_void, {fn_type}>(need(c\"{name}\")?),")
+    out += ["            })", "        }", "    }", "}", ""]
+    return "\n".join(out)
+
+
 def render(text: str) -> str:
     fn_types = callbacks(text)
     statuses, structs, functions = parse(text)
@@ -132,7 +287,7 @@ def render(text: str) -> str:
         "The ToolpoolStatus constants, the structs and the ctypes signature of every C function.",
         '"""',
         "",
-        "from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int32, c_size_t, c_uint32, c_void_p",
+        "from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int32, c_size_t, c_uint32, c_uint64, c_void_p",
         "from typing import Any, Dict, Sequence, Tuple",
         "",
         "# enum ToolpoolStatus",
@@ -160,21 +315,23 @@ def render(text: str) -> str:
 
 
 def main(argv: List[str]) -> int:
-    fresh = render(HEADER.read_text())
+    text = HEADER.read_text()
+    outputs = [(OUTPUT, render(text)), (NATIVE_OUTPUT, render_native(text))]
     if argv[1:] == ["--check"]:
-        if not OUTPUT.is_file() or OUTPUT.read_text() != fresh:
+        stale = [path for path, fresh in outputs if not path.is_file() or path.read_text() != fresh]
+        for path in stale:
             print(
-                f"{OUTPUT.relative_to(REPO)} is stale (it differs from what gen_ffi.py makes of "
+                f"{path.relative_to(REPO)} is stale (it differs from what gen_ffi.py makes of "
                 "include/toolpool.h): run `make header` and commit it",
                 file=sys.stderr,
             )
-            return 1
-        return 0
+        return 1 if stale else 0
     if argv[1:]:
         print(__doc__, file=sys.stderr)
         return 2
-    OUTPUT.write_text(fresh)
-    print(f"wrote {OUTPUT.relative_to(REPO)}")
+    for path, fresh in outputs:
+        path.write_text(fresh)
+        print(f"wrote {path.relative_to(REPO)}")
     return 0
 
 

@@ -1,10 +1,13 @@
 """Build step of the toolpool Python package (metadata lives in pyproject.toml).
 
-``build_py`` puts the shared library inside the package: it copies
-``<repo>/target/release/libtoolpool.so`` when it is already built, and otherwise runs
-``cargo build --release --lib`` in the repository root first (``TOOLPOOL_CARGO_BUILD=1``
-forces the cargo build; ``$CARGO`` names cargo). The wheel is tagged ``py3-none-<platform>``:
-no Python C extension, but a native library for one platform.
+``build_py`` puts two native files inside the package: the shared library
+(``<repo>/target/release/libtoolpool.so``) and the extension ``toolpool._native``
+(``<repo>/target/release/lib_native.so``, from ``native/``, copied as
+``_native.abi3.so``). Each is copied when it is already built; otherwise cargo builds it
+first (``cargo build --release --lib`` in the repository root, ``cargo build --release``
+of ``native/`` into the same target directory). ``TOOLPOOL_CARGO_BUILD=1`` forces both
+builds; ``$CARGO`` names cargo. The extension uses CPython's stable ABI (abi3) from 3.10 on,
+so the wheel is tagged ``cp310-abi3-<platform>``, and building it needs no Python headers.
 """
 
 import os
@@ -29,17 +32,14 @@ def _target_dir() -> Path:
     return Path(t) if t else REPO / "target"
 
 
-def _library() -> Path:
-    """The built shared library, building it with cargo when needed."""
+def _built(name: str, what: str, cargo_args: list) -> Path:
+    """``target/release/<name>``, built with ``cargo <cargo_args>`` when needed."""
     if not (REPO / "Cargo.toml").is_file():
-        packaged = HERE / "toolpool" / LIB_NAME
-        if packaged.is_file():
-            return packaged
         raise SystemExit(
-            f"toolpool: {REPO} is not the toolpool repository (no Cargo.toml) and "
-            f"{packaged} does not exist: build from a checkout (pip install ./bindings/python)"
+            f"toolpool: {REPO} is not the toolpool repository (no Cargo.toml): "
+            "build from a checkout (pip install ./bindings/python)"
         )
-    built = _target_dir() / "release" / LIB_NAME
+    built = _target_dir() / "release" / name
     if not built.is_file() or os.environ.get("TOOLPOOL_CARGO_BUILD") == "1":
         cargo = os.environ.get("CARGO", "cargo")
         if shutil.which(cargo) is None:
@@ -47,22 +47,34 @@ def _library() -> Path:
                 f"toolpool: {built} is not built and cargo ({cargo!r}) is not on PATH; "
                 "install Rust (https://rustup.rs) or run `make build` first"
             )
-        print(f"toolpool: running {cargo} build --release --lib in {REPO}", file=sys.stderr)
-        subprocess.run([cargo, "build", "--release", "--lib"], cwd=REPO, check=True)
+        print(f"toolpool: building {what} with {cargo} {' '.join(cargo_args)}", file=sys.stderr)
+        subprocess.run([cargo, *cargo_args], cwd=REPO, check=True)
     if not built.is_file():
         raise SystemExit(f"toolpool: cargo finished but {built} does not exist")
     return built
 
 
+def _natives() -> list:
+    """(built file, name inside the package) of the library and the extension."""
+    lib = _built(LIB_NAME, "the library", ["build", "--release", "--lib"])
+    ext = _built(
+        "lib_native.so",
+        "the extension",
+        ["build", "--release", "--manifest-path", str(HERE / "native" / "Cargo.toml"),
+         "--target-dir", str(_target_dir())],
+    )
+    return [(lib, LIB_NAME), (ext, "_native.abi3.so")]
+
+
 class build_py_with_lib(build_py):
-    """build_py, plus the shared library copied into the package."""
+    """build_py, plus the shared library and the extension copied into the package."""
 
     def run(self) -> None:
         super().run()
-        lib = _library()
-        dest = Path(self.build_lib) / "toolpool" / LIB_NAME
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        self.copy_file(str(lib), str(dest))
+        for built, name in _natives():
+            dest = Path(self.build_lib) / "toolpool" / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.copy_file(str(built), str(dest))
 
 
 cmdclass = {"build_py": build_py_with_lib}
@@ -78,7 +90,7 @@ except ImportError:
 if _bdist_wheel is not None:
 
     class bdist_wheel_platform(_bdist_wheel):
-        """A platform wheel (it holds a native library) usable by any Python 3."""
+        """A platform wheel (native code) for CPython 3.10 and later (the stable ABI)."""
 
         def finalize_options(self) -> None:
             super().finalize_options()
@@ -86,7 +98,7 @@ if _bdist_wheel is not None:
 
         def get_tag(self):  # type: ignore[no-untyped-def]
             _, _, plat = super().get_tag()
-            return "py3", "none", plat
+            return "cp310", "abi3", plat
 
     cmdclass["bdist_wheel"] = bdist_wheel_platform
 

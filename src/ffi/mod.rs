@@ -10,7 +10,7 @@
 //! pool per tool of a registry, lending pool handles), [`lease`],
 //! [`limiter`], [`strings`] (errors, strings, version), [`cancel`] (cancel tokens and the
 //! cancellable forms of the blocking calls), [`observe`] (the log callback, the metrics
-//! of every pool).
+//! of every pool), [`completions`] (the completion queue).
 //!
 //! Global contract (also in docs/errors.md, "C API conventions"):
 //! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
@@ -76,6 +76,7 @@ macro_rules! opt_out {
 }
 
 pub mod cancel;
+pub mod completions;
 /// The `Wait` of a cancellable call: `timeout_ms`, and the token `$c` unless it is NULL.
 macro_rules! try_wait {
     ($ms:ident, $c:ident) => {{

@@ -288,7 +288,11 @@ mod tests {
         let want = bit(libc::SIGINT) | bit(libc::SIGTERM) | bit(libc::SIGPIPE);
         assert!(!masks.is_empty(), "no helper thread while with_helper runs");
         for mask in masks {
-            assert_eq!(mask & want, want, "the helper lets signals in: SigBlk {mask:x}");
+            assert_eq!(
+                mask & want,
+                want,
+                "the helper lets signals in: SigBlk {mask:x}"
+            );
         }
     }
 }

@@ -111,6 +111,7 @@ void test_cancel_request_from_another_thread(void);
 void test_cancel_before_and_null(void);
 void test_cancel_many_waiters(void);
 void test_cancel_jsonrpc(void);
+void test_completions(void);
 void test_log_callback(void);
 void test_metrics_prometheus(void);
 void test_tools_pty_and_end_command(void);

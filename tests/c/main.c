@@ -99,6 +99,7 @@ static const struct test TESTS[] = {
     {"cancel_before_and_null", test_cancel_before_and_null},
     {"cancel_many_waiters", test_cancel_many_waiters},
     {"cancel_jsonrpc", test_cancel_jsonrpc},
+    {"completions", test_completions},
     {"protocols_lsp_and_notify", test_protocols_lsp_and_notify},
     {"protocols_handshake_errors", test_protocols_handshake_errors},
     {"elastic_sequential", test_elastic_sequential},

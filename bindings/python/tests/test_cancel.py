@@ -191,10 +191,12 @@ def test_aio_task_cancellation_cancels_the_c_call(testtool):
             assert await pool.request("aio-nonce-2") == "aio-nonce-2"
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(pool.map(["delay:3000:a", "delay:3000:b"]), 0.2)
-            # Many waiting tasks cancelled at once leave the counters at zero.
+            # Many waiting tasks cancelled at once leave the counters at zero. The pool's
+            # completion queue runs two requests per instance (one served, one waiting in
+            # admission); the other eight wait in the queue.
             tasks = [asyncio.create_task(pool.request("delay:3000:late", timeout=30)) for _ in range(10)]
             end = time.monotonic() + 10
-            while (await pool.status())["waiting"] < 9 and time.monotonic() < end:
+            while (await pool.status())["waiting"] < 1 and time.monotonic() < end:
                 await asyncio.sleep(0.01)
             t0 = time.monotonic()
             for t in tasks:
@@ -217,3 +219,173 @@ def test_readme_aio_example_runs():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "42" and lines[2] == "['2', '4']" and lines[3] == "10", out.stdout
+
+
+STORM = r"""
+import os, select, signal, sys, threading
+# One CPU: the watcher thread then runs only when the main thread lets it, the case where a
+# SIGINT from before a call could still be unread when the call starts.
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.path.insert(0, sys.argv[1])
+import toolpool
+pool = toolpool.Pool({"command": [sys.argv[2]], "count": 1})
+ok = interrupted = i = 0
+announced = False
+
+
+def run():
+    # Until the parent, done signalling, writes a line on stdin. The parent signals only
+    # once it has read "ready": from then on every line of the child is inside a try.
+    global ok, interrupted, i, announced
+    if not announced:
+        announced = True
+        print("ready", flush=True)
+    while True:
+        i += 1
+        if i % 100 == 0 and select.select([sys.stdin], [], [], 0)[0]:
+            return
+        try:
+            reply = pool.request(f"n{i}", timeout=10)
+            assert reply == f"n{i}", (reply, i)
+            ok += 1
+        except KeyboardInterrupt:
+            interrupted += 1
+        except toolpool.Cancelled as e:  # the bug this test is about
+            print("cancelled", e, flush=True)
+            sys.exit(3)
+
+
+while True:
+    try:
+        run()
+        break
+    except KeyboardInterrupt:  # landed between calls, in Python code
+        interrupted += 1
+pool.close()
+tasks = [t for t in os.listdir("/proc/self/task")]
+names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks)
+print("done", ok, interrupted, threading.active_count(), names, flush=True)
+"""
+
+
+def test_sigints_between_and_during_calls_never_cancel_the_next_call(testtool):
+    """SIGINTs every 2 ms during back-to-back main-thread requests, on one CPU: one that
+    lands while the main thread runs Python code raises KeyboardInterrupt there and must
+    not stop a later call (a call is armed only after the bytes already in the wakeup pipe
+    are read); one that lands during a call stops it with KeyboardInterrupt. Never a
+    Cancelled, every reply the caller's own, and no thread made per call: the only extra
+    thread is the watcher."""
+    py_dir = str(Path(toolpool.__file__).resolve().parent.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", STORM, py_dir, testtool],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        for _ in range(150):
+            child.send_signal(signal.SIGINT)
+            time.sleep(0.002)
+        time.sleep(0.1)
+        child.stdin.write("stop\n")
+        child.stdin.flush()
+        out = child.stdout.read()
+        assert child.wait(30) == 0, out
+        words = out.split(maxsplit=4)
+        assert words[0] == "done", out
+        ok, interrupted, python_threads = int(words[1]), int(words[2]), int(words[3])
+        assert ok > 0 and interrupted >= 1, out
+        assert python_threads == 1, out
+        assert "toolpool-sigint" in words[4], out
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+OWN_HANDLER = r"""
+import signal, sys
+seen = []
+signal.signal(signal.SIGINT, lambda *a: seen.append(1))
+sys.path.insert(0, sys.argv[1])
+import toolpool
+pool = toolpool.Pool({"command": [sys.argv[2]], "count": 1})
+print("calling", flush=True)
+try:
+    pool.request("delay:4000:late", timeout=10)
+    print("returned", flush=True)
+except toolpool.Cancelled:
+    print("cancelled", len(seen), flush=True)
+print("next", pool.request("nonce-own", timeout=10), flush=True)
+"""
+
+
+def test_ctrl_c_with_a_handler_that_returns_leaves_the_call_cancelled(testtool):
+    py_dir = str(Path(toolpool.__file__).resolve().parent.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", OWN_HANDLER, py_dir, testtool], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "calling"
+        time.sleep(0.3)
+        child.send_signal(signal.SIGINT)
+        assert child.stdout.readline().split() == ["cancelled", "1"]
+        assert child.stdout.readline().split() == ["next", "nonce-own"]
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_aio_gather_many_requests_each_gets_its_own_reply(testtool):
+    async def main():
+        async with aio.Pool({"command": [testtool], "count": 3}) as pool:
+            replies = await asyncio.gather(*(pool.request(f"g{k}") for k in range(3000)))
+            assert replies == [f"g{k}" for k in range(3000)]
+            sticky = await asyncio.gather(*(pool.request_sticky(f"key{k % 5}", f"s{k}") for k in range(50)))
+            assert [r.text for r in sticky] == [f"s{k}" for k in range(50)]
+            by_key = {}
+            for k, r in enumerate(sticky):
+                assert by_key.setdefault(k % 5, r.instance) == r.instance
+            # A bad payload is refused at submission, not lost in the queue.
+            with pytest.raises(toolpool.InvalidArgument):
+                await pool.request("nul\0byte")
+            assert await pool.request("after") == "after"
+
+    asyncio.run(main())
+
+
+def test_aio_pool_dropped_without_aclose_frees_its_queue_before_its_pool(testtool):
+    """An aio.Pool that is never closed, with requests in flight, is collected without a
+    crash: the queue (which the requests borrow the pool through) goes first."""
+    code = f"""
+import asyncio, gc, sys
+sys.path.insert(0, {str(Path(toolpool.__file__).resolve().parent.parent)!r})
+from toolpool import aio
+
+async def main():
+    pool = await aio.Pool({{"command": [{testtool!r}], "count": 1}}).start()
+    tasks = [asyncio.create_task(pool.request("delay:2000:late")) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks2 = [asyncio.create_task(pool.request("delay:2000:late")) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    del pool
+
+loop = asyncio.new_event_loop()
+loop.run_until_complete(main())
+for t in asyncio.all_tasks(loop):
+    t.cancel()
+loop.close()
+gc.collect()
+print("ok", flush=True)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stdout, out.stderr)

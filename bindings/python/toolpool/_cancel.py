@@ -1,33 +1,31 @@
-"""Cancel tokens (``ToolpoolCancel``) and running a blocking C call so that Ctrl-C stops it.
+"""Cancel tokens (``ToolpoolCancel``) and making Ctrl-C stop a blocking C call.
 
-A ctypes call holds up ``KeyboardInterrupt`` until it returns (Python runs signal handlers
-between bytecodes, on the main thread). So a blocking call made on the main thread runs on
-a helper thread instead, with a cancel token, while the main thread waits on an
-``Event`` in short slices; on ``KeyboardInterrupt`` (or any exception a signal handler
-raises) it triggers the token, waits the few milliseconds the C call takes to return, and
-re-raises. The pool is then as after a timeout: the abandoned request's reply never
-reaches another caller. Calls made on other threads run where they are (signals do not
-reach them) with the caller's token, if any.
+A C call holds up ``KeyboardInterrupt`` until it returns: Python runs signal handlers
+between bytecodes, on the main thread. But CPython's own C-level handler also writes the
+signal's number, at once, to the descriptor given to :func:`signal.set_wakeup_fd`. So a
+blocking call on the main thread runs right there, armed by the native extension with a
+cancel token (``native/src/sigint.rs``): the wakeup descriptor is a pipe that a watcher
+thread reads, and a SIGINT that comes in during the call triggers the token. The C call
+returns within milliseconds, the SIGINT handler runs, and its ``KeyboardInterrupt``
+propagates. The pool is then as after a timeout: the abandoned request's reply never
+reaches another caller. No thread hop per call, no lock.
+
+Calls on other threads run with the caller's token, if any (signals do not reach them).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
+import os
+import signal
 from ctypes import byref, c_uint32, c_void_p
-from typing import Any, Callable, Optional, Tuple, TypeVar
+from typing import Callable, Optional, TypeVar
 
-from ._errors import call
-from ._ffi import lib
+from ._errors import ToolpoolError, call
+from ._ffi import lib, native
 
-__all__ = ["CancelToken", "run_blocking", "WAIT_SLICE"]
+__all__ = ["CancelToken", "run_blocking"]
 
 T = TypeVar("T")
-
-#: How long the main thread waits at a time for a blocking call that runs on the helper
-#: thread (seconds): a bound on how late ``KeyboardInterrupt`` is seen should the wait
-#: itself not be interrupted by the signal.
-WAIT_SLICE: float = 0.05
 
 
 class CancelToken:
@@ -78,65 +76,40 @@ class CancelToken:
                 pass
 
 
-# One daemon helper thread runs the main thread's blocking calls, one at a time (the
-# main thread waits for each one, so it is free again when the next call comes).
-_jobs: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
-_helper: Optional[threading.Thread] = None
-_helper_lock = threading.Lock()
+def _after_fork_in_child() -> None:
+    # The watcher thread does not exist in a forked child: start over there, and give the
+    # wakeup descriptor back to whoever had it before (our pipe is closed).
+    forward = native.after_fork_in_child()
+    if forward is None:
+        return  # ours was never set
+    try:
+        signal.set_wakeup_fd(forward)
+    except (ValueError, OSError):
+        pass
 
 
-def _serve() -> None:
-    while True:
-        _jobs.get()()
-
-
-def _submit(job: Callable[[], None]) -> None:
-    global _helper
-    with _helper_lock:
-        if _helper is None or not _helper.is_alive():
-            _helper = threading.Thread(target=_serve, name="toolpool-call", daemon=True)
-            _helper.start()
-    _jobs.put(job)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def run_blocking(fn: Callable[[Optional[int]], T], cancel: Optional[CancelToken]) -> T:
     """Run ``fn(token_ptr)``, which makes one blocking C call with that token (``None``:
     NULL), so that Ctrl-C on the main thread stops it with ``KeyboardInterrupt``.
 
-    On the main thread the call runs on the helper thread with ``cancel`` (or a token of
-    its own); ``KeyboardInterrupt`` triggers that token (so a token passed by the caller
-    is triggered too), waits for the call to return, and is re-raised. Elsewhere ``fn``
-    runs on the calling thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return fn(cancel.ptr if cancel is not None else None)
-    token = cancel if cancel is not None else CancelToken()
-    done = threading.Event()
-    box: list[Tuple[bool, Any]] = []
-
-    def job() -> None:
-        try:
-            box.append((True, fn(token.ptr)))
-        except BaseException as e:  # handed to the caller below
-            box.append((False, e))
-        finally:
-            done.set()
-
-    _submit(job)
+    On the main thread the call gets ``cancel`` (or the main thread's own token), which a
+    SIGINT during the call triggers (so a token passed by the caller is triggered too);
+    the SIGINT handler runs as the call returns. Elsewhere ``fn`` gets ``cancel``."""
+    token, armed = native.arm(cancel.ptr or 0 if cancel is not None else 0)
+    if not armed:
+        return fn(token or None)
     try:
-        while not done.wait(WAIT_SLICE):
-            pass
-    except BaseException:
-        # KeyboardInterrupt (or whatever a signal handler raised): stop the C call and
-        # wait for it, so nothing of it outlives this call.
-        token.cancel()
-        while not done.is_set():
-            try:
-                done.wait(WAIT_SLICE)
-            except BaseException:  # a second Ctrl-C: keep waiting, it takes milliseconds
-                pass
+        result = fn(token)
+    except ToolpoolError as e:
+        interrupt = native.disarm(e.code)
+        if interrupt is not None:
+            raise interrupt from None
         raise
-    ok, value = box[0]
-    if not ok:
-        raise value
-    result: T = value
+    except BaseException:
+        native.disarm(0)
+        raise
+    native.disarm(0)
     return result

@@ -5,9 +5,10 @@ that every error constant of the header has its class here."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Dict, Optional, Type
 
-from ._ffi import lib
+from ._ffi import LIB_PATH, lib, native
 from ._generated import (
     TOOLPOOL_CANCELLED,
     TOOLPOOL_CONFIG,
@@ -235,3 +236,7 @@ def call(fn: Callable[..., int], *args: Any) -> None:
     rc = fn(*args)
     if rc != 0:
         raise _last_error(rc)
+
+
+# The native extension raises the same classes.
+native.bind(str(LIB_PATH), error_for_code, threading.main_thread().ident)

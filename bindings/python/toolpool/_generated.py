@@ -4,7 +4,7 @@
 The ToolpoolStatus constants, the structs and the ctypes signature of every C function.
 """
 
-from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int32, c_size_t, c_uint32, c_void_p
+from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int32, c_size_t, c_uint32, c_uint64, c_void_p
 from typing import Any, Dict, Sequence, Tuple
 
 # enum ToolpoolStatus
@@ -52,6 +52,19 @@ STATUS: Dict[str, int] = {
 }
 
 
+class ToolpoolCompletion(Structure):
+    """``struct ToolpoolCompletion``."""
+
+    _fields_ = [
+        ("tag", c_uint64),
+        ("status", c_int32),
+        ("instance", c_uint32),
+        ("moved", c_bool),
+        ("served_by", c_char_p),
+        ("text", c_void_p),
+    ]
+
+
 class ToolpoolHealth(Structure):
     """``struct ToolpoolHealth``."""
 
@@ -72,6 +85,14 @@ FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
     ("toolpool_cancel_trigger", c_int32, (c_void_p,)),
     ("toolpool_cancel_is_triggered", c_int32, (c_void_p, POINTER(c_uint32))),
     ("toolpool_cancel_free", None, (c_void_p,)),
+    ("toolpool_completions_new", c_int32, (c_uint32, POINTER(c_void_p))),
+    ("toolpool_completions_fd", c_int32, (c_void_p, POINTER(c_int32))),
+    ("toolpool_completions_request", c_int32, (c_void_p, c_void_p, c_char_p, c_uint32, c_uint64)),
+    ("toolpool_completions_request_sticky", c_int32, (c_void_p, c_void_p, c_char_p, c_char_p, c_uint32, c_uint64)),
+    ("toolpool_completions_cancel", c_int32, (c_void_p, c_uint64, POINTER(c_uint32))),
+    ("toolpool_completions_take", c_int32, (c_void_p, POINTER(ToolpoolCompletion), c_size_t, POINTER(c_size_t))),
+    ("toolpool_completions_wait", c_int32, (c_void_p, c_uint32, POINTER(c_uint32))),
+    ("toolpool_completions_free", None, (c_void_p,)),
     ("toolpool_lease_index", c_int32, (c_void_p, POINTER(c_uint32))),
     ("toolpool_lease_send", c_int32, (c_void_p, c_char_p)),
     ("toolpool_lease_notify", c_int32, (c_void_p, c_char_p)),

@@ -1,8 +1,8 @@
 """toolpool's log records into the standard :mod:`logging` module, and the Prometheus
 exposition of every live pool.
 
-On import the package registers a C log callback (``toolpool_set_log_callback``) that
-turns each record of libtoolpool into a record of the logger named ``"toolpool"``
+On import the package registers a C log callback (``toolpool_set_log_callback``, in the
+native extension: ``native/src/log.rs``) that turns each record of libtoolpool into a record of the logger named ``"toolpool"``
 (:data:`LOGGER`) at the matching level: 1 error -> ``ERROR``, 2 warn -> ``WARNING``,
 3 info -> ``INFO``, 4 debug -> ``DEBUG``, 5 trace -> :data:`TRACE` (5). The message is
 the event name followed by ``key=value`` fields (docs/observability.md, "Logs"); the record's
@@ -22,11 +22,9 @@ from __future__ import annotations
 import atexit
 import logging
 from ctypes import byref, c_void_p
-from typing import Optional
 
 from ._errors import call
-from ._ffi import lib
-from ._generated import ToolpoolLogCallback
+from ._ffi import lib, native
 from ._pool import _take
 
 #: The logger that receives toolpool's records (with a NullHandler, as a library's logger
@@ -41,30 +39,28 @@ logging.addLevelName(TRACE, "TRACE")
 _LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG, 5: TRACE}
 
 
-def _on_record(_userdata: Optional[int], level: int, target: Optional[bytes], message: Optional[bytes]) -> None:
+def _on_record(level: int, target: bytes, message: bytes) -> None:
     # Never raise into C: a failing handler loses this record only.
     try:
         lvl = _LEVELS.get(level, TRACE)
         if not LOGGER.isEnabledFor(lvl):
             return
-        text = (message or b"").decode("utf-8", "replace")
-        tgt = (target or b"").decode("utf-8", "replace")
+        text = message.decode("utf-8", "replace")
+        tgt = target.decode("utf-8", "replace")
         LOGGER.log(lvl, "%s", text, extra={"toolpool_target": tgt})
     except Exception:  # pragma: no cover - a broken handler
         pass
 
 
-# Kept for the life of the process: C holds this pointer.
-_CALLBACK = ToolpoolLogCallback(_on_record)
 #: True when the callback is registered (False if a Rust logger was there first).
-forwarding = lib.toolpool_set_log_callback(5, _CALLBACK, None) == 0
+forwarding: bool = native.set_log_sink(_on_record, 5)
 
 
 @atexit.register
 def _remove_callback() -> None:
     global forwarding
     if forwarding:
-        lib.toolpool_set_log_callback(0, ToolpoolLogCallback(), None)
+        native.clear_log_sink()
         forwarding = False
 
 

@@ -11,8 +11,8 @@ from ctypes import byref, c_uint32, c_void_p
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ._cancel import CancelToken, run_blocking
-from ._errors import InvalidArgument, IndexOutOfRange, ToolpoolError, call, error_for_code
-from ._ffi import lib
+from ._errors import InvalidArgument, IndexOutOfRange, ShutDown, ToolpoolError, call, error_for_code
+from ._ffi import lib, native
 from ._managed import Managed
 
 __all__ = [
@@ -89,6 +89,9 @@ def _ms(timeout: Optional[float], what: str = "timeout") -> int:
         raise InvalidArgument(f"{what} must be >= 0 seconds, not {timeout!r}")
     ms = math.ceil(timeout * 1000)
     return min(ms, _U32_MAX)
+
+
+_DEFAULT_MS = _ms(DEFAULT_TIMEOUT)
 
 
 def _index(i: int) -> int:
@@ -383,15 +386,19 @@ class Pool(Managed):
         spec's ``retry`` for this request (``{"max": 0}``: none)."""
         if retry is not None:
             return self.request_reply(payload, timeout, cancel=cancel, retry=retry).text
-        data, ms = _payload(payload), _ms(timeout)
-
-        def run(c: Optional[int]) -> str:
-            out = c_void_p()
-            with self._borrow() as p:
-                call(lib.toolpool_pool_request_cancellable, p, data, ms, c, byref(out))
-            return _take(out)
-
-        return run_blocking(run, cancel)
+        if type(payload) is not str:
+            payload = _payload(payload)
+        ms = _DEFAULT_MS if timeout is DEFAULT_TIMEOUT else _ms(timeout)
+        calls = self._calls
+        calls.append(None)
+        try:
+            ptr = self._ptr
+            if ptr is None:
+                raise ShutDown("pool is closed")
+            text: str = native.request(ptr, payload, ms, cancel.ptr or 0 if cancel is not None else 0)
+            return text
+        finally:
+            calls.pop()
 
     def request_reply(
         self,

@@ -1,6 +1,5 @@
-"""asyncio face of toolpool: every call runs on a thread of the pool's own executor, so the
-event loop never blocks, and cancelling the awaiting task (``task.cancel()``,
-``asyncio.timeout``, ``asyncio.wait_for``) cancels the C call through a cancel token::
+"""asyncio face of toolpool: the event loop never blocks, and cancelling the awaiting task
+(``task.cancel()``, ``asyncio.timeout``, ``asyncio.wait_for``) cancels the C call::
 
     from toolpool import aio
 
@@ -9,6 +8,13 @@ event loop never blocks, and cancelling the awaiting task (``task.cancel()``,
         async with pool.lease() as lease:
             await lease.send("x = 5")
             print(await lease.request("x * 2"))          # "10"
+
+``request`` and ``request_sticky`` go through the pool's completion queue
+(``ToolpoolCompletions``): a submission returns at once, the queue's own threads run the
+requests, and the loop watches the queue's descriptor (``add_reader``), so a burst of
+replies costs one wake-up of the loop and no Python thread. The other calls (``map``,
+``lease``, ``read_line``, ``read_any``, ``send``, ``health``, ...) run on the pool's own
+executor threads.
 
 A cancelled call ends like a timed-out one: the task gets ``asyncio.CancelledError`` (or
 ``TimeoutError`` from ``asyncio.timeout``) within milliseconds, the abandoned request's
@@ -22,9 +28,13 @@ import concurrent.futures
 from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar, Union
 
+from ctypes import byref, c_int32, c_void_p
+
 from ._cancel import CancelToken
-from ._errors import ShutDown, ToolpoolError
-from ._pool import DEFAULT_TIMEOUT, Payload, Reply, Spec
+from ._errors import ShutDown, ToolpoolError, call, error_for_code
+from ._ffi import lib, native
+from ._generated import TOOLPOOL_SHUT_DOWN
+from ._pool import _DEFAULT_MS, DEFAULT_TIMEOUT, Payload, Reply, Spec, _ms, _payload
 from ._pool import Lease as _Lease
 from ._pool import Pool as _Pool
 
@@ -32,9 +42,134 @@ __all__ = ["Pool", "Lease", "MAX_THREADS"]
 
 T = TypeVar("T")
 
-#: Threads of one ``aio.Pool``'s executor: the most blocking calls it runs at once (more
-#: wait in the executor's queue, still cancellable). Pass ``max_threads=`` to change it.
+#: Threads of one ``aio.Pool``'s completion queue and of its executor: the most requests
+#: (and other blocking calls) it runs at once; more wait in the queue, still cancellable.
+#: Pass ``max_threads=`` to change it.
 MAX_THREADS: int = 64
+
+#: How long a lone request waits for its reply before yielding to the loop (microseconds;
+#: spinning where a CPU is to spare, else asleep in ``poll``): the stdout reader's spin
+#: budget. At most this long the loop is held per lone request, and only while such waits
+#: keep finding the reply.
+LONE_WAIT_US: int = 50
+
+#: What a completion gives: (status, reply text or error message, instance, moved,
+#: served_by).
+_Done = Tuple[int, str, Optional[int], bool, Optional[str]]
+
+
+class _Completions:
+    """A ``ToolpoolCompletions`` queue watched by the running loop: each submitted request
+    gets a tag and a future, resolved when the loop sees the queue's descriptor readable."""
+
+    def __init__(self, max_threads: int, pool: _Pool) -> None:
+        # The queue's requests borrow the pool: it must outlive the queue, even when both
+        # are garbage at once (an aio.Pool never closed).
+        self.pool = pool
+        out = c_void_p()
+        call(lib.toolpool_completions_new, max_threads, byref(out))
+        assert out.value is not None
+        self.ptr: Optional[int] = out.value
+        fd = c_int32()
+        call(lib.toolpool_completions_fd, self.ptr, byref(fd))
+        self.fd = fd.value
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.fd, self._drain)
+        self.futures: Dict[int, "asyncio.Future[_Done]"] = {}
+        self.next_tag = 0
+        # The short wait of a lone request (see `run`): waits to skip after a miss, and
+        # the skip after the last miss (doubled each miss, up to 1,024; 0 after a hit).
+        self.skip = 0
+        self.backoff = 0
+
+    def _drain(self) -> None:
+        assert self.ptr is not None
+        futures = self.futures
+        for tag, status, text, instance, moved, served_by in native.completions_take(self.ptr):
+            fut = futures.pop(tag, None)
+            if fut is not None and not fut.done():
+                fut.set_result((status, text, instance, moved, served_by))
+
+    async def run(
+        self, pool: _Pool, key: Optional[Union[str, bytes]], payload: Payload, timeout: Optional[float]
+    ) -> _Done:
+        """Submit one request on ``pool`` and wait for its completion. Cancelling the task
+        cancels the request and waits for it to end (milliseconds)."""
+        if self.ptr is None:
+            raise ShutDown("the aio pool is closed")
+        if type(payload) is not str:
+            payload = _payload(payload)
+        ms = _DEFAULT_MS if timeout is DEFAULT_TIMEOUT else _ms(timeout)
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        # The pool outlives the queue's requests: aclose() frees the queue first.
+        p = pool._ptr
+        if p is None:
+            raise ShutDown("pool is closed")
+        native.completions_request(self.ptr, p, key, payload, ms, tag)
+        fut: "asyncio.Future[_Done]" = self.loop.create_future()
+        alone = not self.futures
+        self.futures[tag] = fut
+        if alone:
+            # A lone request (one at a time, the common case of a handler): wait up to
+            # LONE_WAIT_US for its reply before yielding to the loop, so a reply that comes
+            # within microseconds costs no loop wake-up. Kept only while it pays off: after
+            # a miss it is skipped for a doubling number of lone requests.
+            if self.skip:
+                self.skip -= 1
+            elif native.completions_wait(self.ptr, LONE_WAIT_US):
+                self.backoff = 0
+                self._drain()
+            else:
+                self.backoff = min(max(1, self.backoff * 2), 1024)
+                self.skip = self.backoff
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if tag in self.futures:
+                # Still running: stop it and wait for its completion, so nothing of it
+                # outlives the task (its result, Cancelled, is dropped).
+                done: "asyncio.Future[_Done]" = self.loop.create_future()
+                self.futures[tag] = done
+                lib.toolpool_completions_cancel(self.ptr, tag, None)
+                while not done.done():
+                    try:
+                        await asyncio.shield(done)
+                    except asyncio.CancelledError:  # cancelled again: keep waiting, briefly
+                        pass
+            raise
+
+    def close(self) -> None:
+        """Stop watching, cancel what is pending, free the queue (its threads end);
+        the futures still waiting get ``ShutDown``."""
+        ptr, self.ptr = self.ptr, None
+        if ptr is None:
+            return
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self.fd)
+        lib.toolpool_completions_free(ptr)
+        futures, self.futures = self.futures, {}
+        for fut in futures.values():
+            if not fut.done():
+                fut.set_result((TOOLPOOL_SHUT_DOWN, "the aio pool is closed", None, False, None))
+
+
+    def __del__(self) -> None:
+        # An aio.Pool dropped without aclose(): free the queue (cancelling its requests)
+        # before the pool it borrows can go.
+        ptr, self.ptr = getattr(self, "ptr", None), None
+        if ptr is not None:
+            try:
+                lib.toolpool_completions_free(ptr)
+            except Exception:  # interpreter shutdown: the module may be half torn down
+                pass
+
+
+def _result(done: _Done) -> str:
+    status, text = done[0], done[1]
+    if status != 0:
+        raise error_for_code(status, text)
+    return text
 
 
 async def _run(executor: concurrent.futures.Executor, fn: Callable[[CancelToken], T]) -> T:
@@ -127,8 +262,10 @@ class Pool:
         max_threads: int = MAX_THREADS,
     ) -> None:
         self._args: Tuple[Spec, Optional[int], Optional[str]] = (spec_or_tool, count, registry)
+        self._max_threads = max_threads
         self._executor = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="toolpool-aio")
         self._pool: Optional[_Pool] = None
+        self._queue: Optional[_Completions] = None
 
     def _live(self) -> _Pool:
         if self._pool is None:
@@ -141,20 +278,22 @@ class Pool:
             spec, count, registry = self._args
             loop = asyncio.get_running_loop()
             self._pool = await loop.run_in_executor(self._executor, lambda: _Pool(spec, count, registry=registry))
+            self._queue = _Completions(self._max_threads, self._pool)
         return self
 
     async def aclose(self, grace: Optional[float] = None) -> None:
         """Shut the pool down (in a thread) and free it. Idempotent. ``grace`` as in
         :meth:`toolpool.Pool.shutdown` (``None``: the spec's ``shutdown.grace_ms``)."""
         pool, self._pool = self._pool, None
+        queue, self._queue = self._queue, None
         loop = asyncio.get_running_loop()
         if pool is not None:
-
-            def stop(p: _Pool) -> None:
-                p.shutdown(grace)
-                p.close()
-
-            await loop.run_in_executor(self._executor, stop, pool)
+            # The shutdown ends the queue's requests at once; the queue is freed (its
+            # threads joined) before the pool they borrow.
+            await loop.run_in_executor(self._executor, pool.shutdown, grace)
+            if queue is not None:
+                queue.close()
+            await loop.run_in_executor(self._executor, pool.close)
         await loop.run_in_executor(None, lambda: self._executor.shutdown(wait=True))
 
     async def __aenter__(self) -> "Pool":
@@ -174,16 +313,20 @@ class Pool:
         return self._live()
 
     async def request(self, payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT) -> str:
-        """:meth:`toolpool.Pool.request`, awaited; cancelling the task cancels it."""
-        p = self._live()
-        return await _run(self._executor, lambda t: p.request(payload, timeout, cancel=t))
+        """:meth:`toolpool.Pool.request`, awaited (through the completion queue, no
+        thread of Python's); cancelling the task cancels it."""
+        p, q = self._live(), self._queue
+        assert q is not None
+        return _result(await q.run(p, None, payload, timeout))
 
     async def request_sticky(
         self, key: Union[str, bytes], payload: Payload, timeout: Optional[float] = DEFAULT_TIMEOUT
     ) -> Reply:
-        """:meth:`toolpool.Pool.request_sticky`, awaited."""
-        p = self._live()
-        return await _run(self._executor, lambda t: p.request_sticky(key, payload, timeout, cancel=t))
+        """:meth:`toolpool.Pool.request_sticky`, awaited (as :meth:`request`)."""
+        p, q = self._live(), self._queue
+        assert q is not None
+        done = await q.run(p, key, payload, timeout)
+        return Reply(_result(done), done[2], done[3], done[4] or "pool")
 
     async def map(
         self, payloads: Iterable[Payload], timeout: Optional[float] = DEFAULT_TIMEOUT
