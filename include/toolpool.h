@@ -106,6 +106,11 @@ enum ToolpoolStatus
    */
   TOOLPOOL_CANCELLED = 17,
   /**
+   * The `toolpool serve` service could not be used (not running, refused this client,
+   * or went away during the call).
+   */
+  TOOLPOOL_SERVICE = 18,
+  /**
    * A panic inside toolpool was caught at the boundary. A bug: please report it.
    */
   TOOLPOOL_PANIC = 99,
@@ -128,6 +133,13 @@ typedef struct Cause Cause;
  * `toolpool_cancel_trigger` may be called from any thread, also while calls wait on it.
  */
 typedef struct ToolpoolCancel ToolpoolCancel;
+
+/**
+ * An opaque client handle, from `toolpool_client_connect`, freed with
+ * `toolpool_client_free`. Every call but `toolpool_client_free` may be made from many
+ * threads at once on the same handle; pools from it may outlive it.
+ */
+typedef struct ToolpoolClient ToolpoolClient;
 
 /**
  * An opaque completion queue, from `toolpool_completions_new`, freed with
@@ -281,6 +293,73 @@ int32_t toolpool_cancel_is_triggered(const struct ToolpoolCancel *c, uint32_t *o
  * using it in progress.
  */
 void toolpool_cancel_free(struct ToolpoolCancel *c);
+
+/**
+ * Connect to the service listening on the Unix socket at `path` (one connection and the
+ * hello exchange happen now). While this client lives, the process-wide limit calls
+ * (`toolpool_limit_set`, `toolpool_limit_status_json`, `toolpool_kill_all`) go to its
+ * service.
+ *
+ * Errors: `TOOLPOOL_SERVICE` when nothing listens there, the peer is not a toolpool
+ * service or speaks another protocol version, or it refuses this user (the message
+ * says who may connect).
+ * NULL handling: `path` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `path` is borrowed for the call. On success `*out` receives a new handle
+ * that the caller owns and frees with `toolpool_client_free`.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `path` must be NULL or NUL-terminated; `out` NULL or writable.
+ */
+int32_t toolpool_client_connect(const char *path, struct ToolpoolClient **out);
+
+/**
+ * The service's pool of tool `tool_id`, as a `ToolpoolPool` every `toolpool_pool_*`
+ * function takes. `toolpool_pool_shutdown` and `toolpool_pool_free` on it end this handle
+ * only; the service's pool runs on for its other clients.
+ *
+ * Errors: `TOOLPOOL_NOT_FOUND` for a tool the service does not serve (the message lists
+ * the ones it does); `TOOLPOOL_SERVICE` when the service cannot be reached.
+ * NULL handling: `c`, `tool_id` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `tool_id` is borrowed. On success `*out` receives a new pool handle that the
+ * caller owns and frees with `toolpool_pool_free` (before or after the client).
+ * Thread safety: safe from many threads at once on the same client.
+ *
+ * # Safety
+ * `c` must be NULL or a live client; `tool_id` NULL or NUL-terminated; `out` NULL or
+ * writable.
+ */
+int32_t toolpool_client_pool(struct ToolpoolClient *c,
+                             const char *tool_id,
+                             struct ToolpoolPool **out);
+
+/**
+ * The tool ids the service serves, as a JSON array of strings.
+ *
+ * Errors: `TOOLPOOL_SERVICE` when the service cannot be reached.
+ * NULL handling: `c` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_json` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same client.
+ *
+ * # Safety
+ * `c` must be NULL or a live client; `out_json` NULL or writable.
+ */
+int32_t toolpool_client_tools_json(const struct ToolpoolClient *c, char **out_json);
+
+/**
+ * Free a client: its idle connections close. Pools taken from it keep working (each
+ * holds the connections it needs) until they are freed.
+ *
+ * NULL handling: NULL is ignored.
+ * Ownership: takes back ownership of `c`; `c` must not be used afterwards.
+ * Thread safety: must not race another call on the same client.
+ *
+ * # Safety
+ * `c` must be NULL or a client from `toolpool_client_connect` not yet freed, with no
+ * call on it in progress.
+ */
+void toolpool_client_free(struct ToolpoolClient *c);
 
 /**
  * Make a completion queue that runs at most `max_threads` requests at once (1 to 1024;
@@ -556,7 +635,8 @@ void toolpool_lease_free(struct ToolpoolLease *l);
 
 /**
  * Set the host-wide limit on concurrent child processes of every pool (0: no limit; the
- * initial value comes from `$TOOLPOOL_MAX_PROCESSES`). Lowering it never kills: it only
+ * initial value comes from `$TOOLPOOL_MAX_PROCESSES`). When the process uses a `toolpool
+ * serve` service (a live `ToolpoolClient`, or `$TOOLPOOL_SERVER`), the service's limit. Lowering it never kills: it only
  * holds back new starts, which wait (up to the spec's `startup.timeout_ms`) and then fail
  * with `TOOLPOOL_LIMIT_REACHED`. `*out_old` receives the previous limit.
  *
@@ -567,10 +647,11 @@ void toolpool_lease_free(struct ToolpoolLease *l);
  * # Safety
  * `out_old` must be NULL or writable.
  */
-int32_t toolpool_limit_set(uint32_t max, uint32_t *out_old);
+int32_t toolpool_limit_set(uint32_t max,
+                           uint32_t *out_old);
 
 /**
- * The host-wide limiter as JSON: `active_processes`, `max_allowed` (0: none),
+ * The host-wide limiter (the service's when the process uses one) as JSON: `active_processes`, `max_allowed` (0: none),
  * `utilization_percent`, `can_start_new`, `active_pids`, `warning` (null, or a message
  * above 80% use).
  *

@@ -5,12 +5,12 @@
 //! same set. Messages name what was wrong and where (tool id, instance index, key, path).
 
 use crate::status::ToolpoolStatus;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
 /// How a child process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitInfo {
     /// The process called `exit` with this code.
@@ -29,7 +29,7 @@ impl fmt::Display for ExitInfo {
 }
 
 /// Why an instance is dead, for [`Error::InstanceDead`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeathInfo {
     /// Tool id of the pool.
     pub tool: String,
@@ -57,7 +57,9 @@ impl fmt::Display for DeathInfo {
 /// Every error toolpool returns.
 ///
 /// The numeric codes ([`Error::code`]) are part of the C ABI and are never renumbered.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Errors cross the wire of `toolpool serve` as JSON (serde), so a service's pool returns
+/// the very error the local call would.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum Error {
     /// A bad argument from the caller: a line containing a newline, invalid UTF-8, a null
     /// pointer, an empty payload, and the like. The message says which argument.
@@ -175,6 +177,11 @@ pub enum Error {
     /// ever reaches another caller.
     #[error("cancelled while waiting for {0}")]
     Cancelled(String),
+    /// The `toolpool serve` service could not be used: nothing listens on its socket, it
+    /// refused this client (another user, too many clients, another protocol version),
+    /// or it went away during the call (the next call connects again).
+    #[error("toolpool service: {0}")]
+    Service(String),
 }
 
 /// The result type of toolpool.
@@ -203,6 +210,7 @@ impl Error {
             Error::Unavailable { .. } => S::TOOLPOOL_UNAVAILABLE,
             Error::Io(_) => S::TOOLPOOL_IO,
             Error::Cancelled(_) => S::TOOLPOOL_CANCELLED,
+            Error::Service(_) => S::TOOLPOOL_SERVICE,
         }
     }
 
@@ -318,6 +326,7 @@ mod tests {
             (Error::unavailable("t", "r"), "TOOLPOOL_UNAVAILABLE"),
             (Error::Io(s()), "TOOLPOOL_IO"),
             (Error::Cancelled(s()), "TOOLPOOL_CANCELLED"),
+            (Error::Service(s()), "TOOLPOOL_SERVICE"),
         ];
         for (e, _) in &all {
             // Exhaustive: a new variant is a compile error until it is added above.
@@ -338,7 +347,8 @@ mod tests {
                 | Error::Failed { .. }
                 | Error::Unavailable { .. }
                 | Error::Io(_)
-                | Error::Cancelled(_) => {}
+                | Error::Cancelled(_)
+                | Error::Service(_) => {}
             }
         }
         all

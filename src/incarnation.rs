@@ -27,7 +27,7 @@ use crate::writer::{SendError, StdinWriter};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 use parking_lot::MutexGuard;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -46,7 +46,7 @@ pub fn leaked_threads() -> u64 {
 }
 
 /// Life-cycle state of an instance (of its current incarnation), as shown in status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Started, waiting for its ready line.

@@ -103,6 +103,7 @@
 
 mod admission;
 pub mod cancel;
+pub mod client;
 pub mod completions;
 mod dry;
 pub mod error;
@@ -115,8 +116,10 @@ mod incarnation;
 mod instance;
 mod lease;
 mod lifecycle;
+mod limit;
 pub mod limiter;
 mod linebuf;
+mod local;
 pub mod log_bridge;
 mod lsp;
 pub mod metrics;
@@ -135,6 +138,7 @@ mod roster;
 pub mod router;
 mod rpc;
 mod session;
+pub mod service;
 mod sizing;
 mod snapshot;
 mod spawn;
@@ -144,9 +148,11 @@ mod stderr;
 mod supervisor;
 mod term;
 mod util;
+mod wire;
 mod writer;
 
 pub use cancel::{CancelToken, Wait};
+pub use client::Client;
 pub use completions::{Completion, Completions, MAX_COMPLETION_THREADS};
 pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
@@ -154,6 +160,7 @@ pub use status::ToolpoolStatus;
 pub use dry::{MAX_DRY_OUT_BYTES, MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
 pub use incarnation::{leaked_threads, State, STREAM_JOIN_WAIT};
 pub use lease::Lease;
+pub use limit::{kill_all, limit_status, set_limit};
 pub use limiter::{KillReport, Limiter, LimiterStatus};
 pub use lsp::MAX_LSP_HEADER_BYTES;
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
@@ -162,7 +169,8 @@ pub use pool::metrics_prometheus_all;
 pub use pool::{
     Health, HostStatus, InstanceStatus, Pool, PoolOptions, PoolStatus, RequestOptions, DISABLE_ENV,
 };
-pub use pools::Pools;
+pub use pools::{Pools, ReloadReport};
+pub use service::{ClientStatus, Service, ServiceOptions, ServiceStatus};
 pub use reader::SPIN_BUDGET;
 pub use remote::{Launcher, RemoteSpec};
 pub use router::{MapResult, Reply, ServedBy};

@@ -10,7 +10,7 @@ use crate::cancel::{cancelled, CancelToken};
 use crate::error::{Error, Result};
 use crate::process::{self, Launch, OnExit, Process, Spawned};
 use parking_lot::{Condvar, Mutex};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -58,7 +58,7 @@ impl std::fmt::Debug for Limiter {
 }
 
 /// A snapshot of a limiter.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimiterStatus {
     /// Processes running (and starts in progress).
     pub active_processes: usize,
@@ -75,7 +75,7 @@ pub struct LimiterStatus {
 }
 
 /// What [`Limiter::kill_all`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillReport {
     /// Process groups signalled.
     pub killed_count: usize,

@@ -1,7 +1,7 @@
 //! Request counters and a lock-free latency histogram, per pool and per instance.
 
 use crate::spec::Cause;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -118,7 +118,7 @@ fn quantile_of(counts: &[u64], q: f64, max: u64) -> Option<u64> {
 }
 
 /// Latency quantiles of completed requests.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LatencySnapshot {
     /// Requests measured.
     pub count: u64,
@@ -215,7 +215,7 @@ impl Metrics {
 }
 
 /// Request metrics of one instance index (all its incarnations).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InstanceMetrics {
     /// Instance index.
     pub index: usize,
@@ -250,7 +250,7 @@ pub struct InstanceMetrics {
 }
 
 /// Request metrics of a pool: totals and per instance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MetricsSnapshot {
     /// Tool id.
     pub tool: String,

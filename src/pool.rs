@@ -1,40 +1,38 @@
-//! The pool façade: [`Pool`], N warm instances of one tool. Line I/O to one instance or
-//! any, requests and batches ([`crate::router`]), leases, status, restart, shutdown.
+//! The pool façade: [`Pool`], N warm instances of one tool, run in this process
+//! (`local`) or by a `toolpool serve` service ([`crate::Client`]). Every method is written
+//! once here and works on both; the two sit behind one type so a program switches by
+//! configuration alone (`TOOLPOOL_SERVER`).
 //!
 //! `Pool` is `Send + Sync`; every method takes `&self` and may be called from many threads.
-//! It owns the supervisor thread (the supervisor module) and shares the pool's core
-//! (the lifecycle module) with leases and that thread.
 
 use crate::cancel::Wait;
+use crate::client::{self, Client, ServicePool};
 use crate::error::{Error, Result};
-use crate::hold::Use;
-use crate::incarnation::Incarnation;
 use crate::lease::Lease;
-use crate::lifecycle::PoolCore;
 use crate::limiter::Limiter;
+use crate::local::LocalPool;
 use crate::metrics::MetricsSnapshot;
-use crate::reader::WaitEnd;
-use crate::router::{self, Reply, MAX_MAP_THREADS};
-use crate::sizing;
-use crate::snapshot;
+use crate::router::Reply;
 use crate::spec::{Registry, Retry, ToolSpec};
-use crate::supervisor::Supervisor;
 use crate::util::lossy;
-use parking_lot::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::local::{PoolOptions, DISABLE_ENV};
 pub use crate::sizing::{RELOADABLE, RETIRE_POLL};
 pub use crate::snapshot::{Health, HostStatus, InstanceStatus, PoolStatus};
 
-/// Environment variable that disables every pool (requests go to `oneshot`).
-pub const DISABLE_ENV: &str = "TOOLPOOL_DISABLE";
-
 /// A pool of warm instances of one tool. See the crate docs for an example.
 pub struct Pool {
-    core: Arc<PoolCore>,
-    supervisor: Mutex<Option<Supervisor>>,
+    inner: Inner,
+}
+
+/// Where the pool runs.
+enum Inner {
+    /// In this process.
+    Local(LocalPool),
+    /// In a `toolpool serve` service.
+    Service(ServicePool),
 }
 
 /// Options of one request ([`Pool::request_with`]).
@@ -44,16 +42,6 @@ pub struct RequestOptions {
     pub key: Option<String>,
     /// This request's `retry` instead of the spec's ([`Retry`] with `max` 0: none).
     pub retry: Option<Retry>,
-}
-
-/// Options of a pool beyond its spec.
-#[derive(Debug, Clone, Default)]
-pub struct PoolOptions {
-    /// Use this limiter instead of [`Limiter::global`].
-    pub limiter: Option<Arc<Limiter>>,
-    /// Do not start the pool; serve requests with the spec's `oneshot` (like
-    /// `TOOLPOOL_DISABLE=1`).
-    pub disabled: bool,
 }
 
 impl Pool {
@@ -67,7 +55,14 @@ impl Pool {
     /// A pool of `tool` from the registry file at `path` (`None`: the file named by
     /// `TOOLPOOL_REGISTRY`) with `count` instances (0: the spec's own `count`). The rules
     /// of `toolpool_pool_from_registry` and the bindings.
+    ///
+    /// With `TOOLPOOL_SERVER=unix:PATH` set, the pool is the service's pool of `tool`
+    /// instead ([`Client::pool`]): the service's registry and its counts apply, and `path`
+    /// and `count` are not used.
     pub fn from_registry(path: Option<&std::path::Path>, tool: &str, count: usize) -> Result<Pool> {
+        if let Some(server) = client::server_from_env()? {
+            return Client::connect(server)?.pool(tool);
+        }
         let registry = match path {
             Some(p) => Registry::from_path(p),
             None => Registry::from_env(),
@@ -94,54 +89,44 @@ impl Pool {
     /// With `dry_run` (or `TOOLPOOL_DRY_RUN=1`) no process ever starts: responders stand
     /// in for the tool, and `disabled` is ignored.
     pub fn with_options(spec: ToolSpec, opts: PoolOptions) -> Result<Pool> {
-        let spec = crate::remote::slurm::take_allocation_nodes(dry_run_env(spec))?;
-        spec.validate()?;
-        // A dry pool runs no process at all, one-shot runs included.
-        let disabled =
-            spec.dry_run.is_none() && (opts.disabled || spec.disabled || env_set(DISABLE_ENV));
-        let limiter = opts
-            .limiter
-            .unwrap_or_else(|| Arc::clone(Limiter::global()));
-        let core = Arc::new(PoolCore::new(spec, limiter, disabled));
-        if !disabled && !core.spec.lazy {
-            if let Err(e) = core.start_all() {
-                use crate::spec::Cause;
-                let fb = &core.spec.fallback;
-                let serves = fb.on(Cause::SpawnFailed) || fb.on(Cause::Unavailable);
-                if core.spec.oneshot.is_none() || !serves {
-                    core.set_shut_down();
-                    return Err(e);
-                }
-                // With a one-shot fallback on these causes, a pool that cannot start still
-                // serves; its instances are failed (not retried) until `restart` is called.
-                for inst in &core.instances {
-                    inst.mark_failed(format!("could not start: {e}"));
-                }
-            }
-        }
-        let supervisor = (!disabled).then(|| Supervisor::start(&core));
-        crate::prometheus::register(&core);
-        Ok(Pool {
-            core,
-            supervisor: Mutex::new(supervisor),
+        LocalPool::start(spec, opts).map(|p| Pool {
+            inner: Inner::Local(p),
         })
+    }
+
+    /// A pool of a service (made by [`Client::pool`]).
+    pub(crate) fn from_service(p: ServicePool) -> Pool {
+        Pool {
+            inner: Inner::Service(p),
+        }
     }
 
     /// The spec this pool runs now: after [`Pool::resize`] its `count` is the new one,
     /// after [`Pool::reload`] it is the new spec.
     pub fn spec(&self) -> Arc<ToolSpec> {
-        self.core.size.spec()
+        match &self.inner {
+            Inner::Local(p) => p.spec(),
+            Inner::Service(p) => p.spec(),
+        }
     }
 
     /// Number of instances now (the spec's `count`; [`Pool::resize`] changes it). Indices
     /// run `0..len()`; an index a shrink removed is [`Error::IndexOutOfRange`].
     pub fn len(&self) -> usize {
-        self.core.instances.len()
+        match &self.inner {
+            Inner::Local(p) => p.len(),
+            Inner::Service(p) => p.len(),
+        }
     }
 
     /// Never true: a pool has at least one instance (kept for the `len` convention).
     pub fn is_empty(&self) -> bool {
-        self.core.instances.is_empty()
+        self.len() == 0
+    }
+
+    /// True for a pool of a `toolpool serve` service ([`Client::pool`]).
+    pub fn is_service(&self) -> bool {
+        matches!(self.inner, Inner::Service(_))
     }
 
     /// Queue `line` (a newline is appended) for instance `index`. A full stdin queue is
@@ -151,18 +136,24 @@ impl Pool {
         self.send_bytes(index, line.as_bytes())
     }
 
+    /// [`Pool::send`] for raw bytes.
+    pub fn send_bytes(&self, index: usize, line: &[u8]) -> Result<()> {
+        match &self.inner {
+            Inner::Local(p) => p.send_bytes(index, line),
+            Inner::Service(p) => p.send_bytes(index, line),
+        }
+    }
+
     /// Send a JSON-RPC notification to instance `index` (`jsonrpc` and `lsp` only):
     /// `payload` is `{"method": ..., "params": ...}` as for [`Pool::request`], sent without
     /// an id, framed by the protocol; nothing is awaited. Like [`Pool::send`], a stopped
     /// instance is started first and a full stdin queue is [`Error::QueueFull`].
     /// A bad payload or another protocol is [`Error::InvalidArgument`].
     pub fn notify(&self, index: usize, payload: &str) -> Result<()> {
-        self.core.incarnation(index, true)?.notify(payload)
-    }
-
-    /// [`Pool::send`] for raw bytes.
-    pub fn send_bytes(&self, index: usize, line: &[u8]) -> Result<()> {
-        self.core.incarnation(index, true)?.send(line)
+        match &self.inner {
+            Inner::Local(p) => p.notify(index, payload),
+            Inner::Service(p) => p.notify(index, payload),
+        }
     }
 
     /// The next stdout line of instance `index` (invalid UTF-8 replaced), waiting up to
@@ -175,23 +166,20 @@ impl Pool {
     /// The next stdout line of instance `index`, exact bytes without the newline.
     pub fn read_line_bytes(&self, index: usize, timeout: impl Into<Wait>) -> Result<Vec<u8>> {
         let wait = timeout.into();
-        if wait.is_cancelled() {
-            return Err(Error::Cancelled(format!(
-                "stdout of instance {index} of '{}'",
-                self.core.spec.id
-            )));
+        match &self.inner {
+            Inner::Local(p) => p.read_line_bytes(index, &wait),
+            Inner::Service(p) => p.read_line_bytes(index, &wait),
         }
-        self.core
-            .incarnation(index, false)?
-            .read_line(wait.timeout(), wait.token())
     }
 
     /// The next stderr line of instance `index`, waiting up to `timeout`.
     pub fn read_stderr_line(&self, index: usize, timeout: Duration) -> Result<String> {
-        self.core
-            .incarnation(index, false)?
-            .read_stderr_line(timeout)
-            .map(lossy)
+        let wait = Wait::new(timeout);
+        match &self.inner {
+            Inner::Local(p) => p.read_stderr_line(index, &wait),
+            Inner::Service(p) => p.read_stderr_line(index, &wait),
+        }
+        .map(lossy)
     }
 
     /// The first stdout line from any instance, with its index, waiting up to `timeout`
@@ -203,18 +191,10 @@ impl Pool {
     /// [`Pool::read_any`] with exact bytes.
     pub fn read_any_bytes(&self, timeout: impl Into<Wait>) -> Result<(usize, Vec<u8>)> {
         let wait = timeout.into();
-        let core = &self.core;
-        let what = || format!("stdout of any instance of '{}'", core.spec.id);
-        let look = || {
-            core.check_open()?;
-            Ok((0..self.len())
-                .filter_map(|i| Some((i, core.instances[i].current()?)))
-                .collect::<Vec<(usize, Arc<Incarnation>)>>())
-        };
-        crate::reader::read_any(wait.until(), &core.read_any_next, look, |end| match end {
-            WaitEnd::Cancelled => Error::Cancelled(what()),
-            _ => Error::timeout(what(), wait.timeout()),
-        })
+        match &self.inner {
+            Inner::Local(p) => p.read_any_bytes(&wait),
+            Inner::Service(p) => p.read_any_bytes(&wait),
+        }
     }
 
     /// Send `payload` to an instance picked by the spec's `routing` and wait up to `timeout`
@@ -226,7 +206,8 @@ impl Pool {
     /// reaches another caller (the instance is recycled in `lines`/`marker` framing, the
     /// reply dropped and counted in `jsonrpc`).
     pub fn request(&self, payload: &str, timeout: impl Into<Wait>) -> Result<Reply> {
-        router::request(&self.core, payload, None, &timeout.into(), None).map(Reply::lossy)
+        self.request_bytes(payload, &RequestOptions::default(), timeout)
+            .map(Reply::lossy)
     }
 
     /// [`Pool::request`] with [`RequestOptions`]: a sticky key, and this call's own
@@ -248,14 +229,13 @@ impl Pool {
         options: &RequestOptions,
         timeout: impl Into<Wait>,
     ) -> Result<Reply<Vec<u8>>> {
+        let wait = timeout.into();
         let key = options.key.as_deref();
-        router::request(
-            &self.core,
-            payload,
-            key,
-            &timeout.into(),
-            options.retry.as_ref(),
-        )
+        let retry = options.retry.as_ref();
+        match &self.inner {
+            Inner::Local(p) => p.request_bytes(payload, key, retry, &wait),
+            Inner::Service(p) => p.request_bytes(payload, key, retry, &wait),
+        }
     }
 
     /// Like [`Pool::request`], but `key` maps to the same instance while that instance
@@ -266,24 +246,33 @@ impl Pool {
         payload: &str,
         timeout: impl Into<Wait>,
     ) -> Result<Reply> {
-        router::request(&self.core, payload, Some(key), &timeout.into(), None).map(Reply::lossy)
+        let options = RequestOptions {
+            key: Some(key.to_string()),
+            retry: None,
+        };
+        self.request_with(payload, &options, timeout)
     }
 
     /// Lease one idle instance for exclusive use, waiting up to `timeout` (a `Duration`,
-    /// or a [`Wait`] with a cancel token) for one.
+    /// or a [`Wait`] with a cancel token) for one. A lease of a service's pool holds one
+    /// connection to the service: if this process dies, the service frees the instance at
+    /// once.
     pub fn lease(&self, timeout: impl Into<Wait>) -> Result<Lease> {
         let wait = timeout.into();
-        let (hold, _) = router::take(&self.core, Use::Lease, None, wait.until())?;
-        Ok(Lease::new(hold))
+        match &self.inner {
+            Inner::Local(p) => p.lease(&wait).map(Lease::local),
+            Inner::Service(p) => p.lease(&wait).map(Lease::service),
+        }
     }
 
     /// Send a raw line to an instance picked by routing (round robin among ready,
     /// unleased instances); returns its index. Read the output with
     /// [`Pool::read_any`] or [`Pool::read_line`].
     pub fn send_routed(&self, line: &str) -> Result<usize> {
-        let i = router::pick_for_send(&self.core)?;
-        self.send(i, line)?;
-        Ok(i)
+        match &self.inner {
+            Inner::Local(p) => p.send_routed(line),
+            Inner::Service(p) => p.send_routed(line),
+        }
     }
 
     /// Run a batch: every payload as its own request, spread over the pool, results in
@@ -291,80 +280,65 @@ impl Pool {
     /// On a shut-down pool every result is [`Error::ShutDown`] (in every language: the
     /// C call `toolpool_pool_map_json` succeeds and each item says so; see [`MapResult`](crate::MapResult)).
     /// Runs as many requests at once as the pool can take (instances × `max_in_flight`,
-    /// at most [`MAX_MAP_THREADS`]), each on a scoped thread. With a cancel token (a
-    /// [`Wait`]), cancelling fails every request not yet answered with
-    /// [`Error::Cancelled`] (each its own result) and the call returns.
+    /// at most [`MAX_MAP_THREADS`](crate::router::MAX_MAP_THREADS)), each on a scoped
+    /// thread (of the service, for a service's pool). With a cancel token (a [`Wait`]),
+    /// cancelling fails every request not yet answered with [`Error::Cancelled`] (each its
+    /// own result) and the call returns.
     pub fn map<S: AsRef<str> + Sync>(
         &self,
         payloads: &[S],
         timeout: impl Into<Wait>,
     ) -> Vec<Result<Reply>> {
         let wait = timeout.into();
-        let timeout = &wait;
-        let width = (self.len() * self.core.spec.max_in_flight)
-            .min(MAX_MAP_THREADS)
-            .clamp(1, payloads.len().max(1));
-        let next = AtomicUsize::new(0);
-        let mut out: Vec<Option<Result<Reply>>> = (0..payloads.len()).map(|_| None).collect();
-        // `s.spawn` panics only when the OS refuses a thread (as std::thread::spawn does).
-        let parts: Vec<Vec<(usize, Result<Reply>)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..width)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let k = next.fetch_add(1, Relaxed);
-                            let Some(p) = payloads.get(k) else { break };
-                            done.push((k, self.request(p.as_ref(), timeout)));
-                        }
-                        done
-                    })
-                })
-                .collect();
-            // A request never panics; if one did, the panic goes on to the caller here
-            // (the C boundary turns it into TOOLPOOL_PANIC).
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("map thread panicked"))
-                .collect()
-        });
-        for (k, r) in parts.into_iter().flatten() {
-            out[k] = Some(r);
+        match &self.inner {
+            Inner::Local(p) => p.map(payloads, &wait),
+            Inner::Service(p) => {
+                let owned = payloads.iter().map(|s| s.as_ref().to_string()).collect();
+                p.map(owned, &wait)
+            }
         }
-        // Every index below `payloads.len()` was taken by exactly one thread.
-        out.into_iter()
-            .map(|r| r.expect("every payload ran"))
-            .collect()
     }
 
-    /// Per-instance status.
+    /// Per-instance status. For a service's pool that the service cannot report (it is
+    /// gone), a status with no instances whose `service_error` says why.
     pub fn status(&self) -> PoolStatus {
-        snapshot::status(&self.core)
+        match &self.inner {
+            Inner::Local(p) => p.status(),
+            Inner::Service(p) => p.status(),
+        }
     }
 
     /// Counts of alive and dead instances, plus their status.
     pub fn health(&self) -> Health {
-        snapshot::health(snapshot::status(&self.core))
+        crate::snapshot::health(self.status())
     }
 
-    /// Request metrics of the pool and each instance.
+    /// Request metrics of the pool and each instance (zeros for a service's pool the
+    /// service cannot report; its [`Pool::status`] says why).
     pub fn metrics(&self) -> MetricsSnapshot {
-        snapshot::metrics(&self.core)
+        match &self.inner {
+            Inner::Local(p) => p.metrics(),
+            Inner::Service(p) => p.metrics(),
+        }
     }
 
     /// The pool's metrics in the Prometheus text exposition format 0.0.4 (the families
     /// are listed in docs/observability.md), with this pool's limiter. Works after
     /// shutdown.
     pub fn metrics_prometheus(&self) -> String {
-        crate::prometheus::render_one(&self.core)
+        match &self.inner {
+            Inner::Local(p) => p.metrics_prometheus(),
+            Inner::Service(p) => p.metrics_prometheus(),
+        }
     }
 
     /// Stop instance `index` (group kill) and start it again with the same spec; also
     /// clears a `failed` mark. Returns once the new process is ready.
     pub fn restart(&self, index: usize) -> Result<()> {
-        self.core.check_index(index)?;
-        self.core.check_open()?;
-        self.core.restart(index)
+        match &self.inner {
+            Inner::Local(p) => p.restart(index),
+            Inner::Service(p) => p.restart(index),
+        }
     }
 
     /// Change the number of instances to `count` (1..=[`MAX_COUNT`](crate::spec::MAX_COUNT)),
@@ -383,7 +357,10 @@ impl Pool {
     /// Errors: [`Error::InvalidArgument`] for 0 or more than the cap, [`Error::ShutDown`]
     /// after shutdown, start-up errors when growing a fixed pool.
     pub fn resize(&self, count: usize) -> Result<()> {
-        sizing::resize(&self.core, count)
+        match &self.inner {
+            Inner::Local(p) => p.resize(count),
+            Inner::Service(p) => p.resize(count),
+        }
     }
 
     /// Replace the spec of the running pool, one instance at a time: each new process
@@ -401,8 +378,10 @@ impl Pool {
     /// the process limit allows: one that cannot keeps its new process, which did start),
     /// the old instances keep serving, and that start-up error is returned.
     pub fn reload(&self, spec: ToolSpec) -> Result<()> {
-        let spec = crate::remote::slurm::take_allocation_nodes(dry_run_env(spec))?;
-        sizing::reload(&self.core, spec)
+        match &self.inner {
+            Inner::Local(p) => p.reload(spec),
+            Inner::Service(p) => p.reload(spec),
+        }
     }
 
     /// [`Pool::reload`] from a standalone JSON spec (as for `toolpool_pool_new`); a spec
@@ -412,7 +391,7 @@ impl Pool {
             .map_err(|e| Error::Config(format!("spec is not valid JSON: {e}")))?;
         if let Some(obj) = value.as_object_mut() {
             if !obj.contains_key("id") {
-                let id = self.core.spec.id.clone();
+                let id = self.spec().id.clone();
                 obj.insert("id".into(), serde_json::Value::String(id));
             }
             if !obj.contains_key("count") {
@@ -426,35 +405,39 @@ impl Pool {
     /// process group, wait up to `grace`, SIGKILL, reap, join every thread. Idempotent;
     /// later calls return at once. Requests waiting for an instance get
     /// [`Error::ShutDown`].
+    ///
+    /// For a service's pool this ends this handle only (its later calls fail with
+    /// [`Error::ShutDown`]); the service's pool runs on for its other clients.
     pub fn shutdown(&self, grace: Duration) {
-        if self.core.set_shut_down() {
-            return;
+        match &self.inner {
+            Inner::Local(p) => p.shutdown(grace),
+            Inner::Service(p) => p.shutdown(),
         }
-        // Not under the lock: the threads that reap the processes notify the supervisor.
-        let sup = self.supervisor.lock().take();
-        if let Some(sup) = sup {
-            self.core.set_supervisor_wake(None);
-            sup.stop();
-        }
-        self.core.admission.wake();
-        self.core.stop_all(grace);
-        // Background starts, retiring incarnations, removed indices (sizing).
-        sizing::shutdown(&self.core);
     }
 
     /// True after [`Pool::shutdown`].
     pub fn is_shut_down(&self) -> bool {
-        self.core.is_shut_down()
+        match &self.inner {
+            Inner::Local(p) => p.is_shut_down(),
+            Inner::Service(p) => p.is_shut_down(),
+        }
     }
 
-    /// The shared core (for `Pools`' Prometheus exposition).
-    pub(crate) fn core(&self) -> Arc<PoolCore> {
-        Arc::clone(&self.core)
+    /// The limiter this pool's processes count against; `None` for a service's pool
+    /// (whose limit is the service's: [`Client::limit_status`]).
+    pub fn limiter(&self) -> Option<&Arc<Limiter>> {
+        match &self.inner {
+            Inner::Local(p) => Some(p.limiter()),
+            Inner::Service(_) => None,
+        }
     }
 
-    /// The limiter this pool's processes count against.
-    pub fn limiter(&self) -> &Arc<Limiter> {
-        &self.core.limiter
+    /// The local pool's shared core (for `Pools`' Prometheus exposition).
+    pub(crate) fn core(&self) -> Option<&Arc<crate::lifecycle::PoolCore>> {
+        match &self.inner {
+            Inner::Local(p) => Some(p.core()),
+            Inner::Service(_) => None,
+        }
     }
 }
 
@@ -474,20 +457,6 @@ fn id_hint(tool: &str) -> String {
     hint
 }
 
-/// `spec` as `TOOLPOOL_DRY_RUN=1` makes it: dry with `default: "echo"` unless it has its
-/// own `dry_run` (for a new pool and for a reload alike).
-fn dry_run_env(mut spec: ToolSpec) -> ToolSpec {
-    if spec.dry_run.is_none() && env_set(crate::spec::DRY_RUN_ENV) {
-        spec.dry_run = Some(crate::spec::DryRun::echo());
-    }
-    spec
-}
-
-/// True when the environment variable `name` is set, not empty and not "0".
-fn env_set(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// The Prometheus text exposition (format 0.0.4) of every live pool in the process (made
 /// and neither shut down nor dropped), with the global limiter: what a `/metrics` handler
 /// serves. Pools that share a tool id get a `pool` label after the first. With no live
@@ -496,18 +465,15 @@ pub fn metrics_prometheus_all() -> String {
     crate::prometheus::render_all()
 }
 
-impl Drop for Pool {
-    /// Shuts down with the spec's grace period: no child outlives the pool.
-    fn drop(&mut self) {
-        self.shutdown(Duration::from_millis(self.core.spec.shutdown.grace_ms));
-    }
-}
-
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (tool, place) = match &self.inner {
+            Inner::Local(p) => (p.spec().id.clone(), "local"),
+            Inner::Service(p) => (p.tool().to_string(), "service"),
+        };
         f.debug_struct("Pool")
-            .field("tool", &self.core.spec.id)
-            .field("count", &self.len())
+            .field("tool", &tool)
+            .field("runs", &place)
             .finish()
     }
 }

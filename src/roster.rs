@@ -62,11 +62,6 @@ impl Instances {
         self.len.load(Ordering::Acquire)
     }
 
-    /// Never true (a pool has at least one instance).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Set the current count (the sizing policy only; `0..n` must be allocated).
     pub fn set_len(&self, n: usize) {
         self.len.store(n, Ordering::Release);

@@ -21,7 +21,7 @@ use crate::rpc;
 use crate::sizing;
 use crate::spec::{Cause, Protocol, RestartPolicy, Retry, Routing};
 use crate::util::lossy;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ pub use crate::exchange::MAX_MARKER_REPLY_BYTES;
 pub const MAX_MAP_THREADS: usize = 256;
 
 /// Which path served a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServedBy {
     /// A pooled instance, at the first run.
@@ -67,7 +67,7 @@ impl ServedBy {
 /// A successful request. `T` is what the reply is read as: `String` (bytes that are not
 /// UTF-8 replaced by U+FFFD) from [`crate::Pool::request`], the exact bytes (`Vec<u8>`)
 /// from [`crate::Pool::request_bytes`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply<T = String> {
     /// The reply: the line (`lines`), the lines joined by `\n` (`marker`), the `result`
     /// as JSON text (`jsonrpc`), or the one-shot run's stdout without its final newline.
@@ -466,7 +466,8 @@ fn cause(e: &Error) -> Option<Cause> {
         Error::Unavailable { .. }
         | Error::LimitReached { .. }
         | Error::Failed { .. }
-        | Error::Saturated { .. } => Cause::Unavailable,
+        | Error::Saturated { .. }
+        | Error::Service(_) => Cause::Unavailable,
         Error::Spawn(_) => Cause::SpawnFailed,
         Error::Tool { .. } => Cause::ToolError,
         _ => return None,

@@ -10,12 +10,12 @@ use crate::incarnation::State;
 use crate::lifecycle::PoolCore;
 use crate::metrics::{InstanceMetrics, MetricsSnapshot, RecycleReason};
 use crate::sizing;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 /// Status of one instance index.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceStatus {
     /// Instance index.
     pub index: usize,
@@ -89,7 +89,7 @@ pub struct InstanceStatus {
 }
 
 /// Instances of one host by state (`remote` pools).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostStatus {
     /// The host, as named in `remote.hosts`.
     pub host: String,
@@ -108,7 +108,7 @@ pub struct HostStatus {
 }
 
 /// Status of the whole pool.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PoolStatus {
     /// Tool id.
     pub tool: String,
@@ -141,10 +141,24 @@ pub struct PoolStatus {
     pub instances: Vec<InstanceStatus>,
     /// Instances by host and state, in the order of `remote.hosts` (empty for a local pool).
     pub hosts: Vec<HostStatus>,
+    /// For a pool of a `toolpool serve` service: why the service could not report this
+    /// status (it is gone, or refused); then every other field is empty. `None` otherwise.
+    pub service_error: Option<String>,
+}
+
+impl PoolStatus {
+    /// The status of a service's pool the service could not report, saying why.
+    pub(crate) fn unknown(tool: &str, why: String) -> PoolStatus {
+        PoolStatus {
+            tool: tool.to_string(),
+            service_error: Some(why),
+            ..Default::default()
+        }
+    }
 }
 
 /// Health summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {
     /// Instances in the pool.
     pub total: usize,
@@ -197,6 +211,7 @@ pub(crate) fn status(core: &PoolCore) -> PoolStatus {
         retries: core.metrics.retries.by_name(),
         hosts: by_host(&instances),
         instances,
+        service_error: None,
     }
 }
 

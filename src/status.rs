@@ -51,6 +51,9 @@ pub enum ToolpoolStatus {
     TOOLPOOL_IO = 16,
     /// The call was stopped by its cancel token (`toolpool_cancel_trigger`).
     TOOLPOOL_CANCELLED = 17,
+    /// The `toolpool serve` service could not be used (not running, refused this client,
+    /// or went away during the call).
+    TOOLPOOL_SERVICE = 18,
     /// A panic inside toolpool was caught at the boundary. A bug: please report it.
     TOOLPOOL_PANIC = 99,
 }
@@ -101,6 +104,7 @@ status_list!(
     TOOLPOOL_UNAVAILABLE,
     TOOLPOOL_IO,
     TOOLPOOL_CANCELLED,
+    TOOLPOOL_SERVICE,
     TOOLPOOL_PANIC,
 );
 

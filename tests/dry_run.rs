@@ -64,7 +64,7 @@ fn assert_no_process(pool: &Pool) {
         Vec::<i32>::new(),
         "a dry pool started a process"
     );
-    assert_eq!(pool.limiter().status().active_processes, 0);
+    assert_eq!(pool.limiter().unwrap().status().active_processes, 0);
     assert!(pool.status().instances.iter().all(|s| s.pid.is_none()));
 }
 

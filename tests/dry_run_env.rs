@@ -24,7 +24,7 @@ fn dry_run_environment_makes_every_pool_dry() {
     assert_eq!(pool.request("hello", T).unwrap().text, "hello");
     assert!(pool.status().dry_run);
     assert_eq!(pool.spec().dry_run, Some(DryRun::echo()));
-    assert_eq!(pool.limiter().status().active_processes, 0);
+    assert_eq!(pool.limiter().unwrap().status().active_processes, 0);
     let rpc = Pool::from_spec(ToolSpec {
         protocol: Protocol::Jsonrpc,
         ..missing.clone()

@@ -296,7 +296,7 @@ fn resize_up_and_down_under_load_fails_no_request() {
     assert_eq!(pool.len(), 2);
     // Every removed process is gone once its last request ended.
     assert!(eventually(Duration::from_secs(5), || {
-        pool.limiter().status().active_processes == 2
+        pool.limiter().unwrap().status().active_processes == 2
     }));
 }
 
@@ -390,7 +390,7 @@ fn reload_under_load_from_three_threads_fails_no_request() {
         .iter()
         .all(|&p| !Seen::of(p).alive())));
     assert!(eventually(Duration::from_secs(5), || {
-        pool.limiter().status().active_processes == 3
+        pool.limiter().unwrap().status().active_processes == 3
     }));
     pool.shutdown(Duration::from_millis(200));
     assert!(after.iter().all(|&p| !Seen::of(p).alive()));
@@ -479,7 +479,7 @@ fn reload_whose_processes_cannot_start_keeps_the_old_ones_serving() {
         assert_eq!(pool.read_line(i, T).unwrap(), "v1");
     }
     assert_eq!(pool.spec().env["TOOL_VERSION"], "v1");
-    assert_eq!(pool.limiter().status().active_processes, 2);
+    assert_eq!(pool.limiter().unwrap().status().active_processes, 2);
 }
 
 #[test]

@@ -43,7 +43,7 @@ fn resizes_and_reloads_leak_nothing() {
         pool.resize(1).unwrap();
         drop(lease);
         pool.shutdown(Duration::from_millis(200));
-        assert_eq!(pool.limiter().status().active_processes, 0);
+        assert_eq!(pool.limiter().unwrap().status().active_processes, 0);
     }
     assert!(
         eventually(Duration::from_secs(3), || fd_count() == fds),

@@ -325,7 +325,7 @@ fn stopped_recycled_and_killed_instances_leave_no_step() {
     for i in 0..2 {
         p.send(i, "hang").unwrap();
     }
-    let report = p.limiter().kill_all();
+    let report = p.limiter().unwrap().kill_all();
     assert_eq!(report.killed_count, 2, "{report:?}");
     assert!(
         eventually(CLEANUP, || tools.iter().all(|t| !t.alive())

@@ -1,11 +1,12 @@
-//! The process-wide limit and kill switch (wraps [`crate::Limiter::global`]).
+//! The process-wide limit and kill switch (wraps [`crate::limit_status`] and its
+//! siblings: this process's limiter, or the service's when the process uses one).
 
 use super::{ffi_call, json_string, to_u32};
-use crate::Limiter;
 use std::ffi::c_char;
 
 /// Set the host-wide limit on concurrent child processes of every pool (0: no limit; the
-/// initial value comes from `$TOOLPOOL_MAX_PROCESSES`). Lowering it never kills: it only
+/// initial value comes from `$TOOLPOOL_MAX_PROCESSES`). When the process uses a `toolpool
+/// serve` service (a live `ToolpoolClient`, or `$TOOLPOOL_SERVER`), the service's limit. Lowering it never kills: it only
 /// holds back new starts, which wait (up to the spec's `startup.timeout_ms`) and then fail
 /// with `TOOLPOOL_LIMIT_REACHED`. `*out_old` receives the previous limit.
 ///
@@ -19,7 +20,7 @@ use std::ffi::c_char;
 pub unsafe extern "C" fn toolpool_limit_set(max: u32, out_old: *mut u32) -> i32 {
     ffi_call("toolpool_limit_set", || {
         let out = opt_out!(out_old);
-        let (old, _) = Limiter::global().set_limit(max as usize);
+        let old = crate::set_limit(max as usize)?;
         if let Some(o) = out {
             o.write(to_u32(old));
         }
@@ -27,7 +28,7 @@ pub unsafe extern "C" fn toolpool_limit_set(max: u32, out_old: *mut u32) -> i32 
     })
 }
 
-/// The host-wide limiter as JSON: `active_processes`, `max_allowed` (0: none),
+/// The host-wide limiter (the service's when the process uses one) as JSON: `active_processes`, `max_allowed` (0: none),
 /// `utilization_percent`, `can_start_new`, `active_pids`, `warning` (null, or a message
 /// above 80% use).
 ///
@@ -42,7 +43,7 @@ pub unsafe extern "C" fn toolpool_limit_set(max: u32, out_old: *mut u32) -> i32 
 pub unsafe extern "C" fn toolpool_limit_status_json(out_json: *mut *mut c_char) -> i32 {
     ffi_call("toolpool_limit_status_json", || {
         let out = try_out!(out_json);
-        let s = json_string(&Limiter::global().status())?;
+        let s = json_string(&crate::limit_status()?)?;
         out.write(s);
         Ok(())
     })
@@ -63,7 +64,7 @@ pub unsafe extern "C" fn toolpool_limit_status_json(out_json: *mut *mut c_char) 
 pub unsafe extern "C" fn toolpool_kill_all(out_killed: *mut u32) -> i32 {
     ffi_call("toolpool_kill_all", || {
         let out = opt_out!(out_killed);
-        let report = Limiter::global().kill_all();
+        let report = crate::kill_all()?;
         if let Some(o) = out {
             o.write(to_u32(report.killed_count));
         }
@@ -88,7 +89,7 @@ pub unsafe extern "C" fn toolpool_kill_all(out_killed: *mut u32) -> i32 {
 pub unsafe extern "C" fn toolpool_kill_all_json(out_json: *mut *mut c_char) -> i32 {
     ffi_call("toolpool_kill_all_json", || {
         let out = try_out!(out_json);
-        let s = json_string(&Limiter::global().kill_all())?;
+        let s = json_string(&crate::kill_all()?)?;
         out.write(s);
         Ok(())
     })

@@ -10,7 +10,8 @@
 //! pool per tool of a registry, lending pool handles), [`lease`],
 //! [`limiter`], [`strings`] (errors, strings, version), [`cancel`] (cancel tokens and the
 //! cancellable forms of the blocking calls), [`observe`] (the log callback, the metrics
-//! of every pool), [`completions`] (the completion queue).
+//! of every pool), [`completions`] (the completion queue), [`client`] (a `toolpool serve`
+//! service, whose pools are `ToolpoolPool`s).
 //!
 //! Global contract (also in docs/errors.md, "C API conventions"):
 //! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
@@ -76,6 +77,7 @@ macro_rules! opt_out {
 }
 
 pub mod cancel;
+pub mod client;
 pub mod completions;
 /// The `Wait` of a cancellable call: `timeout_ms`, and the token `$c` unless it is NULL.
 macro_rules! try_wait {

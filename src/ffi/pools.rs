@@ -48,9 +48,10 @@ pub unsafe extern "C" fn toolpool_pools_new(
         let pools = Pools::from_registry(path.map(std::path::Path::new))?;
         let lent = pools
             .tools()
+            .into_iter()
             .map(|id| {
-                let pool = pools.pool(id).map(|pool| ToolpoolPool { pool, lent: true });
-                pool.map(|p| (id.to_string(), Box::new(p)))
+                let pool = pools.pool(&id).map(|pool| ToolpoolPool { pool, lent: true });
+                pool.map(|p| (id, Box::new(p)))
             })
             .collect::<crate::Result<_>>()?;
         out.write(Box::into_raw(Box::new(ToolpoolPools { pools, lent })));

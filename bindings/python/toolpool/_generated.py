@@ -26,6 +26,7 @@ TOOLPOOL_FAILED = 14
 TOOLPOOL_UNAVAILABLE = 15
 TOOLPOOL_IO = 16
 TOOLPOOL_CANCELLED = 17
+TOOLPOOL_SERVICE = 18
 TOOLPOOL_PANIC = 99
 
 #: Every ToolpoolStatus constant by name, in the header's order.
@@ -48,6 +49,7 @@ STATUS: Dict[str, int] = {
     "TOOLPOOL_UNAVAILABLE": TOOLPOOL_UNAVAILABLE,
     "TOOLPOOL_IO": TOOLPOOL_IO,
     "TOOLPOOL_CANCELLED": TOOLPOOL_CANCELLED,
+    "TOOLPOOL_SERVICE": TOOLPOOL_SERVICE,
     "TOOLPOOL_PANIC": TOOLPOOL_PANIC,
 }
 
@@ -85,6 +87,10 @@ FUNCTIONS: Sequence[Tuple[str, Any, Sequence[Any]]] = (
     ("toolpool_cancel_trigger", c_int32, (c_void_p,)),
     ("toolpool_cancel_is_triggered", c_int32, (c_void_p, POINTER(c_uint32))),
     ("toolpool_cancel_free", None, (c_void_p,)),
+    ("toolpool_client_connect", c_int32, (c_char_p, POINTER(c_void_p))),
+    ("toolpool_client_pool", c_int32, (c_void_p, c_char_p, POINTER(c_void_p))),
+    ("toolpool_client_tools_json", c_int32, (c_void_p, POINTER(c_void_p))),
+    ("toolpool_client_free", None, (c_void_p,)),
     ("toolpool_completions_new", c_int32, (c_uint32, POINTER(c_void_p))),
     ("toolpool_completions_fd", c_int32, (c_void_p, POINTER(c_int32))),
     ("toolpool_completions_request", c_int32, (c_void_p, c_void_p, c_char_p, c_uint32, c_uint64)),

@@ -3,14 +3,16 @@
 //! - `toolpool run`: one request per input line, one reply per output line, in input order
 //!   (or completion order), streaming with bounded memory;
 //! - `toolpool bench`: a sample through a warm pool and through one process per call;
-//! - `toolpool check`: validate a registry, optionally start each tool once.
+//! - `toolpool check`: validate a registry, optionally start each tool once;
+//! - `toolpool serve`: the pools of a registry for many processes, on a Unix socket.
 //!
 //! Built only with the `cli` feature (clap and indicatif are not dependencies of the
 //! library). Uses the library's public API only.
 //!
 //! Modules: `tool` (which tool: flags to a spec), `run` (threads, ordering, backpressure,
 //! Ctrl-C) with `input` (line reading) and `rows` (output and counts), `bench`, `check`,
-//! `progress` (the bar), `stats` (latency quantiles), `signals` (SIGINT/SIGTERM).
+//! `progress` (the bar), `stats` (latency quantiles), `signals` (SIGINT/SIGTERM/SIGHUP),
+//! `serve` with `watchdog` (no tool outlives the service).
 
 mod bench;
 mod check;
@@ -18,9 +20,11 @@ mod input;
 mod progress;
 mod rows;
 mod run;
+mod serve;
 mod signals;
 mod stats;
 mod tool;
+mod watchdog;
 
 use clap::{Parser, Subcommand};
 
@@ -59,6 +63,7 @@ enum Command {
     Run(run::RunArgs),
     Bench(bench::BenchArgs),
     Check(check::CheckArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// An error that ends the command: its message and exit status.
@@ -86,6 +91,7 @@ fn main() {
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Check(a) => check::main(a),
+        Command::Serve(a) => serve::main(a),
     };
     let code = match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
-//! SIGINT and SIGTERM for the command (the library installs no handler; a binary may).
+//! SIGINT and SIGTERM (and SIGHUP for `serve`) for the command (the library installs no
+//! handler; a binary may).
 //!
 //! A self-pipe: the handler only writes the signal number to a pipe (async-signal-safe);
 //! a watcher thread reads it and passes it on as a channel message, where ordinary code
@@ -25,6 +26,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// Install the handlers for SIGINT and SIGTERM; every signal that arrives is sent on the
 /// returned channel (its number). Call once.
 pub fn install() -> Receiver<i32> {
+    install_for(&[libc::SIGINT, libc::SIGTERM])
+}
+
+/// [`install`] for the signals `sigs`.
+pub fn install_for(sigs: &[i32]) -> Receiver<i32> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two fds; both are close-on-exec so no child inherits them.
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
@@ -57,7 +63,7 @@ pub fn install() -> Receiver<i32> {
             }
         })
         .expect("signal watcher thread");
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for &sig in sigs {
         // SAFETY: a zeroed sigaction with our handler; SA_RESTART so other threads' blocking
         // calls are not interrupted.
         unsafe {
