@@ -121,7 +121,9 @@ impl Client {
 
     /// Set the service's process limit (0: none); returns the old one.
     pub fn set_limit(&self, max: usize) -> Result<usize> {
-        self.link.call(Op::SetLimit { max }, &[], None).map(|(s, _)| s)
+        self.link
+            .call(Op::SetLimit { max }, &[], None)
+            .map(|(s, _)| s)
     }
 
     /// Kill every process counted against the service's limit, as
@@ -249,13 +251,17 @@ impl Link {
         let what = op.name();
         if let Some(w) = wait {
             if w.is_cancelled() {
-                return (Err(Error::Cancelled(format!("{what} on {}", self.where_()))), true);
+                return (
+                    Err(Error::Cancelled(format!("{what} on {}", self.where_()))),
+                    true,
+                );
             }
         }
         if let Err(e) = sock.send(&wire::to_json(&Call { id, op }), data) {
             return (Err(self.lost(what, &e)), false);
         }
-        let deadline = wait.map(|w| crate::util::deadline_in(w.timeout().saturating_add(ANSWER_SLACK)));
+        let deadline =
+            wait.map(|w| crate::util::deadline_in(w.timeout().saturating_add(ANSWER_SLACK)));
         let token = wait.and_then(|w| w.token());
         let mut cancel_sent = false;
         let frame = loop {
@@ -270,17 +276,26 @@ impl Link {
                     // Ask the service to stop the call; its answer (Cancelled) follows.
                     let cancel = wire::to_json(&Call { id, op: Op::Cancel });
                     if sock.send(&cancel, &[]).is_err() {
-                        return (Err(Error::Cancelled(format!("{what} on {}", self.where_()))), false);
+                        return (
+                            Err(Error::Cancelled(format!("{what} on {}", self.where_()))),
+                            false,
+                        );
                     }
                     cancel_sent = true;
                 }
                 Err(RecvEnd::TimedOut) if cancel_sent => {
-                    return (Err(Error::Cancelled(format!("{what} on {}", self.where_()))), false);
+                    return (
+                        Err(Error::Cancelled(format!("{what} on {}", self.where_()))),
+                        false,
+                    );
                 }
                 Err(RecvEnd::TimedOut) => {
                     let after = wait.map(|w| w.timeout()).unwrap_or_default() + ANSWER_SLACK;
                     return (
-                        Err(Error::timeout(format!("the answer of {} to {what}", self.where_()), after)),
+                        Err(Error::timeout(
+                            format!("the answer of {} to {what}", self.where_()),
+                            after,
+                        )),
                         false,
                     );
                 }
@@ -290,18 +305,32 @@ impl Link {
         let answer: Answer<T> = match serde_json::from_slice(&frame.json) {
             Ok(a) => a,
             Err(e) => {
-                let msg = format!("{} sent an answer to {what} this client cannot read: {e}", self.where_());
+                let msg = format!(
+                    "{} sent an answer to {what} this client cannot read: {e}",
+                    self.where_()
+                );
                 return (Err(Error::Service(msg)), false);
             }
         };
         if answer.id != id {
-            let msg = format!("{} answered call {} while call {id} ({what}) waited", self.where_(), answer.id);
+            let msg = format!(
+                "{} answered call {} while call {id} ({what}) waited",
+                self.where_(),
+                answer.id
+            );
             return (Err(Error::Service(msg)), false);
         }
         let r = match (answer.ok, answer.err) {
             (_, Some(e)) => Err(e),
             (Some(v), None) => Ok((v, frame.data)),
-            (None, None) => Err(Error::Service(format!("{} answered {what} with neither ok nor err", self.where_()))),
+            // `"ok": null` reads as no `ok`: a call with nothing to return (unit).
+            (None, None) => match serde_json::from_str::<T>("null") {
+                Ok(v) => Ok((v, frame.data)),
+                Err(_) => Err(Error::Service(format!(
+                    "{} answered {what} with neither ok nor err",
+                    self.where_()
+                ))),
+            },
         };
         (r, true)
     }

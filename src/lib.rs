@@ -137,8 +137,8 @@ pub mod remote;
 mod roster;
 pub mod router;
 mod rpc;
-mod session;
 pub mod service;
+mod session;
 mod sizing;
 mod snapshot;
 mod spawn;
@@ -170,10 +170,10 @@ pub use pool::{
     Health, HostStatus, InstanceStatus, Pool, PoolOptions, PoolStatus, RequestOptions, DISABLE_ENV,
 };
 pub use pools::{Pools, ReloadReport};
-pub use service::{ClientStatus, Service, ServiceOptions, ServiceStatus};
 pub use reader::SPIN_BUDGET;
 pub use remote::{Launcher, RemoteSpec};
 pub use router::{MapResult, Reply, ServedBy};
+pub use service::{ClientStatus, Service, ServiceOptions, ServiceStatus};
 pub use spec::StderrMode;
 pub use spec::{
     Cause, Fallback, HandshakeMessage, HealthProbe, Limits, Oneshot, OneshotInput, Protocol,

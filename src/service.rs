@@ -134,12 +134,21 @@ impl Service {
 
     /// Serve the pools of `registry` on a socket that already listens (one from
     /// [`systemd_socket`]).
-    pub fn from_socket(listener: OwnedFd, registry: Registry, options: ServiceOptions) -> Result<Service> {
+    pub fn from_socket(
+        listener: OwnedFd,
+        registry: Registry,
+        options: ServiceOptions,
+    ) -> Result<Service> {
         let pools = Pools::new(registry)?;
         Service::with(listener, None, pools, options)
     }
 
-    fn with(listener: OwnedFd, path: Option<PathBuf>, pools: Pools, options: ServiceOptions) -> Result<Service> {
+    fn with(
+        listener: OwnedFd,
+        path: Option<PathBuf>,
+        pools: Pools,
+        options: ServiceOptions,
+    ) -> Result<Service> {
         let watcher = watch::Watcher::start()
             .map_err(|e| Error::Io(format!("cannot start the service's watcher: {e}")))?;
         Ok(Service {

@@ -387,13 +387,7 @@ impl Socket {
         let room = self.buf.capacity() - len;
         loop {
             // SAFETY: reading into the spare capacity of `buf`, at most `room` bytes.
-            let n = unsafe {
-                libc::read(
-                    self.raw(),
-                    self.buf.as_mut_ptr().add(len).cast(),
-                    room,
-                )
-            };
+            let n = unsafe { libc::read(self.raw(), self.buf.as_mut_ptr().add(len).cast(), room) };
             if n > 0 {
                 // SAFETY: `read` initialised `n` bytes after `len`.
                 unsafe { self.buf.set_len(len + n as usize) };

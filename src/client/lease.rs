@@ -100,7 +100,9 @@ impl Drop for ServiceLease {
             return;
         };
         let wait = Wait::new(std::time::Duration::ZERO);
-        let (r, reusable) = self.link.call_on::<()>(&mut sock, Op::Release, &[], Some(&wait));
+        let (r, reusable) = self
+            .link
+            .call_on::<()>(&mut sock, Op::Release, &[], Some(&wait));
         if r.is_ok() && reusable {
             self.link.put_back(sock);
         }

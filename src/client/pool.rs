@@ -252,5 +252,8 @@ impl ServicePool {
 /// A wait's timeout in milliseconds, as the wire carries it (rounded up: a timeout under
 /// a millisecond still waits).
 pub(crate) fn ms(wait: &Wait) -> u64 {
-    wait.timeout().as_micros().div_ceil(1000).min(u64::MAX as u128) as u64
+    wait.timeout()
+        .as_micros()
+        .div_ceil(1000)
+        .min(u64::MAX as u128) as u64
 }

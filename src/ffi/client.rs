@@ -2,8 +2,8 @@
 //! Its pools are ordinary `ToolpoolPool` handles: every `toolpool_pool_*` function works
 //! on them, and `toolpool_pool_free` frees them.
 
-use super::{ffi_call, ffi_void, json_string, Handle};
 use super::pool::ToolpoolPool;
+use super::{ffi_call, ffi_void, json_string, Handle};
 use crate::Client;
 use std::ffi::c_char;
 use std::sync::Arc;

@@ -50,7 +50,9 @@ pub unsafe extern "C" fn toolpool_pools_new(
             .tools()
             .into_iter()
             .map(|id| {
-                let pool = pools.pool(&id).map(|pool| ToolpoolPool { pool, lent: true });
+                let pool = pools
+                    .pool(&id)
+                    .map(|pool| ToolpoolPool { pool, lent: true });
                 pool.map(|p| (id, Box::new(p)))
             })
             .collect::<crate::Result<_>>()?;

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::limiter::Limiter;
 use crate::pool::{Pool, RequestOptions};
-use crate::wire::{self, Answer, Call, Frame, Hello, Leased, Op, Opened, RecvEnd, ReplyHead, Socket};
+use crate::wire::{
+    self, Answer, Call, Frame, Hello, Leased, Op, Opened, RecvEnd, ReplyHead, Socket,
+};
 use serde::Serialize;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -76,7 +78,13 @@ fn serve(sh: &Shared, fd: OwnedFd) {
     };
     if let Some(e) = refused {
         log::warn!(target: "toolpool::service", "refused client pid {} uid {}: {e}", peer.pid, peer.uid);
-        let _ = sock.send(&wire::to_json(&Hello { refused: Some(e), ..Hello::ours() }), &[]);
+        let _ = sock.send(
+            &wire::to_json(&Hello {
+                refused: Some(e),
+                ..Hello::ours()
+            }),
+            &[],
+        );
         return;
     }
     let Some(id) = sh.admit(sock.raw(), peer.pid) else {
@@ -85,7 +93,13 @@ fn serve(sh: &Shared, fd: OwnedFd) {
             sh.options.max_clients
         ));
         log::warn!(target: "toolpool::service", "refused client pid {}: {e}", peer.pid);
-        let _ = sock.send(&wire::to_json(&Hello { refused: Some(e), ..Hello::ours() }), &[]);
+        let _ = sock.send(
+            &wire::to_json(&Hello {
+                refused: Some(e),
+                ..Hello::ours()
+            }),
+            &[],
+        );
         return;
     };
     if sock.send(&wire::to_json(&Hello::ours()), &[]).is_ok() {
@@ -109,7 +123,10 @@ fn read_hello(sock: &mut Socket) -> std::result::Result<Hello, Option<String>> {
     let hello: Hello = serde_json::from_slice(&frame.json)
         .map_err(|e| Some(format!("a first frame that is not a hello ({e})")))?;
     if hello.hello != "toolpool" {
-        return Err(Some(format!("a hello from {:?}, not toolpool", hello.hello)));
+        return Err(Some(format!(
+            "a hello from {:?}, not toolpool",
+            hello.hello
+        )));
     }
     Ok(hello)
 }
@@ -144,7 +161,14 @@ fn calls(sh: &Shared, id: u64, sock: &mut Socket, peer: &Peer, state: &mut State
         };
         let sent = match answer {
             Ok((json, data)) => sock.send(&ok_json(call.id, json), &data),
-            Err(e) => sock.send(&wire::to_json(&Answer::<()> { id: call.id, ok: None, err: Some(e) }), &[]),
+            Err(e) => sock.send(
+                &wire::to_json(&Answer::<()> {
+                    id: call.id,
+                    ok: None,
+                    err: Some(e),
+                }),
+                &[],
+            ),
         };
         sh.set_busy(id, false);
         if let Err(e) = sent {
@@ -190,7 +214,13 @@ fn wait(ms: u64, token: &CancelToken) -> Wait {
 }
 
 /// Run one call.
-fn run(sh: &Shared, op: Op, frame: Frame, token: &CancelToken, state: &mut State) -> Result<Answered> {
+fn run(
+    sh: &Shared,
+    op: Op,
+    frame: Frame,
+    token: &CancelToken,
+    state: &mut State,
+) -> Result<Answered> {
     let pool = |tool: &str| sh.pools.pool(tool);
     match op {
         Op::Tools => value(sh.pools.tools()),
@@ -204,10 +234,16 @@ fn run(sh: &Shared, op: Op, frame: Frame, token: &CancelToken, state: &mut State
         Op::Send { tool, index } => value(pool(&tool)?.send_bytes(index, &frame.data)?),
         Op::Notify { tool, index } => value(pool(&tool)?.notify(index, text(&frame)?)?),
         Op::SendRouted { tool } => value(pool(&tool)?.send_routed(text(&frame)?)?),
-        Op::ReadLine { tool, index, timeout_ms } => {
-            data(pool(&tool)?.read_line_bytes(index, wait(timeout_ms, token))?)
-        }
-        Op::ReadStderrLine { tool, index, timeout_ms } => {
+        Op::ReadLine {
+            tool,
+            index,
+            timeout_ms,
+        } => data(pool(&tool)?.read_line_bytes(index, wait(timeout_ms, token))?),
+        Op::ReadStderrLine {
+            tool,
+            index,
+            timeout_ms,
+        } => {
             let line = pool(&tool)?.read_stderr_line(index, Duration::from_millis(timeout_ms))?;
             data(line.into_bytes())
         }
@@ -215,7 +251,12 @@ fn run(sh: &Shared, op: Op, frame: Frame, token: &CancelToken, state: &mut State
             let (i, line) = pool(&tool)?.read_any_bytes(wait(timeout_ms, token))?;
             Ok((wire::to_json(&i), line))
         }
-        Op::Request { tool, timeout_ms, key, retry } => {
+        Op::Request {
+            tool,
+            timeout_ms,
+            key,
+            retry,
+        } => {
             let options = RequestOptions { key, retry };
             let r = pool(&tool)?.request_bytes(text(&frame)?, &options, wait(timeout_ms, token))?;
             let head = ReplyHead {
@@ -225,7 +266,11 @@ fn run(sh: &Shared, op: Op, frame: Frame, token: &CancelToken, state: &mut State
             };
             Ok((wire::to_json(&head), r.text))
         }
-        Op::Map { tool, timeout_ms, payloads } => {
+        Op::Map {
+            tool,
+            timeout_ms,
+            payloads,
+        } => {
             let results = pool(&tool)?.map(&payloads, wait(timeout_ms, token));
             value(results)
         }
@@ -250,9 +295,11 @@ fn run(sh: &Shared, op: Op, frame: Frame, token: &CancelToken, state: &mut State
         }
         Op::LeaseNotify => value(leased(state)?.notify(text(&frame)?)?),
         Op::LeaseSend => value(leased(state)?.send(text(&frame)?)?),
-        Op::LeaseReadLine { timeout_ms } => {
-            data(leased(state)?.read_line(wait(timeout_ms, token))?.into_bytes())
-        }
+        Op::LeaseReadLine { timeout_ms } => data(
+            leased(state)?
+                .read_line(wait(timeout_ms, token))?
+                .into_bytes(),
+        ),
         Op::Release => {
             state.lease = None;
             value(())

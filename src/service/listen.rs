@@ -76,7 +76,14 @@ pub(crate) fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<OwnedFd
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
-    if unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } != 0
+    {
         return Err(io("bind"));
     }
     // Mode and group before listen(): until then every connect is refused.
@@ -118,7 +125,9 @@ pub fn systemd_socket() -> Result<Option<OwnedFd>> {
         return Ok(None);
     }
     let n: u32 = fds.trim().parse().map_err(|_| {
-        Error::Config(format!("LISTEN_FDS={fds:?} is not a number of file descriptors"))
+        Error::Config(format!(
+            "LISTEN_FDS={fds:?} is not a number of file descriptors"
+        ))
     })?;
     if n == 0 {
         return Ok(None);

@@ -51,7 +51,15 @@ impl Watcher {
             u64: WAKE,
         };
         // SAFETY: both fds are live; `ev` is a valid event.
-        if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, wake.as_raw_fd(), &mut ev) } != 0 {
+        if unsafe {
+            libc::epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                wake.as_raw_fd(),
+                &mut ev,
+            )
+        } != 0
+        {
             return Err(std::io::Error::last_os_error());
         }
         let watcher = Arc::new(Watcher {
@@ -103,9 +111,8 @@ impl Watcher {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
         while !self.stop.load(SeqCst) {
             // SAFETY: `events` has room for 64 events.
-            let n = unsafe {
-                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 64, -1)
-            };
+            let n =
+                unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 64, -1) };
             for ev in events.iter().take(n.max(0) as usize) {
                 let id = ev.u64;
                 if id == WAKE {

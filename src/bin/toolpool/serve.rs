@@ -81,7 +81,9 @@ fn parse_group(g: &str) -> Result<u32, Fatal> {
     // before any other thread could call getgrnam).
     let gr = unsafe { libc::getgrnam(c.as_ptr()) };
     if gr.is_null() {
-        return Err(Fatal::config(format!("--socket-group {g:?}: no such group")));
+        return Err(Fatal::config(format!(
+            "--socket-group {g:?}: no such group"
+        )));
     }
     // SAFETY: a non-NULL result of getgrnam.
     Ok(unsafe { (*gr).gr_gid })
@@ -140,16 +142,17 @@ pub fn main(args: ServeArgs) -> Result<i32, Fatal> {
             eprintln!("toolpool serve: signal {sig}: shutting down");
             break;
         }
-        match tool::load_registry(args.registry.as_deref()).and_then(|r| {
-            service
-                .reload(r)
-                .map_err(|e| Fatal::config(e.to_string()))
-        }) {
+        match tool::load_registry(args.registry.as_deref())
+            .and_then(|r| service.reload(r).map_err(|e| Fatal::config(e.to_string())))
+        {
             Ok(report) => eprintln!(
                 "toolpool serve: reloaded: {}",
                 serde_json::to_string(&report).unwrap_or_default()
             ),
-            Err(f) => eprintln!("toolpool serve: reload failed, nothing changed: {}", f.message),
+            Err(f) => eprintln!(
+                "toolpool serve: reload failed, nothing changed: {}",
+                f.message
+            ),
         }
     }
     service.shutdown(args.grace);
@@ -184,8 +187,8 @@ fn metrics_http(addr: &str, service: Arc<Service>) -> Result<(), Fatal> {
                     (false, _) => (405, "only GET\n".into(), "text/plain"),
                     _ => (404, "GET /metrics or /status\n".into(), "text/plain"),
                 };
-                let header = tiny_http::Header::from_bytes("Content-Type", kind)
-                    .expect("a valid header");
+                let header =
+                    tiny_http::Header::from_bytes("Content-Type", kind).expect("a valid header");
                 let _ = req.respond(
                     tiny_http::Response::from_string(body)
                         .with_status_code(code)
