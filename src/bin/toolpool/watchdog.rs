@@ -27,9 +27,10 @@ pub fn split() -> io::Result<()> {
     };
     // SAFETY: prctl with valid arguments on this process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // SAFETY: getpid cannot fail.
+    let watchdog = unsafe { libc::getpid() };
     // SAFETY: the process is single-threaded here (the caller's contract), so the child
     // may go on running Rust code.
-    let watchdog = unsafe { libc::getpid() };
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -53,8 +54,9 @@ pub fn split() -> io::Result<()> {
 /// The watchdog's loop: pass signals on, reap, and clean up after the service.
 fn watch(service: libc::pid_t, set: &libc::sigset_t) -> ! {
     loop {
-        // SAFETY: a zeroed siginfo_t is valid output space; `set` is blocked.
+        // SAFETY: a zeroed siginfo_t is valid output space.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is blocked in this (only) thread; `info` is writable.
         let sig = unsafe { libc::sigwaitinfo(set, &mut info) };
         if sig < 0 {
             continue;
