@@ -69,7 +69,17 @@
 //!   local p50. Skipped with a note when `/usr/sbin/sshd` is missing (`make bench`
 //!   installs it).
 //!
-//! floor, roundtrip, spawn_per_call, the `_c`, 4x4 and `scale_N` figures run twice:
+//! - `service_request`: `request` through a `toolpool serve` (the real binary, started by
+//!   this bench with a registry of the C echo child) from one thread of this process, in
+//!   blocks interleaved with the in-process `request` on a local pool of the same child
+//!   (`local_p50_us`); `added_us` = p50 - local p50, ratio = p50 / local p50.
+//!   `service_4x4`: 4 client processes (this binary re-executed in client mode,
+//!   `TOOLPOOL_BENCH_CLIENT`), one calling thread each, on a service pool of 4 instances,
+//!   in rounds alternating with 4 threads on a local pool of 4 (`local_calls_per_s`);
+//!   ratio = calls_per_s / local calls_per_s. The `toolpool` binary is the one cargo
+//!   built next to this bench (`cargo test --features cli` builds it), else `make build`'s.
+//!
+//! floor, roundtrip, spawn_per_call, the `_c`, 4x4, service and `scale_N` figures run twice:
 //! unpinned, and pinned to one CPU. The pinned run is this binary re-executed with
 //! `TOOLPOOL_BENCH_PINNED=1`; it pins its whole process with `sched_setaffinity` before it
 //! creates any thread, so every pool thread and every child inherits the single-CPU mask
@@ -86,6 +96,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 use toolpool::{Pool, Protocol, Routing, ToolSpec};
 
+#[path = "pool/service.rs"]
+mod service;
 #[path = "../tests/common/sshd.rs"]
 mod sshd;
 #[path = "pool/syscalls.rs"]
@@ -1380,6 +1392,8 @@ fn pinned_names() -> Vec<String> {
         "py_purepy_4x4_c",
         "py_aio_gather_c",
         "go_binding_c_4x4",
+        "service_request",
+        "service_4x4",
     ];
     let scale = scale_sizes().iter().map(|n| format!("scale_{n}"));
     core.iter().map(|s| s.to_string()).chain(scale).collect()
@@ -1392,6 +1406,7 @@ fn pinned_main() {
             eprintln!("pinned run on CPU {cpu}");
             core_suite(true);
             bindings_suite(true);
+            service_suite(true);
             syscall_suite();
             scale_suite(true);
         }
@@ -1546,6 +1561,10 @@ fn syscall_summary(rows: &[Value]) {
 }
 
 fn main() {
+    if std::env::var_os(service::CLIENT_ENV).is_some() {
+        service::client_main(scale(WARMUP), request_line);
+        return;
+    }
     if std::env::var_os(PINNED_ENV).is_some_and(|v| v == "1") {
         pinned_main();
         return;
@@ -1555,6 +1574,7 @@ fn main() {
     run_pinned_child();
     core_suite(false);
     bindings_suite(false);
+    service_suite(false);
     scale_suite(false);
     jsonrpc_suite();
     pty_suite();
@@ -1575,6 +1595,116 @@ fn main() {
     eprintln!("total bench time {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// The `toolpool` command the service rows start: the one cargo builds next to this bench
+/// (with `--features cli`, or by `cargo test --features cli` before it), else the one
+/// `make build` made.
+fn toolpool_bin() -> Result<std::path::PathBuf, String> {
+    let cargo = option_env!("CARGO_BIN_EXE_toolpool").map(Path::new);
+    let release = Path::new(RELEASE_DIR).join("toolpool");
+    match cargo.filter(|p| p.is_file()) {
+        Some(p) => Ok(p.to_path_buf()),
+        None if release.is_file() => Ok(release),
+        None => Err(format!("{} missing: run make build", release.display())),
+    }
+}
+
+/// `service_request` and `service_4x4` (see the module docs), pinned or not.
+fn service_suite(pinned: bool) {
+    let echo = serde_json::to_string(&helpers().echo).expect("a path as JSON");
+    let registry = format!(
+        r#"{{"tools": {{"echo1": {{"command": [{echo}], "count": 1}},
+                       "echo4": {{"command": [{echo}], "count": {THREADS_4X4}}}}}}}"#
+    );
+    let served = match toolpool_bin().and_then(|bin| service::Served::start(&bin, &registry)) {
+        Ok(s) => s,
+        Err(why) => {
+            for name in ["service_request", "service_4x4"] {
+                emit(&skipped(name, pinned, &why));
+            }
+            return;
+        }
+    };
+    let client = toolpool::Client::connect(&served.socket).expect("connect to the service");
+
+    // Latency: one caller, the local pool and the service's in interleaved blocks.
+    let local = echo_pool(1, Routing::RoundRobin);
+    let remote = client.pool("echo1").expect("the service's pool echo1");
+    let (loc, svc) = local_vs(&local, &remote, "service_request", scale(BLOCK));
+    local.shutdown(GRACE);
+    let l50 = loc.p50();
+    let mut row = svc.json(
+        pinned,
+        "request on a local pool of the same C echo child (same rounds)",
+        svc.p50() / l50,
+        "p50 / p50(local request)",
+    );
+    row["local_p50_us"] = json!(round2(l50));
+    row["added_us"] = json!(round2(svc.p50() - l50));
+    emit(&row);
+
+    // Throughput: 4 client processes on the service's pool of 4, and 4 threads on a
+    // local pool of 4, in alternating rounds.
+    let local4 = Arc::new(echo_pool(THREADS_4X4, Routing::RoundRobin));
+    let mut clients: Vec<service::ClientProc> = (0..THREADS_4X4)
+        .map(|_| service::ClientProc::start(&served.socket, "echo4"))
+        .collect();
+    let mut loc4 = Stats::new("service_local_4x4");
+    let mut svc4 = Stats::new("service_4x4");
+    for _ in 0..scale(THROUGHPUT_ROUNDS) {
+        run_threads(&mut loc4, THREADS_4X4, scale(ITERS_4X4), |_| {
+            let pool = Arc::clone(&local4);
+            move || request_line(&pool)
+        });
+        run_clients(&mut svc4, &mut clients, scale(ITERS_4X4));
+    }
+    drop(clients);
+    local4.shutdown(GRACE);
+    drop(served);
+    let lc = loc4.calls_per_s();
+    let mut row = svc4.json(
+        pinned,
+        "4 threads on a local pool of 4 (same rounds)",
+        svc4.calls_per_s() / lc,
+        "calls_per_s / calls_per_s(4 threads on a local pool of 4)",
+    );
+    row["local_calls_per_s"] = json!(lc.round());
+    emit(&row);
+}
+
+/// `request_line` on a local pool and on `remote` after a warm-up, in `ROUNDS` interleaved
+/// blocks of `block` calls each: the local figure, and `remote`'s (named `name`).
+fn local_vs(local: &Pool, remote: &Pool, name: &str, block: usize) -> (Stats, Stats) {
+    for _ in 0..scale(WARMUP) {
+        request_line(local);
+        request_line(remote);
+    }
+    let mut loc = Stats::new("local_request");
+    let mut st = Stats::new(name);
+    for _ in 0..scale(ROUNDS) {
+        measure(&mut loc, block, || request_line(local));
+        measure(&mut st, block, || request_line(remote));
+    }
+    (loc, st)
+}
+
+/// One round of the client processes: `iters` requests each, started together; samples,
+/// calls and wall time (from the first `go` to the last `done`) are added to `st`.
+fn run_clients(st: &mut Stats, clients: &mut [service::ClientProc], iters: usize) {
+    let t0 = Instant::now();
+    for c in clients.iter_mut() {
+        c.go(iters);
+    }
+    for c in clients.iter_mut() {
+        assert_eq!(c.line(), "done", "a bench client's answer");
+    }
+    st.wall += t0.elapsed();
+    for c in clients.iter_mut() {
+        let samples: Vec<f64> = serde_json::from_str(&c.line()).expect("a client's samples");
+        st.samples.extend(samples);
+    }
+    st.calls += clients.len() * iters;
+}
+
 /// The round trip over ssh to 127.0.0.1 next to the local one.
 fn ssh_suite() {
     if !sshd::available() {
@@ -1593,20 +1723,7 @@ fn ssh_suite() {
     };
     let local = Pool::from_spec(spec(false)).expect("local pool");
     let remote = Pool::from_spec(spec(true)).expect("pool over ssh to 127.0.0.1");
-    let call = |pool: &Pool| {
-        let r = pool.request(LINE, TIMEOUT).expect("request");
-        assert_eq!(r.text, LINE);
-    };
-    for _ in 0..scale(WARMUP) {
-        call(&local);
-        call(&remote);
-    }
-    let mut loc = Stats::new("ssh_local_request");
-    let mut ssh = Stats::new("ssh_roundtrip");
-    for _ in 0..scale(ROUNDS) {
-        measure(&mut loc, scale(JSONRPC_BLOCK), || call(&local));
-        measure(&mut ssh, scale(JSONRPC_BLOCK), || call(&remote));
-    }
+    let (loc, ssh) = local_vs(&local, &remote, "ssh_roundtrip", scale(JSONRPC_BLOCK));
     local.shutdown(GRACE);
     remote.shutdown(GRACE);
     let mut row = ssh.json(
