@@ -133,6 +133,11 @@ fn read_hello(sock: &mut Socket) -> std::result::Result<Hello, Option<String>> {
 
 /// Serve calls until the client leaves or breaks the protocol.
 fn calls(sh: &Shared, id: u64, sock: &mut Socket, peer: &Peer, state: &mut State) {
+    // One token for the connection's calls, replaced only once cancelled: a token makes its
+    // eventfd on a wait's first `poll`, so a token per call would cost two system calls
+    // (eventfd, close) on every call. Only the watcher cancels it, and only while a call
+    // runs, so an uncancelled token carries nothing over to the next call.
+    let mut token = CancelToken::new();
     loop {
         let frame = match sock.recv(None) {
             Ok(f) => f,
@@ -154,7 +159,9 @@ fn calls(sh: &Shared, id: u64, sock: &mut Socket, peer: &Peer, state: &mut State
             continue;
         }
         sh.set_busy(id, true);
-        let token = CancelToken::new();
+        if token.is_cancelled() {
+            token = CancelToken::new();
+        }
         let answer = {
             let _watched = sh.watcher.watch(sock.raw(), &token);
             run(sh, call.op, frame, &token, state)
