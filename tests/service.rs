@@ -180,3 +180,57 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Not a test: the client process of `a_client_that_leaves_mid_call_cancels_the_call` (run
+/// by it as this binary with `--ignored --exact`). Says so on stdout, then makes a request
+/// the test tool answers after a minute, and is killed while it waits.
+#[test]
+#[ignore = "a helper process, run by another test"]
+fn slow_caller_process() {
+    let socket = std::env::var("TOOLPOOL_TEST_SOCKET").expect("TOOLPOOL_TEST_SOCKET");
+    let pool = toolpool::Client::connect(socket)
+        .unwrap()
+        .pool("echo")
+        .unwrap();
+    println!("CALLING");
+    let _ = pool.request("delay:60000:late", Duration::from_secs(120));
+}
+
+#[test]
+fn a_client_that_leaves_mid_call_cancels_the_call() {
+    // The only instance is busy with a call whose client is then killed: the service
+    // cancels the call (the instance is recycled) and serves the next client at once, not
+    // a minute later.
+    let s = Served::start(
+        "leave",
+        &registry(&[("echo", testtool_spec(1, &[], ""))]),
+        &[],
+    );
+    let pool = s.client().pool("echo").unwrap();
+    let mut caller = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "slow_caller_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TOOLPOOL_TEST_SOCKET", &s.socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(T, || pool.status().instances[0].in_flight == 1),
+        "the slow call never reached the instance"
+    );
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    let killed = Instant::now();
+    assert_eq!(pool.request("next", T).unwrap().text, "next");
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        killed.elapsed()
+    );
+}
