@@ -138,6 +138,7 @@ fn calls(sh: &Shared, id: u64, sock: &mut Socket, peer: &Peer, state: &mut State
     // (eventfd, close) on every call. Only the watcher cancels it, and only while a call
     // runs, so an uncancelled token carries nothing over to the next call.
     let mut token = CancelToken::new();
+    let watched = sh.watcher.register(sock.raw());
     loop {
         let frame = match sock.recv(None) {
             Ok(f) => f,
@@ -163,7 +164,7 @@ fn calls(sh: &Shared, id: u64, sock: &mut Socket, peer: &Peer, state: &mut State
             token = CancelToken::new();
         }
         let answer = {
-            let _watched = sh.watcher.watch(sock.raw(), &token);
+            let _watch = watched.watch(&token);
             run(sh, call.op, frame, &token, state)
         };
         let sent = match answer {
