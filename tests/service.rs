@@ -234,3 +234,21 @@ fn a_client_that_leaves_mid_call_cancels_the_call() {
         killed.elapsed()
     );
 }
+
+#[test]
+fn a_client_outlives_a_restart_of_the_service() {
+    // The connections the client kept were closed by the old service: the next call
+    // goes on a new connection to the new one, without an error.
+    let s = Served::start(
+        "restart",
+        &registry(&[("echo", testtool_spec(1, &[], ""))]),
+        &[],
+    );
+    let client = s.client();
+    let pool = client.pool("echo").unwrap();
+    assert_eq!(pool.request("before", T).unwrap().text, "before");
+    let (dir, socket, reg) = (s.dir.clone(), s.socket.clone(), s.registry.clone());
+    assert!(s.stop().success());
+    let _again = Served::start_at(dir, socket, reg, &[]);
+    assert_eq!(pool.request("after", T).unwrap().text, "after");
+}
