@@ -203,19 +203,6 @@ impl Link {
         Ok(sock)
     }
 
-    /// An idle connection that is still good, or a new one.
-    pub fn take(&self) -> Result<Socket> {
-        loop {
-            let Some(sock) = self.idle.lock().pop() else {
-                return self.open();
-            };
-            // A service that restarted closed every connection we kept.
-            if !sock.is_stale() {
-                return Ok(sock);
-            }
-        }
-    }
-
     /// Keep `sock` for a later call (up to [`MAX_IDLE_CONNECTIONS`]).
     pub fn put_back(&self, sock: Socket) {
         let mut idle = self.idle.lock();
@@ -224,22 +211,62 @@ impl Link {
         }
     }
 
-    /// One call on a connection of the idle stack: the answer's value and data.
+    /// One call on a kept connection (or a new one): the answer's value and data.
     pub fn call<T: DeserializeOwned>(
         &self,
         op: Op,
         data: &[u8],
         wait: Option<&Wait>,
     ) -> Result<(T, Vec<u8>)> {
-        let mut sock = self.take()?;
-        let (r, reusable) = self.call_on(&mut sock, op, data, wait);
-        if reusable {
-            self.put_back(sock);
-        }
-        r
+        let (answer, sock) = self.call_keeping(op, data, wait)?;
+        self.put_back(sock);
+        Ok(answer)
     }
 
-    /// One call on `sock`; the bool says whether `sock` can serve another call.
+    /// [`Link::call`], handing the connection to the caller (a lease keeps it). After an
+    /// error the connection is kept here, or closed when it cannot serve another call.
+    pub fn call_keeping<T: DeserializeOwned>(
+        &self,
+        op: Op,
+        data: &[u8],
+        wait: Option<&Wait>,
+    ) -> Result<((T, Vec<u8>), Socket)> {
+        let what = op.name();
+        self.not_cancelled(what, wait)?;
+        let (id, json) = self.encode(op);
+        let mut sock = self.send_on_kept(&json, data, what)?;
+        match self.answer(&mut sock, id, what, wait) {
+            (Ok(answer), _) => Ok((answer, sock)),
+            (Err(e), reusable) => {
+                if reusable {
+                    self.put_back(sock);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Send a call on a kept connection, or on a new one when none is kept or every kept
+    /// one fails. No `poll` first to see whether a kept connection still lives: one the
+    /// service closed (it restarted) fails the send with `EPIPE` before the service could
+    /// read the whole frame, so the call cannot have run and goes on the next connection.
+    fn send_on_kept(&self, json: &[u8], data: &[u8], what: &str) -> Result<Socket> {
+        loop {
+            let Some(sock) = self.idle.lock().pop() else {
+                break;
+            };
+            // Bytes left over from an earlier answer: something the service never sends.
+            if sock.is_clean() && sock.send(json, data).is_ok() {
+                return Ok(sock);
+            }
+        }
+        let sock = self.open()?;
+        sock.send(json, data).map_err(|e| self.lost(what, &e))?;
+        Ok(sock)
+    }
+
+    /// One call on `sock` (a lease's connection); the bool says whether `sock` can serve
+    /// another call.
     pub fn call_on<T: DeserializeOwned>(
         &self,
         sock: &mut Socket,
@@ -247,19 +274,42 @@ impl Link {
         data: &[u8],
         wait: Option<&Wait>,
     ) -> (Result<(T, Vec<u8>)>, bool) {
-        let id = self.next_id.fetch_add(1, Relaxed);
         let what = op.name();
-        if let Some(w) = wait {
-            if w.is_cancelled() {
-                return (
-                    Err(Error::Cancelled(format!("{what} on {}", self.where_()))),
-                    true,
-                );
-            }
+        if let Err(e) = self.not_cancelled(what, wait) {
+            return (Err(e), true);
         }
-        if let Err(e) = sock.send(&wire::to_json(&Call { id, op }), data) {
+        let (id, json) = self.encode(op);
+        if let Err(e) = sock.send(&json, data) {
             return (Err(self.lost(what, &e)), false);
         }
+        self.answer(sock, id, what, wait)
+    }
+
+    /// [`Error::Cancelled`] when the wait's token is cancelled already.
+    fn not_cancelled(&self, what: &str, wait: Option<&Wait>) -> Result<()> {
+        match wait {
+            Some(w) if w.is_cancelled() => {
+                Err(Error::Cancelled(format!("{what} on {}", self.where_())))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A new call id, and the call's JSON.
+    fn encode(&self, op: Op) -> (u64, Vec<u8>) {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        (id, wire::to_json(&Call { id, op }))
+    }
+
+    /// Wait for the answer to call `id` on `sock`; the bool says whether `sock` can serve
+    /// another call.
+    fn answer<T: DeserializeOwned>(
+        &self,
+        sock: &mut Socket,
+        id: u64,
+        what: &str,
+        wait: Option<&Wait>,
+    ) -> (Result<(T, Vec<u8>)>, bool) {
         let deadline =
             wait.map(|w| crate::util::deadline_in(w.timeout().saturating_add(ANSWER_SLACK)));
         let token = wait.and_then(|w| w.token());

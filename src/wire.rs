@@ -454,17 +454,10 @@ impl Socket {
         }
     }
 
-    /// True when the peer has closed its end or sent something unasked (a connection
-    /// taken from an idle list must show neither). One `poll` with no wait.
-    pub fn is_stale(&self) -> bool {
-        let mut fd = libc::pollfd {
-            fd: self.raw(),
-            events: libc::POLLIN | libc::POLLRDHUP,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no wait.
-        let n = unsafe { libc::poll(&mut fd, 1, 0) };
-        n != 0 || self.start < self.buf.len()
+    /// True when no bytes are left over in the buffer (between calls there are none: the
+    /// service sends nothing unasked).
+    pub fn is_clean(&self) -> bool {
+        self.start == self.buf.len()
     }
 }
 

@@ -22,26 +22,17 @@ pub(crate) struct ServiceLease {
 impl ServiceLease {
     /// Lease an instance of `tool`, waiting as `Pool::lease` does.
     pub fn take(link: Arc<Link>, tool: &str, wait: &Wait) -> Result<ServiceLease> {
-        let mut sock = link.take()?;
         let op = Op::Lease {
             tool: tool.into(),
             timeout_ms: ms(wait),
         };
-        let (r, reusable) = link.call_on::<Leased>(&mut sock, op, &[], Some(wait));
-        match r {
-            Ok((l, _)) => Ok(ServiceLease {
-                link,
-                sock: Mutex::new(Some(sock)),
-                index: l.index,
-                pid: l.pid,
-            }),
-            Err(e) => {
-                if reusable {
-                    link.put_back(sock);
-                }
-                Err(e)
-            }
-        }
+        let ((l, _), sock) = link.call_keeping::<Leased>(op, &[], Some(wait))?;
+        Ok(ServiceLease {
+            link,
+            sock: Mutex::new(Some(sock)),
+            index: l.index,
+            pid: l.pid,
+        })
     }
 
     /// One call on the lease's connection.
