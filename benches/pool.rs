@@ -76,7 +76,12 @@
 //!   `service_4x4`: 4 client processes (this binary re-executed in client mode,
 //!   `TOOLPOOL_BENCH_CLIENT`), one calling thread each, on a service pool of 4 instances,
 //!   in rounds alternating with 4 threads on a local pool of 4 (`local_calls_per_s`);
-//!   ratio = calls_per_s / local calls_per_s. The `toolpool` binary is the one cargo
+//!   ratio = calls_per_s / local calls_per_s. Both rows also give the relay floor
+//!   measured in the same rounds (benches/relay.c: caller processes, each with a Unix
+//!   socket to a relay thread that passes lines to its own C echo child, raw blocking
+//!   read/write, the least any service can cost): `relay_floor_p50_us` /
+//!   `relay_floor_calls_per_s` and `vs_relay_floor` (p50 / its p50, calls_per_s / its
+//!   calls_per_s). The `toolpool` binary is the one cargo
 //!   built next to this bench (`cargo test --features cli` builds it), else `make build`'s.
 //!
 //! floor, roundtrip, spawn_per_call, the `_c`, 4x4, service and `scale_N` figures run twice:
@@ -108,6 +113,7 @@ const RPC_TOOL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tools/rpc_
 const PINNED_ENV: &str = "TOOLPOOL_BENCH_PINNED";
 /// Sources of the helper programs the bench builds (into `CARGO_TARGET_TMPDIR`).
 const ECHO_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/echo.c");
+const RELAY_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/relay.c");
 const GO_POOL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/gopool");
 const GO_BINDING_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/gobinding");
 const PY_BENCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pybench.py");
@@ -118,6 +124,7 @@ const PKG_CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pkgcon
 const HELPER_DIR: &str = env!("CARGO_TARGET_TMPDIR");
 /// How the parent hands the helpers it built to the pinned child.
 const ECHO_ENV: &str = "TOOLPOOL_BENCH_ECHO";
+const RELAY_ENV: &str = "TOOLPOOL_BENCH_RELAY";
 const GO_POOL_ENV: &str = "TOOLPOOL_BENCH_GO_POOL";
 const GO_SKIP_ENV: &str = "TOOLPOOL_BENCH_GO_SKIP";
 const GO_BINDING_ENV: &str = "TOOLPOOL_BENCH_GO_BINDING";
@@ -421,10 +428,11 @@ fn request_line(pool: &Pool) {
     assert_eq!(r.text, LINE, "requested C echo");
 }
 
-/// The helper programs: the C echo child (always), the Go pool (when `go` is there), the Go
+/// The helper programs: the C echo child and relay (always), the Go pool (when `go` is there), the Go
 /// binding's bench program and the Python binding (when `make build` made what they need).
 struct Helpers {
     echo: String,
+    relay: String,
     go_pool: Result<String, String>,
     go_binding: Result<String, String>,
     python: Result<(), String>,
@@ -437,6 +445,7 @@ fn helpers() -> &'static Helpers {
     HELPERS.get_or_init(|| {
         if std::env::var_os(PINNED_ENV).is_some() {
             let echo = std::env::var(ECHO_ENV).expect("echo path from the parent");
+            let relay = std::env::var(RELAY_ENV).expect("relay path from the parent");
             let go_pool = std::env::var(GO_POOL_ENV)
                 .map_err(|_| std::env::var(GO_SKIP_ENV).unwrap_or_else(|_| "no Go pool".into()));
             let go_binding = std::env::var(GO_BINDING_ENV).map_err(|_| {
@@ -444,13 +453,15 @@ fn helpers() -> &'static Helpers {
             });
             return Helpers {
                 echo,
+                relay,
                 go_pool,
                 go_binding,
                 python: python_binding(),
             };
         }
         Helpers {
-            echo: build_echo(),
+            echo: build_c("toolpool-bench-echo", ECHO_SRC),
+            relay: build_c("toolpool-bench-relay", RELAY_SRC),
             go_pool: build_go_pool(),
             go_binding: build_go_binding(),
             python: python_binding(),
@@ -483,13 +494,18 @@ fn run_build(cmd: &mut Command) -> Result<(), String> {
     Ok(())
 }
 
-/// `cc -O2 benches/echo.c` (`$CC` if set).
-fn build_echo() -> String {
+/// `cc -O2 -pthread SRC` (`$CC` if set) into the helper dir as `name`.
+fn build_c(name: &str, src: &str) -> String {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    build_to("toolpool-bench-echo", |tmp| {
-        run_build(Command::new(&cc).args(["-O2", "-o"]).arg(tmp).arg(ECHO_SRC))
+    build_to(name, |tmp| {
+        run_build(
+            Command::new(&cc)
+                .args(["-O2", "-pthread", "-o"])
+                .arg(tmp)
+                .arg(src),
+        )
     })
-    .unwrap_or_else(|e| panic!("building the C echo child: {e}"))
+    .unwrap_or_else(|e| panic!("building {src}: {e}"))
 }
 
 /// `go build` of benches/gopool, or why not.
@@ -1435,7 +1451,9 @@ fn run_pinned_child() {
     };
     let h = helpers();
     let mut cmd = Command::new(exe);
-    cmd.env(PINNED_ENV, "1").env(ECHO_ENV, &h.echo);
+    cmd.env(PINNED_ENV, "1")
+        .env(ECHO_ENV, &h.echo)
+        .env(RELAY_ENV, &h.relay);
     match &h.go_pool {
         Ok(go) => cmd.env(GO_POOL_ENV, go),
         Err(why) => cmd.env(GO_SKIP_ENV, why),
@@ -1629,7 +1647,11 @@ fn service_suite(pinned: bool) {
     // Latency: one caller, the local pool and the service's in interleaved blocks.
     let local = echo_pool(1, Routing::RoundRobin);
     let remote = client.pool("echo1").expect("the service's pool echo1");
-    let (loc, svc) = local_vs(&local, &remote, "service_request", scale(BLOCK));
+    let relay = || Command::new(&helpers().relay);
+    let mut floor = Stats::new("relay_floor");
+    let (loc, svc) = local_vs(&local, &remote, "service_request", scale(BLOCK), || {
+        add_run(&mut floor, &helper_run(relay(), "lat", scale(BLOCK), 1))
+    });
     local.shutdown(GRACE);
     let l50 = loc.p50();
     let mut row = svc.json(
@@ -1640,6 +1662,8 @@ fn service_suite(pinned: bool) {
     );
     row["local_p50_us"] = json!(round2(l50));
     row["added_us"] = json!(round2(svc.p50() - l50));
+    row["relay_floor_p50_us"] = json!(round2(floor.p50()));
+    row["vs_relay_floor"] = json!(round3(svc.p50() / floor.p50()));
     emit(&row);
 
     // Throughput: 4 client processes on the service's pool of 4, and 4 threads on a
@@ -1650,12 +1674,15 @@ fn service_suite(pinned: bool) {
         .collect();
     let mut loc4 = Stats::new("service_local_4x4");
     let mut svc4 = Stats::new("service_4x4");
+    let mut floor4 = Stats::new("relay_floor_4x4");
     for _ in 0..scale(THROUGHPUT_ROUNDS) {
         run_threads(&mut loc4, THREADS_4X4, scale(ITERS_4X4), |_| {
             let pool = Arc::clone(&local4);
             move || request_line(&pool)
         });
         run_clients(&mut svc4, &mut clients, scale(ITERS_4X4));
+        let v = helper_run(relay(), "tput", scale(ITERS_4X4), THREADS_4X4);
+        add_run(&mut floor4, &v);
     }
     drop(clients);
     local4.shutdown(GRACE);
@@ -1668,12 +1695,21 @@ fn service_suite(pinned: bool) {
         "calls_per_s / calls_per_s(4 threads on a local pool of 4)",
     );
     row["local_calls_per_s"] = json!(lc.round());
+    row["relay_floor_calls_per_s"] = json!(floor4.calls_per_s().round());
+    row["vs_relay_floor"] = json!(round3(svc4.calls_per_s() / floor4.calls_per_s()));
     emit(&row);
 }
 
 /// `request_line` on a local pool and on `remote` after a warm-up, in `ROUNDS` interleaved
-/// blocks of `block` calls each: the local figure, and `remote`'s (named `name`).
-fn local_vs(local: &Pool, remote: &Pool, name: &str, block: usize) -> (Stats, Stats) {
+/// blocks of `block` calls each (and `also` once a round): the local figure, and
+/// `remote`'s (named `name`).
+fn local_vs(
+    local: &Pool,
+    remote: &Pool,
+    name: &str,
+    block: usize,
+    mut also: impl FnMut(),
+) -> (Stats, Stats) {
     for _ in 0..scale(WARMUP) {
         request_line(local);
         request_line(remote);
@@ -1683,6 +1719,7 @@ fn local_vs(local: &Pool, remote: &Pool, name: &str, block: usize) -> (Stats, St
     for _ in 0..scale(ROUNDS) {
         measure(&mut loc, block, || request_line(local));
         measure(&mut st, block, || request_line(remote));
+        also();
     }
     (loc, st)
 }
@@ -1723,7 +1760,13 @@ fn ssh_suite() {
     };
     let local = Pool::from_spec(spec(false)).expect("local pool");
     let remote = Pool::from_spec(spec(true)).expect("pool over ssh to 127.0.0.1");
-    let (loc, ssh) = local_vs(&local, &remote, "ssh_roundtrip", scale(JSONRPC_BLOCK));
+    let (loc, ssh) = local_vs(
+        &local,
+        &remote,
+        "ssh_roundtrip",
+        scale(JSONRPC_BLOCK),
+        || {},
+    );
     local.shutdown(GRACE);
     remote.shutdown(GRACE);
     let mut row = ssh.json(
