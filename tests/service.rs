@@ -8,6 +8,7 @@ mod service;
 
 use common::*;
 use service::*;
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 use toolpool::{CancelToken, Error, RequestOptions, Retry, Wait};
 
@@ -70,7 +71,11 @@ fn every_pool_method_works_through_the_service() {
         let st = pool.status();
         assert!(st.instances[lease.index()].leased);
     }
-    wait_until(T, || pool.status().instances.iter().all(|i| !i.leased));
+    assert!(eventually(T, || pool
+        .status()
+        .instances
+        .iter()
+        .all(|i| !i.leased)));
 
     // Status, health, metrics, Prometheus.
     let st = pool.status();
@@ -169,14 +174,113 @@ fn a_cancelled_call_ends_within_milliseconds_and_the_pool_serves_on() {
     );
 }
 
-/// Wait up to `within` for `f` to hold.
-fn wait_until(within: Duration, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + within;
-    while !f() {
-        assert!(
-            Instant::now() < until,
-            "condition not met within {within:?}"
+/// Not a test: the client process of `a_client_killed_holding_a_lease_frees_it_at_once`
+/// (run by it as this binary with `--ignored --exact`). Leases an instance, says so on
+/// stdout, and waits to be killed.
+#[test]
+#[ignore = "a helper process, run by another test"]
+fn lease_holder_process() {
+    let socket = std::env::var("TOOLPOOL_TEST_SOCKET").expect("TOOLPOOL_TEST_SOCKET");
+    let pool = toolpool::Client::connect(socket)
+        .unwrap()
+        .pool("echo")
+        .unwrap();
+    let lease = pool.lease(T).unwrap();
+    println!("LEASED {}", lease.index());
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn a_client_killed_holding_a_lease_frees_it_at_once() {
+    let s = Served::start(
+        "lease-kill",
+        &registry(&[("echo", testtool_spec(1, &[], ""))]),
+        &[],
+    );
+    let mut holder = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lease_holder_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TOOLPOOL_TEST_SOCKET", &s.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("LEASED") {
+        line.clear();
+        assert_ne!(
+            out.read_line(&mut line).unwrap(),
+            0,
+            "the holder ended before leasing"
         );
-        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pool = s.client().pool("echo").unwrap();
+    assert!(pool.status().instances[0].leased);
+    // The only instance is leased: a request waits.
+    assert!(pool
+        .request("x", Duration::from_millis(200))
+        .unwrap_err()
+        .is_timeout());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let killed = Instant::now();
+    assert!(eventually(Duration::from_secs(1), || !pool
+        .status()
+        .instances[0]
+        .leased));
+    assert!(killed.elapsed() < Duration::from_secs(1));
+    assert_eq!(pool.request("again", T).unwrap().text, "again");
+}
+
+/// The tool pids of every pool of the service.
+fn tool_pids(client: &toolpool::Client) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for tool in client.tools().unwrap() {
+        let st = client.pool(&tool).unwrap().status();
+        pids.extend(st.instances.iter().filter_map(|i| i.pid));
+    }
+    pids
+}
+
+#[test]
+fn the_service_killed_leaves_no_tool_process() {
+    // SIGKILL to the service: the watchdog kills what it left. SIGKILL to the watchdog:
+    // the service shuts down. Either way no tool is alive 2 s later. A tool that ignores
+    // SIGTERM and one with a grandchild make it harder.
+    let reg = registry(&[
+        ("echo", testtool_spec(2, &["--ignore-term"], "")),
+        ("grand", testtool_spec(1, &["--grandchild"], "")),
+    ]);
+    for victim in ["service", "watchdog"] {
+        let s = Served::start("orphans", &reg, &[]);
+        let pids = tool_pids(&s.client());
+        assert_eq!(pids.len(), 3);
+        let grand = children_of(pids[2]);
+        assert!(pids.iter().chain(&grand).all(|p| process_alive(*p)));
+        let pid = match victim {
+            "service" => s.service_pid(),
+            _ => s.child.id() as i32,
+        };
+        // SAFETY: SIGKILL to a process this test started (or its child).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let until = Instant::now() + Duration::from_secs(2);
+        while pids.iter().chain(&grand).any(|p| process_alive(*p)) {
+            assert!(
+                Instant::now() < until,
+                "{victim} killed: still alive after 2 s: {:?}",
+                pids.iter()
+                    .chain(&grand)
+                    .filter(|p| process_alive(**p))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
