@@ -81,18 +81,23 @@
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, `linebuf`,
 //! `pipe`, `term`, [`cancel`] → `metrics`, `spawn`, `session` → `process` → `limiter`,
-//! `reader`, `writer`, `stderr` → `rpc`, `oneshot`, `dry` → `lsp` → `incarnation` →
-//! `prompt` → `instance`, `admission`, `exchange` → `handshake`, `roster` → `lifecycle` →
-//! `sizing`, `recycle` → `hold` → `supervisor`, `snapshot` → `router` → `lease` → `pool` →
-//! `pools`; [`ffi`] (feature `capi`) on top. A submodule is part of its parent's layer and
-//! holds one of its ideas: `spec`'s validation (`spec/validate.rs`) and key data
-//! (`spec/protocol.rs`, `spec/dry_run.rs`, `spec/remote.rs`), how an
-//! incarnation is put together (`incarnation/start.rs`), what a dry-run responder answers
-//! (`dry/script.rs`), the start of a whole pool (`lifecycle/start_all.rs`), the spawn
-//! helper with a small fd table (`spawn/helper.rs`).
+//! `reader`, `writer`, `stderr` → `rpc`, `dry` → [`run`] → `oneshot`, `lsp` →
+//! `incarnation` → `prompt` → `instance`, `admission`, `exchange` → `handshake`, `roster`
+//! → `lifecycle` → `sizing`, `recycle` → `hold` → `supervisor`, `snapshot` → `router` →
+//! `lease` → `pool` → `pools`; [`ffi`] (feature `capi`) on top. A submodule is part of its
+//! parent's layer and holds one of its ideas: `spec`'s validation (`spec/validate.rs`) and
+//! key data (`spec/protocol.rs`, `spec/dry_run.rs`, `spec/remote.rs`, `spec/run.rs`), how
+//! an incarnation is put together (`incarnation/start.rs`), what a dry-run responder
+//! answers (`dry/script.rs`) and what a dry run does (`dry/run.rs`), the start of a whole
+//! pool (`lifecycle/start_all.rs`), the spawn helper with a small fd table
+//! (`spawn/helper.rs`), the processes a host registers on a permit (`limiter/permit.rs`),
+//! collecting a run's output (`run/output.rs`).
 //! [`remote`] sits beside `incarnation` (it builds the launcher argv that `process`
 //! spawns and runs the ssh master connections; `lifecycle` asks it for each start); its
 //! data, [`RemoteSpec`], is part of `spec`.
+//! Runs ([`Run`], [`run_output`]) are one command started once under the process limit,
+//! made of the same parts as an incarnation (`limiter`, `writer`, `reader`, `stderr`);
+//! [`Permit`]s gate the processes a host starts itself.
 //! Observability adds `procstat` (memory and CPU from `/proc`, beside `process`),
 //! [`log_bridge`] (the `log` sink for C, Go and Python hosts, a leaf) and `prometheus`
 //! (the text exposition and the list of live pools, above `snapshot`).
@@ -129,6 +134,7 @@ pub mod remote;
 mod roster;
 pub mod router;
 mod rpc;
+pub mod run;
 mod session;
 mod sizing;
 mod snapshot;
@@ -146,9 +152,9 @@ pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 
 pub use dry::{MAX_DRY_OUT_BYTES, MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
-pub use incarnation::{leaked_threads, State, STREAM_JOIN_WAIT};
+pub use incarnation::State;
 pub use lease::Lease;
-pub use limiter::{KillReport, Limiter, LimiterStatus};
+pub use limiter::{KillReport, Limiter, LimiterStatus, Permit, ProcessInfo, ProcessKind};
 pub use lsp::MAX_LSP_HEADER_BYTES;
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
@@ -158,9 +164,12 @@ pub use pools::Pools;
 pub use reader::SPIN_BUDGET;
 pub use remote::{Launcher, RemoteSpec};
 pub use router::{MapResult, Reply, ServedBy};
+pub use run::{run_output, run_output_with, Run, RunOptions, RunOutput, RunStatus, Stream};
 pub use spec::StderrMode;
 pub use spec::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV};
 pub use spec::{
     HandshakeMessage, HealthProbe, Limits, Oneshot, OneshotInput, Protocol, Registry, Restart,
     RestartPolicy, Routing, Shutdown, Startup, ToolSpec,
 };
+pub use spec::{RunDryRun, RunSpec};
+pub use stderr::{leaked_threads, STREAM_JOIN_WAIT};

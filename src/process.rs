@@ -13,8 +13,7 @@
 //!   it could have been reused;
 //! - a write to a dead child's stdin never raises SIGPIPE, which would kill a C or Go host:
 //!   the host holds the pipe's read end as well ([`crate::pipe`]), and the threads we own
-//!   block SIGPIPE ([`spawn_thread`]) for the pipes they write without one (one-shot
-//!   runs); no signal handler is ever installed.
+//!   block SIGPIPE ([`spawn_thread`]) besides; no signal handler is ever installed.
 
 use crate::error::{Error, ExitInfo, Result};
 use crate::pipe::StdinEnd;
@@ -139,11 +138,11 @@ impl Process {
 }
 
 /// The one duty to reap a child and report its end, held by whoever watches it: the
-/// stderr drainer of an incarnation, which polls [`Reaper::exit_fd`] beside stderr (so an
-/// instance needs one thread, not two), or a thread of its own ([`Reaper::into_thread`]:
-/// one-shot runs, ssh masters). Dropped with the duty undone (a thread that could not
-/// start, a panic), it hands what is left to such a thread, so no child is left a zombie
-/// and no end goes unreported.
+/// stderr drainer of an incarnation or a run, which polls [`Reaper::exit_fd`] beside
+/// stderr (so an instance needs one thread, not two), or a thread of its own
+/// ([`Reaper::into_thread`]: ssh masters). Dropped with the duty undone (a thread that
+/// could not start, a panic), it hands what is left to such a thread, so no child is left
+/// a zombie and no end goes unreported.
 pub(crate) struct Reaper {
     process: Arc<Process>,
     /// Readable once the child has exited: a pidfd (Linux 5.3 and later), else made by
