@@ -16,14 +16,15 @@
 //!   pidfds of every registered process (and an eventfd that tells it the set changed);
 //!   it starts with the first registration and ends when none is left. One thread for all,
 //!   not one per permit: a host may register hundreds of builds, and one `poll` over their
-//!   fds costs one thread instead of hundreds.
+//!   fds costs one thread instead of hundreds. (Where the kernel gives no pidfd, see
+//!   `ExitWatch`.)
 //!
 //! A registered process is signalled only through its pidfd, so a pid that has been
 //! reaped (by the host) and reused is never signalled (see `signal_registered`).
 
 mod permit;
-use permit::signal_registered;
 pub use permit::Permit;
+use permit::{signal_registered, ExitWatch};
 
 use crate::cancel::{cancelled, CancelToken, Wait};
 use crate::error::{Error, Result};
@@ -74,8 +75,8 @@ pub(crate) struct Owner {
 enum Target {
     /// A child of toolpool (signalled through its group, under its reaper's lock).
     Child(Arc<Process>),
-    /// A process the host registered on permit number `permit`.
-    Registered { permit: u64, pidfd: Arc<OwnedFd> },
+    /// A process the host registered on permit number `permit`, watched through `exit`.
+    Registered { permit: u64, exit: Arc<ExitWatch> },
 }
 
 struct Entry {
@@ -237,7 +238,7 @@ impl Limiter {
     pub fn kill_all(&self) -> KillReport {
         enum Kill {
             Child(Arc<Process>),
-            Registered(i32, Arc<OwnedFd>),
+            Registered(i32, Arc<ExitWatch>),
         }
         let targets: Vec<Kill> = {
             let mut st = self.state.lock();
@@ -246,7 +247,7 @@ impl Limiter {
                 .iter()
                 .map(|(&pid, e)| match &e.target {
                     Target::Child(p) => Kill::Child(Arc::clone(p)),
-                    Target::Registered { pidfd, .. } => Kill::Registered(pid, Arc::clone(pidfd)),
+                    Target::Registered { exit, .. } => Kill::Registered(pid, Arc::clone(exit)),
                 })
                 .collect()
         };

@@ -62,15 +62,16 @@ impl Permit {
 
     /// Attach `pid`, a process the host started (after taking the permit), to this slot:
     /// it shows in the limiter's status as `registered`, and `kill_all` ends it. The slot
-    /// comes back when the process exits (seen through a pidfd, Linux 5.3 or later), or
-    /// when the permit is dropped. One pid per permit. If a `kill_all` ran since the
-    /// permit was taken, the process is killed at once (it was being started while
-    /// everything was to die).
+    /// comes back when the process exits (seen through a pidfd; where the kernel gives
+    /// none, only a child of this process can be registered: see `ExitWatch`), or when
+    /// the permit is dropped. One pid per permit. If a `kill_all` ran since the permit was
+    /// taken, the process is killed at once (it was being started while everything was to
+    /// die).
     ///
     /// Errors: [`Error::InvalidArgument`] for a pid that is not positive, this process, a
     /// pid with no process, one already counted (a child of toolpool, or registered on
     /// another permit), or a permit that already holds a pid; [`Error::Io`] when the
-    /// kernel gives no pidfd.
+    /// kernel gives no pidfd and the pid is not a child of this process.
     pub fn register_pid(&self, pid: i32) -> Result<()> {
         let mut held = self.held.lock();
         match *held {
@@ -96,10 +97,10 @@ impl Permit {
                 "pid {pid} is this process: register the processes it starts, not itself"
             )));
         }
-        let pidfd = Arc::new(pidfd_open(pid)?);
+        let exit = Arc::new(ExitWatch::open(pid)?);
         let mut st = self.limiter.state.lock();
         if let Some(e) = st.procs.get(&pid) {
-            let exited = matches!(&e.target, Target::Registered { pidfd, .. } if has_exited(pidfd));
+            let exited = matches!(&e.target, Target::Registered { exit, .. } if exit.exited());
             if !exited {
                 return Err(Error::InvalidArgument(format!(
                     "pid {pid} is already counted (a process toolpool started, or one \
@@ -130,7 +131,7 @@ impl Permit {
                 name: None,
                 target: Target::Registered {
                     permit: self.id,
-                    pidfd: Arc::clone(&pidfd),
+                    exit: Arc::clone(&exit),
                 },
             },
         );
@@ -139,7 +140,7 @@ impl Permit {
         let start = !std::mem::replace(&mut st.watcher.running, true);
         drop(st);
         if late {
-            signal_registered(pid, &pidfd);
+            signal_registered(pid, &exit);
         }
         if start {
             let limiter = Arc::clone(&self.limiter);
@@ -236,11 +237,11 @@ fn watch(limiter: &Arc<Limiter>) {
     loop {
         let (set, wake) = {
             let mut st = limiter.state.lock();
-            let set: Vec<(i32, Arc<OwnedFd>)> = st
+            let set: Vec<(i32, Arc<ExitWatch>)> = st
                 .procs
                 .iter()
                 .filter_map(|(&pid, e)| match &e.target {
-                    Target::Registered { pidfd, .. } => Some((pid, Arc::clone(pidfd))),
+                    Target::Registered { exit, .. } => Some((pid, Arc::clone(exit))),
                     Target::Child(_) => None,
                 })
                 .collect();
@@ -252,7 +253,7 @@ fn watch(limiter: &Arc<Limiter>) {
         };
         let mut fds: Vec<libc::pollfd> =
             std::iter::once(wake.as_ref().map_or(-1, |w| w.as_raw_fd()))
-                .chain(set.iter().map(|(_, fd)| fd.as_raw_fd()))
+                .chain(set.iter().map(|(_, w)| w.fd.as_raw_fd()))
                 .map(|fd| libc::pollfd {
                     fd,
                     events: libc::POLLIN,
@@ -272,7 +273,7 @@ fn watch(limiter: &Arc<Limiter>) {
                 drain(w.as_raw_fd());
             }
         }
-        let exited: Vec<&(i32, Arc<OwnedFd>)> = set
+        let exited: Vec<&(i32, Arc<ExitWatch>)> = set
             .iter()
             .zip(&fds[1..])
             .filter(|(_, p)| p.revents != 0)
@@ -284,7 +285,7 @@ fn watch(limiter: &Arc<Limiter>) {
         let mut st = limiter.state.lock();
         for (pid, fd) in &exited {
             let same = st.procs.get(pid).is_some_and(
-                |e| matches!(&e.target, Target::Registered { pidfd, .. } if Arc::ptr_eq(pidfd, fd)),
+                |e| matches!(&e.target, Target::Registered { exit, .. } if Arc::ptr_eq(exit, fd)),
             );
             if same {
                 st.procs.remove(pid);
@@ -298,46 +299,69 @@ fn watch(limiter: &Arc<Limiter>) {
     }
 }
 
-/// A pidfd for `pid` (close-on-exec).
-fn pidfd_open(pid: i32) -> Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked before use.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
+/// What tells that a registered process has exited: its pidfd (Linux 5.3 and later),
+/// which also signals it safely; or, where the kernel or a sandbox gives none (valgrind,
+/// a seccomp filter), for a child of this process only, the read end of a pipe that a
+/// small thread closes when `waitid(WNOWAIT)` sees the exit (it never reaps: the host
+/// does).
+pub(crate) struct ExitWatch {
+    fd: OwnedFd,
+    pidfd: bool,
+}
+
+impl ExitWatch {
+    fn open(pid: i32) -> Result<ExitWatch> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd >= 0 {
+            return Ok(ExitWatch {
+                // SAFETY: a fresh fd we own from here on.
+                fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+                pidfd: true,
+            });
+        }
         let e = std::io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::ESRCH) => Error::InvalidArgument(format!("no process has pid {pid}")),
-            _ => Error::Io(format!(
-                "cannot watch pid {pid}: pidfd_open failed ({e}); registering a pid needs \
-                 Linux 5.3 or later"
-            )),
-        });
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Err(Error::InvalidArgument(format!("no process has pid {pid}")));
+        }
+        if !process::is_child(pid) {
+            return Err(Error::Io(format!(
+                "cannot watch pid {pid}: pidfd_open failed ({e}), and without a pidfd only \
+                 a child of this process can be registered (Linux 5.3 or later has pidfds)"
+            )));
+        }
+        let (fd, _thread) = process::exit_pipe(pid)
+            .ok_or_else(|| Error::Io(format!("cannot watch pid {pid}: no pipe left")))?;
+        Ok(ExitWatch { fd, pidfd: false })
     }
-    // SAFETY: a fresh fd we own from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+
+    /// True once the process has exited (the fd is readable).
+    fn exited(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one initialised pollfd, without waiting.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
 }
 
-/// True once the process of `pidfd` has exited (its pidfd is readable).
-fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one initialised pollfd, without waiting.
-    unsafe { libc::poll(&mut p, 1, 0) == 1 }
-}
-
-/// SIGKILL a registered process through its pidfd, and its process group if it leads one
-/// (and it is not this process's group). True when the process was signalled.
+/// SIGKILL a registered process, and its process group if it leads one (and it is not
+/// this process's group). True when the process was signalled.
 ///
-/// The group is signalled with `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9), which reaches
-/// only the group this very process leads, even after the pid was reused. On older
-/// kernels it falls back to `kill(-pid)` right after the pidfd shows the leader alive: the
-/// pid cannot have been reused unless the process exited, was reaped and the kernel's pid
-/// counter went round all pids within those few instructions.
-pub(super) fn signal_registered(pid: i32, pidfd: &OwnedFd) -> bool {
-    let fd = pidfd.as_raw_fd();
+/// With a pidfd, both go through it: the group with `PIDFD_SIGNAL_PROCESS_GROUP` (Linux
+/// 6.9), which reaches only the group this very process leads, even after the pid was
+/// reused. Without (an older kernel for the group, no pidfd at all), `kill` is called right
+/// after the watch shows the process alive: the pid cannot have been reused unless the
+/// process exited, was reaped and the kernel's pid counter went round all pids within
+/// those few instructions.
+pub(super) fn signal_registered(pid: i32, exit: &ExitWatch) -> bool {
+    let fd = exit.fd.as_raw_fd();
     let send = |flags: libc::c_uint| {
+        if !exit.pidfd {
+            return Err(Some(libc::ENOSYS));
+        }
         // SAFETY: plain syscall on a pidfd we own; a null siginfo is allowed.
         let r = unsafe {
             libc::syscall(
@@ -354,17 +378,31 @@ pub(super) fn signal_registered(pid: i32, pidfd: &OwnedFd) -> bool {
             Err(std::io::Error::last_os_error().raw_os_error())
         }
     };
+    let no_pidfd_call = |r: std::result::Result<(), Option<i32>>| {
+        matches!(r, Err(Some(libc::EINVAL | libc::ENOSYS)))
+    };
     // SAFETY: getpgid and getpgrp are plain syscalls with no pointers.
     let (group, ours) = unsafe { (libc::getpgid(pid), libc::getpgrp()) };
-    if group == pid
-        && group != ours
-        && send(PIDFD_SIGNAL_PROCESS_GROUP) == Err(Some(libc::EINVAL))
-        && !has_exited(pidfd)
-    {
-        // SAFETY: plain syscall; see the note above on why `pid` is still the leader.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    // The group (the leader included), then the process itself (which may lead none).
+    let mut signalled = false;
+    if group == pid && group != ours {
+        signalled = match send(PIDFD_SIGNAL_PROCESS_GROUP) {
+            Ok(()) => true,
+            // SAFETY: plain syscall; see the note above on why `pid` is still the leader.
+            r if no_pidfd_call(r) && !exit.exited() => unsafe {
+                libc::kill(-pid, libc::SIGKILL) == 0
+            },
+            _ => false,
+        };
     }
-    send(0).is_ok()
+    match send(0) {
+        Ok(()) => true,
+        r if no_pidfd_call(r) && !signalled && !exit.exited() => {
+            // SAFETY: plain syscall; as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) == 0 }
+        }
+        _ => signalled,
+    }
 }
 
 /// A non-blocking eventfd (close-on-exec).

@@ -10,6 +10,10 @@ event loop never blocks, and cancelling the awaiting task (``task.cancel()``,
             await lease.send("x = 5")
             print(await lease.request("x * 2"))          # "10"
 
+Runs too: ``async with aio.start_run(spec) as run``, ``async for line in run.stdout``,
+``await run.wait()``; ``await aio.run_output(spec)``; ``async with aio.acquire_slot() as
+permit`` for a process the program starts itself.
+
 A cancelled call ends like a timed-out one: the task gets ``asyncio.CancelledError`` (or
 ``TimeoutError`` from ``asyncio.timeout``) within milliseconds, the abandoned request's
 reply never reaches another caller, and the pool serves the next request normally.
@@ -28,7 +32,7 @@ from ._pool import DEFAULT_TIMEOUT, Payload, Reply, Spec
 from ._pool import Lease as _Lease
 from ._pool import Pool as _Pool
 
-__all__ = ["Pool", "Lease", "MAX_THREADS"]
+__all__ = ["Pool", "Lease", "MAX_THREADS", "AsyncRun", "start_run", "run_output", "acquire_slot"]
 
 T = TypeVar("T")
 
@@ -226,3 +230,7 @@ class Pool:
         """:meth:`toolpool.Pool.metrics`, in a thread."""
         p = self._live()
         return await asyncio.get_running_loop().run_in_executor(self._executor, p.metrics)
+
+
+# Runs and permits (toolpool._aio_run, which uses _run above).
+from ._aio_run import AsyncRun, acquire_slot, run_output, start_run  # noqa: E402
