@@ -148,17 +148,18 @@ pub unsafe extern "C" fn toolpool_run_read_line(
     ffi_call("toolpool_run_read_line", || {
         let run = try_handle!(r);
         let out = try_out!(out_line);
-        let stream =
-            match stream {
-                s if s == ToolpoolStream::TOOLPOOL_STREAM_STDOUT as i32 => Stream::Stdout,
-                s if s == ToolpoolStream::TOOLPOOL_STREAM_STDERR as i32 => Stream::Stderr,
-                other => return Err(invalid(
+        let stream = match stream {
+            s if s == ToolpoolStream::TOOLPOOL_STREAM_STDOUT as i32 => Stream::Stdout,
+            s if s == ToolpoolStream::TOOLPOOL_STREAM_STDERR as i32 => Stream::Stderr,
+            other => {
+                return Err(invalid(
                     "stream",
                     &format!(
                         "is {other}: give TOOLPOOL_STREAM_STDOUT (1) or TOOLPOOL_STREAM_STDERR (2)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let line = run.read_line(stream, try_wait!(timeout_ms, c))?;
         out.write(line.map_or(std::ptr::null_mut(), c_string));
         Ok(())
