@@ -101,6 +101,22 @@ struct End {
 /// One command running under the process limit: write its stdin, read its stdout and
 /// stderr line by line, wait for its exit. See the module docs for how it is built.
 ///
+/// ```
+/// use std::time::Duration;
+/// use toolpool::{ExitInfo, Run, RunSpec, Stream};
+///
+/// let run = Run::start(RunSpec {
+///     timeout_ms: Some(60_000), // the whole group is killed after a minute
+///     ..RunSpec::new(["sh", "-c", "echo compiling; echo warning >&2; exit 3"])
+/// })?;
+/// let t = Duration::from_secs(10);
+/// assert_eq!(run.read_line(Stream::Stdout, t)?.as_deref(), Some("compiling"));
+/// assert_eq!(run.read_line(Stream::Stdout, t)?, None); // the end of stdout
+/// assert_eq!(run.read_line(Stream::Stderr, t)?.as_deref(), Some("warning"));
+/// assert_eq!(run.wait(t)?, ExitInfo::Code(3));
+/// # Ok::<(), toolpool::Error>(())
+/// ```
+///
 /// `Send + Sync`: every call takes `&self`, so one thread may read stdout while another
 /// reads stderr, writes stdin, waits or kills. Dropping it kills what is left of the
 /// process group, reaps the child and joins its threads (waiting at most

@@ -66,6 +66,21 @@ fn as_text<S: Serializer>(b: &[u8], s: S) -> std::result::Result<S::Ok, S::Error
 /// a run that could not start ([`Error::Config`], [`Error::Spawn`],
 /// [`Error::LimitReached`]) or was cancelled by the wait's token, which kills it
 /// ([`Error::Cancelled`]); a non-zero exit is a result, not an error.
+///
+/// ```
+/// use std::time::Duration;
+/// use toolpool::{run_output, ExitInfo, RunSpec};
+///
+/// let out = run_output(
+///     RunSpec {
+///         input: Some("b\na\n".into()),
+///         ..RunSpec::new(["sort"])
+///     },
+///     Duration::from_secs(10),
+/// )?;
+/// assert_eq!((out.exit, out.stdout_text().as_str()), (ExitInfo::Code(0), "a\nb\n"));
+/// # Ok::<(), toolpool::Error>(())
+/// ```
 pub fn run_output(spec: RunSpec, wait: impl Into<Wait>) -> Result<RunOutput> {
     run_output_with(spec, wait, Limiter::global())
 }

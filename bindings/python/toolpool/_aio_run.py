@@ -17,7 +17,7 @@ import concurrent.futures
 from types import TracebackType
 from typing import Any, AsyncIterator, Callable, Dict, Generator, Optional, Type, TypeVar, Union
 
-from . import aio as _aio
+from ._aio_call import run_cancellable
 from ._cancel import CancelToken
 from ._pool import DEFAULT_TIMEOUT
 from ._run import Permit, Run, RunResult, RunSpec
@@ -38,7 +38,7 @@ async def _in_thread(fn: Callable[[CancelToken], T]) -> T:
     wait never holds a thread the loop's default executor needs), cancellable."""
     ex = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="toolpool-aio-run")
     try:
-        return await _aio._run(ex, fn)
+        return await run_cancellable(ex, fn)
     finally:
         ex.shutdown(wait=False)  # its one thread ends by itself; the loop never waits
 
@@ -92,7 +92,7 @@ class AsyncRun:
     async def read_line(self, stream: str = "stdout", timeout: Optional[float] = None) -> Optional[str]:
         """:meth:`toolpool.Run.read_line`, awaited; cancelling the task cancels it."""
         r = self._run
-        return await _aio._run(self._executor, lambda t: r.read_line(stream, timeout, cancel=t))
+        return await run_cancellable(self._executor, lambda t: r.read_line(stream, timeout, cancel=t))
 
     def write_line(self, line: Union[str, bytes]) -> None:
         """Queue ``line`` for stdin (never blocks)."""
@@ -105,7 +105,7 @@ class AsyncRun:
     async def wait(self, timeout: Optional[float] = None) -> int:
         """:meth:`toolpool.Run.wait`, awaited: the return code (-N: signal N)."""
         r = self._run
-        return await _aio._run(self._executor, lambda t: r.wait(timeout, cancel=t))
+        return await run_cancellable(self._executor, lambda t: r.wait(timeout, cancel=t))
 
     def kill(self) -> None:
         """SIGKILL the process group (never blocks)."""

@@ -24,44 +24,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Type, Union
 
-from ._cancel import CancelToken
+from ._aio_call import run_cancellable as _run
+from ._aio_run import RUN_THREADS, AsyncRun, acquire_slot, run_output, start_run
 from ._errors import ShutDown, ToolpoolError
 from ._pool import DEFAULT_TIMEOUT, Payload, Reply, Spec
 from ._pool import Lease as _Lease
 from ._pool import Pool as _Pool
 
-__all__ = ["Pool", "Lease", "MAX_THREADS", "AsyncRun", "start_run", "run_output", "acquire_slot"]
-
-T = TypeVar("T")
+__all__ = ["Pool", "Lease", "MAX_THREADS", "AsyncRun", "RUN_THREADS", "start_run", "run_output", "acquire_slot"]
 
 #: Threads of one ``aio.Pool``'s executor: the most blocking calls it runs at once (more
 #: wait in the executor's queue, still cancellable). Pass ``max_threads=`` to change it.
 MAX_THREADS: int = 64
-
-
-async def _run(executor: concurrent.futures.Executor, fn: Callable[[CancelToken], T]) -> T:
-    """Run ``fn(token)`` (one blocking call taking ``cancel=token``) on ``executor``; if
-    the awaiting task is cancelled, trigger the token, wait for the call to return (it
-    takes milliseconds), and let the cancellation go on."""
-    token = CancelToken()
-    loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(executor, fn, token)
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        token.cancel()
-        # The C call returns within milliseconds; wait for it so nothing of it outlives
-        # the task (its result or error, Cancelled, is dropped).
-        while not fut.done():
-            try:
-                await asyncio.wait([fut])
-            except asyncio.CancelledError:  # cancelled again: keep waiting, briefly
-                pass
-        if not fut.cancelled():
-            fut.exception()  # retrieved, so asyncio does not log it
-        raise
 
 
 class Lease:
@@ -231,6 +207,3 @@ class Pool:
         p = self._live()
         return await asyncio.get_running_loop().run_in_executor(self._executor, p.metrics)
 
-
-# Runs and permits (toolpool._aio_run, which uses _run above).
-from ._aio_run import AsyncRun, acquire_slot, run_output, start_run  # noqa: E402
