@@ -9,8 +9,8 @@
  *  - Strings returned through char ** are freed with toolpool_string_free(), never free().
  *  - Strings passed in are NUL-terminated UTF-8; NULL or invalid UTF-8 is
  *    TOOLPOOL_INVALID_ARGUMENT.
- *  - A pool handle may be used from many threads at once; only toolpool_pool_free must not
- *    race other calls on it.
+ *  - A pool, run or permit handle may be used from many threads at once; only its _free
+ *    (toolpool_permit_release) must not race other calls on it.
  *  - No panic crosses the boundary: it becomes TOOLPOOL_PANIC.
  */
 
