@@ -114,9 +114,9 @@ type Run struct {
 	stop func() bool
 }
 
-// specJSON marshals a run spec for the C API; limitTo, when positive, bounds the slot
-// wait (the time left before a context's deadline).
-func (s RunSpec) json(op string, limitTo time.Duration) (string, error) {
+// marshal encodes a run spec for the C API; limitTo, when positive, bounds the slot wait
+// (the time left before a context's deadline).
+func (s RunSpec) marshal(op string, limitTo time.Duration) (string, error) {
 	if limitTo > 0 {
 		ms := uint64(millis(limitTo))
 		if s.SlotTimeoutMS == nil || *s.SlotTimeoutMS > ms {
@@ -173,7 +173,7 @@ func StartRun(ctx context.Context, spec RunSpec) (*Run, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	js, err := spec.json(op, untilDeadline(ctx))
+	js, err := spec.marshal(op, untilDeadline(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -369,7 +369,7 @@ func RunOutput(ctx context.Context, spec RunSpec) (RunResult, error) {
 	if err != nil {
 		return RunResult{}, err
 	}
-	js, err := spec.json(op, untilDeadline(ctx))
+	js, err := spec.marshal(op, untilDeadline(ctx))
 	if err != nil {
 		return RunResult{}, err
 	}
