@@ -124,7 +124,7 @@ pub enum Error {
     #[error("pool of '{0}' is shut down")]
     ShutDown(String),
     /// The process-wide limit did not allow a new process within the wait time.
-    #[error("process limit reached: {running} of {limit} processes running, waited {} ms", waited.as_millis())]
+    #[error("maximum concurrent processes reached: {running} of {limit} (waited {} ms; the limit is set by set_limit or TOOLPOOL_MAX_PROCESSES)", waited.as_millis())]
     LimitReached {
         /// The limit in force.
         limit: usize,

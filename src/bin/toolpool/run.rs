@@ -126,7 +126,7 @@ struct Shared {
 pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     let source = args.tool.source()?;
     let spec = match &source {
-        tool::Source::Local(spec) => spec.clone(),
+        tool::Source::Local(spec) => (**spec).clone(),
         tool::Source::Service(pool) => (*pool.spec()).clone(),
     };
     let signals = signals::install();
@@ -157,7 +157,7 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     let shared = Arc::new(Shared::default());
     let interrupts = Interrupts::watch(signals, Arc::clone(&shared));
     let started = match source {
-        tool::Source::Local(spec) => Pool::from_spec(spec),
+        tool::Source::Local(spec) => Pool::from_spec(*spec),
         tool::Source::Service(pool) => Ok(pool),
     };
     let pool = match started {

@@ -98,7 +98,7 @@ pub struct ToolArgs {
 /// `TOOLPOOL_SERVER` set).
 pub enum Source {
     /// Start a local pool from this spec.
-    Local(ToolSpec),
+    Local(Box<ToolSpec>),
     /// The service's pool, already open.
     Service(toolpool::Pool),
 }
@@ -110,10 +110,10 @@ impl ToolArgs {
     pub fn source(&self) -> Result<Source, Fatal> {
         let server = toolpool::Client::from_env().map_err(|e| Fatal::config(e.to_string()));
         let (Some(id), true, None) = (&self.tool, self.command.is_empty(), &self.spec) else {
-            return self.spec().map(Source::Local);
+            return self.spec().map(|s| Source::Local(Box::new(s)));
         };
         let Some(client) = server? else {
-            return self.spec().map(Source::Local);
+            return self.spec().map(|s| Source::Local(Box::new(s)));
         };
         let local_only = [
             ("--instances", self.instances.is_some()),
