@@ -367,7 +367,7 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), all.len());
-        assert_eq!(codes, (1..=17).collect::<Vec<_>>());
+        assert_eq!(codes, (1..=18).collect::<Vec<_>>());
         assert_eq!(ToolpoolStatus::ALL.len(), all.len() + 2);
     }
 
