@@ -1009,10 +1009,12 @@ int32_t toolpool_metrics_prometheus_all(char **out_text);
  * process the host starts itself. Start the process after this returns, then register
  * its pid with `toolpool_permit_register_pid`. The slot counts in
  * `toolpool_limit_status_json` until the permit is released, or until the registered
- * process exits.
+ * process exits. When the process uses a `toolpool serve` service (a live
+ * `ToolpoolClient`, or `$TOOLPOOL_SERVER`), the slot is one of the service's limit, held
+ * on a connection of its own: this process dying gives it back at once.
  *
  * Errors: `TOOLPOOL_LIMIT_REACHED` ("maximum concurrent processes reached: N of M"),
- * `TOOLPOOL_CANCELLED`.
+ * `TOOLPOOL_CANCELLED`, `TOOLPOOL_SERVICE`.
  * NULL handling: `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
  * Ownership: `c` is borrowed for the call. On success `*out` receives a new permit that
  * the caller owns and releases with `toolpool_permit_release`.

@@ -9,6 +9,7 @@
 //! dies holding one frees it at once. Below the pool façade; above the wire protocol.
 
 mod lease;
+mod permit;
 mod pool;
 
 pub(crate) use lease::ServiceLease;
@@ -124,6 +125,17 @@ impl Client {
         self.link
             .call(Op::SetLimit { max }, &[], None)
             .map(|(s, _)| s)
+    }
+
+    /// A slot of the service's process limit for a process this machine starts (register
+    /// its pid on the permit), waiting as [`Limiter::acquire`](crate::Limiter::acquire)
+    /// does: the process counts in the service's status and dies with its `kill_all`.
+    /// The slot comes back when the permit is dropped or its process exits, or at once
+    /// if this process dies.
+    pub fn acquire(&self, wait: impl Into<Wait>) -> Result<crate::Permit> {
+        let wait = wait.into();
+        let p = permit::ServicePermit::take(Arc::clone(&self.link), &wait)?;
+        Ok(crate::Permit::elsewhere(Box::new(p)))
     }
 
     /// Kill every process counted against the service's limit, as

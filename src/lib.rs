@@ -166,7 +166,7 @@ pub use status::ToolpoolStatus;
 pub use dry::{MAX_DRY_OUT_BYTES, MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
 pub use incarnation::State;
 pub use lease::Lease;
-pub use limit::{kill_all, limit_status, set_limit};
+pub use limit::{acquire_slot, kill_all, limit_status, run_output, set_limit};
 pub use limiter::{KillReport, Limiter, LimiterStatus, Permit, ProcessInfo, ProcessKind};
 pub use lsp::MAX_LSP_HEADER_BYTES;
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
@@ -179,7 +179,7 @@ pub use pools::{Pools, ReloadReport};
 pub use reader::SPIN_BUDGET;
 pub use remote::{Launcher, RemoteSpec};
 pub use router::{MapResult, Reply, ServedBy};
-pub use run::{run_output, run_output_with, Run, RunOptions, RunOutput, RunStatus, Stream};
+pub use run::{run_output_with, Run, RunOptions, RunOutput, RunStatus, Stream};
 pub use service::{ClientStatus, Service, ServiceOptions, ServiceStatus};
 pub use spec::StderrMode;
 pub use spec::{

@@ -23,6 +23,7 @@
 //! reaped (by the host) and reused is never signalled (see `signal_registered`).
 
 mod permit;
+pub(crate) use permit::ElsewhereSlot;
 pub use permit::Permit;
 use permit::{signal_registered, ExitWatch};
 

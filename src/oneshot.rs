@@ -54,6 +54,7 @@ pub(crate) fn run(
         Wait::new(timeout),
         limiter,
         format!("tool '{}' one-shot", spec.id),
+        None,
     )?;
     if out.timed_out {
         return Err(Error::timeout(
@@ -102,7 +103,7 @@ pub(crate) fn capture(
     // A limiter of its own, with no limit: a helper never waits for a tool's slot.
     let unlimited = Limiter::new(0);
     let what = format!("toolpool's helper command '{name}'");
-    let out = run::collect(&run_spec, None, Wait::new(timeout), &unlimited, what)?;
+    let out = run::collect(&run_spec, None, Wait::new(timeout), &unlimited, what, None)?;
     let exit = (!out.timed_out).then_some(out.exit);
     Ok((exit, out.stdout, out.stderr))
 }

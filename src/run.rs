@@ -1,6 +1,6 @@
 //! Runs: one command started once under the process limit, its output read line by line
 //! and its exit status waited for ([`Run`]), or all of its output collected
-//! ([`run_output`]). A pool's one-shot fallback is a run too (`crate::oneshot`).
+//! ([`run_output`](crate::run_output)). A pool's one-shot fallback is a run too (`crate::oneshot`).
 //!
 //! A run is put together from the pieces an incarnation uses, so it keeps their process
 //! hygiene and their bounds: the limiter starts the child (`Limiter::spawn`, listed as
@@ -21,7 +21,7 @@
 use crate::cancel::{cancelled, CancelToken, Until, Wait};
 use crate::dry::{self, Child, Started};
 use crate::error::{Error, ExitInfo, Result};
-use crate::limiter::{Limiter, Owner, ProcessKind};
+use crate::limiter::{Limiter, Owner, Permit, ProcessKind};
 use crate::metrics::Counters;
 use crate::process::{Launch, OnExit};
 use crate::reader::{Chunks, StdoutFilter, StdoutReader, WaitEnd};
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 mod output;
 pub(crate) use output::collect;
-pub use output::{run_output, run_output_with, RunOutput};
+pub use output::{run_output_with, RunOutput};
 
 /// One of a run's two output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +140,9 @@ pub struct Run {
     /// Disconnected once the drainer has ended.
     drained: Receiver<()>,
     started: Instant,
+    /// The slot of a limit kept elsewhere (a service's) this run's process is registered
+    /// on; given back once the run is dropped.
+    _slot: Option<Permit>,
 }
 
 impl std::fmt::Debug for Run {
@@ -163,32 +166,31 @@ struct Plan<'a> {
     collect: bool,
     /// What a spawn error is prefixed with (`run 'make'`).
     what: String,
+    /// A slot of a limit kept elsewhere to register the process on (then `limiter` is
+    /// one without a limit).
+    slot: Option<Permit>,
 }
 
 impl Run {
-    /// Start `spec` under the host-wide limiter ([`Limiter::global`]): wait up to its
-    /// `slot_timeout_ms` for room ([`Error::LimitReached`] after), then start the
-    /// process (or, with `dry_run` or `TOOLPOOL_DRY_RUN=1`, its stand-in). The spec is
-    /// checked first ([`Error::Config`]); a program that cannot start is
-    /// [`Error::Spawn`].
-    pub fn start(spec: RunSpec) -> Result<Run> {
-        Run::start_with(spec, RunOptions::default())
-    }
-
-    /// [`Run::start`] with a limiter of its own or a cancel token for the slot wait.
-    pub fn start_with(spec: RunSpec, opts: RunOptions) -> Result<Run> {
+    /// Start `spec` under `limiter` (waiting for a slot until `cancel`); with `slot`, a
+    /// slot of a limit kept elsewhere, the process is registered on it instead (and
+    /// `limiter` should have no limit). The public `Run::start` decides which (`limit`).
+    pub(crate) fn start_under(
+        spec: RunSpec,
+        limiter: &Arc<Limiter>,
+        cancel: Option<&CancelToken>,
+        slot: Option<Permit>,
+    ) -> Result<Run> {
         spec.validate()?;
-        let limiter = opts
-            .limiter
-            .unwrap_or_else(|| Arc::clone(Limiter::global()));
         Run::launch(Plan {
             dry: dry_of(&spec),
             timeout: spec.timeout_ms.map(Duration::from_millis),
             what: format!("run '{}'", spec.display_name()),
             spec: &spec,
-            limiter: &limiter,
-            cancel: opts.cancel.as_ref(),
+            limiter,
+            cancel,
             collect: false,
+            slot,
         })
     }
 
@@ -255,6 +257,13 @@ impl Run {
         let pid = child.os_pid();
         if let Some(pid) = pid {
             log::info!(target: "toolpool", "started run={name} pid={pid} argv={:?}", spec.command);
+            if let Some(slot) = &plan.slot {
+                if let Err(e) = slot.register_pid(pid) {
+                    // Not counted where the limit is kept: it must not run.
+                    child.signal(libc::SIGKILL);
+                    return Err(e);
+                }
+            }
         }
         let counters = Arc::new(Counters::default());
         let stdin = StdinWriter::start(
@@ -328,6 +337,7 @@ impl Run {
             drainer: Mutex::new(Some(drainer)),
             drained: done_rx,
             started: Instant::now(),
+            _slot: plan.slot,
         };
         match &spec.input {
             Some(input) => {
@@ -580,7 +590,7 @@ fn end_hook(end: Arc<End>, name: String, wakers: (Sender<()>, Sender<()>)) -> On
 }
 
 /// The dry run of `spec`: its `dry_run`, or with `TOOLPOOL_DRY_RUN=1` the default one.
-fn dry_of(spec: &RunSpec) -> Option<RunDryRun> {
+pub(crate) fn dry_of(spec: &RunSpec) -> Option<RunDryRun> {
     spec.dry_run.clone().or_else(|| {
         std::env::var(DRY_RUN_ENV)
             .is_ok_and(|v| !v.is_empty() && v != "0")

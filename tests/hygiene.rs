@@ -154,7 +154,7 @@ fn blocked(tid: &str) -> Option<u64> {
 #[test]
 fn the_librarys_threads_leave_signals_to_the_hosts_threads() {
     // Once a pool runs, every thread toolpool made for it (each instance's stderr drain,
-    // the supervisor, a stdin writer when one is up) blocks SIGINT, SIGTERM and SIGPIPE, so a signal sent to
+    // the supervisor and a stdin writer when they are up) blocks SIGINT, SIGTERM and SIGPIPE, so a signal sent to
     // the process runs the host's handler on a host thread. (The spawn helper, alive only
     // while a spawn runs, has its own test next to it.)
     let pool = private(tool(2, &[]));
@@ -178,10 +178,7 @@ fn the_librarys_threads_leave_signals_to_the_hosts_threads() {
             seen.insert(comm.split('-').nth(1).unwrap_or_default().to_string());
         }
     }
-    assert!(
-        seen.contains("err") && seen.contains("sup"),
-        "threads seen: {seen:?}"
-    );
+    assert!(seen.contains("err"), "threads seen: {seen:?}");
     drop(pool);
 }
 

@@ -9,6 +9,7 @@ mod service;
 use common::*;
 use service::*;
 use std::io::{BufRead, Write};
+use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
 use toolpool::{CancelToken, Client, Error, RequestOptions, Retry, Wait};
 
@@ -643,10 +644,16 @@ fn systemd_socket_activation_serves_the_socket_it_is_given() {
         .arg(toolpool_bin())
         .arg(&registry_path)
         .stderr(std::process::Stdio::null());
-    // SAFETY: only dup2 between fork and exec.
+    // SAFETY: only dup2 and fcntl between fork and exec. The listener may be fd 3 already:
+    // then dup2 does nothing and the close-on-exec flag must be cleared by hand.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, 3) == 3
+            };
+            if !ok {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -721,4 +728,171 @@ fn metrics_and_status_over_http_and_the_limit_through_the_client() {
     let report = toolpool::kill_all().unwrap();
     assert_eq!(report.killed_count, 2);
     assert!(eventually(T, || pids.iter().all(|p| !process_alive(*p))));
+}
+
+/// The service's status of registered processes: their pids.
+fn registered(client: &Client) -> Vec<i32> {
+    client
+        .limit_status()
+        .unwrap()
+        .processes
+        .iter()
+        .filter(|p| p.kind == toolpool::ProcessKind::Registered)
+        .map(|p| p.pid)
+        .collect()
+}
+
+#[test]
+fn permits_of_the_service_count_every_clients_processes() {
+    // A limit of 2: one pool instance, one permit; a second permit waits and fails.
+    let s = Served::start(
+        "permits",
+        &registry(&[("echo", testtool_spec(1, &[], ""))]),
+        &["--max-processes", "2"],
+    );
+    let client = s.client();
+    let permit = client.acquire(T).unwrap();
+    assert!(permit.holds_slot());
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id() as i32;
+    permit.register_pid(pid).unwrap();
+    assert_eq!(permit.pid(), Some(pid));
+    assert_eq!(registered(&client), vec![pid]);
+    assert_eq!(client.limit_status().unwrap().active_processes, 2);
+    let t0 = Instant::now();
+    match client.acquire(Duration::from_millis(300)) {
+        Err(Error::LimitReached { limit: 2, .. }) => {}
+        other => panic!("want LimitReached, got {other:?}"),
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+    // The registered process ends: its slot comes back without a release.
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert!(eventually(T, || registered(&client).is_empty()));
+    let second = client.acquire(T).unwrap();
+    // A permit whose client dies gives its slot back at once: here, dropping it.
+    drop(second);
+    drop(permit);
+    assert!(eventually(T, || client.limit_status().unwrap().reserved == 0));
+    // The service's kill_all ends a registered process of another process.
+    let permit = client.acquire(T).unwrap();
+    let mut victim = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    permit.register_pid(victim.id() as i32).unwrap();
+    assert!(client.kill_all().unwrap().killed_count >= 1);
+    assert_eq!(victim.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn toolpool_exec_runs_a_command_under_the_services_limit() {
+    // A lazy pool starts nothing: the limit of 1 is the commands'.
+    let s = Served::start(
+        "exec",
+        &registry(&[("echo", testtool_spec(1, &[], "\"lazy\": true"))]),
+        &["--max-processes", "1"],
+    );
+    let client = s.client();
+    let exec = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(toolpool_bin());
+        cmd.arg("exec")
+            .args(args)
+            .env("TOOLPOOL_SERVER", format!("unix:{}", s.socket.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let out = exec(&["--", "sh", "-c", "echo out; exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    // One holds the slot; another waits for it, then fails, naming the limit.
+    let mut holder = exec(&["--", "sleep", "30"]).spawn().unwrap();
+    assert!(eventually(T, || registered(&client).len() == 1));
+    let sleep_pid = registered(&client)[0];
+    assert!(argv_of(sleep_pid).contains(&"sleep".to_string()));
+    let refused = exec(&["--wait", "300ms", "--", "true"]).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("maximum concurrent processes reached: 1 of 1"),
+        "{err}"
+    );
+    // The service's kill_all ends the command; exec passes its status on.
+    client.kill_all().unwrap();
+    assert_eq!(holder.wait().unwrap().code(), Some(128 + libc::SIGKILL));
+    assert!(eventually(T, || registered(&client).is_empty()));
+    // Without a service, exec says so.
+    let none = std::process::Command::new(toolpool_bin())
+        .args(["exec", "--", "true"])
+        .env_remove("TOOLPOOL_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no service"));
+}
+
+/// Not a test: the client process of `runs_of_a_process_using_the_service_count_there`
+/// (run by it with `--ignored --exact`, `TOOLPOOL_SERVER` set). Starts a run, says its pid,
+/// waits for a line on stdin, then runs one `run_output` and says its stdout.
+#[test]
+#[ignore = "a helper process, run by another test"]
+fn run_client_process() {
+    let run = toolpool::Run::start(toolpool::RunSpec::new(["sleep", "30"])).unwrap();
+    println!("RUN {}", run.pid().unwrap());
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    drop(run);
+    let out = toolpool::run_output(toolpool::RunSpec::new(["echo", "collected"]), T).unwrap();
+    println!("OUTPUT {}", out.stdout_text().trim());
+    std::io::stdout().flush().unwrap();
+}
+
+#[test]
+fn runs_of_a_process_using_the_service_count_there() {
+    let s = Served::start(
+        "runs",
+        &registry(&[("echo", testtool_spec(1, &[], ""))]),
+        &[],
+    );
+    let client = s.client();
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "run_client_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TOOLPOOL_SERVER", format!("unix:{}", s.socket.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(helper.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("RUN ") {
+        line.clear();
+        assert_ne!(
+            out.read_line(&mut line).unwrap(),
+            0,
+            "the helper ended early"
+        );
+    }
+    let pid: i32 = line.rsplit(' ').next().unwrap().trim().parse().unwrap();
+    assert_eq!(registered(&client), vec![pid]);
+    writeln!(helper.stdin.as_mut().unwrap()).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(rest.contains("OUTPUT collected"), "{rest}");
+    assert!(helper.wait().unwrap().success());
+    assert!(eventually(T, || registered(&client).is_empty()));
 }

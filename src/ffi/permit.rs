@@ -4,7 +4,7 @@
 
 use super::cancel::ToolpoolCancel;
 use super::{ffi_call, ffi_void, Handle};
-use crate::{Limiter, Permit};
+use crate::Permit;
 
 /// An opaque permit handle, from `toolpool_limit_acquire`, released (and freed) with
 /// `toolpool_permit_release`. Every call but `toolpool_permit_release` may be made from
@@ -26,10 +26,12 @@ impl Handle for ToolpoolPermit {
 /// process the host starts itself. Start the process after this returns, then register
 /// its pid with `toolpool_permit_register_pid`. The slot counts in
 /// `toolpool_limit_status_json` until the permit is released, or until the registered
-/// process exits.
+/// process exits. When the process uses a `toolpool serve` service (a live
+/// `ToolpoolClient`, or `$TOOLPOOL_SERVER`), the slot is one of the service's limit, held
+/// on a connection of its own: this process dying gives it back at once.
 ///
 /// Errors: `TOOLPOOL_LIMIT_REACHED` ("maximum concurrent processes reached: N of M"),
-/// `TOOLPOOL_CANCELLED`.
+/// `TOOLPOOL_CANCELLED`, `TOOLPOOL_SERVICE`.
 /// NULL handling: `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
 /// Ownership: `c` is borrowed for the call. On success `*out` receives a new permit that
 /// the caller owns and releases with `toolpool_permit_release`.
@@ -45,7 +47,7 @@ pub unsafe extern "C" fn toolpool_limit_acquire(
 ) -> i32 {
     ffi_call("toolpool_limit_acquire", || {
         let out = try_out!(out);
-        let permit = Limiter::global().acquire(try_wait!(timeout_ms, c))?;
+        let permit = crate::acquire_slot(try_wait!(timeout_ms, c))?;
         out.write(Box::into_raw(Box::new(ToolpoolPermit { permit })));
         Ok(())
     })

@@ -22,7 +22,34 @@ const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
 /// with [`Limiter::kill_all`]. The slot comes back when the permit is dropped (or
 /// [`Permit::release`]d), or as soon as the registered process exits, whichever comes
 /// first. `Send + Sync`; its calls take `&self`.
+///
+/// A permit of the process-wide limit taken while the process uses a `toolpool serve`
+/// service (`toolpool::acquire_slot`) is a slot of the service's limit: the same calls
+/// act there.
 pub struct Permit {
+    inner: Inner,
+}
+
+enum Inner {
+    /// A slot of a limiter in this process.
+    Local(LocalPermit),
+    /// A slot of a limit kept elsewhere (a service's).
+    Elsewhere(Box<dyn ElsewhereSlot>),
+}
+
+/// A slot of a limit kept outside this process (by a `toolpool serve` service): what a
+/// [`Permit`] from there does. Implemented by the client layer.
+pub(crate) trait ElsewhereSlot: Send + Sync {
+    /// [`Permit::register_pid`] there.
+    fn register_pid(&self, pid: i32) -> Result<()>;
+    /// [`Permit::pid`].
+    fn pid(&self) -> Option<i32>;
+    /// [`Permit::holds_slot`] there (false when it cannot tell: the service is gone).
+    fn holds_slot(&self) -> bool;
+}
+
+/// A slot of a limiter of this process.
+struct LocalPermit {
     limiter: Arc<Limiter>,
     id: u64,
     /// `kill_epoch` when the permit was taken.
@@ -53,10 +80,19 @@ impl Permit {
     /// Slot number `id` of `limiter`, taken while its kill epoch was `epoch`.
     pub(super) fn new(limiter: Arc<Limiter>, id: u64, epoch: u64) -> Permit {
         Permit {
-            limiter,
-            id,
-            epoch,
-            held: Mutex::new(Held::Free),
+            inner: Inner::Local(LocalPermit {
+                limiter,
+                id,
+                epoch,
+                held: Mutex::new(Held::Free),
+            }),
+        }
+    }
+
+    /// A slot of a limit kept elsewhere.
+    pub(crate) fn elsewhere(slot: Box<dyn ElsewhereSlot>) -> Permit {
+        Permit {
+            inner: Inner::Elsewhere(slot),
         }
     }
 
@@ -73,6 +109,44 @@ impl Permit {
     /// another permit), or a permit that already holds a pid; [`Error::Io`] when the
     /// kernel gives no pidfd and the pid is not a child of this process.
     pub fn register_pid(&self, pid: i32) -> Result<()> {
+        match &self.inner {
+            Inner::Local(p) => p.register_pid(pid),
+            Inner::Elsewhere(p) => p.register_pid(pid),
+        }
+    }
+
+    /// The registered pid, if any (also after the process exited).
+    pub fn pid(&self) -> Option<i32> {
+        match &self.inner {
+            Inner::Local(p) => p.pid(),
+            Inner::Elsewhere(p) => p.pid(),
+        }
+    }
+
+    /// True while the permit still holds its slot: before a pid is registered, and while
+    /// the registered process runs.
+    pub fn holds_slot(&self) -> bool {
+        match &self.inner {
+            Inner::Local(p) => p.holds_slot(),
+            Inner::Elsewhere(p) => p.holds_slot(),
+        }
+    }
+
+    /// Give the slot back now (as dropping the permit does). A registered process is left
+    /// running; it is no longer counted.
+    pub fn release(self) {}
+
+    /// The slot becomes `process`, a child toolpool just started (see `Limiter::spawn`,
+    /// which takes local permits only).
+    pub(super) fn bind(self, process: &Arc<Process>, owner: Owner) {
+        if let Inner::Local(p) = &self.inner {
+            p.bind(process, owner);
+        }
+    }
+}
+
+impl LocalPermit {
+    fn register_pid(&self, pid: i32) -> Result<()> {
         let mut held = self.held.lock();
         match *held {
             Held::Free => {}
@@ -152,17 +226,14 @@ impl Permit {
         Ok(())
     }
 
-    /// The registered pid, if any (also after the process exited).
-    pub fn pid(&self) -> Option<i32> {
+    fn pid(&self) -> Option<i32> {
         match *self.held.lock() {
             Held::Registered(p) => Some(p),
             _ => None,
         }
     }
 
-    /// True while the permit still holds its slot: before a pid is registered, and while
-    /// the registered process runs.
-    pub fn holds_slot(&self) -> bool {
+    fn holds_slot(&self) -> bool {
         match *self.held.lock() {
             Held::Free => true,
             Held::Bound => false,
@@ -176,16 +247,12 @@ impl Permit {
         }
     }
 
-    /// Give the slot back now (as dropping the permit does). A registered process is left
-    /// running; it is no longer counted.
-    pub fn release(self) {}
-
     fn is_mine(&self, e: &Entry) -> bool {
         matches!(e.target, Target::Registered { permit, .. } if permit == self.id)
     }
 
-    /// The slot becomes `process`, a child toolpool just started (see `Limiter::spawn`).
-    pub(super) fn bind(self, process: &Arc<Process>, owner: Owner) {
+    /// The slot becomes `process`, a child toolpool just started.
+    fn bind(&self, process: &Arc<Process>, owner: Owner) {
         *self.held.lock() = Held::Bound;
         let mut st = self.limiter.state.lock();
         st.reserved -= 1;
@@ -209,7 +276,7 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl Drop for LocalPermit {
     fn drop(&mut self) {
         let held = *self.held.lock();
         let mut st = self.limiter.state.lock();

@@ -1,4 +1,4 @@
-//! Collecting a run's output: [`run_output`] (and the one-shot fallback, through
+//! Collecting a run's output: [`run_output`](crate::run_output) (and the one-shot fallback, through
 //! `collect`) start a run in its collecting form (stdout as raw chunks, stderr captured as
 //! it comes, stdin closed after the spec's `input`), read stdout to its end on the calling
 //! thread, and wait for the exit: no thread beyond the run's own.
@@ -6,7 +6,7 @@
 use super::{dry_of, Plan, Run};
 use crate::cancel::{cancelled, CancelToken, Wait};
 use crate::error::{Error, ExitInfo, Result};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, Permit};
 use crate::reader::WaitEnd;
 use crate::spec::{RunDryRun, RunSpec};
 use crate::util::Capped;
@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Everything a run wrote, and how it ended ([`run_output`]).
+/// Everything a run wrote, and how it ended ([`run_output`](crate::run_output)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunOutput {
     /// How it ended (a code, or a signal: 9 when killed at its timeout or by `kill_all`).
@@ -58,34 +58,7 @@ fn as_text<S: Serializer>(b: &[u8], s: S) -> std::result::Result<S::Ok, S::Error
     s.serialize_str(&String::from_utf8_lossy(b))
 }
 
-/// Run `spec` to its end under the host-wide limiter and collect its output: stdin gets
-/// the spec's `input` (or is closed at once), stdout and stderr are kept up to
-/// `max_output_bytes` each (the rest read and counted), and the exit status is waited
-/// for. The run is killed (whole group) after the wait's timeout or the spec's
-/// `timeout_ms`, whichever is shorter: the result then says `timed_out`. Errors are for
-/// a run that could not start ([`Error::Config`], [`Error::Spawn`],
-/// [`Error::LimitReached`]) or was cancelled by the wait's token, which kills it
-/// ([`Error::Cancelled`]); a non-zero exit is a result, not an error.
-///
-/// ```
-/// use std::time::Duration;
-/// use toolpool::{run_output, ExitInfo, RunSpec};
-///
-/// let out = run_output(
-///     RunSpec {
-///         input: Some("b\na\n".into()),
-///         ..RunSpec::new(["sort"])
-///     },
-///     Duration::from_secs(10),
-/// )?;
-/// assert_eq!((out.exit, out.stdout_text().as_str()), (ExitInfo::Code(0), "a\nb\n"));
-/// # Ok::<(), toolpool::Error>(())
-/// ```
-pub fn run_output(spec: RunSpec, wait: impl Into<Wait>) -> Result<RunOutput> {
-    run_output_with(spec, wait, Limiter::global())
-}
-
-/// [`run_output`] under `limiter`.
+/// [`run_output`](crate::run_output) under `limiter` (and only that limiter: never a service's).
 pub fn run_output_with(
     spec: RunSpec,
     wait: impl Into<Wait>,
@@ -94,10 +67,10 @@ pub fn run_output_with(
     spec.validate()?;
     let dry = dry_of(&spec);
     let what = format!("run '{}'", spec.display_name());
-    collect(&spec, dry, wait.into(), limiter, what)
+    collect(&spec, dry, wait.into(), limiter, what, None)
 }
 
-/// Start `spec` (with `dry`, or for real) and collect its output (see [`run_output`]);
+/// Start `spec` (with `dry`, or for real) and collect its output (see [`run_output`](crate::run_output));
 /// `what` prefixes a spawn error. The one path of `run_output` and the one-shot fallback.
 pub(crate) fn collect(
     spec: &RunSpec,
@@ -105,6 +78,7 @@ pub(crate) fn collect(
     wait: Wait,
     limiter: &Arc<Limiter>,
     what: String,
+    slot: Option<Permit>,
 ) -> Result<RunOutput> {
     let cancel = wait.token();
     let timeout = match spec.timeout_ms.map(Duration::from_millis) {
@@ -119,6 +93,7 @@ pub(crate) fn collect(
         cancel,
         collect: true,
         what,
+        slot,
     })?;
     // From here the token kills the run.
     let _registered = cancel.map(|c| {
