@@ -13,6 +13,7 @@ Every failure raises a :class:`ToolpoolError` subclass carrying ``.code`` (the C
 and the library's message. Blocking calls release the GIL, so threads run in parallel.
 Ctrl-C interrupts any blocking call (``KeyboardInterrupt``), a :class:`CancelToken` stops
 calls from another thread, and :mod:`toolpool.aio` serves asyncio programs.
+:func:`connect` uses the pools of a ``toolpool serve`` service shared by many processes.
 See ``bindings/python/README.md``.
 """
 
@@ -24,11 +25,14 @@ from ._cancel import CancelToken
 from ._log import LOGGER, TRACE, metrics_prometheus_all
 from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, RetrySpec, Spec
 from ._pools import Pools
+from ._client import Client, connect
 from . import aio  # toolpool.aio: the asyncio face
 
 __all__ = [
     "Pool",
     "Pools",
+    "Client",
+    "connect",
     "Lease",
     "Reply",
     "RetrySpec",
