@@ -203,6 +203,34 @@ async def _run(executor: concurrent.futures.Executor, fn: Callable[[CancelToken]
         raise
 
 
+_Self = TypeVar("_Self", bound="_Opens")
+
+
+class _Opens:
+    """``async with x`` and ``x = await x`` for an object that opens with ``start()`` and
+    closes with ``aclose()`` (both run their blocking part in a thread)."""
+
+    async def start(self: _Self) -> _Self:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def __await__(self: _Self) -> Generator[Any, None, _Self]:
+        return self.start().__await__()
+
+    async def __aenter__(self: _Self) -> _Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()
+
+
 class Lease:
     """An instance leased from :meth:`Pool.lease` (use ``async with pool.lease() as l``)."""
 
@@ -256,7 +284,7 @@ class _LeaseContext:
             self._lease.close()
 
 
-class Pool:
+class Pool(_Opens):
     """A pool for asyncio programs: ``async with aio.Pool(spec) as pool``. The arguments are
     those of :class:`toolpool.Pool`; the pool starts on ``__aenter__`` (or
     :meth:`start`, or ``await pool``) in a thread, and shuts down on ``__aexit__`` (or
@@ -305,10 +333,6 @@ class Pool:
         self._setup(open_pool, max_threads)
         return self
 
-    def __await__(self) -> Generator[Any, None, "Pool"]:
-        """``pool = await aio_pool``: :meth:`start`."""
-        return self.start().__await__()
-
     async def aclose(self, grace: Optional[float] = None) -> None:
         """Shut the pool down (in a thread) and free it. Idempotent. ``grace`` as in
         :meth:`toolpool.Pool.shutdown` (``None``: the spec's ``shutdown.grace_ms``)."""
@@ -323,17 +347,6 @@ class Pool:
                 queue.close()
             await loop.run_in_executor(self._executor, pool.close)
         await loop.run_in_executor(None, lambda: self._executor.shutdown(wait=True))
-
-    async def __aenter__(self) -> "Pool":
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        await self.aclose()
 
     @property
     def pool(self) -> _Pool:
@@ -421,7 +434,7 @@ class Pool:
         return len(self._live())
 
 
-class Client:
+class Client(_Opens):
     """A client of a ``toolpool serve`` service for asyncio programs, from :func:`connect`:
     ``async with aio.connect(path) as client`` (or ``client = await aio.connect(path)``
     then :meth:`aclose`) connects in a thread; :meth:`pool` gives the service's pools as
@@ -449,27 +462,12 @@ class Client:
             self._client = await asyncio.get_running_loop().run_in_executor(None, _Client, self._path)
         return self
 
-    def __await__(self) -> Generator[Any, None, "Client"]:
-        """``client = await aio.connect(path)``: :meth:`start`."""
-        return self.start().__await__()
-
     async def aclose(self) -> None:
         """Close the client (its idle connections). The pools taken from it keep working
         until they are closed themselves. Idempotent."""
         client, self._client = self._client, None
         if client is not None:
             await asyncio.get_running_loop().run_in_executor(None, client.close)
-
-    async def __aenter__(self) -> "Client":
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        await self.aclose()
 
     def pool(self, tool: str, *, max_threads: Optional[int] = None) -> Pool:
         """The service's pool of ``tool`` as an :class:`aio.Pool <Pool>`, opened (in a
