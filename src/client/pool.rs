@@ -75,6 +75,11 @@ impl ServicePool {
         self.refresh().0
     }
 
+    /// The spec and size last seen, without asking the service.
+    pub fn seen(&self) -> (Arc<ToolSpec>, usize) {
+        self.seen.lock().clone()
+    }
+
     pub fn len(&self) -> usize {
         self.refresh().1
     }
