@@ -323,6 +323,30 @@ func TestServiceErrors(t *testing.T) {
 	if _, err := p.Request(ctx, "delay:3000:late"); !errors.Is(err, toolpool.ErrTimeout) || time.Since(start) > 2*time.Second {
 		t.Errorf("deadline: %v after %v", err, time.Since(start))
 	}
+	// Shutdown wakes the calls waiting on the handle at once (ErrShutDown), as for a
+	// local pool; the service's pool serves on.
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := p.ReadLine(0, 20*time.Second)
+		waiting <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	start = time.Now()
+	if err := p.Shutdown(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waiting; !errors.Is(err, toolpool.ErrShutDown) || time.Since(start) > 2*time.Second {
+		t.Errorf("the waiting ReadLine: %v after %v", err, time.Since(start))
+	}
+	p.Close()
+	if again, err := client.Pool("echo"); err != nil {
+		t.Error(err)
+	} else {
+		if r, err := again.Request(context.Background(), "on"); err != nil || r != "on" {
+			t.Errorf("the service's pool after a handle's Shutdown: %q, %v", r, err)
+		}
+		again.Close()
+	}
 	missing := filepath.Join(s.dir, "nothing.sock")
 	_, err = toolpool.Connect(missing)
 	var te *toolpool.Error

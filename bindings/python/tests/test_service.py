@@ -60,6 +60,25 @@ def parent_of(pid: int) -> int:
     return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
+def live_children(pid: int) -> int:
+    """How many children `pid` has at one instant, zombies (not yet reaped) included.
+
+    The children files of its threads are read one after the other, so a child reaped
+    after its file was read and a child started after that may both be listed: counted
+    as is, the list can exceed what ever existed at once. So every listed child is looked
+    at again afterwards, and only those still there (still `pid`'s children) count: each
+    of them existed from its listing to its check, so all of them existed together when
+    the last file was read."""
+    count = 0
+    for child in children(pid):
+        try:
+            if parent_of(child) == pid:
+                count += 1
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # reaped since it was listed
+    return count
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -305,6 +324,37 @@ def test_every_method_through_aio_connect(served: Served) -> None:
     asyncio.run(main())
 
 
+def test_closing_a_service_pool_wakes_its_waiting_callers(served: Served) -> None:
+    with toolpool.connect(served.socket) as client:
+        pool = client.pool("echo")
+        outcomes: List[BaseException] = []
+
+        def wait(call) -> None:
+            try:
+                call()
+            except BaseException as e:  # noqa: B902  (asserted below)
+                outcomes.append(e)
+
+        callers = [
+            threading.Thread(target=wait, args=(lambda: pool.read_line(0, 20),)),
+            threading.Thread(target=wait, args=(lambda: pool.request("delay:20000:never", 20),)),
+        ]
+        for c in callers:
+            c.start()
+        with client.pool("echo") as other:
+            wait_for(lambda: sum(i["in_flight"] for i in other.status()["instances"]) == 1, T, "the request")
+            t0 = time.monotonic()
+            pool.close()
+            took = time.monotonic() - t0
+            for c in callers:
+                c.join(5)
+            assert took < 2, took
+            assert len(outcomes) == 2 and all(isinstance(e, toolpool.ShutDown) for e in outcomes), outcomes
+            # The service cancelled the abandoned request; its pool serves the next one.
+            wait_for(lambda: sum(i["in_flight"] for i in other.status()["instances"]) == 0, T, "the cancel")
+            assert other.request("next", T) == "next"
+
+
 def test_toolpool_server_makes_pool_by_id_the_services(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: this process's own limit (no client alive, TOOLPOOL_SERVER unset).
     assert toolpool.limit_status()["max_allowed"] != 16
@@ -387,7 +437,7 @@ def test_eight_hosts_share_the_service_limit_of_four() -> None:
 
     def sample() -> None:
         while not stop.is_set():
-            seen.append(len(children(service)))
+            seen.append(live_children(service))
             time.sleep(0.002)
 
     sampler = threading.Thread(target=sample)
