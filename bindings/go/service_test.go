@@ -324,28 +324,37 @@ func TestServiceErrors(t *testing.T) {
 		t.Errorf("deadline: %v after %v", err, time.Since(start))
 	}
 	// Shutdown wakes the calls waiting on the handle at once (ErrShutDown), as for a
-	// local pool; the service's pool serves on.
+	// local pool; the service's pool serves on (seen through another handle).
+	other, err := client.Pool("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	// (The timed-out request recycled its instance: wait until both are back.)
+	waitFor(t, "both instances ready", 10*time.Second, func() bool { return health(t, other).Ready == 2 })
 	waiting := make(chan error, 1)
 	go func() {
-		_, err := p.ReadLine(0, 20*time.Second)
+		_, err := p.Request(context.Background(), "delay:20000:never")
 		waiting <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, "the request in flight", 10*time.Second, func() bool {
+		st, err := other.Status()
+		return err == nil && st.Instances[0].InFlight+st.Instances[1].InFlight == 1
+	})
 	start = time.Now()
 	if err := p.Shutdown(0); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-waiting; !errors.Is(err, toolpool.ErrShutDown) || time.Since(start) > 2*time.Second {
-		t.Errorf("the waiting ReadLine: %v after %v", err, time.Since(start))
+		t.Errorf("the waiting Request: %v after %v", err, time.Since(start))
 	}
 	p.Close()
-	if again, err := client.Pool("echo"); err != nil {
-		t.Error(err)
-	} else {
-		if r, err := again.Request(context.Background(), "on"); err != nil || r != "on" {
-			t.Errorf("the service's pool after a handle's Shutdown: %q, %v", r, err)
-		}
-		again.Close()
+	waitFor(t, "the service to cancel the request", 10*time.Second, func() bool {
+		st, err := other.Status()
+		return err == nil && st.Instances[0].InFlight+st.Instances[1].InFlight == 0
+	})
+	if r, err := other.Request(context.Background(), "on"); err != nil || r != "on" {
+		t.Errorf("the service's pool after a handle's Shutdown: %q, %v", r, err)
 	}
 	missing := filepath.Join(s.dir, "nothing.sock")
 	_, err = toolpool.Connect(missing)
