@@ -3,7 +3,7 @@
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
 # Both install what the machine lacks (the demo: bc; the tests also sqlite3, jq, tcl, mawk,
 # valgrind, pkg-config, openssh-server, slurm-wlm and munge with apt-get, and pytest, mypy,
-# prometheus_client, gunicorn with pip),
+# prometheus_client, fastapi, httpx2, gunicorn with pip),
 # and target/protocol-venv, a virtual environment with protocol servers from PyPI
 # (mcp-server-time, jedi-language-server, ruff) for the protocol tests and the demo.
 # Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
@@ -75,6 +75,8 @@ py-deps:
 	  $(PYTHON) -m pip install -q pytest mypy 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages pytest mypy; }
 	@$(PYTHON) -c 'import prometheus_client' 2>/dev/null || { echo "installing prometheus_client (the Prometheus text parser of the tests)"; \
 	  $(PYTHON) -m pip install -q prometheus_client 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages prometheus_client; }
+	@$(PYTHON) -c 'import fastapi, httpx2' 2>/dev/null || { echo "installing fastapi httpx2 (the FastAPI service of docs/runs.md, tested through Starlette's TestClient)"; \
+	  $(PYTHON) -m pip install -q fastapi httpx2 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages fastapi httpx2; }
 	@$(PYTHON) -c 'import gunicorn' 2>/dev/null || { echo "installing gunicorn (the multi-process WSGI host of the service tests)"; \
 	  $(PYTHON) -m pip install -q gunicorn 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages gunicorn; }
 deps: apt-deps

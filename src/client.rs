@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub const SERVER_ENV: &str = "TOOLPOOL_SERVER";
 
 /// Idle connections a client keeps for later calls; more are closed when put back.
-pub const MAX_IDLE_CONNECTIONS: usize = 64;
+pub const MAX_IDLE_CONNECTIONS: usize = 16;
 
 /// How much longer than a call's own timeout a client waits for the service's answer
 /// before it gives up on the connection (the service enforces the timeout itself).

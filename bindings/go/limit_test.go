@@ -134,7 +134,12 @@ func TestVersionAndCodes(t *testing.T) {
 	for _, name := range want {
 		names[name] = true
 	}
-	consts := regexp.MustCompile(`(?m)^  (TOOLPOOL_[A-Z_]+) = -?[0-9]+,$`).FindAllSubmatch(header, -1)
+	// The constants of enum ToolpoolStatus only (the header has other enums).
+	status := regexp.MustCompile(`(?s)enum ToolpoolStatus\b.*?\{(.*?)\};`).FindSubmatch(header)
+	if status == nil {
+		t.Fatalf("no enum ToolpoolStatus in include/toolpool.h")
+	}
+	consts := regexp.MustCompile(`(?m)^  (TOOLPOOL_[A-Z_]+) = -?[0-9]+,$`).FindAllSubmatch(status[1], -1)
 	if len(consts) < 2 {
 		t.Fatalf("no ToolpoolStatus constants found in include/toolpool.h")
 	}

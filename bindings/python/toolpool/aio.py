@@ -16,6 +16,10 @@ replies costs one wake-up of the loop and no Python thread. The other calls (``m
 ``lease``, ``read_line``, ``read_any``, ``send``, ``health``, ...) run on the pool's own
 executor threads.
 
+Runs too: ``async with aio.start_run(spec) as run``, ``async for line in run.stdout``,
+``await run.wait()``; ``await aio.run_output(spec)``; ``async with aio.acquire_slot() as
+permit`` for a process the program starts itself.
+
 A cancelled call ends like a timed-out one: the task gets ``asyncio.CancelledError`` (or
 ``TimeoutError`` from ``asyncio.timeout``) within milliseconds, the abandoned request's
 reply never reaches another caller, and the pool serves the next request normally.
@@ -37,7 +41,8 @@ from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Tup
 
 from ctypes import byref, c_int32, c_void_p
 
-from ._cancel import CancelToken
+from ._aio_call import run_cancellable as _run
+from ._aio_run import RUN_THREADS, AsyncRun, acquire_slot, run_output, start_run
 from ._client import Client as _Client
 from ._errors import ShutDown, ToolpoolError, call, error_for_code
 from ._ffi import lib, native
@@ -46,7 +51,18 @@ from ._pool import _DEFAULT_MS, DEFAULT_TIMEOUT, Payload, Reply, Spec, _ms, _pay
 from ._pool import Lease as _Lease
 from ._pool import Pool as _Pool
 
-__all__ = ["Pool", "Lease", "Client", "connect", "MAX_THREADS"]
+__all__ = [
+    "Pool",
+    "Lease",
+    "Client",
+    "connect",
+    "MAX_THREADS",
+    "AsyncRun",
+    "RUN_THREADS",
+    "start_run",
+    "run_output",
+    "acquire_slot",
+]
 
 T = TypeVar("T")
 
@@ -178,29 +194,6 @@ def _result(done: _Done) -> str:
     if status != 0:
         raise error_for_code(status, text)
     return text
-
-
-async def _run(executor: concurrent.futures.Executor, fn: Callable[[CancelToken], T]) -> T:
-    """Run ``fn(token)`` (one blocking call taking ``cancel=token``) on ``executor``; if
-    the awaiting task is cancelled, trigger the token, wait for the call to return (it
-    takes milliseconds), and let the cancellation go on."""
-    token = CancelToken()
-    loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(executor, fn, token)
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        token.cancel()
-        # The C call returns within milliseconds; wait for it so nothing of it outlives
-        # the task (its result or error, Cancelled, is dropped).
-        while not fut.done():
-            try:
-                await asyncio.wait([fut])
-            except asyncio.CancelledError:  # cancelled again: keep waiting, briefly
-                pass
-        if not fut.cancelled():
-            fut.exception()  # retrieved, so asyncio does not log it
-        raise
 
 
 _Self = TypeVar("_Self", bound="_Opens")
