@@ -8,6 +8,7 @@ import gc
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,11 +94,11 @@ class Served:
     """A running `toolpool serve` (the watchdog process we started, and the service, its
     child), stopped with SIGTERM by `stop()`."""
 
-    def __init__(self, tools: Dict[str, Any], *args: str, directory: Optional[Path] = None) -> None:
+    def __init__(self, tools: Dict[str, Any], *args: str) -> None:
         if not CLI.is_file():
             pytest.fail(f"{CLI} is missing: run `make build` (or set $TOOLPOOL_CLI)")
         # A short path: a Unix socket path has at most 107 bytes.
-        self.dir = directory or Path(tempfile.mkdtemp(prefix="tp-svc-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="tp-svc-"))
         self.socket = self.dir / "tp.sock"
         self.registry = self.dir / "tools.json"
         self.registry.write_text(json.dumps({"tools": tools}))
@@ -143,6 +144,7 @@ class Served:
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
+        """SIGTERM, wait, and remove the directory."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -151,6 +153,7 @@ class Served:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture()
