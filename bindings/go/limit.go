@@ -11,7 +11,9 @@ import "math"
 // permit (0: no limit; the initial value comes from $TOOLPOOL_MAX_PROCESSES) and returns
 // the previous one. Lowering it never kills: new starts wait (up to the spec's
 // startup.timeout_ms, a run's SlotTimeoutMS, AcquireSlot's context) and then fail with
-// ErrLimitReached.
+// ErrLimitReached. While a Client is open in this process (or $TOOLPOOL_SERVER is set),
+// it sets the limit of that `toolpool serve` service, shared by all its clients
+// (ErrService when it cannot be reached); so do LimitStatus and KillAll.
 func SetLimit(n int) (old int, err error) {
 	const op = "SetLimit"
 	if n < 0 || uint64(n) > math.MaxUint32 {

@@ -121,6 +121,7 @@ func TestVersionAndCodes(t *testing.T) {
 		toolpool.ErrUnavailable:     "TOOLPOOL_UNAVAILABLE",
 		toolpool.ErrIO:              "TOOLPOOL_IO",
 		toolpool.ErrCancelled:       "TOOLPOOL_CANCELLED",
+		toolpool.ErrService:         "TOOLPOOL_SERVICE",
 		toolpool.ErrPanic:           "TOOLPOOL_PANIC",
 	}
 	// Every error constant of the header has its sentinel (the Code constants are
@@ -158,8 +159,8 @@ func TestVersionAndCodes(t *testing.T) {
 			t.Errorf("%s: Is/Error", name)
 		}
 	}
-	if toolpool.CodeOK.String() != "TOOLPOOL_OK" || toolpool.Code(18).String() != "TOOLPOOL_UNKNOWN(18)" {
-		t.Errorf("names: %s %s", toolpool.CodeOK, toolpool.Code(18))
+	if toolpool.CodeOK.String() != "TOOLPOOL_OK" || toolpool.Code(77).String() != "TOOLPOOL_UNKNOWN(77)" {
+		t.Errorf("names: %s %s", toolpool.CodeOK, toolpool.Code(77))
 	}
 
 	// Is matches by code, not by identity; a different code does not match.

@@ -35,6 +35,10 @@ type Status struct {
 	Retries           map[string]uint64 `json:"retries"`           // pooled runs after the first, by cause
 	Instances         []InstanceStatus  `json:"instances"`
 	Hosts             []HostStatus      `json:"hosts"` // instances by host and state (remote pools; empty otherwise)
+	// ServiceError is, for a pool of a `toolpool serve` service (Client.Pool), why the
+	// service could not report the status (it is gone, or refused this client); every
+	// other field is then empty. nil otherwise.
+	ServiceError *string `json:"service_error"`
 }
 
 // HostStatus counts the instances of one host of a remote pool by state.

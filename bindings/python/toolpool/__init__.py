@@ -15,6 +15,7 @@ Ctrl-C interrupts any blocking call (``KeyboardInterrupt``), a :class:`CancelTok
 calls from another thread, and :mod:`toolpool.aio` serves asyncio programs.
 :func:`start_run` and :func:`run_output` run one-off commands under the same process
 limit, and :func:`acquire_slot` gates the processes a program starts itself.
+:func:`connect` uses the pools of a ``toolpool serve`` service shared by many processes.
 See ``bindings/python/README.md``.
 """
 
@@ -27,11 +28,14 @@ from ._log import LOGGER, TRACE, metrics_prometheus_all
 from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, RetrySpec, Spec
 from ._pools import Pools
 from ._run import LineStream, Permit, Run, RunResult, RunSpec, acquire_slot, run_output, start_run
+from ._client import Client, connect
 from . import aio  # toolpool.aio: the asyncio face
 
 __all__ = [
     "Pool",
     "Pools",
+    "Client",
+    "connect",
     "Lease",
     "Reply",
     "RetrySpec",
