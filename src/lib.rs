@@ -87,7 +87,8 @@
 //! `reader`, `writer`, `stderr` → `rpc`, `dry` → [`run`] → `oneshot`, `lsp` →
 //! `incarnation` → `prompt` → `instance`, `admission`, `exchange` → `handshake`, `roster`
 //! → `lifecycle` → `sizing`, `recycle` → `hold` → `supervisor`, `snapshot` → `router` →
-//! `lease` → `local`, `client` (over `wire`) → `pool` → `pools`, [`completions`] → [`service`]; [`ffi`] (feature `capi`) on top. A submodule is part of its
+//! `wire` → [`client`] → `lease`, `local` → `pool` → [`pools`], [`completions`] → `limit`
+//! → [`service`]; [`ffi`] (feature `capi`) on top. A submodule is part of its
 //! parent's layer and holds one of its ideas: `spec`'s validation (`spec/validate.rs`) and
 //! key data (`spec/protocol.rs`, `spec/dry_run.rs`, `spec/remote.rs`, `spec/run.rs`), how
 //! an incarnation is put together (`incarnation/start.rs`), what a dry-run responder
