@@ -10,6 +10,7 @@
 
 mod lease;
 mod permit;
+mod pinned;
 mod pool;
 
 pub(crate) use lease::ServiceLease;
