@@ -3,7 +3,7 @@
 #   make test   - everything: header check, Rust, C, Go, Python, the installed copy
 # Both install what the machine lacks (the demo: bc; the tests also sqlite3, jq, tcl, mawk,
 # valgrind, pkg-config, openssh-server, slurm-wlm and munge with apt-get, and pytest, mypy,
-# prometheus_client with pip),
+# prometheus_client, fastapi, httpx2, gunicorn with pip),
 # and target/protocol-venv, a virtual environment with protocol servers from PyPI
 # (mcp-server-time, jedi-language-server, ruff) for the protocol tests and the demo.
 # Needed beforehand: Rust (cargo), gcc, make, Go, Python 3 with pip and venv.
@@ -30,8 +30,11 @@ VALGRIND     := valgrind --quiet --error-exitcode=1 --leak-check=full --errors-f
 # instrumented; libtoolpool is the release build): timing differs from valgrind's, so a
 # test that asserts a state before it is reached fails here.
 SAN_FLAGS    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-# Where the Go and Python tests find the library and the test tool.
-TEST_ENV     := TOOLPOOL_LIB=$(abspath $(LIB_DIR))/libtoolpool.so TOOLPOOL_TESTTOOL=$(abspath $(TESTTOOL))
+# Where the Go and Python tests find the library, the test tool and the toolpool command
+# (they start `toolpool serve`).
+TOOLPOOL_CLI := $(TARGET_DIR)/release/toolpool
+TEST_ENV     := TOOLPOOL_LIB=$(abspath $(LIB_DIR))/libtoolpool.so TOOLPOOL_TESTTOOL=$(abspath $(TESTTOOL)) \
+                TOOLPOOL_CLI=$(abspath $(TOOLPOOL_CLI))
 
 .PHONY: protocol-venv
 .PHONY: all build deps demo-deps apt-deps py-deps test test-rust test-c test-c-asan test-go \
@@ -72,6 +75,10 @@ py-deps:
 	  $(PYTHON) -m pip install -q pytest mypy 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages pytest mypy; }
 	@$(PYTHON) -c 'import prometheus_client' 2>/dev/null || { echo "installing prometheus_client (the Prometheus text parser of the tests)"; \
 	  $(PYTHON) -m pip install -q prometheus_client 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages prometheus_client; }
+	@$(PYTHON) -c 'import fastapi, httpx2' 2>/dev/null || { echo "installing fastapi httpx2 (the FastAPI service of docs/runs.md, tested through Starlette's TestClient)"; \
+	  $(PYTHON) -m pip install -q fastapi httpx2 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages fastapi httpx2; }
+	@$(PYTHON) -c 'import gunicorn' 2>/dev/null || { echo "installing gunicorn (the multi-process WSGI host of the service tests)"; \
+	  $(PYTHON) -m pip install -q gunicorn 2>/dev/null || $(PYTHON) -m pip install -q --break-system-packages gunicorn; }
 deps: apt-deps
 # Protocol servers from PyPI (an MCP server, two language servers) in target/protocol-venv,
 # made when missing; the protocol tests and the demo drive them.

@@ -9,8 +9,8 @@
  *  - Strings returned through char ** are freed with toolpool_string_free(), never free().
  *  - Strings passed in are NUL-terminated UTF-8; NULL or invalid UTF-8 is
  *    TOOLPOOL_INVALID_ARGUMENT.
- *  - A pool handle may be used from many threads at once; only toolpool_pool_free must not
- *    race other calls on it.
+ *  - A pool, run or permit handle may be used from many threads at once; only its _free
+ *    (toolpool_permit_release) must not race other calls on it.
  *  - No panic crosses the boundary: it becomes TOOLPOOL_PANIC.
  */
 
@@ -124,6 +124,32 @@ typedef int32_t ToolpoolStatus;
 #endif // __cplusplus
 
 /**
+ * The output streams of a run, for `toolpool_run_read_line` (the values are the streams'
+ * file descriptor numbers in the child).
+ */
+enum ToolpoolStream
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The run's standard output.
+   */
+  TOOLPOOL_STREAM_STDOUT = 1,
+  /**
+   * The run's standard error.
+   */
+  TOOLPOOL_STREAM_STDERR = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ToolpoolStream ToolpoolStream;
+#else
+typedef int32_t ToolpoolStream;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Why a pooled attempt failed, as `fallback` and `retry` name it.
  */
 typedef struct Cause Cause;
@@ -156,6 +182,13 @@ typedef struct ToolpoolCompletions ToolpoolCompletions;
 typedef struct ToolpoolLease ToolpoolLease;
 
 /**
+ * An opaque permit handle, from `toolpool_limit_acquire`, released (and freed) with
+ * `toolpool_permit_release`. Every call but `toolpool_permit_release` may be made from
+ * many threads at once on the same handle.
+ */
+typedef struct ToolpoolPermit ToolpoolPermit;
+
+/**
  * An opaque pool handle, from `toolpool_pool_new` or `toolpool_pool_from_registry`, freed
  * with `toolpool_pool_free`; or lent by `toolpool_pools_get`, and then freed with its
  * `ToolpoolPools`. Every call but `toolpool_pool_free` may be made from many threads at
@@ -169,6 +202,13 @@ typedef struct ToolpoolPool ToolpoolPool;
  * threads at once on the same handle.
  */
 typedef struct ToolpoolPools ToolpoolPools;
+
+/**
+ * An opaque run handle, from `toolpool_run_start`, freed with `toolpool_run_free`. Every
+ * call but `toolpool_run_free` may be made from many threads at once on the same handle
+ * (one thread reading stdout while another reads stderr, writes, waits or kills).
+ */
+typedef struct ToolpoolRun ToolpoolRun;
 
 /**
  * One finished request, filled by `toolpool_completions_take`.
@@ -634,11 +674,13 @@ int32_t toolpool_lease_request_cancellable(struct ToolpoolLease *l,
 void toolpool_lease_free(struct ToolpoolLease *l);
 
 /**
- * Set the host-wide limit on concurrent child processes of every pool (0: no limit; the
- * initial value comes from `$TOOLPOOL_MAX_PROCESSES`). When the process uses a `toolpool
- * serve` service (a live `ToolpoolClient`, or `$TOOLPOOL_SERVER`), the service's limit. Lowering it never kills: it only
- * holds back new starts, which wait (up to the spec's `startup.timeout_ms`) and then fail
- * with `TOOLPOOL_LIMIT_REACHED`. `*out_old` receives the previous limit.
+ * Set the host-wide limit on concurrent processes of every pool, run and permit (0: no
+ * limit; the initial value comes from `$TOOLPOOL_MAX_PROCESSES`). Lowering it never
+ * kills: it only holds back new starts, which wait (up to the spec's
+ * `startup.timeout_ms`, a run's `slot_timeout_ms`, a permit's timeout) and then fail with
+ * `TOOLPOOL_LIMIT_REACHED`. `*out_old` receives the previous limit. When the process uses a
+ * `toolpool serve` service (a live `ToolpoolClient`, or `$TOOLPOOL_SERVER`), the service's
+ * limit.
  *
  * NULL handling: `out_old` may be NULL (not wanted).
  * Ownership: nothing is allocated.
@@ -647,13 +689,16 @@ void toolpool_lease_free(struct ToolpoolLease *l);
  * # Safety
  * `out_old` must be NULL or writable.
  */
-int32_t toolpool_limit_set(uint32_t max,
-                           uint32_t *out_old);
+int32_t toolpool_limit_set(uint32_t max, uint32_t *out_old);
 
 /**
- * The host-wide limiter (the service's when the process uses one) as JSON: `active_processes`, `max_allowed` (0: none),
+ * The host-wide limiter (the service's when the process uses one) as JSON:
+ * `active_processes`, `max_allowed` (0: none),
  * `utilization_percent`, `can_start_new`, `active_pids`, `warning` (null, or a message
- * above 80% use).
+ * above 80% use), `reserved` (slots taken with no process yet: starts in progress,
+ * permits with no registered pid) and `processes` (`[{"pid": N, "kind": "instance" |
+ * "run" | "registered", "name": tool id, run name, or null}]`). Pool instances, runs and
+ * registered processes all count.
  *
  * NULL handling: `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
  * Ownership: on success `*out_json` receives a new string that the caller frees with
@@ -666,10 +711,11 @@ int32_t toolpool_limit_set(uint32_t max,
 int32_t toolpool_limit_status_json(char **out_json);
 
 /**
- * SIGKILL the process group of every child started under the host-wide limiter (every
- * pool and one-shot run that did not get its own limiter). Pools see their instances
- * die and follow their restart policy. `*out_killed` receives how many groups were
- * signalled.
+ * SIGKILL every process counted under the host-wide limiter: the process group of every
+ * pool instance (of pools that did not get their own limiter) and run, and every
+ * registered process (with its group if it leads one). Pools see their instances die
+ * and follow their restart policy; runs end with signal 9. `*out_killed` receives how
+ * many processes were signalled.
  *
  * NULL handling: `out_killed` may be NULL (not wanted).
  * Ownership: nothing is allocated.
@@ -681,11 +727,10 @@ int32_t toolpool_limit_status_json(char **out_json);
 int32_t toolpool_kill_all(uint32_t *out_killed);
 
 /**
- * Like `toolpool_kill_all`, and says which processes: SIGKILL the process group of every
- * child started under the host-wide limiter, then report them as JSON
- * `{"killed_count": N, "killed_pids": [pid, ...]}` (the pids of the group leaders, i.e.
- * the children toolpool started). Pools see their instances die and follow their restart
- * policy.
+ * Like `toolpool_kill_all`, and says which processes: SIGKILL every process counted
+ * under the host-wide limiter (as `toolpool_kill_all`), then report them as JSON
+ * `{"killed_count": N, "killed_pids": [pid, ...]}`. Pools see their instances die and
+ * follow their restart policy.
  *
  * NULL handling: `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT` (and nothing is killed).
  * Ownership: on success `*out_json` receives a new string that the caller frees with
@@ -957,6 +1002,78 @@ int32_t toolpool_set_log_callback(int32_t max_level, ToolpoolLogCallback cb, voi
  * `out_text` must be NULL or writable.
  */
 int32_t toolpool_metrics_prometheus_all(char **out_text);
+
+/**
+ * Take one slot of the host-wide process limit, waiting up to `timeout_ms` for room (0:
+ * fail at once when the limit is full), or until `c` is triggered: the gate for a
+ * process the host starts itself. Start the process after this returns, then register
+ * its pid with `toolpool_permit_register_pid`. The slot counts in
+ * `toolpool_limit_status_json` until the permit is released, or until the registered
+ * process exits. When the process uses a `toolpool serve` service (a live
+ * `ToolpoolClient`, or `$TOOLPOOL_SERVER`), the slot is one of the service's limit, held
+ * on a connection of its own: this process dying gives it back at once.
+ *
+ * Errors: `TOOLPOOL_LIMIT_REACHED` ("maximum concurrent processes reached: N of M"),
+ * `TOOLPOOL_CANCELLED`, `TOOLPOOL_SERVICE`.
+ * NULL handling: `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `c` is borrowed for the call. On success `*out` receives a new permit that
+ * the caller owns and releases with `toolpool_permit_release`.
+ * Thread safety: safe from any thread; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `c` must be NULL or a live token; `out` NULL or writable.
+ */
+int32_t toolpool_limit_acquire(uint32_t timeout_ms,
+                               const struct ToolpoolCancel *c,
+                               struct ToolpoolPermit **out);
+
+/**
+ * Attach `pid`, a process the host started after taking the permit, to the permit's
+ * slot: `toolpool_limit_status_json` lists it (kind `registered`) and `toolpool_kill_all`
+ * SIGKILLs it (through a pidfd, so a pid reaped and reused is never signalled; its
+ * process group too if it leads one). The slot comes back as soon as the process exits
+ * (seen through the pidfd by one watcher thread, not by polling), or when the permit is
+ * released. One pid per permit. If a kill-all ran since the permit was taken, the
+ * process is killed at once.
+ *
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` (a pid below 1, this process, no process with that
+ * pid, a pid already counted, a permit that already holds a pid), `TOOLPOOL_IO` (the
+ * kernel gives no pidfd: Linux 5.3 or later is needed).
+ * NULL handling: `p` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: nothing is allocated; the permit keeps a pidfd until it is released.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live permit.
+ */
+int32_t toolpool_permit_register_pid(const struct ToolpoolPermit *p, int32_t pid);
+
+/**
+ * Whether the permit still holds its slot: `*out_holds` receives 1 before a pid is
+ * registered and while the registered process runs, 0 once it has exited.
+ *
+ * NULL handling: `p` or `out_holds` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: nothing is allocated.
+ * Thread safety: safe from any thread.
+ *
+ * # Safety
+ * `p` must be NULL or a live permit; `out_holds` NULL or writable.
+ */
+int32_t toolpool_permit_holds_slot(const struct ToolpoolPermit *p, uint32_t *out_holds);
+
+/**
+ * Give the slot back and free the permit. A registered process is left running; it is
+ * no longer counted (nor killed by `toolpool_kill_all`).
+ *
+ * NULL handling: NULL is ignored.
+ * Ownership: takes back ownership of `p`; `p` must not be used afterwards.
+ * Thread safety: must not race another call on the same permit.
+ *
+ * # Safety
+ * `p` must be NULL or a permit from `toolpool_limit_acquire` not yet released, with no
+ * call on it in progress.
+ */
+void toolpool_permit_release(struct ToolpoolPermit *p);
 
 /**
  * Start a pool from a standalone tool spec in JSON (the keys of a registry entry plus an
@@ -1436,6 +1553,197 @@ int32_t toolpool_pool_request_json(struct ToolpoolPool *p,
                                    uint32_t timeout_ms,
                                    const struct ToolpoolCancel *c,
                                    char **out_reply_json);
+
+/**
+ * Start a run from its spec in JSON (`{"command": [...], ...}`, see docs/runs.md), under
+ * the host-wide limiter: it waits up to the spec's `slot_timeout_ms` (default 10000; 0:
+ * not at all) for room under the limit, or until `c` is triggered. With `dry_run` in the
+ * spec, or `TOOLPOOL_DRY_RUN=1` in the environment, no process starts: canned lines and
+ * an exit code stand in for it.
+ *
+ * Errors: `TOOLPOOL_CONFIG` (bad JSON, an unknown key, a bad value; the message names the
+ * key), `TOOLPOOL_LIMIT_REACHED` ("maximum concurrent processes reached: N of M"),
+ * `TOOLPOOL_CANCELLED`, `TOOLPOOL_SPAWN_FAILED` (no such program, a bad `cwd`).
+ * NULL handling: `spec_json` or `out` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be
+ * NULL (the wait is not cancellable).
+ * Ownership: `spec_json` and `c` are borrowed for the call. On success `*out` receives a
+ * new handle that the caller owns and frees with `toolpool_run_free` (which kills what
+ * is left of the run).
+ * Thread safety: safe from any thread; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `spec_json` must be NULL or a NUL-terminated string; `c` NULL or a live token; `out`
+ * NULL or writable.
+ */
+int32_t toolpool_run_start(const char *spec_json,
+                           const struct ToolpoolCancel *c,
+                           struct ToolpoolRun **out);
+
+/**
+ * Queue `line` (toolpool appends the newline) for the run's stdin. Never blocks: what the
+ * pipe cannot take at once is written by a thread, up to the spec's `queue_lines` lines.
+ *
+ * Errors: `TOOLPOOL_INVALID_ARGUMENT` (a newline in `line`, or stdin closed by
+ * `toolpool_run_close_stdin` or after the spec's `input`), `TOOLPOOL_QUEUE_FULL` (the
+ * process is not reading), `TOOLPOOL_IO` (the run has ended, or closed its stdin).
+ * NULL handling: `r` or `line` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: `line` is borrowed (copied before return).
+ * Thread safety: safe from many threads at once on the same run.
+ *
+ * # Safety
+ * `r` must be NULL or a live run handle; `line` NULL or NUL-terminated.
+ */
+int32_t toolpool_run_write_line(struct ToolpoolRun *r, const char *line);
+
+/**
+ * Close the run's stdin once the queued lines are written (the process reads EOF).
+ * Idempotent.
+ *
+ * NULL handling: `r` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: nothing is allocated.
+ * Thread safety: safe from many threads at once on the same run.
+ *
+ * # Safety
+ * `r` must be NULL or a live run handle.
+ */
+int32_t toolpool_run_close_stdin(struct ToolpoolRun *r);
+
+/**
+ * The next line of `stream` (`TOOLPOOL_STREAM_STDOUT` or `TOOLPOOL_STREAM_STDERR`)
+ * without its newline, waiting up to `timeout_ms` (0: only what is there already), or
+ * until `c` is triggered. At the end of the stream the call succeeds with `*out_line` set
+ * to NULL: the pipe was closed and every line read, or the run ended and what its pipe
+ * held was read. Bytes that are not UTF-8, and NUL bytes, become U+FFFD; a line longer
+ * than the spec's `max_line_bytes` comes in pieces. stdout is read as you read it (the
+ * process waits on its pipe while `queue_lines` lines wait for you: nothing is lost);
+ * stderr is drained always, keeping the last `queue_lines` lines (the oldest dropped,
+ * counted in `toolpool_run_status_json`).
+ *
+ * Errors: `TOOLPOOL_TIMEOUT`, `TOOLPOOL_CANCELLED`, `TOOLPOOL_INVALID_ARGUMENT` (another
+ * `stream` value).
+ * NULL handling: `r` or `out_line` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may be NULL.
+ * Ownership: `c` is borrowed for the call; on success `*out_line` receives a new string
+ * that the caller frees with `toolpool_string_free`, or NULL at the end of the stream.
+ * Thread safety: safe from many threads at once on the same run; read each stream from
+ * one thread at a time (two readers of one stream each get different lines, and near the
+ * end one of them may see the end first). `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `r` must be NULL or a live run handle; `c` NULL or a live token; `out_line` NULL or
+ * writable.
+ */
+int32_t toolpool_run_read_line(struct ToolpoolRun *r,
+                               int32_t stream,
+                               uint32_t timeout_ms,
+                               const struct ToolpoolCancel *c,
+                               char **out_line);
+
+/**
+ * Wait up to `timeout_ms` (or until `c` is triggered) for the run to end. On success
+ * `*out_exit_code` receives its exit code (-1 when a signal killed it) and
+ * `*out_signal` the signal (0 when it exited): 9 after `toolpool_run_kill`, its
+ * `timeout_ms` or `toolpool_kill_all`. Once this succeeds the run no longer counts under
+ * the limit. It does not read the streams: a process that writes more than its stdout
+ * pipe and `queue_lines` hold waits for a reader and does not end until one comes.
+ *
+ * Errors: `TOOLPOOL_TIMEOUT` (still running), `TOOLPOOL_CANCELLED`.
+ * NULL handling: `r` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c`, `out_exit_code` and
+ * `out_signal` may be NULL (not cancellable; not wanted).
+ * Ownership: `c` is borrowed for the call; nothing is allocated.
+ * Thread safety: safe from many threads at once on the same run.
+ *
+ * # Safety
+ * `r` must be NULL or a live run handle; `c` NULL or a live token; `out_exit_code` and
+ * `out_signal` NULL or writable.
+ */
+int32_t toolpool_run_wait(struct ToolpoolRun *r,
+                          uint32_t timeout_ms,
+                          const struct ToolpoolCancel *c,
+                          int32_t *out_exit_code,
+                          int32_t *out_signal);
+
+/**
+ * SIGKILL the run's process group (a dry run ends with signal 9). Never blocks; a run
+ * that has already ended is left as it is. `toolpool_run_wait` then gives the end.
+ *
+ * NULL handling: `r` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: nothing is allocated.
+ * Thread safety: safe from many threads at once on the same run.
+ *
+ * # Safety
+ * `r` must be NULL or a live run handle.
+ */
+int32_t toolpool_run_kill(struct ToolpoolRun *r);
+
+/**
+ * The run's pid, which is also its process group id; 0 for a dry run (no process).
+ *
+ * NULL handling: `r` or `out_pid` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: nothing is allocated.
+ * Thread safety: safe from many threads at once on the same run.
+ *
+ * # Safety
+ * `r` must be NULL or a live run handle; `out_pid` NULL or writable.
+ */
+int32_t toolpool_run_pid(const struct ToolpoolRun *r, int32_t *out_pid);
+
+/**
+ * The run's state as JSON: `name`, `pid` (null for a dry run), `dry_run`, `running`,
+ * `exit` (null, `{"code": N}` or `{"signal": N}`), `timed_out`, `elapsed_ms`,
+ * `stdout_lines`, `stderr_lines`, `stderr_dropped`, `lines_split`, `stdin_lines`.
+ *
+ * NULL handling: `r` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
+ * Ownership: on success `*out_json` receives a new string that the caller frees with
+ * `toolpool_string_free`.
+ * Thread safety: safe from many threads at once on the same run.
+ *
+ * # Safety
+ * `r` must be NULL or a live run handle; `out_json` NULL or writable.
+ */
+int32_t toolpool_run_status_json(const struct ToolpoolRun *r, char **out_json);
+
+/**
+ * Free a run: SIGKILL what is left of its process group, reap it and join its threads
+ * (a descendant that left the group and holds a pipe open delays this by at most 2 s).
+ *
+ * NULL handling: NULL is ignored.
+ * Ownership: takes back ownership of `r`; `r` must not be used afterwards.
+ * Thread safety: must not race another call on the same run.
+ *
+ * # Safety
+ * `r` must be NULL or a handle from `toolpool_run_start` not yet freed, with no call on
+ * it in progress.
+ */
+void toolpool_run_free(struct ToolpoolRun *r);
+
+/**
+ * Run a spec (as for `toolpool_run_start`) to its end and collect what it wrote: stdin
+ * gets the spec's `input` (or is closed at once), stdout and stderr are kept up to the
+ * spec's `max_output_bytes` each (default 16 MiB; the rest is read and counted). The run
+ * is killed, with its group, after `timeout_ms` or the spec's `timeout_ms`, whichever is
+ * shorter (`UINT32_MAX`: about 49.7 days); then the result says `"timed_out": true`.
+ * Triggering `c` ends the slot wait, or kills the run: `TOOLPOOL_CANCELLED`.
+ *
+ * `*out_json` receives `{"exit": {"code": N} or {"signal": N}, "timed_out": bool,
+ * "stdout": "...", "stderr": "...", "stdout_dropped_bytes": N, "stderr_dropped_bytes": N,
+ * "pid": N or null, "elapsed_ms": N}` (the text as lossy UTF-8). A non-zero exit is a
+ * result, not an error.
+ *
+ * Errors: those of `toolpool_run_start`, and `TOOLPOOL_CANCELLED`.
+ * NULL handling: `spec_json` or `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`; `c` may
+ * be NULL.
+ * Ownership: `spec_json` and `c` are borrowed for the call; on success `*out_json`
+ * receives a new string that the caller frees with `toolpool_string_free`.
+ * Thread safety: safe from any thread; `c` may be triggered from any thread.
+ *
+ * # Safety
+ * `spec_json` must be NULL or a NUL-terminated string; `c` NULL or a live token;
+ * `out_json` NULL or writable.
+ */
+int32_t toolpool_run_output(const char *spec_json,
+                            uint32_t timeout_ms,
+                            const struct ToolpoolCancel *c,
+                            char **out_json);
 
 /**
  * Counts of the pool's instances: total, alive (starting or ready), dead (ended on their

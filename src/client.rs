@@ -9,6 +9,8 @@
 //! dies holding one frees it at once. Below the pool façade; above the wire protocol.
 
 mod lease;
+mod permit;
+mod pinned;
 mod pool;
 
 pub(crate) use lease::ServiceLease;
@@ -33,7 +35,7 @@ use std::time::{Duration, Instant};
 pub const SERVER_ENV: &str = "TOOLPOOL_SERVER";
 
 /// Idle connections a client keeps for later calls; more are closed when put back.
-pub const MAX_IDLE_CONNECTIONS: usize = 64;
+pub const MAX_IDLE_CONNECTIONS: usize = 16;
 
 /// How much longer than a call's own timeout a client waits for the service's answer
 /// before it gives up on the connection (the service enforces the timeout itself).
@@ -124,6 +126,17 @@ impl Client {
         self.link
             .call(Op::SetLimit { max }, &[], None)
             .map(|(s, _)| s)
+    }
+
+    /// A slot of the service's process limit for a process this machine starts (register
+    /// its pid on the permit), waiting as [`Limiter::acquire`](crate::Limiter::acquire)
+    /// does: the process counts in the service's status and dies with its `kill_all`.
+    /// The slot comes back when the permit is dropped or its process exits, or at once
+    /// if this process dies.
+    pub fn acquire(&self, wait: impl Into<Wait>) -> Result<crate::Permit> {
+        let wait = wait.into();
+        let p = permit::ServicePermit::take(Arc::clone(&self.link), &wait)?;
+        Ok(crate::Permit::elsewhere(Box::new(p)))
     }
 
     /// Kill every process counted against the service's limit, as
@@ -231,11 +244,8 @@ impl Link {
         data: &[u8],
         wait: Option<&Wait>,
     ) -> Result<((T, Vec<u8>), Socket)> {
-        let what = op.name();
-        self.not_cancelled(what, wait)?;
-        let (id, json) = self.encode(op);
-        let mut sock = self.send_on_kept(&json, data, what)?;
-        match self.answer(&mut sock, id, what, wait) {
+        let (sent, mut sock) = self.send(op, data, wait)?;
+        match self.answer(&mut sock, sent, wait) {
             (Ok(answer), _) => Ok((answer, sock)),
             (Err(e), reusable) => {
                 if reusable {
@@ -244,6 +254,16 @@ impl Link {
                 Err(e)
             }
         }
+    }
+
+    /// Send a call on a kept connection (or a new one), to be answered on the connection
+    /// returned; [`Error::Cancelled`] when the wait's token is cancelled already.
+    fn send(&self, op: Op, data: &[u8], wait: Option<&Wait>) -> Result<(Sent, Socket)> {
+        let what = op.name();
+        self.not_cancelled(what, wait)?;
+        let (id, json) = self.encode(op);
+        let sock = self.send_on_kept(&json, data, what)?;
+        Ok((Sent { id, what }, sock))
     }
 
     /// Send a call on a kept connection, or on a new one when none is kept or every kept
@@ -282,7 +302,7 @@ impl Link {
         if let Err(e) = sock.send(&json, data) {
             return (Err(self.lost(what, &e)), false);
         }
-        self.answer(sock, id, what, wait)
+        self.answer(sock, Sent { id, what }, wait)
     }
 
     /// [`Error::Cancelled`] when the wait's token is cancelled already.
@@ -301,15 +321,15 @@ impl Link {
         (id, wire::to_json(&Call { id, op }))
     }
 
-    /// Wait for the answer to call `id` on `sock`; the bool says whether `sock` can serve
-    /// another call.
+    /// Wait for the answer to the call `sent` on `sock`; the bool says whether `sock` can
+    /// serve another call.
     fn answer<T: DeserializeOwned>(
         &self,
         sock: &mut Socket,
-        id: u64,
-        what: &str,
+        sent: Sent,
         wait: Option<&Wait>,
     ) -> (Result<(T, Vec<u8>)>, bool) {
+        let Sent { id, what } = sent;
         let deadline =
             wait.map(|w| crate::util::deadline_in(w.timeout().saturating_add(ANSWER_SLACK)));
         let token = wait.and_then(|w| w.token());
@@ -392,6 +412,12 @@ impl Link {
             self.where_()
         ))
     }
+}
+
+/// A call sent, waiting for its answer: its id, and its op's name (for messages).
+struct Sent {
+    id: u64,
+    what: &'static str,
 }
 
 /// A deadline that never comes (for a wait that only a token ends).

@@ -358,12 +358,12 @@ impl Shared {
 }
 
 /// A pool's address (which requests share a limit) and its limit of running requests:
-/// [`RUNNING_PER_SLOT`] per slot (instances × `max_in_flight`).
+/// [`RUNNING_PER_SLOT`] per slot (instances × `max_in_flight`). Asks a service nothing:
+/// a submission never waits.
 fn limit_of(pool: &Pool) -> (usize, usize) {
-    let slots = pool.len().max(1) * pool.spec().max_in_flight.max(1);
     (
         pool as *const Pool as usize,
-        slots.saturating_mul(RUNNING_PER_SLOT),
+        pool.slots().saturating_mul(RUNNING_PER_SLOT),
     )
 }
 

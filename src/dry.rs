@@ -38,7 +38,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod run;
 mod script;
+pub(crate) use run::spawn_run;
 use script::Script;
 
 /// Longest request line a responder reads whole; longer ones are answered in pieces.
@@ -50,7 +52,8 @@ pub const MAX_DRY_PENDING: usize = 1024;
 /// stops reading stdin (the same backpressure).
 pub const MAX_DRY_OUT_BYTES: usize = 1 << 20;
 
-/// What sits at the far end of an incarnation's pipes.
+/// What sits at the far end of an incarnation's (or a run's) pipes.
+#[derive(Clone)]
 pub(crate) enum Child {
     /// A real child process.
     Process(Arc<Process>),
@@ -229,6 +232,30 @@ pub(crate) fn spawn(
     index: usize,
     on_exit: OnExit,
 ) -> Result<Started> {
+    let script = Script {
+        tool: spec.id.clone(),
+        index,
+        argv: spec.command.clone(),
+        protocol: spec.protocol.clone(),
+        dry: dry.clone(),
+        ready_line: spec.startup.ready_line.clone(),
+    };
+    stand_in(
+        format!("toolpool-dry-{index}"),
+        move |r, stdin, stdout, stderr| script.run(r, stdin, stdout, stderr),
+        on_exit,
+    )
+}
+
+/// Real pipes with a [`Responder`] thread (named `name`) at their far end, which runs
+/// `act` on its ends of stdin (non-blocking), stdout (non-blocking) and stderr, then
+/// `on_exit` with the exit `act` gave. Its ends close as `act` returns, as a dead
+/// process's do.
+fn stand_in(
+    name: String,
+    act: impl FnOnce(&Responder, File, File, File) -> ExitInfo + Send + 'static,
+    on_exit: OnExit,
+) -> Result<Started> {
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
@@ -255,18 +282,9 @@ pub(crate) fn spawn(
         wake: unsafe { OwnedFd::from_raw_fd(wake) },
         thread: Mutex::new(None),
     });
-    let script = Script {
-        tool: spec.id.clone(),
-        index,
-        argv: spec.command.clone(),
-        protocol: spec.protocol.clone(),
-        dry: dry.clone(),
-        ready_line: spec.startup.ready_line.clone(),
-    };
     let r = Arc::clone(&responder);
-    let handle = crate::process::spawn_thread(format!("toolpool-dry-{index}"), move || {
-        let exit = script.run(&r, stdin_r, stdout_w, stderr_w);
-        // The pipe ends are closed (moved into `run`), as a dead process's are.
+    let handle = crate::process::spawn_thread(name, move || {
+        let exit = act(&r, stdin_r, stdout_w, stderr_w);
         {
             let mut st = r.state.lock();
             st.exit = Some(exit);

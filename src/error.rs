@@ -124,7 +124,7 @@ pub enum Error {
     #[error("pool of '{0}' is shut down")]
     ShutDown(String),
     /// The process-wide limit did not allow a new process within the wait time.
-    #[error("process limit reached: {running} of {limit} processes running, waited {} ms", waited.as_millis())]
+    #[error("maximum concurrent processes reached: {running} of {limit} (waited {} ms; the limit is set by set_limit or TOOLPOOL_MAX_PROCESSES)", waited.as_millis())]
     LimitReached {
         /// The limit in force.
         limit: usize,
@@ -357,7 +357,7 @@ mod tests {
     #[test]
     fn every_variant_has_its_status_by_name() {
         let all = every_variant();
-        assert_eq!(all.len(), 17);
+        assert_eq!(all.len(), 18);
         for (e, name) in &all {
             assert_eq!(e.status().name().to_str().unwrap(), *name, "{e:?}");
             assert_eq!(e.code(), e.status() as i32);
@@ -367,7 +367,7 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), all.len());
-        assert_eq!(codes, (1..=17).collect::<Vec<_>>());
+        assert_eq!(codes, (1..=18).collect::<Vec<_>>());
         assert_eq!(ToolpoolStatus::ALL.len(), all.len() + 2);
     }
 

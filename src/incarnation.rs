@@ -21,29 +21,19 @@ use crate::metrics::Counters;
 use crate::reader::{OutState, StdoutReader, WaitEnd};
 use crate::rpc::{encode_notification, Dispatcher};
 use crate::session::Session;
-use crate::stderr::Tail;
+use crate::stderr::{self, Tail};
 use crate::util::LogPid;
 use crate::writer::{SendError, StdinWriter};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 use parking_lot::MutexGuard;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod start;
-
-/// Longest `Incarnation::join` waits for the stream threads once the process is gone.
-pub const STREAM_JOIN_WAIT: Duration = Duration::from_secs(2);
-
-static LEAKED_THREADS: AtomicU64 = AtomicU64::new(0);
-
-/// Stream threads left running because an escaped descendant still held a pipe open.
-pub fn leaked_threads() -> u64 {
-    LEAKED_THREADS.load(Relaxed)
-}
 
 /// Life-cycle state of an instance (of its current incarnation), as shown in status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,37 +450,13 @@ impl Incarnation {
         self.stdout.take_available()
     }
 
-    /// Join the threads once the process is gone.
-    ///
-    /// A descendant that left the process group (its own group or session) and kept the
-    /// pipes open is beyond the group kill: the stream threads then stay blocked until it
-    /// exits. They are waited for up to [`STREAM_JOIN_WAIT`] in all, then left to finish
-    /// on their own (counted by [`leaked_threads`]) so a shutdown never hangs.
+    /// Join the threads once the process is gone (see [`stderr::join_streams`]: a
+    /// descendant that escaped the group and holds a pipe open delays it by at most
+    /// [`stderr::STREAM_JOIN_WAIT`]).
     pub fn join(&self) {
         self.process.join_waiter();
-        let deadline = Instant::now() + STREAM_JOIN_WAIT;
-        if let Some(t) = self.drainer.lock().take() {
-            // Its end is signalled, not polled for: once `drained` disconnects, only the
-            // thread's last instructions are left.
-            match self.drained.recv_deadline(deadline) {
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = t.join();
-                }
-                _ => {
-                    LEAKED_THREADS.fetch_add(1, Relaxed);
-                }
-            }
-        }
-        if let Some(t) = self.stdin.take_thread() {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                LEAKED_THREADS.fetch_add(1, Relaxed);
-            }
-        }
+        let drainer = self.drainer.lock().take();
+        stderr::join_streams(drainer, &self.drained, self.stdin.take_thread());
     }
 }
 

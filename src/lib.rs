@@ -84,19 +84,25 @@
 //!
 //! Layers, each importing only those below it: `spec`, `error`, `status`, `util`, `linebuf`,
 //! `pipe`, `term`, [`cancel`] → `metrics`, `spawn`, `session` → `process` → `limiter`,
-//! `reader`, `writer`, `stderr` → `rpc`, `oneshot`, `dry` → `lsp` → `incarnation` →
-//! `prompt` → `instance`, `admission`, `exchange` → `handshake`, `roster` → `lifecycle` →
-//! `sizing`, `recycle` → `hold` → `supervisor`, `snapshot` → `router` → `lease` → `pool` →
-//! `pools`, [`completions`]; [`ffi`] (feature `capi`) on top. A submodule is part of its parent's layer and
-//! holds one of its ideas: `spec`'s validation (`spec/validate.rs`) and key data
-//! (`spec/protocol.rs`, `spec/dry_run.rs`, `spec/remote.rs`), how an
-//! incarnation is put together (`incarnation/start.rs`), what a dry-run responder answers
-//! (`dry/script.rs`), the start of a whole pool (`lifecycle/start_all.rs`), the spawn
-//! helper with a small fd table (`spawn/helper.rs`).
+//! `reader`, `writer`, `stderr` → `rpc`, `dry` → [`run`] → `oneshot`, `lsp` →
+//! `incarnation` → `prompt` → `instance`, `admission`, `exchange` → `handshake`, `roster`
+//! → `lifecycle` → `sizing`, `recycle` → `hold` → `supervisor`, `snapshot` → `router` →
+//! `wire` → [`client`] → `lease`, `local` → `pool` → [`pools`], [`completions`] → `limit`
+//! → [`service`]; [`ffi`] (feature `capi`) on top. A submodule is part of its
+//! parent's layer and holds one of its ideas: `spec`'s validation (`spec/validate.rs`) and
+//! key data (`spec/protocol.rs`, `spec/dry_run.rs`, `spec/remote.rs`, `spec/run.rs`), how
+//! an incarnation is put together (`incarnation/start.rs`), what a dry-run responder
+//! answers (`dry/script.rs`) and what a dry run does (`dry/run.rs`), the start of a whole
+//! pool (`lifecycle/start_all.rs`), the spawn helper with a small fd table
+//! (`spawn/helper.rs`), the processes a host registers on a permit (`limiter/permit.rs`),
+//! collecting a run's output (`run/output.rs`).
 //! [`remote`] sits beside `incarnation` (it builds the launcher argv that `process`
 //! spawns, runs the ssh master connections, and keeps an `srun` pool's Slurm steps with
 //! `squeue`/`scancel` run through `oneshot`; `lifecycle` asks it for each start); its
 //! data, [`RemoteSpec`], is part of `spec`.
+//! Runs ([`Run`], [`run_output`]) are one command started once under the process limit,
+//! made of the same parts as an incarnation (`limiter`, `writer`, `reader`, `stderr`);
+//! [`Permit`]s gate the processes a host starts itself.
 //! Observability adds `procstat` (memory and CPU from `/proc`, beside `process`),
 //! [`log_bridge`] (the `log` sink for C, Go and Python hosts, a leaf) and `prometheus`
 //! (the text exposition and the list of live pools, above `snapshot`).
@@ -137,6 +143,7 @@ pub mod remote;
 mod roster;
 pub mod router;
 mod rpc;
+pub mod run;
 pub mod service;
 mod session;
 mod sizing;
@@ -158,10 +165,10 @@ pub use error::{DeathInfo, Error, ExitInfo, Result};
 pub use status::ToolpoolStatus;
 
 pub use dry::{MAX_DRY_OUT_BYTES, MAX_DRY_PENDING, MAX_DRY_REQUEST_BYTES};
-pub use incarnation::{leaked_threads, State, STREAM_JOIN_WAIT};
+pub use incarnation::State;
 pub use lease::Lease;
-pub use limit::{kill_all, limit_status, set_limit};
-pub use limiter::{KillReport, Limiter, LimiterStatus};
+pub use limit::{acquire_slot, kill_all, limit_status, run_output, set_limit};
+pub use limiter::{KillReport, Limiter, LimiterStatus, Permit, ProcessInfo, ProcessKind};
 pub use lsp::MAX_LSP_HEADER_BYTES;
 pub use metrics::{InstanceMetrics, LatencySnapshot, MetricsSnapshot};
 pub use oneshot::MAX_ONESHOT_OUTPUT_BYTES;
@@ -173,6 +180,7 @@ pub use pools::{Pools, ReloadReport};
 pub use reader::SPIN_BUDGET;
 pub use remote::{Launcher, RemoteSpec};
 pub use router::{MapResult, Reply, ServedBy};
+pub use run::{run_output_with, Run, RunOptions, RunOutput, RunStatus, Stream};
 pub use service::{ClientStatus, Service, ServiceOptions, ServiceStatus};
 pub use spec::StderrMode;
 pub use spec::{
@@ -180,3 +188,5 @@ pub use spec::{
     Registry, Restart, RestartPolicy, Retry, Routing, Shutdown, Startup, ToolSpec,
 };
 pub use spec::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV};
+pub use spec::{RunDryRun, RunSpec};
+pub use stderr::{leaked_threads, STREAM_JOIN_WAIT};

@@ -1,17 +1,39 @@
-//! The process-wide limit on concurrent child processes.
+//! The process-wide limit on concurrent processes, and the list of every process it counts.
 //!
-//! One [`Limiter::global`] is shared by every pool and every one-shot run of the host
-//! process (a pool may be given its own). A start beyond the limit waits, then fails with
-//! [`Error::LimitReached`]. Lowering the limit never kills; it only holds back new starts.
-//! A child leaves the count when its end is reported: once it has been reaped and its
-//! stderr read to the end, at most 100 ms after its exit (see `crate::stderr`).
+//! One [`Limiter::global`] is shared by every pool, run and permit of the host process (a
+//! pool may be given its own). It counts three kinds of process ([`ProcessKind`]): pool
+//! instances and runs, which toolpool starts (`Limiter::spawn`), and processes the host
+//! starts itself and registers on a [`Permit`] ([`Limiter::acquire`],
+//! [`Permit::register_pid`]). A start or an `acquire` beyond the limit waits, then fails
+//! with [`Error::LimitReached`]. Lowering the limit never kills; [`Limiter::kill_all`]
+//! SIGKILLs every counted process.
+//!
+//! A slot comes back:
+//! - for a child of toolpool, once it has been reaped and its stderr read to the end (at
+//!   most 100 ms after its exit, see `crate::stderr`);
+//! - for a permit, when it is dropped, or when its registered process exits. That exit is
+//!   seen without polling, through a pidfd: one watcher thread per limiter `poll`s the
+//!   pidfds of every registered process (and an eventfd that tells it the set changed);
+//!   it starts with the first registration and ends when none is left. One thread for all,
+//!   not one per permit: a host may register hundreds of builds, and one `poll` over their
+//!   fds costs one thread instead of hundreds. (Where the kernel gives no pidfd, see
+//!   `ExitWatch`.)
+//!
+//! A registered process is signalled only through its pidfd, so a pid that has been
+//! reaped (by the host) and reused is never signalled (see `signal_registered`).
 
-use crate::cancel::{cancelled, CancelToken};
+mod permit;
+pub(crate) use permit::ElsewhereSlot;
+pub use permit::Permit;
+use permit::{signal_registered, ExitWatch};
+
+use crate::cancel::{cancelled, CancelToken, Wait};
 use crate::error::{Error, Result};
 use crate::process::{self, Launch, OnExit, Process, Spawned};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,16 +43,70 @@ pub const MAX_PROCESSES_ENV: &str = "TOOLPOOL_MAX_PROCESSES";
 /// Utilization above which [`LimiterStatus::warning`] is set.
 pub const WARN_UTILIZATION_PERCENT: f64 = 80.0;
 
-/// The count of processes and starts in progress, under the limiter's lock.
+/// What a counted process is, in [`LimiterStatus::processes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessKind {
+    /// A pool's instance (its current incarnation).
+    Instance,
+    /// A run (`toolpool::Run`, `run_output`, a pool's one-shot fallback).
+    Run,
+    /// A process the host started and registered on a [`Permit`].
+    Registered,
+}
+
+/// One counted process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Its pid (for a child of toolpool also its process group id).
+    pub pid: i32,
+    /// What it is.
+    pub kind: ProcessKind,
+    /// The pool's tool id, or the run's name; `None` for a registered process.
+    pub name: Option<String>,
+}
+
+/// Who a child of toolpool is, for [`LimiterStatus::processes`].
+pub(crate) struct Owner {
+    pub kind: ProcessKind,
+    pub name: String,
+}
+
+/// How a counted process is reached.
+enum Target {
+    /// A child of toolpool (signalled through its group, under its reaper's lock).
+    Child(Arc<Process>),
+    /// A process the host registered on permit number `permit`, watched through `exit`.
+    Registered { permit: u64, exit: Arc<ExitWatch> },
+}
+
+struct Entry {
+    kind: ProcessKind,
+    name: Option<String>,
+    target: Target,
+}
+
+/// The count of processes and slots, under the limiter's lock: the one owner of both.
 #[derive(Default)]
 struct Tally {
     max: usize,
+    /// Slots taken with no process yet: spawns in progress, permits with no pid.
     reserved: usize,
-    /// Bumped by every `kill_all`: a process whose spawn began before (its permit holds
-    /// an older value) is killed when it registers, so a kill-all never misses a process
-    /// that was being spawned (and may already be visible) while it ran.
+    /// Bumped by every `kill_all`: a process whose permit was taken before (the permit
+    /// holds an older value) is killed as it joins the count, so a kill-all never misses a
+    /// process that was being started (and may already be visible) while it ran.
     kill_epoch: u64,
-    procs: BTreeMap<i32, Arc<Process>>,
+    procs: BTreeMap<i32, Entry>,
+    next_permit: u64,
+    watcher: Watcher,
+}
+
+/// The pidfd watcher of the registered processes.
+#[derive(Default)]
+struct Watcher {
+    /// An eventfd that wakes its `poll` when the set changes (made on first use).
+    wake: Option<Arc<OwnedFd>>,
+    running: bool,
 }
 
 impl Tally {
@@ -42,7 +118,7 @@ impl Tally {
     }
 }
 
-/// A cap on concurrent child processes, and the list of every one we started.
+/// A cap on concurrent processes, and the list of every one it counts.
 #[derive(Default)]
 pub struct Limiter {
     state: Mutex<Tally>,
@@ -60,7 +136,7 @@ impl std::fmt::Debug for Limiter {
 /// A snapshot of a limiter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimiterStatus {
-    /// Processes running (and starts in progress).
+    /// Slots in use: processes counted, starts in progress, permits without a pid.
     pub active_processes: usize,
     /// The limit; 0 means no limit.
     pub max_allowed: usize,
@@ -68,49 +144,25 @@ pub struct LimiterStatus {
     pub utilization_percent: f64,
     /// Whether a start now would proceed without waiting.
     pub can_start_new: bool,
-    /// Pids (= process group ids) of the running children.
+    /// Pids of the counted processes (for a child of toolpool also its process group id).
     pub active_pids: Vec<i32>,
     /// Set above 80% utilization.
     pub warning: Option<String>,
+    /// Slots taken with no process yet (in `active_processes`, not in `active_pids`):
+    /// starts in progress and permits with no registered pid.
+    pub reserved: usize,
+    /// Every counted process with its kind and name, by pid.
+    pub processes: Vec<ProcessInfo>,
 }
 
 /// What [`Limiter::kill_all`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillReport {
-    /// Process groups signalled.
+    /// Processes signalled (each with its process group, for a child of toolpool or a
+    /// registered process that leads one).
     pub killed_count: usize,
-    /// Their leaders' pids.
+    /// Their pids.
     pub killed_pids: Vec<i32>,
-}
-
-/// A reserved place under the limit; becomes a registered process with [`Permit::bind`], or is given back
-/// when dropped.
-struct Permit {
-    limiter: Arc<Limiter>,
-    bound: bool,
-    /// `kill_epoch` when the permit was taken.
-    epoch: u64,
-}
-
-impl Permit {
-    fn bind(mut self, process: &Arc<Process>) {
-        let mut st = self.limiter.state.lock();
-        st.reserved -= 1;
-        st.procs.insert(process.pid(), Arc::clone(process));
-        self.bound = true;
-        if st.kill_epoch != self.epoch {
-            process.signal(libc::SIGKILL);
-        }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if !self.bound {
-            self.limiter.state.lock().reserved -= 1;
-            self.limiter.freed.notify_all();
-        }
-    }
 }
 
 impl Limiter {
@@ -150,7 +202,7 @@ impl Limiter {
         self.state.lock().max
     }
 
-    /// A snapshot of the count, the limit and the pids.
+    /// A snapshot of the count, the limit and the processes.
     pub fn status(&self) -> LimiterStatus {
         let st = self.state.lock();
         let active = st.running();
@@ -167,21 +219,45 @@ impl Limiter {
             active_pids: st.procs.keys().copied().collect(),
             warning: (util > WARN_UTILIZATION_PERCENT)
                 .then(|| format!("process limit {:.0}% used ({active} of {})", util, st.max)),
+            reserved: st.reserved,
+            processes: st
+                .procs
+                .iter()
+                .map(|(&pid, e)| ProcessInfo {
+                    pid,
+                    kind: e.kind,
+                    name: e.name.clone(),
+                })
+                .collect(),
         }
     }
 
-    /// SIGKILL every process group started under this limiter. Pools see their instances
-    /// die and follow their restart policy.
+    /// SIGKILL every counted process: each child of toolpool with its process group
+    /// (pools see their instances die and follow their restart policy; runs end with
+    /// signal 9), each registered process through its pidfd, with its group if it leads
+    /// one. A process being started meanwhile is killed as it joins the count.
     pub fn kill_all(&self) -> KillReport {
-        let procs: Vec<Arc<Process>> = {
+        enum Kill {
+            Child(Arc<Process>),
+            Registered(i32, Arc<ExitWatch>),
+        }
+        let targets: Vec<Kill> = {
             let mut st = self.state.lock();
             st.kill_epoch += 1;
-            st.procs.values().cloned().collect()
+            st.procs
+                .iter()
+                .map(|(&pid, e)| match &e.target {
+                    Target::Child(p) => Kill::Child(Arc::clone(p)),
+                    Target::Registered { exit, .. } => Kill::Registered(pid, Arc::clone(exit)),
+                })
+                .collect()
         };
-        let killed_pids: Vec<i32> = procs
+        let killed_pids: Vec<i32> = targets
             .iter()
-            .filter(|p| p.signal(libc::SIGKILL))
-            .map(|p| p.pid())
+            .filter_map(|k| match k {
+                Kill::Child(p) => p.signal(libc::SIGKILL).then(|| p.pid()),
+                Kill::Registered(pid, fd) => signal_registered(*pid, fd).then_some(*pid),
+            })
             .collect();
         KillReport {
             killed_count: killed_pids.len(),
@@ -189,31 +265,41 @@ impl Limiter {
         }
     }
 
-    /// Start `launch` within the limit (waiting up to `wait` for room, or until `cancel`).
-    /// The process counts until it is reaped; then `on_exit` runs on the thread that reaped
-    /// it (whoever the caller hands the returned [`Spawned::reaper`] to).
+    /// Take one slot, waiting up to the wait's timeout for room (or until its token is
+    /// cancelled: [`Error::Cancelled`]). Past the wait: [`Error::LimitReached`], whose
+    /// message names the count and the limit (`maximum concurrent processes reached: 5
+    /// of 5`); a timeout of 0 fails at once when the limit is full.
+    pub fn acquire(self: &Arc<Self>, wait: impl Into<Wait>) -> Result<Permit> {
+        let wait = wait.into();
+        self.take_slot(wait.timeout(), wait.token())
+    }
+
+    /// Start `launch` within the limit (waiting up to `wait` for room, or until `cancel`),
+    /// listed as `owner`. The process counts until it is reaped; then `on_exit` runs on the
+    /// thread that reaped it (whoever the caller hands the returned [`Spawned::reaper`] to).
     pub(crate) fn spawn(
         self: &Arc<Self>,
         launch: &Launch,
+        owner: Owner,
         wait: Duration,
         cancel: Option<&CancelToken>,
         on_exit: OnExit,
     ) -> Result<Spawned> {
-        let permit = self.acquire(wait, cancel)?;
+        let permit = self.take_slot(wait, cancel)?;
         let mut sp = process::spawn(launch)?;
         // Registered before anyone can reap it, so a child that exits at once is released
         // after it was counted, never before.
-        permit.bind(&sp.process);
+        permit.bind(&sp.process, owner);
         let limiter = Arc::clone(self);
-        let pid = sp.process.pid();
+        let process = Arc::clone(&sp.process);
         sp.reaper.on_exit(Box::new(move |exit| {
-            limiter.release(pid);
+            limiter.release(&process);
             on_exit(exit);
         }));
         Ok(sp)
     }
 
-    fn acquire(self: &Arc<Self>, wait: Duration, cancel: Option<&CancelToken>) -> Result<Permit> {
+    fn take_slot(self: &Arc<Self>, wait: Duration, cancel: Option<&CancelToken>) -> Result<Permit> {
         let deadline = crate::util::deadline_in(wait);
         let _registered = cancel.map(|c| {
             let me = Arc::downgrade(self);
@@ -225,7 +311,7 @@ impl Limiter {
             }))
         });
         let mut st = self.state.lock();
-        if !st.has_room() {
+        if !st.has_room() && !cancelled(cancel) && !wait.is_zero() {
             let (limit, running) = (st.max, st.running());
             // Not under the limiter's lock: a host's log callback may take its time.
             drop(st);
@@ -244,7 +330,10 @@ impl Limiter {
                     st.max
                 )));
             }
-            if self.freed.wait_until(&mut st, deadline).timed_out() && !st.has_room() {
+            if wait.is_zero() || self.freed.wait_until(&mut st, deadline).timed_out() {
+                if st.has_room() {
+                    break;
+                }
                 let (limit, running) = (st.max, st.running());
                 drop(st);
                 log::warn!(
@@ -260,15 +349,22 @@ impl Limiter {
             }
         }
         st.reserved += 1;
-        Ok(Permit {
-            limiter: Arc::clone(self),
-            bound: false,
-            epoch: st.kill_epoch,
-        })
+        st.next_permit += 1;
+        Ok(Permit::new(Arc::clone(self), st.next_permit, st.kill_epoch))
     }
 
-    fn release(&self, pid: i32) {
-        self.state.lock().procs.remove(&pid);
+    /// `process`, reaped, leaves the count (if its pid was not taken over meanwhile).
+    fn release(&self, process: &Arc<Process>) {
+        let mut st = self.state.lock();
+        let pid = process.pid();
+        if st
+            .procs
+            .get(&pid)
+            .is_some_and(|e| matches!(&e.target, Target::Child(p) if Arc::ptr_eq(p, process)))
+        {
+            st.procs.remove(&pid);
+        }
+        drop(st);
         self.freed.notify_all();
     }
 }

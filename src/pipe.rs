@@ -72,10 +72,4 @@ impl StdinEnd {
             _reader: None,
         }
     }
-
-    /// The write end alone, for a writer on a thread that blocks SIGPIPE and must see
-    /// `EPIPE` when the child stops reading (a one-shot run whose tool may never read).
-    pub fn into_file(self) -> File {
-        self.file
-    }
 }

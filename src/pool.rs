@@ -119,6 +119,17 @@ impl Pool {
         }
     }
 
+    /// Requests it serves at once (instances × `max_in_flight`), without a round trip to
+    /// a service: for a service's pool, as of the last call that brought its size back.
+    /// What a completion queue lets run at once on this pool is a multiple of it.
+    pub(crate) fn slots(&self) -> usize {
+        let (spec, len) = match &self.inner {
+            Inner::Local(p) => (p.spec(), p.len()),
+            Inner::Service(p) => p.seen(),
+        };
+        len.max(1) * spec.max_in_flight.max(1)
+    }
+
     /// Never true: a pool has at least one instance (kept for the `len` convention).
     pub fn is_empty(&self) -> bool {
         self.len() == 0

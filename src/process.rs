@@ -140,11 +140,11 @@ impl Process {
 }
 
 /// The one duty to reap a child and report its end, held by whoever watches it: the
-/// stderr drainer of an incarnation, which polls [`Reaper::exit_fd`] beside stderr (so an
-/// instance needs one thread, not two), or a thread of its own ([`Reaper::into_thread`]:
-/// one-shot runs, ssh masters). Dropped with the duty undone (a thread that could not
-/// start, a panic), it hands what is left to such a thread, so no child is left a zombie
-/// and no end goes unreported.
+/// stderr drainer of an incarnation or a run, which polls [`Reaper::exit_fd`] beside
+/// stderr (so an instance needs one thread, not two), or a thread of its own
+/// ([`Reaper::into_thread`]: ssh masters). Dropped with the duty undone (a thread that
+/// could not start, a panic), it hands what is left to such a thread, so no child is left
+/// a zombie and no end goes unreported.
 pub(crate) struct Reaper {
     process: Arc<Process>,
     /// Readable once the child has exited: a pidfd (Linux 5.3 and later), else made by
@@ -187,18 +187,7 @@ impl Reaper {
 
     /// The fallback of [`Reaper::exit_fd`]: a pipe closed by a thread when the child exits.
     fn exit_pipe(&self) -> Option<OwnedFd> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 with a valid two-int array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return None;
-        }
-        // SAFETY: two fresh fds we own from here on.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let pid = self.process.pid;
-        let handle = spawn_small_thread(format!("toolpool-wait-{pid}"), move || {
-            wait_exited(pid);
-            drop(w);
-        });
+        let (r, handle) = exit_pipe(self.process.pid)?;
         *self.process.waiter.lock() = Some(handle);
         Some(r)
     }
@@ -325,6 +314,39 @@ pub(crate) fn spawn(launch: &Launch) -> Result<Spawned> {
         stdout,
         stderr,
     })
+}
+
+/// Where there is no pidfd: the read end of a pipe that turns readable (EOF) once `pid`,
+/// a child of this process, has exited (or been reaped by someone else), and the thread
+/// that closes the write end then (it does not reap). `None` when no pipe can be made.
+pub(crate) fn exit_pipe(pid: i32) -> Option<(OwnedFd, JoinHandle<()>)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 with a valid two-int array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return None;
+    }
+    // SAFETY: two fresh fds we own from here on.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let handle = spawn_small_thread(format!("toolpool-wait-{pid}"), move || {
+        wait_exited(pid);
+        drop(w);
+    });
+    Some((r, handle))
+}
+
+/// True when `pid` is a child of this process (exited or not, not yet reaped).
+pub(crate) fn is_child(pid: i32) -> bool {
+    // SAFETY: waitid on `pid` with a valid out-pointer; WNOHANG | WNOWAIT neither blocks
+    // nor reaps.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        ) == 0
+    }
 }
 
 /// Block until `pid` (our child) has exited, without reaping it.

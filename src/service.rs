@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 pub use listen::systemd_socket;
 
 /// The default `--max-clients`: connections served at once; more are refused.
-pub const DEFAULT_MAX_CLIENTS: usize = 256;
+pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 
 /// How long a new connection may take to say hello before it is closed.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

@@ -14,11 +14,15 @@ mod dry_run;
 mod fallback;
 mod protocol;
 mod remote;
+mod run;
 mod validate;
 pub use dry_run::{DryDefault, DryError, DryReply, DryRun, DRY_RUN_ENV, MAX_DRY_EXIT_CODE};
 pub use fallback::{Cause, Fallback, Retry};
 pub use protocol::{Marker, Prompt, Protocol, DEFAULT_CONTINUATION};
 pub use remote::{Launcher, RemoteSpec, COMMAND_PLACEHOLDER, HOST_PLACEHOLDER};
+pub use run::{
+    RunDryRun, RunSpec, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SLOT_TIMEOUT_MS, MAX_OUTPUT_BYTES,
+};
 
 /// Most instances in one pool.
 pub const MAX_COUNT: usize = 4096;
@@ -434,16 +438,7 @@ impl ToolSpec {
             )));
         }
         let count_given = value.get("count").is_some();
-        let mut spec: ToolSpec = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let key = if path == "." {
-                String::new()
-            } else {
-                format!(" key '{}':", sanitize(&path))
-            };
-            let why = sanitize_all(&e.inner().to_string());
-            Error::Config(format!("tool '{name}':{key} {why}"))
-        })?;
+        let mut spec: ToolSpec = deserialize_named(value, &format!("tool '{name}'"))?;
         if let Some(id) = id {
             if !spec.id.is_empty() && spec.id != id {
                 return Err(Error::Config(format!(
@@ -484,6 +479,24 @@ impl ToolSpec {
             &self.id
         }
     }
+}
+
+/// `value` as a `T`; an error names `what` (`tool 'bc'`), the key path and why, as
+/// [`Error::Config`].
+pub(crate) fn deserialize_named<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." {
+            String::new()
+        } else {
+            format!(" key '{}':", sanitize(&path))
+        };
+        let why = sanitize_all(&e.inner().to_string());
+        Error::Config(format!("{what}:{key} {why}"))
+    })
 }
 
 /// `s` made safe for messages and names: control characters (NUL, newlines) become

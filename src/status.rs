@@ -133,6 +133,6 @@ mod tests {
             assert_eq!(s.name().to_str().unwrap(), format!("{s:?}"));
             assert_eq!(ToolpoolStatus::from_code(s.code()), Some(s));
         }
-        assert_eq!(ToolpoolStatus::from_code(18), None);
+        assert_eq!(ToolpoolStatus::from_code(19), None);
     }
 }

@@ -1,21 +1,23 @@
-//! The stderr side of an incarnation: the one thread of an instance, which drains stderr
-//! (into a bounded queue that drops its oldest line when full, counted, and a tail of the
-//! last `limits.stderr_tail_lines` lines for diagnosis, optionally logged) and watches
-//! the child's end through its [`Reaper`] (reaps it, then reports the end once stderr
-//! has been read, so the exit record shows the last lines); and that exit record.
+//! The stderr side of an incarnation or a run: the one thread of an instance (or a run),
+//! which drains stderr (into a bounded queue that drops its oldest line when full,
+//! counted, and a tail of the last `limits.stderr_tail_lines` lines for diagnosis,
+//! optionally logged; for `run_output`, into a capped buffer instead) and watches the
+//! child's end through its [`Reaper`] (reaps it, then reports the end once stderr has been
+//! read, so the exit record shows the last lines; kills it at a run's deadline); the exit
+//! record; and the join of a process's stream threads once it has ended.
 
 use crate::error::ExitInfo;
 use crate::linebuf::LineBuf;
 use crate::metrics::Counters;
 use crate::process::{self, OnExit, Reaper};
 use crate::spec::{StderrMode, ToolSpec};
-use crate::util::LogPid;
-use crossbeam_channel::{Receiver, Sender};
+use crate::util::{Capped, LogPid};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,10 +54,65 @@ pub(crate) fn spawn_drainer(
                 LogPid(Some(pid).filter(|&p| p > 0))
             )
         }),
+        capture: None,
     };
     process::spawn_small_thread(format!("toolpool-err-{pid}"), move || {
         let _done = done;
-        drain(&sink, reaper)
+        drain(&sink, reaper, None)
+    })
+}
+
+/// Where a run's stderr lines go: a bounded queue for `read_line` (as an instance's), or,
+/// for `run_output`, a capped buffer of the bytes as they came.
+pub(crate) enum RunStderr {
+    /// Lines queued (at most `cap`, the oldest dropped and counted through `drop_rx`).
+    Queue {
+        tx: Sender<Vec<u8>>,
+        drop_rx: Receiver<Vec<u8>>,
+        cap: usize,
+    },
+    /// Every byte kept up to the buffer's cap.
+    Capture(Arc<Mutex<Capped>>),
+}
+
+/// A run's deadline: when it passes before the end, `kill` runs (once).
+pub(crate) struct Deadline {
+    pub at: Instant,
+    pub kill: Box<dyn FnOnce() + Send>,
+}
+
+/// Start the stderr drainer of the run (`pid` names its thread; a dry run has none) that
+/// writes `tail`'s pipe: lines longer than `max_line` cut, `to` where they go, the
+/// process's `reaper` (none for a dry run, which reports its own end) as for an instance,
+/// and the `deadline` at which it kills the run. Drops `done` when it ends.
+pub(crate) fn spawn_run_drainer(
+    (max_line, pid): (usize, i32),
+    to: RunStderr,
+    counters: Arc<Counters>,
+    tail: Arc<Tail>,
+    (reaper, deadline): (Option<Reaper>, Option<Deadline>),
+    done: Sender<()>,
+) -> JoinHandle<()> {
+    let (tx, drop_rx, cap, capture) = match to {
+        RunStderr::Queue { tx, drop_rx, cap } => (tx, drop_rx, cap, None),
+        RunStderr::Capture(c) => {
+            let (tx, rx) = crossbeam_channel::bounded(0);
+            (tx, rx, 0, Some(c))
+        }
+    };
+    let sink = Sink {
+        max: max_line,
+        counters,
+        tx,
+        cap,
+        drop_rx,
+        tail,
+        log_as: None,
+        capture,
+    };
+    process::spawn_small_thread(format!("toolpool-run-{pid}"), move || {
+        let _done = done;
+        drain(&sink, reaper, deadline)
     })
 }
 
@@ -275,6 +332,8 @@ struct Sink {
     tail: Arc<Tail>,
     /// `tool=… instance=… pid=…` when stderr lines are logged.
     log_as: Option<String>,
+    /// `run_output`: the bytes go here (as they came), not to the queue.
+    capture: Option<Arc<Mutex<Capped>>>,
 }
 
 impl Sink {
@@ -283,6 +342,9 @@ impl Sink {
         self.tail.push(&line);
         if let Some(who) = &self.log_as {
             log::info!(target: "toolpool::stderr", "stderr {who}: {}", String::from_utf8_lossy(&line));
+        }
+        if self.capture.is_some() {
+            return; // the bytes were kept as they came
         }
         // Nobody reads stderr: drop the oldest lines, keep draining.
         while self.tx.len() >= self.cap {
@@ -297,8 +359,8 @@ impl Sink {
 }
 
 /// The drainer's loop: one `poll` on stderr and the reaper's exit fd, until stderr has
-/// reached EOF and the end has been reported.
-fn drain(sink: &Sink, reaper: Option<Reaper>) {
+/// reached EOF and the end has been reported; at the `deadline` (a run's), its kill runs.
+fn drain(sink: &Sink, reaper: Option<Reaper>, mut deadline: Option<Deadline>) {
     let src = &sink.tail.pipe;
     // Without an exit fd (no fd left for a pipe), a thread of its own waits instead.
     let (mut reaper, exit_fd) = match reaper {
@@ -328,13 +390,22 @@ fn drain(sink: &Sink, reaper: Option<Reaper>) {
                 revents: 0,
             },
         ];
-        let ms = match (report_by, &reaper) {
-            (Some(by), Some(_)) => by
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .saturating_add(1) as i32,
-            _ => -1,
+        let until = match (report_by, &reaper) {
+            (Some(by), Some(_)) => Some(by),
+            _ => None,
         };
+        // A deadline matters only while the end is still to come.
+        let ended = report_by.is_some() || (reaper.is_none() && !open);
+        let until = match (&deadline, ended) {
+            (Some(d), false) => Some(until.map_or(d.at, |u| u.min(d.at))),
+            _ => until,
+        };
+        let ms = until.map_or(-1, |u| {
+            u.saturating_duration_since(Instant::now())
+                .as_millis()
+                .saturating_add(1)
+                .min(i32::MAX as u128) as i32
+        });
         // SAFETY: poll on two initialised pollfds (a negative fd is skipped).
         if unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) } < 0 {
             if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
@@ -342,6 +413,11 @@ fn drain(sink: &Sink, reaper: Option<Reaper>) {
                 std::thread::sleep(Duration::from_millis(10));
             }
             continue;
+        }
+        if report_by.is_none() && deadline.as_ref().is_some_and(|d| Instant::now() >= d.at) {
+            if let Some(d) = deadline.take() {
+                (d.kill)();
+            }
         }
         if fds[1].revents != 0 {
             if let Some(r) = reaper.as_mut() {
@@ -356,7 +432,11 @@ fn drain(sink: &Sink, reaper: Option<Reaper>) {
                 Ok(0) => open = false,
                 Ok(n) => {
                     let pending = lines.pending();
-                    sink.tail.forward(&pending[pending.len() - n..]);
+                    let fresh = &pending[pending.len() - n..];
+                    sink.tail.forward(fresh);
+                    if let Some(c) = &sink.capture {
+                        c.lock().push(fresh);
+                    }
                     while let Some(line) = lines.next_line(sink.max, &sink.counters.lines_split) {
                         sink.emit(line);
                     }
@@ -375,6 +455,54 @@ fn drain(sink: &Sink, reaper: Option<Reaper>) {
             if let Some(r) = reaper.take() {
                 r.report();
             }
+        }
+    }
+}
+
+/// Longest the stream threads of a process (its stderr drainer, its stdin writer) are
+/// waited for once it is gone, when a pool shuts down or a run is dropped.
+pub const STREAM_JOIN_WAIT: Duration = Duration::from_secs(2);
+
+static LEAKED_THREADS: AtomicU64 = AtomicU64::new(0);
+
+/// Stream threads left running because an escaped descendant still held a pipe open.
+pub fn leaked_threads() -> u64 {
+    LEAKED_THREADS.load(Relaxed)
+}
+
+/// Join a process's stream threads once it is gone: its stderr `drainer` (which drops the
+/// sender of `drained` as it ends) and its stdin `writer`, if one was started.
+///
+/// A descendant that left the process group (its own group or session) and kept the
+/// pipes open is beyond the group kill: the threads then stay blocked until it exits.
+/// They are waited for up to [`STREAM_JOIN_WAIT`] in all, then left to finish on their
+/// own (counted by [`leaked_threads`]) so a shutdown never hangs.
+pub(crate) fn join_streams(
+    drainer: Option<JoinHandle<()>>,
+    drained: &Receiver<()>,
+    writer: Option<JoinHandle<()>>,
+) {
+    let deadline = Instant::now() + STREAM_JOIN_WAIT;
+    if let Some(t) = drainer {
+        // Its end is signalled, not polled for: once `drained` disconnects, only the
+        // thread's last instructions are left.
+        match drained.recv_deadline(deadline) {
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = t.join();
+            }
+            _ => {
+                LEAKED_THREADS.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    if let Some(t) = writer {
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            LEAKED_THREADS.fetch_add(1, Relaxed);
         }
     }
 }

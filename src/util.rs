@@ -82,3 +82,30 @@ pub(crate) fn block_async_signals() {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
+
+/// Bytes kept up to a cap: the first `max`, and a count of the rest (read and dropped).
+#[derive(Debug, Default)]
+pub(crate) struct Capped {
+    pub kept: Vec<u8>,
+    pub dropped: u64,
+    max: usize,
+}
+
+impl Capped {
+    /// An empty buffer keeping at most `max` bytes.
+    pub fn new(max: usize) -> Capped {
+        Capped {
+            kept: Vec::new(),
+            dropped: 0,
+            max,
+        }
+    }
+
+    /// Keep what fits of `bytes`, count the rest.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let room = self.max.saturating_sub(self.kept.len());
+        let n = bytes.len().min(room);
+        self.kept.extend_from_slice(&bytes[..n]);
+        self.dropped += (bytes.len() - n) as u64;
+    }
+}

@@ -144,6 +144,15 @@ pub(crate) enum Op {
     SetLimit { max: usize },
     /// Kill every process of the service's limiter.
     KillAll,
+    /// `Limiter::acquire` on the service's limiter: the permit belongs to this connection
+    /// until released or closed.
+    Acquire { timeout_ms: u64 },
+    /// `Permit::register_pid` on the connection's permit (a pid of the client's machine).
+    RegisterPid { pid: i32 },
+    /// `Permit::holds_slot` of the connection's permit.
+    HoldsSlot,
+    /// Drop the connection's permit.
+    ReleasePermit,
     /// Cancel call `id` of this connection (the frame's own `id`); no answer of its own.
     Cancel,
 }
@@ -177,6 +186,10 @@ impl Op {
             Op::LimitStatus => "limit_status",
             Op::SetLimit { .. } => "set_limit",
             Op::KillAll => "kill_all",
+            Op::Acquire { .. } => "acquire",
+            Op::RegisterPid { .. } => "register_pid",
+            Op::HoldsSlot => "holds_slot",
+            Op::ReleasePermit => "release_permit",
             Op::Cancel => "cancel",
         }
     }

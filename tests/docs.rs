@@ -1,9 +1,9 @@
-//! The docs against the code: the key table of docs/specs.md lists exactly the keys the
-//! spec parser accepts. The truth comes from the parser itself: an unknown key makes
-//! serde name every key it knows ("unknown field `x`, expected one of `a`, `b`, ..."), at
-//! the top level and in each object the table spells out as dotted keys (`startup.*`,
-//! `limits.*`, ...). Objects the table names as a whole (`remote`, `dry_run`, `env`, ...)
-//! have their own pages.
+//! The docs against the code: the key tables of docs/specs.md (tool specs) and
+//! docs/runs.md (run specs) list exactly the keys the spec parsers accept. The truth comes
+//! from the parser itself: an unknown key makes serde name every key it knows ("unknown
+//! field `x`, expected one of `a`, `b`, ..."), at the top level and in each object the
+//! table spells out as dotted keys (`startup.*`, `limits.*`, ...). Objects the table names
+//! as a whole (`remote`, `dry_run`, `env`, ...) have their own pages.
 
 use std::collections::BTreeSet;
 use toolpool::ToolSpec;
@@ -25,9 +25,15 @@ fn accepted_keys(path: &str) -> BTreeSet<String> {
     let err = serde_json::from_str::<ToolSpec>(&json)
         .expect_err("an unknown key must be refused")
         .to_string();
+    named_keys(&err, path)
+}
+
+/// The keys serde names in `err`, its error for an unknown key ("expected one of `a`,
+/// `b`, ..."); `what` says where, for the failure message.
+fn named_keys(err: &str, what: &str) -> BTreeSet<String> {
     let (_, expected) = err
         .split_once("expected")
-        .unwrap_or_else(|| panic!("serde's message for {path:?} names no keys: {err}"));
+        .unwrap_or_else(|| panic!("serde's message for {what:?} names no keys: {err}"));
     let expected = expected.split(" at line").next().unwrap();
     let keys: BTreeSet<String> = expected
         .split('`')
@@ -37,7 +43,7 @@ fn accepted_keys(path: &str) -> BTreeSet<String> {
         .collect();
     assert!(
         !keys.is_empty(),
-        "no keys in serde's message for {path:?}: {err}"
+        "no keys in serde's message for {what:?}: {err}"
     );
     keys
 }
@@ -62,11 +68,16 @@ fn spec_keys() -> BTreeSet<String> {
 /// The first column of docs/specs.md's key table: rows `| `key` | default | meaning |`
 /// under the heading "## Keys".
 fn documented_keys() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/specs.md");
-    let text = std::fs::read_to_string(path).expect("docs/specs.md");
+    documented_keys_in("specs.md", "Keys")
+}
+
+/// The first column of the key table of docs/`page` under the heading "## `heading`".
+fn documented_keys_in(page: &str, heading: &str) -> Vec<String> {
+    let path = format!("{}/docs/{page}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("the docs page");
     let (_, section) = text
-        .split_once("\n## Keys\n")
-        .expect("docs/specs.md has a section \"## Keys\"");
+        .split_once(&format!("\n## {heading}\n"))
+        .unwrap_or_else(|| panic!("docs/{page} has a section \"## {heading}\""));
     let section = section.split("\n## ").next().unwrap();
     section
         .lines()
@@ -113,5 +124,20 @@ fn the_registry_example_of_docs_specs_is_a_valid_registry() {
             .map(String::as_str)
             .collect::<Vec<_>>(),
         ["bc", "rpc"]
+    );
+}
+
+#[test]
+fn the_run_spec_key_table_of_docs_runs_lists_every_key_and_no_other() {
+    let documented: BTreeSet<String> = documented_keys_in("runs.md", "The run spec")
+        .into_iter()
+        .collect();
+    let err = serde_json::from_str::<toolpool::RunSpec>(r#"{"no_such_key_in_any_spec": 1}"#)
+        .expect_err("an unknown key must be refused")
+        .to_string();
+    let accepted = named_keys(&err, "a run spec");
+    assert_eq!(
+        documented, accepted,
+        "docs/runs.md's key table differs from the keys of a run spec"
     );
 }

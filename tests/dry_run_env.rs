@@ -1,8 +1,11 @@
-//! TOOLPOOL_DRY_RUN. One test, alone in its binary, so the environment it sets is seen by
-//! nothing else.
+//! TOOLPOOL_DRY_RUN, for pools and runs. One test, alone in its binary, so the
+//! environment it sets is seen by nothing else.
 
 use std::time::Duration;
-use toolpool::{DryDefault, DryReply, DryRun, Error, Pool, Protocol, ToolSpec, DRY_RUN_ENV};
+use toolpool::{
+    run_output, DryDefault, DryReply, DryRun, Error, ExitInfo, Pool, Protocol, Run, RunSpec,
+    Stream, ToolSpec, DRY_RUN_ENV,
+};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -55,8 +58,18 @@ fn dry_run_environment_makes_every_pool_dry() {
     assert_eq!((r.text.as_str(), r.instance), ("x", Some(0)));
     std::env::remove_var("TOOLPOOL_DISABLE");
 
+    // Runs too: a spec without dry_run ends at once, with no output, no process.
+    let run_spec = RunSpec::new(["/nonexistent/build-tool"]);
+    let run = Run::start(run_spec.clone()).unwrap();
+    assert_eq!(run.pid(), None);
+    assert_eq!(run.read_line(Stream::Stdout, T).unwrap(), None);
+    assert_eq!(run.wait(T).unwrap(), ExitInfo::Code(0));
+    let out = run_output(run_spec.clone(), T).unwrap();
+    assert_eq!((out.stdout.len(), out.exit), (0, ExitInfo::Code(0)));
+
     // "0" (or empty) is off again.
     std::env::set_var(DRY_RUN_ENV, "0");
     assert!(matches!(Pool::from_spec(missing), Err(Error::Spawn(_))));
+    assert!(matches!(Run::start(run_spec), Err(Error::Spawn(_))));
     std::env::remove_var(DRY_RUN_ENV);
 }

@@ -1,6 +1,7 @@
 //! A kernel or sandbox without `pidfd_open`: a seccomp filter makes it fail with ENOSYS
 //! for this whole test process, and pools still reap, report and restart their children,
-//! through the fallback (a waiter thread per child that wakes the stderr drainer).
+//! through the fallback (a waiter thread per child that wakes the stderr drainer); a
+//! permit still watches and kills a registered child.
 //! Alone in its binary: the filter cannot be removed, and the counts must be its own.
 
 mod common;
@@ -89,4 +90,42 @@ fn without_pidfd_open_children_are_still_reaped_reported_and_restarted() {
         "threads: {} vs {threads}",
         thread_count()
     );
+    registered_children_are_watched_without_pidfds();
+}
+
+/// Permits where there is no pidfd: a child of this process is watched through a waiter
+/// thread (its slot comes back when it exits, kill_all ends it with its group); any other
+/// process cannot be registered.
+fn registered_children_are_watched_without_pidfds() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let limiter = toolpool::Limiter::new(1);
+    let p = limiter.acquire(T).unwrap();
+    let e = p.register_pid(1).unwrap_err();
+    assert!(
+        matches!(e, Error::Io(_)) && e.to_string().contains("only a child"),
+        "{e}"
+    );
+    let mut short = std::process::Command::new("sleep")
+        .arg("0.2")
+        .spawn()
+        .unwrap();
+    p.register_pid(short.id() as i32).unwrap();
+    assert_eq!(limiter.status().active_processes, 1);
+    assert!(eventually(T, || limiter.status().active_processes == 0));
+    assert!(short.wait().unwrap().success());
+    drop(p);
+
+    let p = limiter.acquire(T).unwrap();
+    let mut long = std::process::Command::new("sh")
+        .args(["-c", "sleep 30 & wait"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = long.id() as i32;
+    p.register_pid(pid).unwrap();
+    let cutoff = ticks_now() + 1;
+    assert_eq!(limiter.kill_all().killed_pids, vec![pid]);
+    assert_eq!(long.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(eventually(T, || !group_alive(pid, cutoff)));
+    assert!(eventually(T, || limiter.status().active_processes == 0));
 }

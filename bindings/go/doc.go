@@ -36,6 +36,22 @@
 // every call after Close returns an error matching ErrShutDown. A *Lease is one
 // conversation: its methods are serialised.
 //
+// # A shared service
+//
+// Connect uses the pools of a `toolpool serve` service (one process that owns the pools
+// of a registry and the process limit, for every program of the machine) over its Unix
+// socket; Client.Pool gives them as ordinary *Pool values. With $TOOLPOOL_SERVER set to
+// unix:PATH, FromRegistry does the same. ErrService means the service could not be used;
+// the next call connects again by itself.
+//
+//	client, err := toolpool.Connect("/run/toolpool.sock")
+//	if err != nil { ... }
+//	defer client.Close()
+//	bc, err := client.Pool("bc")
+//	if err != nil { ... }
+//	defer bc.Close() // this handle only; the service's pool runs on
+//	reply, err := bc.Request(ctx, "2^10") // "1024"
+//
 // # Resources
 //
 // Close a Pool (io.Closer) to stop its processes; a finalizer closes a forgotten pool or

@@ -33,6 +33,7 @@ const (
 	CodeUnavailable     Code = C.TOOLPOOL_UNAVAILABLE
 	CodeIO              Code = C.TOOLPOOL_IO
 	CodeCancelled       Code = C.TOOLPOOL_CANCELLED
+	CodeService         Code = C.TOOLPOOL_SERVICE
 	CodePanic           Code = C.TOOLPOOL_PANIC
 )
 
@@ -56,6 +57,7 @@ var (
 	ErrUnavailable     = &Error{Code: CodeUnavailable}     // no instance can take work, no fallback
 	ErrIO              = &Error{Code: CodeIO}              // an I/O error outside a spawn (registry file)
 	ErrCancelled       = &Error{Code: CodeCancelled}       // the call's context was done (see CancelError)
+	ErrService         = &Error{Code: CodeService}         // the toolpool serve service could not be used (see Connect)
 	ErrPanic           = &Error{Code: CodePanic}           // a bug inside toolpool, caught at the boundary
 )
 
@@ -78,6 +80,7 @@ var descriptions = map[Code]string{
 	CodeUnavailable:     "no instance available",
 	CodeIO:              "I/O error",
 	CodeCancelled:       "cancelled",
+	CodeService:         "toolpool service unavailable",
 	CodePanic:           "panic inside toolpool (a bug)",
 }
 

@@ -7,10 +7,13 @@ import "C"
 
 import "math"
 
-// SetLimit sets the host-wide limit on concurrent child processes of every pool (0: no
-// limit; the initial value comes from $TOOLPOOL_MAX_PROCESSES) and returns the previous
-// one. Lowering it never kills: new starts wait (up to the spec's startup.timeout_ms)
-// and then fail with ErrLimitReached.
+// SetLimit sets the host-wide limit on concurrent processes of every pool, run and
+// permit (0: no limit; the initial value comes from $TOOLPOOL_MAX_PROCESSES) and returns
+// the previous one. Lowering it never kills: new starts wait (up to the spec's
+// startup.timeout_ms, a run's SlotTimeoutMS, AcquireSlot's context) and then fail with
+// ErrLimitReached. While a Client is open in this process (or $TOOLPOOL_SERVER is set),
+// it sets the limit of that `toolpool serve` service, shared by all its clients
+// (ErrService when it cannot be reached); so do LimitStatus and KillAll.
 func SetLimit(n int) (old int, err error) {
 	const op = "SetLimit"
 	if n < 0 || uint64(n) > math.MaxUint32 {
@@ -23,17 +26,19 @@ func SetLimit(n int) (old int, err error) {
 	return int(prev), nil
 }
 
-// LimitStatus reports the host-wide process limiter.
+// LimitStatus reports the host-wide process limiter, with every counted process and its
+// kind.
 func LimitStatus() (LimiterStatus, error) {
 	var v LimiterStatus
 	err := callJSON("LimitStatus", &v, func(out **C.char) C.int32_t { return C.toolpool_limit_status_json(out) })
 	return v, err
 }
 
-// KillAll sends SIGKILL to the process group of every child started under the host-wide
-// limiter (every pool in this process) and reports how many groups it signalled and the
-// pids of their leaders (toolpool_kill_all_json). Pools see their instances die and follow
-// their restart policy.
+// KillAll sends SIGKILL to every process counted under the host-wide limiter: the
+// process group of every pool instance and run, and every registered process (with its
+// group if it leads one); it reports how many it signalled and their pids
+// (toolpool_kill_all_json). Pools see their instances die and follow their restart
+// policy; runs end with signal 9.
 func KillAll() (KillReport, error) {
 	var r KillReport
 	err := callJSON("KillAll", &r, func(out **C.char) C.int32_t { return C.toolpool_kill_all_json(out) })

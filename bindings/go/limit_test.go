@@ -121,6 +121,7 @@ func TestVersionAndCodes(t *testing.T) {
 		toolpool.ErrUnavailable:     "TOOLPOOL_UNAVAILABLE",
 		toolpool.ErrIO:              "TOOLPOOL_IO",
 		toolpool.ErrCancelled:       "TOOLPOOL_CANCELLED",
+		toolpool.ErrService:         "TOOLPOOL_SERVICE",
 		toolpool.ErrPanic:           "TOOLPOOL_PANIC",
 	}
 	// Every error constant of the header has its sentinel (the Code constants are
@@ -133,7 +134,12 @@ func TestVersionAndCodes(t *testing.T) {
 	for _, name := range want {
 		names[name] = true
 	}
-	consts := regexp.MustCompile(`(?m)^  (TOOLPOOL_[A-Z_]+) = -?[0-9]+,$`).FindAllSubmatch(header, -1)
+	// The constants of enum ToolpoolStatus only (the header has other enums).
+	status := regexp.MustCompile(`(?s)enum ToolpoolStatus\b.*?\{(.*?)\};`).FindSubmatch(header)
+	if status == nil {
+		t.Fatalf("no enum ToolpoolStatus in include/toolpool.h")
+	}
+	consts := regexp.MustCompile(`(?m)^  (TOOLPOOL_[A-Z_]+) = -?[0-9]+,$`).FindAllSubmatch(status[1], -1)
 	if len(consts) < 2 {
 		t.Fatalf("no ToolpoolStatus constants found in include/toolpool.h")
 	}
@@ -153,8 +159,8 @@ func TestVersionAndCodes(t *testing.T) {
 			t.Errorf("%s: Is/Error", name)
 		}
 	}
-	if toolpool.CodeOK.String() != "TOOLPOOL_OK" || toolpool.Code(18).String() != "TOOLPOOL_UNKNOWN(18)" {
-		t.Errorf("names: %s %s", toolpool.CodeOK, toolpool.Code(18))
+	if toolpool.CodeOK.String() != "TOOLPOOL_OK" || toolpool.Code(77).String() != "TOOLPOOL_UNKNOWN(77)" {
+		t.Errorf("names: %s %s", toolpool.CodeOK, toolpool.Code(77))
 	}
 
 	// Is matches by code, not by identity; a different code does not match.

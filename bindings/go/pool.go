@@ -68,6 +68,11 @@ func NewFromSpec(spec Spec) (*Pool, error) {
 // An empty path means the file named by $TOOLPOOL_REGISTRY; count 0 means the spec's own
 // count. Errors: ErrNotFound (unknown tool; the message lists the known ones), ErrIO,
 // ErrConfig, and those of New.
+//
+// With $TOOLPOOL_SERVER=unix:PATH set, it opens the pool of tool of the `toolpool serve`
+// service on that socket instead (as Connect(PATH) then Client.Pool(tool)): the service's
+// registry and counts apply, path and count are not used, and ErrService means the
+// service could not be used.
 func FromRegistry(path, tool string, count int) (*Pool, error) {
 	const op = "FromRegistry"
 	if count < 0 || uint64(count) > math.MaxUint32 {

@@ -35,6 +35,10 @@ type Status struct {
 	Retries           map[string]uint64 `json:"retries"`           // pooled runs after the first, by cause
 	Instances         []InstanceStatus  `json:"instances"`
 	Hosts             []HostStatus      `json:"hosts"` // instances by host and state (remote pools; empty otherwise)
+	// ServiceError is, for a pool of a `toolpool serve` service (Client.Pool), why the
+	// service could not report the status (it is gone, or refused this client); every
+	// other field is then empty. nil otherwise.
+	ServiceError *string `json:"service_error"`
 }
 
 // HostStatus counts the instances of one host of a remote pool by state.
@@ -153,20 +157,37 @@ type InstanceMetrics struct {
 	Recycles           uint64  `json:"recycles"`
 }
 
-// LimiterStatus is the host-wide process limiter (toolpool_limit_status_json).
+// LimiterStatus is the host-wide process limiter (toolpool_limit_status_json): pool
+// instances, runs and registered processes all count.
 type LimiterStatus struct {
-	ActiveProcesses    int     `json:"active_processes"`
-	MaxAllowed         int     `json:"max_allowed"` // 0: no limit
-	UtilizationPercent float64 `json:"utilization_percent"`
-	CanStartNew        bool    `json:"can_start_new"`
-	ActivePIDs         []int   `json:"active_pids"`
-	Warning            string  `json:"warning"` // "" unless above 80% use
+	ActiveProcesses    int           `json:"active_processes"` // slots in use, Reserved included
+	MaxAllowed         int           `json:"max_allowed"`      // 0: no limit
+	UtilizationPercent float64       `json:"utilization_percent"`
+	CanStartNew        bool          `json:"can_start_new"`
+	ActivePIDs         []int         `json:"active_pids"`
+	Warning            string        `json:"warning"`   // "" unless above 80% use
+	Reserved           int           `json:"reserved"`  // slots with no process yet: starts in progress, permits without a pid
+	Processes          []ProcessInfo `json:"processes"` // every counted process, by pid
+}
+
+// Kinds of counted process, as in ProcessInfo.Kind.
+const (
+	KindInstance   = "instance"   // a pool's instance
+	KindRun        = "run"        // a run (StartRun, RunOutput, a pool's one-shot fallback)
+	KindRegistered = "registered" // a process registered on a Permit
+)
+
+// ProcessInfo is one counted process of LimiterStatus.
+type ProcessInfo struct {
+	PID  int    `json:"pid"`
+	Kind string `json:"kind"` // one of the Kind* constants
+	Name string `json:"name"` // the pool's tool id or the run's name; "" for a registered process
 }
 
 // KillReport is what KillAll did (toolpool_kill_all_json).
 type KillReport struct {
-	KilledCount int   `json:"killed_count"` // process groups signalled
-	KilledPIDs  []int `json:"killed_pids"`  // their leaders' pids
+	KilledCount int   `json:"killed_count"` // processes signalled (each with its group where it leads one)
+	KilledPIDs  []int `json:"killed_pids"`  // their pids
 }
 
 // Reply is the answer to RequestSticky.

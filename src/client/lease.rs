@@ -1,20 +1,17 @@
-//! `ServiceLease`: a lease on an instance of a service's pool. It owns one connection for
-//! its whole life: the service keeps the lease with that connection, so closing it (a
-//! drop, or this process dying) frees the instance at once.
+//! `ServiceLease`: a lease on an instance of a service's pool, on a connection of its own
+//! (`pinned`): a client that dies holding it frees the instance at once.
 
+use super::pinned::Pinned;
 use super::pool::ms;
 use super::Link;
 use crate::cancel::Wait;
-use crate::error::{Error, Result};
-use crate::wire::{Leased, Op, Socket};
-use parking_lot::Mutex;
+use crate::error::Result;
+use crate::wire::{Leased, Op};
 use std::sync::Arc;
 
 /// A lease held through a service (see the module docs).
 pub(crate) struct ServiceLease {
-    link: Arc<Link>,
-    /// The lease's connection; `None` once a call broke it.
-    sock: Mutex<Option<Socket>>,
+    conn: Pinned,
     pub index: usize,
     pub pid: i32,
 }
@@ -26,52 +23,31 @@ impl ServiceLease {
             tool: tool.into(),
             timeout_ms: ms(wait),
         };
-        let ((l, _), sock) = link.call_keeping::<Leased>(op, &[], Some(wait))?;
+        let (conn, l): (_, Leased) = Pinned::open(link, op, wait, || Op::Release)?;
         Ok(ServiceLease {
-            link,
-            sock: Mutex::new(Some(sock)),
+            conn: conn.named(format!("the lease of instance {}", l.index)),
             index: l.index,
             pid: l.pid,
         })
-    }
-
-    /// One call on the lease's connection.
-    fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        op: Op,
-        data: &[u8],
-        wait: Option<&Wait>,
-    ) -> Result<(T, Vec<u8>)> {
-        let mut guard = self.sock.lock();
-        let Some(sock) = guard.as_mut() else {
-            return Err(Error::Service(format!(
-                "the lease of instance {} lost its connection to {}",
-                self.index,
-                self.link.where_()
-            )));
-        };
-        let (r, reusable) = self.link.call_on(sock, op, data, wait);
-        if !reusable {
-            *guard = None;
-        }
-        r
     }
 
     pub fn request(&self, payload: &str, wait: &Wait) -> Result<Vec<u8>> {
         let op = Op::LeaseRequest {
             timeout_ms: ms(wait),
         };
-        self.call::<()>(op, payload.as_bytes(), Some(wait))
-            .map(|(_, d)| d)
+        let (_, reply): ((), _) = self.conn.call(op, payload.as_bytes(), Some(wait))?;
+        Ok(reply)
     }
 
     pub fn notify(&self, payload: &str) -> Result<()> {
-        self.call::<()>(Op::LeaseNotify, payload.as_bytes(), None)
+        self.conn
+            .call::<()>(Op::LeaseNotify, payload.as_bytes(), None)
             .map(drop)
     }
 
     pub fn send(&self, line: &str) -> Result<()> {
-        self.call::<()>(Op::LeaseSend, line.as_bytes(), None)
+        self.conn
+            .call::<()>(Op::LeaseSend, line.as_bytes(), None)
             .map(drop)
     }
 
@@ -79,23 +55,7 @@ impl ServiceLease {
         let op = Op::LeaseReadLine {
             timeout_ms: ms(wait),
         };
-        self.call::<()>(op, &[], Some(wait)).map(|(_, d)| d)
-    }
-}
-
-impl Drop for ServiceLease {
-    /// Release on the service and keep the connection for other calls; if that fails,
-    /// closing the connection releases it.
-    fn drop(&mut self) {
-        let Some(mut sock) = self.sock.get_mut().take() else {
-            return;
-        };
-        let wait = Wait::new(std::time::Duration::ZERO);
-        let (r, reusable) = self
-            .link
-            .call_on::<()>(&mut sock, Op::Release, &[], Some(&wait));
-        if r.is_ok() && reusable {
-            self.link.put_back(sock);
-        }
+        let (_, line): ((), _) = self.conn.call(op, &[], Some(wait))?;
+        Ok(line)
     }
 }

@@ -23,6 +23,9 @@ pub(crate) struct ServicePool {
     seen: Mutex<(Arc<ToolSpec>, usize)>,
     /// This handle was shut down (the service's pool runs on).
     closed: AtomicBool,
+    /// The connections its calls are waiting on now (their fds), so that `shutdown`
+    /// wakes those calls, as a local pool's shutdown does.
+    busy: Mutex<Vec<i32>>,
 }
 
 impl ServicePool {
@@ -35,6 +38,7 @@ impl ServicePool {
             tool: tool.into(),
             seen: Mutex::new((Arc::new(o.spec), o.len)),
             closed: AtomicBool::new(false),
+            busy: Mutex::new(Vec::new()),
         })
     }
 
@@ -43,7 +47,8 @@ impl ServicePool {
         &self.tool
     }
 
-    /// A call for this pool; after `shutdown` of this handle, [`Error::ShutDown`].
+    /// A call for this pool; after `shutdown` of this handle, [`Error::ShutDown`] (also
+    /// for a call that `shutdown` woke).
     fn call<T: serde::de::DeserializeOwned>(
         &self,
         op: Op,
@@ -53,7 +58,32 @@ impl ServicePool {
         if self.closed.load(SeqCst) {
             return Err(Error::ShutDown(self.tool.clone()));
         }
-        self.link.call(op, data, wait)
+        let (sent, mut sock) = self.link.send(op, data, wait)?;
+        let fd = sock.raw();
+        {
+            // Checked under the lock `shutdown` takes: a call either sees the flag or is
+            // in `busy` when `shutdown` looks. One that sees it was sent as `shutdown`
+            // came, like a call `shutdown` wakes: its connection is closed unread.
+            let mut busy = self.busy.lock();
+            if self.closed.load(SeqCst) {
+                return Err(Error::ShutDown(self.tool.clone()));
+            }
+            busy.push(fd);
+        }
+        let (r, reusable) = self.link.answer(&mut sock, sent, wait);
+        self.busy.lock().retain(|b| *b != fd);
+        if self.closed.load(SeqCst) {
+            // `shutdown` may have shut this connection down (the call then reads as the
+            // service gone): never keep it.
+            return r.map_err(|e| match e {
+                Error::Service(_) => Error::ShutDown(self.tool.clone()),
+                other => other,
+            });
+        }
+        if reusable {
+            self.link.put_back(sock);
+        }
+        r
     }
 
     /// The spec and size now (the last ones seen when the service does not answer).
@@ -73,6 +103,11 @@ impl ServicePool {
 
     pub fn spec(&self) -> Arc<ToolSpec> {
         self.refresh().0
+    }
+
+    /// The spec and size last seen, without asking the service.
+    pub fn seen(&self) -> (Arc<ToolSpec>, usize) {
+        self.seen.lock().clone()
     }
 
     pub fn len(&self) -> usize {
@@ -238,10 +273,17 @@ impl ServicePool {
         self.call::<()>(op, &[], None).map(drop)
     }
 
-    /// End this handle: later calls fail with [`Error::ShutDown`]; the service's pool runs
-    /// on for its other clients.
+    /// End this handle: the calls waiting on it wake and fail with [`Error::ShutDown`]
+    /// (their connections close, so the service cancels them as for a client that left),
+    /// and so do later calls; the service's pool runs on for its other clients.
     pub fn shutdown(&self) {
+        let busy = self.busy.lock();
         self.closed.store(true, SeqCst);
+        for fd in busy.iter() {
+            // SAFETY: each fd is a connection a call holds open until it has taken its fd
+            // out of `busy`, which needs this lock; shutdown(2) only wakes its reader.
+            unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+        }
     }
 
     pub fn is_shut_down(&self) -> bool {

@@ -4,11 +4,13 @@
 use super::{ffi_call, json_string, to_u32};
 use std::ffi::c_char;
 
-/// Set the host-wide limit on concurrent child processes of every pool (0: no limit; the
-/// initial value comes from `$TOOLPOOL_MAX_PROCESSES`). When the process uses a `toolpool
-/// serve` service (a live `ToolpoolClient`, or `$TOOLPOOL_SERVER`), the service's limit. Lowering it never kills: it only
-/// holds back new starts, which wait (up to the spec's `startup.timeout_ms`) and then fail
-/// with `TOOLPOOL_LIMIT_REACHED`. `*out_old` receives the previous limit.
+/// Set the host-wide limit on concurrent processes of every pool, run and permit (0: no
+/// limit; the initial value comes from `$TOOLPOOL_MAX_PROCESSES`). Lowering it never
+/// kills: it only holds back new starts, which wait (up to the spec's
+/// `startup.timeout_ms`, a run's `slot_timeout_ms`, a permit's timeout) and then fail with
+/// `TOOLPOOL_LIMIT_REACHED`. `*out_old` receives the previous limit. When the process uses a
+/// `toolpool serve` service (a live `ToolpoolClient`, or `$TOOLPOOL_SERVER`), the service's
+/// limit.
 ///
 /// NULL handling: `out_old` may be NULL (not wanted).
 /// Ownership: nothing is allocated.
@@ -28,9 +30,13 @@ pub unsafe extern "C" fn toolpool_limit_set(max: u32, out_old: *mut u32) -> i32 
     })
 }
 
-/// The host-wide limiter (the service's when the process uses one) as JSON: `active_processes`, `max_allowed` (0: none),
+/// The host-wide limiter (the service's when the process uses one) as JSON:
+/// `active_processes`, `max_allowed` (0: none),
 /// `utilization_percent`, `can_start_new`, `active_pids`, `warning` (null, or a message
-/// above 80% use).
+/// above 80% use), `reserved` (slots taken with no process yet: starts in progress,
+/// permits with no registered pid) and `processes` (`[{"pid": N, "kind": "instance" |
+/// "run" | "registered", "name": tool id, run name, or null}]`). Pool instances, runs and
+/// registered processes all count.
 ///
 /// NULL handling: `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT`.
 /// Ownership: on success `*out_json` receives a new string that the caller frees with
@@ -49,10 +55,11 @@ pub unsafe extern "C" fn toolpool_limit_status_json(out_json: *mut *mut c_char) 
     })
 }
 
-/// SIGKILL the process group of every child started under the host-wide limiter (every
-/// pool and one-shot run that did not get its own limiter). Pools see their instances
-/// die and follow their restart policy. `*out_killed` receives how many groups were
-/// signalled.
+/// SIGKILL every process counted under the host-wide limiter: the process group of every
+/// pool instance (of pools that did not get their own limiter) and run, and every
+/// registered process (with its group if it leads one). Pools see their instances die
+/// and follow their restart policy; runs end with signal 9. `*out_killed` receives how
+/// many processes were signalled.
 ///
 /// NULL handling: `out_killed` may be NULL (not wanted).
 /// Ownership: nothing is allocated.
@@ -72,11 +79,10 @@ pub unsafe extern "C" fn toolpool_kill_all(out_killed: *mut u32) -> i32 {
     })
 }
 
-/// Like `toolpool_kill_all`, and says which processes: SIGKILL the process group of every
-/// child started under the host-wide limiter, then report them as JSON
-/// `{"killed_count": N, "killed_pids": [pid, ...]}` (the pids of the group leaders, i.e.
-/// the children toolpool started). Pools see their instances die and follow their restart
-/// policy.
+/// Like `toolpool_kill_all`, and says which processes: SIGKILL every process counted
+/// under the host-wide limiter (as `toolpool_kill_all`), then report them as JSON
+/// `{"killed_count": N, "killed_pids": [pid, ...]}`. Pools see their instances die and
+/// follow their restart policy.
 ///
 /// NULL handling: `out_json` NULL is `TOOLPOOL_INVALID_ARGUMENT` (and nothing is killed).
 /// Ownership: on success `*out_json` receives a new string that the caller frees with

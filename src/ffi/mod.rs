@@ -11,7 +11,8 @@
 //! [`limiter`], [`strings`] (errors, strings, version), [`cancel`] (cancel tokens and the
 //! cancellable forms of the blocking calls), [`observe`] (the log callback, the metrics
 //! of every pool), [`completions`] (the completion queue), [`client`] (a `toolpool serve`
-//! service, whose pools are `ToolpoolPool`s).
+//! service, whose pools are `ToolpoolPool`s), [`run`] (one command run under the process
+//! limit), [`permit`] (a slot of the limit for a process the host starts itself).
 //!
 //! Global contract (also in docs/errors.md, "C API conventions"):
 //! - Every function that returns `int32_t` returns a [`ToolpoolStatus`] value; 0 is success.
@@ -97,9 +98,11 @@ pub mod lease;
 pub mod limiter;
 pub mod lines;
 pub mod observe;
+pub mod permit;
 pub mod pool;
 pub mod pools;
 pub mod requests;
+pub mod run;
 pub mod status;
 pub mod strings;
 

@@ -7,7 +7,7 @@ use super::Incarnation;
 use crate::cancel::CancelToken;
 use crate::dry::{self, Started};
 use crate::error::{Error, Result};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, Owner, ProcessKind};
 use crate::lsp::LspFilter;
 use crate::metrics::Counters;
 use crate::process::{Launch, OnExit};
@@ -214,7 +214,16 @@ fn spawn_child(
             }),
         )?,
         None => limiter
-            .spawn(&launch, wait, cancel, on_exit)
+            .spawn(
+                &launch,
+                Owner {
+                    kind: ProcessKind::Instance,
+                    name: spec.id.clone(),
+                },
+                wait,
+                cancel,
+                on_exit,
+            )
             .map_err(|e| match e {
                 Error::Spawn(m) => {
                     Error::Spawn(format!("tool '{}' instance {index}: {m}", spec.id))

@@ -8,7 +8,7 @@ use super::{Shared, HELLO_TIMEOUT};
 use crate::cancel::{CancelToken, Wait};
 use crate::error::{Error, Result};
 use crate::lease::Lease;
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, Permit};
 use crate::pool::{Pool, RequestOptions};
 use crate::wire::{
     self, Answer, Call, Frame, Hello, Leased, Op, Opened, RecvEnd, ReplyHead, Socket,
@@ -40,6 +40,8 @@ pub(super) fn start(shared: Arc<Shared>, fd: OwnedFd) {
 struct State {
     /// The lease taken on this connection, and its pool (kept alive with it).
     lease: Option<(Lease, Arc<Pool>)>,
+    /// The permit taken on this connection.
+    permit: Option<Permit>,
 }
 
 fn serve(sh: &Shared, fd: OwnedFd) {
@@ -321,8 +323,31 @@ fn run(
         Op::LimitStatus => value(Limiter::global().status()),
         Op::SetLimit { max } => value(Limiter::global().set_limit(max).0),
         Op::KillAll => value(Limiter::global().kill_all()),
+        Op::Acquire { timeout_ms } => {
+            if state.permit.is_some() {
+                return Err(Error::InvalidArgument(
+                    "this connection already holds a permit: release it first".into(),
+                ));
+            }
+            state.permit = Some(Limiter::global().acquire(wait(timeout_ms, token))?);
+            value(())
+        }
+        Op::RegisterPid { pid } => value(permit(state)?.register_pid(pid)?),
+        Op::HoldsSlot => value(permit(state)?.holds_slot()),
+        Op::ReleasePermit => {
+            state.permit = None;
+            value(())
+        }
         Op::Cancel => value(()),
     }
+}
+
+/// The connection's permit, or the error of a permit call without one.
+fn permit(state: &State) -> Result<&Permit> {
+    state
+        .permit
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("no permit is held on this connection".into()))
 }
 
 /// The connection's lease, or the error of a lease call without one.

@@ -7,6 +7,8 @@ use super::{
     MAX_QUEUE_LINES, MAX_RETRIES,
 };
 use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 impl ToolSpec {
     /// Check the values serde cannot check: empty command, zero counts, NUL bytes that
@@ -63,23 +65,7 @@ impl ToolSpec {
     /// one line.
     fn check_text(&self) -> std::result::Result<(), (String, String)> {
         no_nul("id", &self.id)?;
-        check_argv("command", &self.command)?;
-        for (name, value) in &self.env {
-            let key = format!("env.{}", sanitize(name));
-            if name.is_empty() {
-                return bad("env", "a variable name is empty");
-            }
-            if name.contains('=') {
-                return bad(&key, "a variable name must not contain '='");
-            }
-            no_nul(&key, name)?;
-            no_nul(&key, value)?;
-        }
-        if let Some(cwd) = &self.cwd {
-            if cwd.as_os_str().as_encoded_bytes().contains(&0) {
-                return bad("cwd", "contains a NUL byte");
-            }
-        }
+        check_launch(&self.command, &self.env, self.cwd.as_deref())?;
         if let Some(line) = &self.startup.ready_line {
             one_line("startup.ready_line", line)?;
         }
@@ -303,12 +289,38 @@ impl ToolSpec {
     }
 }
 
+/// What reaches the OS when a process starts: `command` (a non-empty argv without NUL
+/// bytes), the `env` names and values, the `cwd`. Shared by tool specs and run specs, so
+/// both refuse the same values with the same messages.
+pub(super) fn check_launch(
+    command: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: Option<&Path>,
+) -> std::result::Result<(), (String, String)> {
+    check_argv("command", command)?;
+    for (name, value) in env {
+        let key = format!("env.{}", sanitize(name));
+        if name.is_empty() {
+            return bad("env", "a variable name is empty");
+        }
+        if name.contains('=') {
+            return bad(&key, "a variable name must not contain '='");
+        }
+        no_nul(&key, name)?;
+        no_nul(&key, value)?;
+    }
+    if cwd.is_some_and(|c| c.as_os_str().as_encoded_bytes().contains(&0)) {
+        return bad("cwd", "contains a NUL byte");
+    }
+    Ok(())
+}
+
 /// `Err((key, why))`, the shape of every check above.
-fn bad(key: &str, why: impl Into<String>) -> std::result::Result<(), (String, String)> {
+pub(super) fn bad(key: &str, why: impl Into<String>) -> std::result::Result<(), (String, String)> {
     Err((key.to_string(), why.into()))
 }
 
-fn no_nul(key: &str, s: &str) -> std::result::Result<(), (String, String)> {
+pub(super) fn no_nul(key: &str, s: &str) -> std::result::Result<(), (String, String)> {
     if s.contains('\0') {
         return bad(key, "contains a NUL byte");
     }
@@ -316,7 +328,7 @@ fn no_nul(key: &str, s: &str) -> std::result::Result<(), (String, String)> {
 }
 
 /// A value written as one line: no NUL, no newline.
-fn one_line(key: &str, s: &str) -> std::result::Result<(), (String, String)> {
+pub(super) fn one_line(key: &str, s: &str) -> std::result::Result<(), (String, String)> {
     no_nul(key, s)?;
     if s.contains('\n') {
         return bad(key, "must be one line (contains a newline)");

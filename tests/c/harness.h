@@ -20,6 +20,8 @@ extern const char *REGISTRY;
 void tp_fail(const char *file, int line, const char *what, int32_t rc);
 uint64_t tp_now_ms(void);
 void tp_sleep_ms(unsigned ms);
+/* Whether `pid` runs (a zombie waiting for its new parent to reap it does not). */
+int tp_alive(long pid);
 /* The pool's health once `dead` instances are dead, polled every 20 ms for up to `ms`
  * (the last health read when they never are). */
 ToolpoolHealth tp_wait_dead(const ToolpoolPool *p, uint32_t dead, unsigned ms);
@@ -117,5 +119,13 @@ void test_metrics_prometheus(void);
 void test_tools_pty_and_end_command(void);
 void test_interactive_python(void);
 void test_pools_and_request_json(void);
+void test_run_streams_while_running(void);
+void test_run_timeout_kills_grandchildren(void);
+void test_run_waits_for_a_pool_slot(void);
+void test_run_slot_timeout_zero(void);
+void test_permit_released_when_its_pid_exits(void);
+void test_kill_all_runs_permits_and_pools(void);
+void test_run_dry_and_output(void);
+void test_run_stdin_and_errors(void);
 
 #endif

@@ -48,6 +48,19 @@ static ToolpoolHealth wait_health(const ToolpoolPool *p, int64_t alive, uint32_t
     return h;
 }
 
+/* Whether `pid` runs (a zombie waiting for its new parent to reap it does not). */
+int tp_alive(long pid) {
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    return paren != NULL && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
+}
+
 ToolpoolHealth tp_wait_dead(const ToolpoolPool *p, uint32_t dead, unsigned ms) {
     return wait_health(p, -1, dead, ms);
 }
@@ -111,6 +124,14 @@ static const struct test TESTS[] = {
     {"tools_pty_and_end_command", test_tools_pty_and_end_command},
     {"interactive_python", test_interactive_python},
     {"pools_and_request_json", test_pools_and_request_json},
+    {"run_streams_while_running", test_run_streams_while_running},
+    {"run_timeout_kills_grandchildren", test_run_timeout_kills_grandchildren},
+    {"run_waits_for_a_pool_slot", test_run_waits_for_a_pool_slot},
+    {"run_slot_timeout_zero", test_run_slot_timeout_zero},
+    {"permit_released_when_its_pid_exits", test_permit_released_when_its_pid_exits},
+    {"kill_all_runs_permits_and_pools", test_kill_all_runs_permits_and_pools},
+    {"run_dry_and_output", test_run_dry_and_output},
+    {"run_stdin_and_errors", test_run_stdin_and_errors},
 };
 
 /* A registry file for the registry tests, and $TOOLPOOL_REGISTRY pointing at it; set here

@@ -64,19 +64,6 @@ void test_dead_child_no_sigpipe(void) {
     toolpool_pool_free(p); /* we are still here: no SIGPIPE reached the host */
 }
 
-/* Whether `pid` runs (a zombie waiting for its new parent to reap it does not). */
-static int process_alive(long pid) {
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *paren = strrchr(buf, ')'); /* "pid (comm) S ..." */
-    return paren != NULL && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
-}
-
 void test_shutdown_grace(void) {
     /* Ignores SIGTERM, and after "hang" no longer reads stdin (so closing stdin does not
      * end it either); a grandchild started with it shares its process group. Only the
@@ -104,7 +91,7 @@ void test_shutdown_grace(void) {
     /* The grandchild went with its group. */
     int gone = 0;
     for (int k = 0; k < 100 && !gone && grandchild > 1; k++) {
-        gone = !process_alive(grandchild);
+        gone = !tp_alive(grandchild);
         if (!gone) tp_sleep_ms(10);
     }
     CHECK(gone);

@@ -20,7 +20,8 @@ void test_version_and_names(void) {
     CHECK_STR(toolpool_status_name(TOOLPOOL_TIMEOUT), "TOOLPOOL_TIMEOUT");
     CHECK_STR(toolpool_status_name(TOOLPOOL_INDEX_OUT_OF_RANGE), "TOOLPOOL_INDEX_OUT_OF_RANGE");
     CHECK_STR(toolpool_status_name(TOOLPOOL_PANIC), "TOOLPOOL_PANIC");
-    CHECK_STR(toolpool_status_name(18), "TOOLPOOL_UNKNOWN");
+    CHECK_STR(toolpool_status_name(TOOLPOOL_SERVICE), "TOOLPOOL_SERVICE");
+    CHECK_STR(toolpool_status_name(77), "TOOLPOOL_UNKNOWN");
     CHECK_STR(toolpool_status_name(-1), "TOOLPOOL_UNKNOWN");
     /* NULL-safe frees. */
     toolpool_string_free(NULL);

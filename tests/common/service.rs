@@ -106,7 +106,7 @@ impl Served {
         let watchdog = self.child.id() as i32;
         let until = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(pid) = children(watchdog).first() {
+            if let Some(pid) = children_of(watchdog).first() {
                 return *pid;
             }
             assert!(Instant::now() < until, "the watchdog has no child");
@@ -154,7 +154,7 @@ impl Drop for Served {
 }
 
 /// The pids whose parent is `parent`.
-pub fn children(parent: i32) -> Vec<i32> {
+pub fn children_of(parent: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
         return out;
@@ -168,7 +168,7 @@ pub fn children(parent: i32) -> Vec<i32> {
 }
 
 /// Whether process `pid` exists (and is not a zombie).
-pub fn alive(pid: i32) -> bool {
+pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s
             .rfind(')')

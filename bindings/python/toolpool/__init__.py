@@ -13,22 +13,29 @@ Every failure raises a :class:`ToolpoolError` subclass carrying ``.code`` (the C
 and the library's message. Blocking calls release the GIL, so threads run in parallel.
 Ctrl-C interrupts any blocking call (``KeyboardInterrupt``), a :class:`CancelToken` stops
 calls from another thread, and :mod:`toolpool.aio` serves asyncio programs.
+:func:`start_run` and :func:`run_output` run one-off commands under the same process
+limit, and :func:`acquire_slot` gates the processes a program starts itself.
+:func:`connect` uses the pools of a ``toolpool serve`` service shared by many processes.
 See ``bindings/python/README.md``.
 """
 
 from . import _errors
 from ._errors import *  # noqa: F401,F403  (the error classes, error_for_code, status_name)
 from ._ffi import LIB_PATH
-from ._limit import KillReport, kill_all, limit_status, set_limit, version
+from ._limit import KillReport, LimitStatus, ProcessInfo, kill_all, limit_status, set_limit, version
 from ._cancel import CancelToken
 from ._log import LOGGER, TRACE, metrics_prometheus_all
 from ._pool import DEFAULT_GRACE, DEFAULT_TIMEOUT, Lease, Payload, Pool, Reply, RetrySpec, Spec
 from ._pools import Pools
+from ._run import LineStream, Permit, Run, RunResult, RunSpec, acquire_slot, run_output, start_run
+from ._client import Client, connect
 from . import aio  # toolpool.aio: the asyncio face
 
 __all__ = [
     "Pool",
     "Pools",
+    "Client",
+    "connect",
     "Lease",
     "Reply",
     "RetrySpec",
@@ -42,10 +49,20 @@ __all__ = [
     "limit_status",
     "kill_all",
     "KillReport",
+    "LimitStatus",
+    "ProcessInfo",
     "LOGGER",
     "TRACE",
     "metrics_prometheus_all",
     "CancelToken",
+    "Run",
+    "RunSpec",
+    "RunResult",
+    "LineStream",
+    "Permit",
+    "start_run",
+    "run_output",
+    "acquire_slot",
     "aio",
 ]
 __all__ += _errors.__all__

@@ -23,6 +23,7 @@ from ._generated import (
     TOOLPOOL_PROTOCOL_ERROR,
     TOOLPOOL_QUEUE_FULL,
     TOOLPOOL_SATURATED,
+    TOOLPOOL_SERVICE,
     TOOLPOOL_SHUT_DOWN,
     TOOLPOOL_SPAWN_FAILED,
     TOOLPOOL_TIMEOUT,
@@ -50,6 +51,7 @@ __all__ = [
     "ToolpoolIOError",
     "Panic",
     "Cancelled",
+    "ServiceError",
     "error_for_code",
     "status_name",
 ]
@@ -185,6 +187,15 @@ class Cancelled(ToolpoolError):
     task ``asyncio.CancelledError``.)"""
 
     CODE = TOOLPOOL_CANCELLED
+
+
+class ServiceError(ToolpoolError):
+    """The ``toolpool serve`` service could not be used (18): nothing listens on its
+    socket, it refused this client (another user, too many clients, another protocol
+    version), or it went away during the call. The next call connects again by itself, so
+    the same client and pool work once the service is back."""
+
+    CODE = TOOLPOOL_SERVICE
 
 
 class Panic(ToolpoolError):

@@ -163,7 +163,10 @@ class Pool(Managed):
     * a ``str`` starting with ``{``: the same spec as JSON text;
     * a list of strings: the command (argv), every other key at its default;
     * any other ``str``: a tool id looked up in the registry file ``registry``
-      (``None``: the file named by ``$TOOLPOOL_REGISTRY``).
+      (``None``: the file named by ``$TOOLPOOL_REGISTRY``). With
+      ``$TOOLPOOL_SERVER=unix:PATH`` set, the pool is that ``toolpool serve`` service's
+      pool of the tool instead (as ``toolpool.connect(PATH).pool(tool)``): the service's
+      registry and counts apply, and ``registry`` and ``count`` are not used.
 
     ``count`` overrides the spec's instance count. The constructor returns once every
     instance is ready (``SpawnFailed``, ``LimitReached``, ``ConfigError``, ``NotFound`` if
@@ -234,10 +237,11 @@ class Pool(Managed):
     _lent: bool = False
 
     @classmethod
-    def _from_lent(cls, ptr: int) -> "Pool":
-        """A pool handle lent by ``toolpool_pools_get`` (its ``Pools`` frees it)."""
+    def _adopt(cls, ptr: int, *, lent: bool) -> "Pool":
+        """A pool around a handle the C API gave: one ``toolpool_pools_get`` lent (``lent``:
+        its ``Pools`` frees it), or a new one this object owns (``toolpool_client_pool``)."""
         self = cls.__new__(cls)
-        self._lent = True
+        self._lent = lent
         self._init_handle(ptr)
         n = c_uint32()
         call(lib.toolpool_pool_size, ptr, byref(n))

@@ -45,7 +45,7 @@ class Pools(Managed):
             with self._borrow() as p:
                 call(lib.toolpool_pools_get, p, _cstr(tool, "tool"), byref(out))
             assert out.value is not None
-            pool = Pool._from_lent(out.value)
+            pool = Pool._adopt(out.value, lent=True)
             self._lent[tool] = pool
             return pool
 

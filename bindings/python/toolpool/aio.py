@@ -16,9 +16,19 @@ replies costs one wake-up of the loop and no Python thread. The other calls (``m
 ``lease``, ``read_line``, ``read_any``, ``send``, ``health``, ...) run on the pool's own
 executor threads.
 
+Runs too: ``async with aio.start_run(spec) as run``, ``async for line in run.stdout``,
+``await run.wait()``; ``await aio.run_output(spec)``; ``async with aio.acquire_slot() as
+permit`` for a process the program starts itself.
+
 A cancelled call ends like a timed-out one: the task gets ``asyncio.CancelledError`` (or
 ``TimeoutError`` from ``asyncio.timeout``) within milliseconds, the abandoned request's
 reply never reaches another caller, and the pool serves the next request normally.
+
+:func:`connect` does the same for the pools of a ``toolpool serve`` service::
+
+    async with aio.connect("/run/toolpool.sock") as client:
+        async with client.pool("bc") as pool:
+            print(await pool.request("6*7"))              # "42"
 """
 
 from __future__ import annotations
@@ -26,11 +36,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar, Union
+import os
+from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Tuple, Type, TypeVar, Union
 
 from ctypes import byref, c_int32, c_void_p
 
-from ._cancel import CancelToken
+from ._aio_call import run_cancellable as _run
+from ._aio_run import RUN_THREADS, AsyncRun, acquire_slot, run_output, start_run
+from ._client import Client as _Client
 from ._errors import ShutDown, ToolpoolError, call, error_for_code
 from ._ffi import lib, native
 from ._generated import TOOLPOOL_SHUT_DOWN
@@ -38,7 +51,18 @@ from ._pool import _DEFAULT_MS, DEFAULT_TIMEOUT, Payload, Reply, Spec, _ms, _pay
 from ._pool import Lease as _Lease
 from ._pool import Pool as _Pool
 
-__all__ = ["Pool", "Lease", "MAX_THREADS"]
+__all__ = [
+    "Pool",
+    "Lease",
+    "Client",
+    "connect",
+    "MAX_THREADS",
+    "AsyncRun",
+    "RUN_THREADS",
+    "start_run",
+    "run_output",
+    "acquire_slot",
+]
 
 T = TypeVar("T")
 
@@ -172,27 +196,32 @@ def _result(done: _Done) -> str:
     return text
 
 
-async def _run(executor: concurrent.futures.Executor, fn: Callable[[CancelToken], T]) -> T:
-    """Run ``fn(token)`` (one blocking call taking ``cancel=token``) on ``executor``; if
-    the awaiting task is cancelled, trigger the token, wait for the call to return (it
-    takes milliseconds), and let the cancellation go on."""
-    token = CancelToken()
-    loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(executor, fn, token)
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        token.cancel()
-        # The C call returns within milliseconds; wait for it so nothing of it outlives
-        # the task (its result or error, Cancelled, is dropped).
-        while not fut.done():
-            try:
-                await asyncio.wait([fut])
-            except asyncio.CancelledError:  # cancelled again: keep waiting, briefly
-                pass
-        if not fut.cancelled():
-            fut.exception()  # retrieved, so asyncio does not log it
-        raise
+_Self = TypeVar("_Self", bound="_Opens")
+
+
+class _Opens:
+    """``async with x`` and ``x = await x`` for an object that opens with ``start()`` and
+    closes with ``aclose()`` (both run their blocking part in a thread)."""
+
+    async def start(self: _Self) -> _Self:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def __await__(self: _Self) -> Generator[Any, None, _Self]:
+        return self.start().__await__()
+
+    async def __aenter__(self: _Self) -> _Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()
 
 
 class Lease:
@@ -248,10 +277,11 @@ class _LeaseContext:
             self._lease.close()
 
 
-class Pool:
+class Pool(_Opens):
     """A pool for asyncio programs: ``async with aio.Pool(spec) as pool``. The arguments are
     those of :class:`toolpool.Pool`; the pool starts on ``__aenter__`` (or
-    :meth:`start`) in a thread, and shuts down on ``__aexit__`` (or :meth:`aclose`)."""
+    :meth:`start`, or ``await pool``) in a thread, and shuts down on ``__aexit__`` (or
+    :meth:`aclose`). :meth:`Client.pool` makes one of a service's pools."""
 
     def __init__(
         self,
@@ -261,7 +291,11 @@ class Pool:
         registry: Optional[str] = None,
         max_threads: int = MAX_THREADS,
     ) -> None:
-        self._args: Tuple[Spec, Optional[int], Optional[str]] = (spec_or_tool, count, registry)
+        self._setup(lambda: _Pool(spec_or_tool, count, registry=registry), max_threads)
+
+    def _setup(self, open_pool: Callable[[], _Pool], max_threads: int) -> None:
+        #: Called in a thread by start(): the toolpool.Pool this object drives.
+        self._open = open_pool
         self._max_threads = max_threads
         self._executor = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="toolpool-aio")
         self._pool: Optional[_Pool] = None
@@ -275,10 +309,21 @@ class Pool:
     async def start(self) -> "Pool":
         """Start the instances (in a thread); returns the pool."""
         if self._pool is None:
-            spec, count, registry = self._args
             loop = asyncio.get_running_loop()
-            self._pool = await loop.run_in_executor(self._executor, lambda: _Pool(spec, count, registry=registry))
+            try:
+                self._pool = await loop.run_in_executor(self._executor, self._open)
+            except BaseException:
+                self._executor.shutdown(wait=False)  # nothing to run: let its thread go
+                raise
             self._queue = _Completions(self._max_threads, self._pool)
+        return self
+
+    @classmethod
+    def _opened_by(cls, open_pool: Callable[[], _Pool], max_threads: int) -> "Pool":
+        """An aio pool whose :meth:`start` takes the :class:`toolpool.Pool` that
+        ``open_pool`` returns (called in a thread); :meth:`aclose` closes it."""
+        self = cls.__new__(cls)
+        self._setup(open_pool, max_threads)
         return self
 
     async def aclose(self, grace: Optional[float] = None) -> None:
@@ -295,17 +340,6 @@ class Pool:
                 queue.close()
             await loop.run_in_executor(self._executor, pool.close)
         await loop.run_in_executor(None, lambda: self._executor.shutdown(wait=True))
-
-    async def __aenter__(self) -> "Pool":
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        await self.aclose()
 
     @property
     def pool(self) -> _Pool:
@@ -355,17 +389,97 @@ class Pool:
         """``async with pool.lease() as lease``: one instance for exclusive use."""
         return _LeaseContext(self, timeout)
 
+    async def _in_thread(self, fn: Callable[[_Pool], T]) -> T:
+        """``fn(pool)`` on the pool's executor."""
+        p = self._live()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, p)
+
     async def health(self) -> Dict[str, Any]:
         """:meth:`toolpool.Pool.health`, in a thread."""
-        p = self._live()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, p.health)
+        return await self._in_thread(_Pool.health)
 
     async def status(self) -> Dict[str, Any]:
         """:meth:`toolpool.Pool.status`, in a thread."""
-        p = self._live()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, p.status)
+        return await self._in_thread(_Pool.status)
 
     async def metrics(self) -> Dict[str, Any]:
         """:meth:`toolpool.Pool.metrics`, in a thread."""
-        p = self._live()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, p.metrics)
+        return await self._in_thread(_Pool.metrics)
+
+    async def metrics_prometheus(self) -> str:
+        """:meth:`toolpool.Pool.metrics_prometheus`, in a thread."""
+        return await self._in_thread(_Pool.metrics_prometheus)
+
+    async def restart(self, i: int) -> None:
+        """:meth:`toolpool.Pool.restart`, in a thread."""
+        await self._in_thread(lambda p: p.restart(i))
+
+    async def resize(self, n: int) -> None:
+        """:meth:`toolpool.Pool.resize`, in a thread."""
+        await self._in_thread(lambda p: p.resize(n))
+
+    async def reload(self, spec: Spec) -> None:
+        """:meth:`toolpool.Pool.reload`, in a thread."""
+        await self._in_thread(lambda p: p.reload(spec))
+
+    def __len__(self) -> int:
+        """The number of instances (as :func:`len` of :class:`toolpool.Pool`)."""
+        return len(self._live())
+
+
+class Client(_Opens):
+    """A client of a ``toolpool serve`` service for asyncio programs, from :func:`connect`:
+    ``async with aio.connect(path) as client`` (or ``client = await aio.connect(path)``
+    then :meth:`aclose`) connects in a thread; :meth:`pool` gives the service's pools as
+    :class:`Pool` objects."""
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, max_threads: int = MAX_THREADS) -> None:
+        self._path = path
+        self._max_threads = max_threads
+        self._client: Optional[_Client] = None
+
+    def _live(self) -> _Client:
+        if self._client is None:
+            raise ShutDown("the aio client is not connected (use `async with aio.connect(...)`) or is closed")
+        return self._client
+
+    @property
+    def client(self) -> _Client:
+        """The underlying :class:`toolpool.Client` (its blocking methods block the loop)."""
+        return self._live()
+
+    async def start(self) -> "Client":
+        """Connect (in a thread); returns the client. Raises :class:`toolpool.ServiceError`
+        as :func:`toolpool.connect` does."""
+        if self._client is None:
+            self._client = await asyncio.get_running_loop().run_in_executor(None, _Client, self._path)
+        return self
+
+    async def aclose(self) -> None:
+        """Close the client (its idle connections). The pools taken from it keep working
+        until they are closed themselves. Idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            await asyncio.get_running_loop().run_in_executor(None, client.close)
+
+    def pool(self, tool: str, *, max_threads: Optional[int] = None) -> Pool:
+        """The service's pool of ``tool`` as an :class:`aio.Pool <Pool>`, opened (in a
+        thread) by ``async with client.pool(tool) as pool`` or ``pool = await
+        client.pool(tool)``, closed by leaving the block or :meth:`Pool.aclose` (which ends
+        this handle only; the service's pool runs on). Opening raises what
+        :meth:`toolpool.Client.pool` raises (``NotFound``, ``ServiceError``).
+        ``max_threads`` defaults to the client's."""
+        client = self._live()
+        return Pool._opened_by(lambda: client.pool(tool), max_threads or self._max_threads)
+
+    async def tools(self) -> List[str]:
+        """:meth:`toolpool.Client.tools`, in a thread."""
+        client = self._live()
+        return await asyncio.get_running_loop().run_in_executor(None, client.tools)
+
+
+def connect(path: Union[str, "os.PathLike[str]"], *, max_threads: int = MAX_THREADS) -> Client:
+    """A client of the ``toolpool serve`` service on the Unix socket ``path``, connected by
+    ``async with aio.connect(path) as client`` or ``client = await aio.connect(path)``.
+    ``max_threads`` is the default of its pools (see :data:`MAX_THREADS`)."""
+    return Client(path, max_threads=max_threads)

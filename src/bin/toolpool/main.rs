@@ -4,7 +4,8 @@
 //!   (or completion order), streaming with bounded memory;
 //! - `toolpool bench`: a sample through a warm pool and through one process per call;
 //! - `toolpool check`: validate a registry, optionally start each tool once;
-//! - `toolpool serve`: the pools of a registry for many processes, on a Unix socket.
+//! - `toolpool serve`: the pools of a registry for many processes, on a Unix socket;
+//! - `toolpool exec`: one command under a service's process limit.
 //!
 //! Built only with the `cli` feature (clap and indicatif are not dependencies of the
 //! library). Uses the library's public API only.
@@ -16,6 +17,7 @@
 
 mod bench;
 mod check;
+mod exec;
 mod input;
 mod progress;
 mod rows;
@@ -64,6 +66,7 @@ enum Command {
     Bench(bench::BenchArgs),
     Check(check::CheckArgs),
     Serve(serve::ServeArgs),
+    Exec(exec::ExecArgs),
 }
 
 /// An error that ends the command: its message and exit status.
@@ -92,6 +95,7 @@ fn main() {
         Command::Bench(a) => bench::main(a),
         Command::Check(a) => check::main(a),
         Command::Serve(a) => serve::main(a),
+        Command::Exec(a) => exec::main(a),
     };
     let code = match result {
         Ok(code) => code,

@@ -17,7 +17,7 @@
 use crate::input::{count_lines_later, Input, MAX_INPUT_LINE};
 use crate::progress::{Progress, When};
 use crate::rows::{Format, Outcome, Writer};
-use crate::tool::{parse_duration, ToolArgs};
+use crate::tool::{self, parse_duration, ToolArgs};
 use crate::{signals, Fatal, EXIT_FAILED, EXIT_OK};
 use clap::Args;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
@@ -124,7 +124,11 @@ struct Shared {
 }
 
 pub fn main(args: RunArgs) -> Result<i32, Fatal> {
-    let spec = args.tool.spec()?;
+    let source = args.tool.source()?;
+    let spec = match &source {
+        tool::Source::Local(spec) => (**spec).clone(),
+        tool::Source::Service(pool) => (*pool.spec()).clone(),
+    };
     let signals = signals::install();
     let input = Input::open(args.input.as_deref())?;
     let mut out: Box<dyn Write> = match &args.output {
@@ -152,7 +156,11 @@ pub fn main(args: RunArgs) -> Result<i32, Fatal> {
     let id = spec.id.clone();
     let shared = Arc::new(Shared::default());
     let interrupts = Interrupts::watch(signals, Arc::clone(&shared));
-    let pool = match Pool::from_spec(spec) {
+    let started = match source {
+        tool::Source::Local(spec) => Pool::from_spec(*spec),
+        tool::Source::Service(pool) => Ok(pool),
+    };
+    let pool = match started {
         Ok(p) => Arc::new(p),
         Err(e) => {
             progress.finish();

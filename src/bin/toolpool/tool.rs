@@ -94,7 +94,59 @@ pub struct ToolArgs {
     pub command: Vec<String>,
 }
 
+/// The pool `run` drives: one to start here from a spec, or a service's (`--tool ID` with
+/// `TOOLPOOL_SERVER` set).
+pub enum Source {
+    /// Start a local pool from this spec.
+    Local(Box<ToolSpec>),
+    /// The service's pool, already open.
+    Service(toolpool::Pool),
+}
+
 impl ToolArgs {
+    /// Where the pool comes from: with `TOOLPOOL_SERVER=unix:PATH` set, `--tool ID` is the
+    /// service's pool of ID (flags that change a spec are an error then: the service runs
+    /// its own registry); otherwise a local pool of [`ToolArgs::spec`].
+    pub fn source(&self) -> Result<Source, Fatal> {
+        let server = toolpool::Client::from_env().map_err(|e| Fatal::config(e.to_string()));
+        let (Some(id), true, None) = (&self.tool, self.command.is_empty(), &self.spec) else {
+            return self.spec().map(|s| Source::Local(Box::new(s)));
+        };
+        let Some(client) = server? else {
+            return self.spec().map(|s| Source::Local(Box::new(s)));
+        };
+        let local_only = [
+            ("--instances", self.instances.is_some()),
+            ("--protocol", self.protocol.is_some()),
+            ("--end-command", self.end_command.is_some()),
+            ("--pty", self.pty),
+            ("--stderr-error-ms", self.stderr_error_ms.is_some()),
+            ("--max-restarts", self.max_restarts.is_some()),
+            ("--ready-line", self.ready_line.is_some()),
+            ("--startup-timeout", self.startup_timeout.is_some()),
+            ("--env", !self.env.is_empty()),
+            ("--cwd", self.cwd.is_some()),
+            ("--restart", self.restart.is_some()),
+            ("--in-flight", self.in_flight.is_some()),
+        ];
+        let set: Vec<&str> = local_only
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(f, _)| *f)
+            .collect();
+        if !set.is_empty() {
+            return Err(Fatal::config(format!(
+                "{} change a tool's spec, but with TOOLPOOL_SERVER set '{id}' is the service's \
+                 pool, which runs the service's registry (unset TOOLPOOL_SERVER for a local pool)",
+                set.join(", ")
+            )));
+        }
+        client
+            .pool(id)
+            .map(Source::Service)
+            .map_err(|e| Fatal::config(e.to_string()))
+    }
+
     /// The spec these arguments describe: loaded (or built from the command), then the
     /// flags applied over it, then validated. Every problem is a configuration error
     /// (exit 2) that names it.
