@@ -1,56 +1,33 @@
 //! The client of `toolpool serve`: [`Client`] connects to a service's Unix socket and hands
-//! out its pools as [`Pool`](crate::Pool)s, the same type a local pool is.
+//! out its pools as [`Pool`]s, the same type a local pool is, and slots of its process
+//! limit as [`Permit`]s. Above the pool façade; the connections themselves are the
+//! link layer's (`link`): a client keeps a small stack of idle ones, a call takes one (or
+//! opens one), and a service that restarted costs the calls in flight an
+//! [`Error::Service`] and nothing more: the next call connects again.
 //!
-//! A client keeps a small stack of idle connections. A call takes one (or opens one and
-//! says hello), sends its frame, waits for the answer, and puts the connection back; so
-//! calls from many threads run at once, each on its own connection, and a service that
-//! restarted costs the calls in flight an [`Error::Service`] and nothing more: the next
-//! call connects again. A lease keeps its connection for its whole life, so a client that
-//! dies holding one frees it at once. Below the pool façade; above the wire protocol.
-
-mod lease;
-mod permit;
-mod pinned;
-mod pool;
-
-pub(crate) use lease::ServiceLease;
-pub(crate) use pool::ServicePool;
+//! [`Error::Service`]: crate::Error::Service
 
 use crate::cancel::Wait;
-use crate::error::{Error, Result};
-use crate::limiter::{KillReport, LimiterStatus};
-use crate::wire::{self, Answer, Call, Hello, Op, RecvEnd, Socket};
+use crate::error::Result;
+use crate::limiter::{KillReport, LimiterStatus, Permit};
+use crate::link::{self, Link, ServicePermit, ServicePool};
+use crate::pool::Pool;
+use crate::wire::Op;
 use parking_lot::Mutex;
-use serde::de::DeserializeOwned;
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::sync::{Arc, Weak};
 
-/// The environment variable that points at a service: `unix:PATH`. When it is set,
-/// opening a tool by registry id (Rust [`Pool::from_registry`](crate::Pool::from_registry),
-/// C `toolpool_pool_from_registry`, Go `FromRegistry`, Python `Pool(id, registry=...)`,
-/// `toolpool run --tool ID`) uses the service instead of starting a local pool.
-pub const SERVER_ENV: &str = "TOOLPOOL_SERVER";
-
-/// Idle connections a client keeps for later calls; more are closed when put back.
-pub const MAX_IDLE_CONNECTIONS: usize = 16;
-
-/// How much longer than a call's own timeout a client waits for the service's answer
-/// before it gives up on the connection (the service enforces the timeout itself).
-pub const ANSWER_SLACK: Duration = Duration::from_secs(5);
-
-/// How long a cancelled call waits for the service to confirm before it drops the
-/// connection (which cancels the call on the service too).
-const CANCEL_GRACE: Duration = Duration::from_secs(1);
+pub use crate::link::{ANSWER_SLACK, MAX_IDLE_CONNECTIONS, SERVER_ENV};
 
 /// A connection to a `toolpool serve` service (see the module docs). `Clone + Send +
 /// Sync`: clones share the connections.
 #[derive(Clone)]
 pub struct Client {
-    pub(crate) link: Arc<Link>,
+    link: Arc<Link>,
 }
+
+/// The link of the client connected last (see [`Client::current`]).
+static CURRENT: Mutex<Weak<Link>> = Mutex::new(Weak::new());
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,19 +41,15 @@ impl Client {
     /// Connect to the service listening on the Unix socket at `path` (one connection,
     /// hello included, so a missing or refusing service is an error here).
     ///
-    /// Errors: [`Error::Service`] when nothing listens there, the peer is not a toolpool
-    /// service, speaks another protocol version, or refuses this user.
+    /// Errors: [`Error::Service`](crate::Error::Service) when nothing listens there, the
+    /// peer is not a toolpool service, speaks another protocol version, or refuses this
+    /// user.
     ///
     /// The process-wide limit calls ([`crate::limit_status`], [`crate::set_limit`],
-    /// [`crate::kill_all`]) go to the service of the client connected last, while it lives.
+    /// [`crate::kill_all`]), slots ([`crate::acquire_slot`]) and runs go to the service of
+    /// the client connected last, while it lives.
     pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
-        let link = Arc::new(Link {
-            path: path.as_ref().to_path_buf(),
-            idle: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-        });
-        let sock = link.open()?;
-        link.put_back(sock);
+        let link = Link::connect(path.as_ref())?;
         *CURRENT.lock() = Arc::downgrade(&link);
         Ok(Client { link })
     }
@@ -92,9 +65,9 @@ impl Client {
     }
 
     /// The client `TOOLPOOL_SERVER` names (`unix:PATH`), or `None` when it is unset or
-    /// empty. A value of another form is [`Error::Config`].
+    /// empty. A value of another form is [`Error::Config`](crate::Error::Config).
     pub fn from_env() -> Result<Option<Client>> {
-        match server_from_env()? {
+        match link::server_from_env()? {
             Some(path) => Client::connect(path).map(Some),
             None => Ok(None),
         }
@@ -105,10 +78,11 @@ impl Client {
         &self.link.path
     }
 
-    /// The service's pool of `tool`, as a [`Pool`](crate::Pool): every pool method works on
-    /// it. [`Error::UnknownTool`] (listing the service's tools) when the service has none.
-    pub fn pool(&self, tool: &str) -> Result<crate::Pool> {
-        ServicePool::open(Arc::clone(&self.link), tool).map(crate::Pool::from_service)
+    /// The service's pool of `tool`, as a [`Pool`]: every pool method works on it.
+    /// [`Error::UnknownTool`](crate::Error::UnknownTool) (listing the service's tools) when
+    /// the service has none.
+    pub fn pool(&self, tool: &str) -> Result<Pool> {
+        ServicePool::open(Arc::clone(&self.link), tool).map(Pool::from_service)
     }
 
     /// The tool ids the service serves, in order.
@@ -133,10 +107,10 @@ impl Client {
     /// does: the process counts in the service's status and dies with its `kill_all`.
     /// The slot comes back when the permit is dropped or its process exits, or at once
     /// if this process dies.
-    pub fn acquire(&self, wait: impl Into<Wait>) -> Result<crate::Permit> {
+    pub fn acquire(&self, wait: impl Into<Wait>) -> Result<Permit> {
         let wait = wait.into();
-        let p = permit::ServicePermit::take(Arc::clone(&self.link), &wait)?;
-        Ok(crate::Permit::elsewhere(Box::new(p)))
+        let p = ServicePermit::take(Arc::clone(&self.link), &wait)?;
+        Ok(Permit::elsewhere(Box::new(p)))
     }
 
     /// Kill every process counted against the service's limit, as
@@ -144,283 +118,4 @@ impl Client {
     pub fn kill_all(&self) -> Result<KillReport> {
         self.link.call(Op::KillAll, &[], None).map(|(s, _)| s)
     }
-}
-
-/// The link of the client connected last (see [`Client::current`]).
-static CURRENT: Mutex<std::sync::Weak<Link>> = Mutex::new(std::sync::Weak::new());
-
-/// The socket path in `TOOLPOOL_SERVER`, if set.
-pub(crate) fn server_from_env() -> Result<Option<PathBuf>> {
-    let Ok(v) = std::env::var(SERVER_ENV) else {
-        return Ok(None);
-    };
-    if v.is_empty() {
-        return Ok(None);
-    }
-    match v.strip_prefix("unix:") {
-        Some(p) if !p.is_empty() => Ok(Some(PathBuf::from(p))),
-        _ => Err(Error::Config(format!(
-            "{SERVER_ENV}={v:?}: expected unix:PATH, the socket of `toolpool serve`"
-        ))),
-    }
-}
-
-/// The connections of one client, shared by its pools and leases.
-pub(crate) struct Link {
-    path: PathBuf,
-    idle: Mutex<Vec<Socket>>,
-    next_id: AtomicU64,
-}
-
-impl Link {
-    /// The socket path, as messages name it.
-    pub fn where_(&self) -> String {
-        format!("the toolpool service at {}", self.path.display())
-    }
-
-    /// A new connection, hello exchanged.
-    pub fn open(&self) -> Result<Socket> {
-        let stream = std::os::unix::net::UnixStream::connect(&self.path).map_err(|e| {
-            Error::Service(format!(
-                "cannot connect to {}: {e} (is `toolpool serve --socket {}` running?)",
-                self.where_(),
-                self.path.display()
-            ))
-        })?;
-        let mut sock = Socket::new(OwnedFd::from(stream));
-        let lost = |e: &dyn std::fmt::Display| {
-            Error::Service(format!("{} did not say hello: {e}", self.where_()))
-        };
-        sock.send(&wire::to_json(&Hello::ours()), &[])
-            .map_err(|e| lost(&e))?;
-        let until = Instant::now() + ANSWER_SLACK;
-        let frame = sock.recv(Some((until, None))).map_err(|e| lost(&e))?;
-        let hello: Hello = serde_json::from_slice(&frame.json).map_err(|e| lost(&e))?;
-        if hello.hello != "toolpool" {
-            return Err(lost(&"the peer is not a toolpool service"));
-        }
-        if let Some(refused) = hello.refused {
-            return Err(refused);
-        }
-        if hello.version != wire::PROTOCOL_VERSION {
-            return Err(Error::Service(format!(
-                "{} speaks protocol version {} (toolpool {}), this library {} (toolpool {}): \
-                 use the same toolpool release on both sides",
-                self.where_(),
-                hello.version,
-                hello.build,
-                wire::PROTOCOL_VERSION,
-                env!("CARGO_PKG_VERSION")
-            )));
-        }
-        Ok(sock)
-    }
-
-    /// Keep `sock` for a later call (up to [`MAX_IDLE_CONNECTIONS`]).
-    pub fn put_back(&self, sock: Socket) {
-        let mut idle = self.idle.lock();
-        if idle.len() < MAX_IDLE_CONNECTIONS {
-            idle.push(sock);
-        }
-    }
-
-    /// One call on a kept connection (or a new one): the answer's value and data.
-    pub fn call<T: DeserializeOwned>(
-        &self,
-        op: Op,
-        data: &[u8],
-        wait: Option<&Wait>,
-    ) -> Result<(T, Vec<u8>)> {
-        let (answer, sock) = self.call_keeping(op, data, wait)?;
-        self.put_back(sock);
-        Ok(answer)
-    }
-
-    /// [`Link::call`], handing the connection to the caller (a lease keeps it). After an
-    /// error the connection is kept here, or closed when it cannot serve another call.
-    pub fn call_keeping<T: DeserializeOwned>(
-        &self,
-        op: Op,
-        data: &[u8],
-        wait: Option<&Wait>,
-    ) -> Result<((T, Vec<u8>), Socket)> {
-        let (sent, mut sock) = self.send(op, data, wait)?;
-        match self.answer(&mut sock, sent, wait) {
-            (Ok(answer), _) => Ok((answer, sock)),
-            (Err(e), reusable) => {
-                if reusable {
-                    self.put_back(sock);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Send a call on a kept connection (or a new one), to be answered on the connection
-    /// returned; [`Error::Cancelled`] when the wait's token is cancelled already.
-    fn send(&self, op: Op, data: &[u8], wait: Option<&Wait>) -> Result<(Sent, Socket)> {
-        let what = op.name();
-        self.not_cancelled(what, wait)?;
-        let (id, json) = self.encode(op);
-        let sock = self.send_on_kept(&json, data, what)?;
-        Ok((Sent { id, what }, sock))
-    }
-
-    /// Send a call on a kept connection, or on a new one when none is kept or every kept
-    /// one fails. No `poll` first to see whether a kept connection still lives: one the
-    /// service closed (it restarted) fails the send with `EPIPE` before the service could
-    /// read the whole frame, so the call cannot have run and goes on the next connection.
-    fn send_on_kept(&self, json: &[u8], data: &[u8], what: &str) -> Result<Socket> {
-        loop {
-            let Some(sock) = self.idle.lock().pop() else {
-                break;
-            };
-            // Bytes left over from an earlier answer: something the service never sends.
-            if sock.is_clean() && sock.send(json, data).is_ok() {
-                return Ok(sock);
-            }
-        }
-        let sock = self.open()?;
-        sock.send(json, data).map_err(|e| self.lost(what, &e))?;
-        Ok(sock)
-    }
-
-    /// One call on `sock` (a lease's connection); the bool says whether `sock` can serve
-    /// another call.
-    pub fn call_on<T: DeserializeOwned>(
-        &self,
-        sock: &mut Socket,
-        op: Op,
-        data: &[u8],
-        wait: Option<&Wait>,
-    ) -> (Result<(T, Vec<u8>)>, bool) {
-        let what = op.name();
-        if let Err(e) = self.not_cancelled(what, wait) {
-            return (Err(e), true);
-        }
-        let (id, json) = self.encode(op);
-        if let Err(e) = sock.send(&json, data) {
-            return (Err(self.lost(what, &e)), false);
-        }
-        self.answer(sock, Sent { id, what }, wait)
-    }
-
-    /// [`Error::Cancelled`] when the wait's token is cancelled already.
-    fn not_cancelled(&self, what: &str, wait: Option<&Wait>) -> Result<()> {
-        match wait {
-            Some(w) if w.is_cancelled() => {
-                Err(Error::Cancelled(format!("{what} on {}", self.where_())))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// A new call id, and the call's JSON.
-    fn encode(&self, op: Op) -> (u64, Vec<u8>) {
-        let id = self.next_id.fetch_add(1, Relaxed);
-        (id, wire::to_json(&Call { id, op }))
-    }
-
-    /// Wait for the answer to the call `sent` on `sock`; the bool says whether `sock` can
-    /// serve another call.
-    fn answer<T: DeserializeOwned>(
-        &self,
-        sock: &mut Socket,
-        sent: Sent,
-        wait: Option<&Wait>,
-    ) -> (Result<(T, Vec<u8>)>, bool) {
-        let Sent { id, what } = sent;
-        let deadline =
-            wait.map(|w| crate::util::deadline_in(w.timeout().saturating_add(ANSWER_SLACK)));
-        let token = wait.and_then(|w| w.token());
-        let mut cancel_sent = false;
-        let frame = loop {
-            let until = match (deadline, cancel_sent) {
-                (_, true) => Some((Instant::now() + CANCEL_GRACE, None)),
-                (Some(d), false) => Some((d, token)),
-                (None, false) => token.map(|t| (far_future(), Some(t))),
-            };
-            match sock.recv(until) {
-                Ok(f) => break f,
-                Err(RecvEnd::Cancelled) => {
-                    // Ask the service to stop the call; its answer (Cancelled) follows.
-                    let cancel = wire::to_json(&Call { id, op: Op::Cancel });
-                    if sock.send(&cancel, &[]).is_err() {
-                        return (
-                            Err(Error::Cancelled(format!("{what} on {}", self.where_()))),
-                            false,
-                        );
-                    }
-                    cancel_sent = true;
-                }
-                Err(RecvEnd::TimedOut) if cancel_sent => {
-                    return (
-                        Err(Error::Cancelled(format!("{what} on {}", self.where_()))),
-                        false,
-                    );
-                }
-                Err(RecvEnd::TimedOut) => {
-                    let after = wait.map(|w| w.timeout()).unwrap_or_default() + ANSWER_SLACK;
-                    return (
-                        Err(Error::timeout(
-                            format!("the answer of {} to {what}", self.where_()),
-                            after,
-                        )),
-                        false,
-                    );
-                }
-                Err(e) => return (Err(self.lost(what, &e)), false),
-            }
-        };
-        let answer: Answer<T> = match serde_json::from_slice(&frame.json) {
-            Ok(a) => a,
-            Err(e) => {
-                let msg = format!(
-                    "{} sent an answer to {what} this client cannot read: {e}",
-                    self.where_()
-                );
-                return (Err(Error::Service(msg)), false);
-            }
-        };
-        if answer.id != id {
-            let msg = format!(
-                "{} answered call {} while call {id} ({what}) waited",
-                self.where_(),
-                answer.id
-            );
-            return (Err(Error::Service(msg)), false);
-        }
-        let r = match (answer.ok, answer.err) {
-            (_, Some(e)) => Err(e),
-            (Some(v), None) => Ok((v, frame.data)),
-            // `"ok": null` reads as no `ok`: a call with nothing to return (unit).
-            (None, None) => match serde_json::from_str::<T>("null") {
-                Ok(v) => Ok((v, frame.data)),
-                Err(_) => Err(Error::Service(format!(
-                    "{} answered {what} with neither ok nor err",
-                    self.where_()
-                ))),
-            },
-        };
-        (r, true)
-    }
-
-    /// The error of a call whose connection broke.
-    fn lost(&self, what: &str, e: &dyn std::fmt::Display) -> Error {
-        Error::Service(format!(
-            "{} went away during {what} ({e}): it stopped or restarted; the next call connects again",
-            self.where_()
-        ))
-    }
-}
-
-/// A call sent, waiting for its answer: its id, and its op's name (for messages).
-struct Sent {
-    id: u64,
-    what: &'static str,
-}
-
-/// A deadline that never comes (for a wait that only a token ends).
-fn far_future() -> Instant {
-    crate::util::deadline_in(Duration::MAX)
 }

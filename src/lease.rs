@@ -2,9 +2,9 @@
 //! (a hold of the router) or on a service's pool (a call connection of its own).
 
 use crate::cancel::Wait;
-use crate::client::ServiceLease;
 use crate::error::Result;
 use crate::hold::Hold;
+use crate::link::ServiceLease;
 use crate::router;
 use crate::util::lossy;
 

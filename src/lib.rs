@@ -87,8 +87,8 @@
 //! `reader`, `writer`, `stderr` → `rpc`, `dry` → [`run`] → `oneshot`, `lsp` →
 //! `incarnation` → `prompt` → `instance`, `admission`, `exchange` → `handshake`, `roster`
 //! → `lifecycle` → `sizing`, `recycle` → `hold` → `supervisor`, `snapshot` → `router` →
-//! `wire` → [`client`] → `lease`, `local` → `pool` → [`pools`], [`completions`] → `limit`
-//! → [`service`]; [`ffi`] (feature `capi`) on top. A submodule is part of its
+//! `wire` → `link` → `lease`, `local` → `pool` → [`client`] → [`pools`], [`completions`]
+//! → `limit` → [`service`]; [`ffi`] (feature `capi`) on top. A submodule is part of its
 //! parent's layer and holds one of its ideas: `spec`'s validation (`spec/validate.rs`) and
 //! key data (`spec/protocol.rs`, `spec/dry_run.rs`, `spec/remote.rs`, `spec/run.rs`), how
 //! an incarnation is put together (`incarnation/start.rs`), what a dry-run responder
@@ -125,6 +125,7 @@ mod lifecycle;
 mod limit;
 pub mod limiter;
 mod linebuf;
+mod link;
 mod local;
 pub mod log_bridge;
 mod lsp;

@@ -1,15 +1,15 @@
 //! The pool façade: [`Pool`], N warm instances of one tool, run in this process
-//! (`local`) or by a `toolpool serve` service ([`crate::Client`]). Every method is written
+//! (`local`) or by a `toolpool serve` service (`link`, for a [`crate::Client`]). Every method is written
 //! once here and works on both; the two sit behind one type so a program switches by
 //! configuration alone (`TOOLPOOL_SERVER`).
 //!
 //! `Pool` is `Send + Sync`; every method takes `&self` and may be called from many threads.
 
 use crate::cancel::Wait;
-use crate::client::{self, Client, ServicePool};
 use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::limiter::Limiter;
+use crate::link::{self, Link, ServicePool};
 use crate::local::LocalPool;
 use crate::metrics::MetricsSnapshot;
 use crate::router::Reply;
@@ -57,11 +57,11 @@ impl Pool {
     /// of `toolpool_pool_from_registry` and the bindings.
     ///
     /// With `TOOLPOOL_SERVER=unix:PATH` set, the pool is the service's pool of `tool`
-    /// instead ([`Client::pool`]): the service's registry and its counts apply, and `path`
+    /// instead ([`Client::pool`](crate::Client::pool)): the service's registry and its counts apply, and `path`
     /// and `count` are not used.
     pub fn from_registry(path: Option<&std::path::Path>, tool: &str, count: usize) -> Result<Pool> {
-        if let Some(server) = client::server_from_env()? {
-            return Client::connect(server)?.pool(tool);
+        if let Some(server) = link::server_from_env()? {
+            return ServicePool::open(Link::connect(&server)?, tool).map(Pool::from_service);
         }
         let registry = match path {
             Some(p) => Registry::from_path(p),
@@ -94,7 +94,7 @@ impl Pool {
         })
     }
 
-    /// A pool of a service (made by [`Client::pool`]).
+    /// A pool of a service (made by [`Client::pool`](crate::Client::pool)).
     pub(crate) fn from_service(p: ServicePool) -> Pool {
         Pool {
             inner: Inner::Service(p),
@@ -135,7 +135,7 @@ impl Pool {
         self.len() == 0
     }
 
-    /// True for a pool of a `toolpool serve` service ([`Client::pool`]).
+    /// True for a pool of a `toolpool serve` service ([`Client::pool`](crate::Client::pool)).
     pub fn is_service(&self) -> bool {
         matches!(self.inner, Inner::Service(_))
     }
@@ -435,7 +435,7 @@ impl Pool {
     }
 
     /// The limiter this pool's processes count against; `None` for a service's pool
-    /// (whose limit is the service's: [`Client::limit_status`]).
+    /// (whose limit is the service's: [`Client::limit_status`](crate::Client::limit_status)).
     pub fn limiter(&self) -> Option<&Arc<Limiter>> {
         match &self.inner {
             Inner::Local(p) => Some(p.limiter()),

@@ -7,7 +7,7 @@
 //! all groups at the same time; results come back in input order. [`Pools::reload`] takes
 //! a new registry while requests run (what `toolpool serve` does on SIGHUP).
 
-use crate::client::{self, Client};
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::router::{MapResult, Reply};
@@ -70,8 +70,8 @@ impl Pools {
     /// `TOOLPOOL_REGISTRY`), as [`Pools::new`] makes them. With `TOOLPOOL_SERVER` set,
     /// the pools of that service instead ([`Pools::from_service`]).
     pub fn from_registry(path: Option<&std::path::Path>) -> Result<Pools> {
-        if let Some(server) = client::server_from_env()? {
-            return Pools::from_service(&Client::connect(server)?);
+        if let Some(client) = Client::from_env()? {
+            return Pools::from_service(&client);
         }
         let registry = match path {
             Some(p) => Registry::from_path(p)?,
