@@ -968,3 +968,42 @@ fn a_client_outlives_a_restart_of_the_service() {
     let _again = Served::start_at(dir, socket, reg, &[]);
     assert_eq!(pool.request("after", T).unwrap().text, "after");
 }
+
+#[test]
+fn a_cancel_sent_together_with_its_call_cancels_it() {
+    // Call and cancel in one write: the service reads both at once, before the call runs.
+    let s = Served::start(
+        "cancel-same-read",
+        &registry(&[("echo", testtool_spec(1, &[], ""))]),
+        &[],
+    );
+    let mut sock = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+    let hello = serde_json::json!({"hello": "toolpool", "version": 1, "pid": 1, "build": "x"});
+    sock.write_all(&frame(hello.to_string().as_bytes(), b""))
+        .unwrap();
+    let call = frame(
+        br#"{"id":7,"op":"request","tool":"echo","timeout_ms":20000}"#,
+        b"delay:5000:late",
+    );
+    let cancel = frame(br#"{"id":7,"op":"cancel"}"#, b"");
+    let t0 = Instant::now();
+    sock.write_all(&[call, cancel].concat()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The service's hello, then the answer.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let mut header = [0u8; 8];
+        std::io::Read::read_exact(&mut sock, &mut header).unwrap();
+        let json_len = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+        let data_len = u32::from_be_bytes(header[4..].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; json_len + data_len];
+        std::io::Read::read_exact(&mut sock, &mut body).unwrap();
+        answers.push(String::from_utf8_lossy(&body[..json_len]).into_owned());
+    }
+    assert!(
+        answers[1].contains(r#""id":7"#) && answers[1].contains("Cancelled"),
+        "{answers:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}

@@ -165,6 +165,12 @@ fn calls(sh: &Shared, id: u64, sock: &mut Socket, peer: &Peer, state: &mut State
         if token.is_cancelled() {
             token = CancelToken::new();
         }
+        if !sock.is_clean() {
+            // Bytes came in the same read as the call: a client sends nothing while its
+            // call runs but a cancel, which the watcher (looking at the socket) would not
+            // see now.
+            token.cancel();
+        }
         let answer = {
             let _watch = watched.watch(&token);
             run(sh, call.op, frame, &token, state)
